@@ -1,0 +1,1 @@
+"""The agent desktop keeps its state in crm, policies and scripting."""

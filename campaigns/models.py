@@ -1,0 +1,1 @@
+"""Outbound campaigns: segments, cells, control groups and attribution."""

@@ -1,0 +1,30 @@
+"""The customer record and its shared vocabulary.
+
+Every source system is mapped onto these definitions: customer, household,
+account, product, interaction (contact history) and business event.
+"""
+
+from __future__ import annotations
+
+from crm.models.audit import AccessLogEntry
+from crm.models.customers import Customer, Household
+from crm.models.history import BusinessEvent, Interaction, Task
+from crm.models.holdings import Account, Product
+from crm.models.sources import FieldMapping, SourceRecord, SourceSystem
+from crm.models.users import ApiToken, User
+
+__all__ = [
+    "AccessLogEntry",
+    "Account",
+    "ApiToken",
+    "BusinessEvent",
+    "Customer",
+    "FieldMapping",
+    "Household",
+    "Interaction",
+    "Product",
+    "SourceRecord",
+    "SourceSystem",
+    "Task",
+    "User",
+]

@@ -1,0 +1,114 @@
+"""Contact history, business events and tasks."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from crm.models.choices import Channel, Direction, TaskKind, TaskStatus
+
+
+class Interaction(models.Model):
+    """One entry of a customer's contact history, on any channel.
+
+    ``(source_system, external_id)`` is unique, so a touchpoint that sends the
+    same result twice records it once.
+    """
+
+    customer = models.ForeignKey(
+        "crm.Customer", on_delete=models.CASCADE, related_name="interactions", db_index=False
+    )
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    direction = models.CharField(max_length=8, choices=Direction.choices)
+    occurred_at = models.DateTimeField()
+    agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    campaign_code = models.CharField(max_length=40, blank=True)
+    disposition = models.CharField(max_length=40, blank=True)
+    subject = models.CharField(max_length=200, blank=True)
+    notes = models.TextField(blank=True)
+    script_run_id = models.BigIntegerField(null=True, blank=True)
+    duration_seconds = models.PositiveIntegerField(null=True, blank=True)
+    source_system = models.ForeignKey("crm.SourceSystem", on_delete=models.PROTECT, related_name="+")
+    external_id = models.CharField(max_length=120, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        indexes = [
+            # The timeline and the screen: newest first per customer.
+            models.Index(fields=["customer", "-occurred_at", "-id"], name="interaction_timeline"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source_system", "external_id"],
+                condition=~models.Q(external_id=""),
+                name="interaction_unique_external_id_per_source",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel} {self.direction} {self.occurred_at:%Y-%m-%d %H:%M}"
+
+
+class BusinessEvent(models.Model):
+    """A fact about a customer that policies react to (see crm.events for the catalog)."""
+
+    type = models.CharField(max_length=60)
+    customer = models.ForeignKey(
+        "crm.Customer", null=True, blank=True, on_delete=models.CASCADE, related_name="events",
+        db_index=False,
+    )
+    occurred_at = models.DateTimeField()
+    payload = models.JSONField(default=dict, blank=True)
+    source_system = models.ForeignKey("crm.SourceSystem", on_delete=models.PROTECT, related_name="+")
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    recorded_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["customer", "-occurred_at"], name="event_customer_time"),
+            models.Index(fields=["type", "-occurred_at"], name="event_type_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} #{self.pk}"
+
+
+class Task(models.Model):
+    """Work for a person about a customer: a call back, a sales call, a follow-up."""
+
+    customer = models.ForeignKey("crm.Customer", on_delete=models.CASCADE, related_name="tasks")
+    kind = models.CharField(max_length=12, choices=TaskKind.choices)
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    status = models.CharField(max_length=12, choices=TaskStatus.choices, default=TaskStatus.OPEN)
+    priority = models.PositiveSmallIntegerField(default=3, help_text="1 (highest) to 5.")
+    due_at = models.DateTimeField(null=True, blank=True)
+    assigned_to = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    origin = models.CharField(max_length=80, blank=True, help_text="What raised it, e.g. policy:42.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["customer", "due_at"],
+                condition=models.Q(status__in=["open", "in_progress"]),
+                name="task_open_by_customer",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                name="task_priority_1_to_5", condition=models.Q(priority__gte=1, priority__lte=5)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.title

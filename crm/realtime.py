@@ -1,0 +1,50 @@
+"""Real-time delivery: the one place that knows group names and message shapes.
+
+Services call ``send_on_commit``: the message leaves only if the transaction
+that changed the data commits, so a screen never shows a change that was rolled
+back. Consumers subscribe to the same group names through the helpers here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+
+def customer_group(customer_id: int) -> str:
+    """Everyone looking at this customer: agent screens and the customer's own session."""
+    return f"customer.{customer_id}"
+
+
+def agent_group(user_id: int) -> str:
+    return f"agent.{user_id}"
+
+
+def customer_updated(customer_id: int, version: int, fields: list[str]) -> dict[str, Any]:
+    return {"type": "crm.event", "event": "customer.updated", "customer_id": customer_id,
+            "version": version, "fields": fields}  # fmt: skip
+
+
+def interaction_recorded(customer_id: int, interaction_id: int) -> dict[str, Any]:
+    return {"type": "crm.event", "event": "interaction.recorded", "customer_id": customer_id,
+            "interaction_id": interaction_id}  # fmt: skip
+
+
+def send_now(group: str, message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group, message)
+    except Exception:  # noqa: BLE001  a dropped notification must not fail the write that caused it
+        logger.exception("could not deliver %s to %s", message.get("event"), group)
+
+
+def send_on_commit(group: str, message: dict[str, Any]) -> None:
+    transaction.on_commit(lambda: send_now(group, message))

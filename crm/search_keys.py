@@ -1,0 +1,54 @@
+"""Search keys computed in Python and stored in indexed columns.
+
+Core PostgreSQL only (no pg_trgm, no unaccent, so the embedded server and a
+managed one behave the same): names are folded to plain lower-case ASCII, each
+token also gets a phonetic key (Metaphone) so "Jonh Smyth" finds "John Smith",
+and the folded text feeds a ``simple`` full-text vector for prefix search.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import jellyfish
+
+_TOKEN_RE = re.compile(r"[a-z0-9]+")
+
+
+def fold(text: str) -> str:
+    """Lower-case ASCII with accents removed: "José Núñez" -> "jose nunez"."""
+    decomposed = unicodedata.normalize("NFKD", text or "")
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).lower()
+
+
+def name_tokens(*parts: str) -> list[str]:
+    tokens: list[str] = []
+    for part in parts:
+        tokens.extend(_TOKEN_RE.findall(fold(part)))
+    return tokens
+
+
+def phonetic_key(token: str) -> str:
+    if token.isdigit():
+        return token
+    return jellyfish.metaphone(token) or token
+
+
+def phonetic_keys(tokens: list[str]) -> list[str]:
+    return sorted({phonetic_key(t) for t in tokens if t})
+
+
+def sort_name(family: str, given: str, organization: str) -> str:
+    """The folded name customers are ordered by: family name first."""
+    if organization and not (family or given):
+        return " ".join(name_tokens(organization))
+    return " ".join(name_tokens(family, given))
+
+
+def tsquery_for(text: str) -> str | None:
+    """A ``to_tsquery('simple', ...)`` string matching every token as a prefix."""
+    tokens = name_tokens(text)
+    if not tokens:
+        return None
+    return " & ".join(f"{t}:*" for t in tokens)

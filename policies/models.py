@@ -1,0 +1,1 @@
+"""Interaction policies, offers and contact rules (built on crm's events)."""

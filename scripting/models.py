@@ -1,0 +1,1 @@
+"""Call scripts: designer versions, runs and answers."""

@@ -92,9 +92,10 @@ def _redis_socket() -> Path:
     path = local_dir() / "redis" / "redis.sock"
     if len(str(path)) > 100:  # AF_UNIX paths are limited to 107 bytes
         import hashlib  # noqa: PLC0415
+        import tempfile  # noqa: PLC0415
 
-        digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
-        path = Path(f"/tmp/crm-redis-{digest}.sock")
+        digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+        path = Path(tempfile.gettempdir()) / f"crm-redis-{digest}.sock"
     return path
 
 

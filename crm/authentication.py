@@ -32,11 +32,7 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
                 "Malformed Authorization header: send 'Authorization: Bearer <token>'."
             )
         secret = header[1].decode(errors="replace")
-        token = (
-            ApiToken.objects.select_related("user")
-            .filter(digest=token_digest(secret))
-            .first()
-        )
+        token = ApiToken.objects.select_related("user").filter(digest=token_digest(secret)).first()
         now = timezone.now()
         if token is None or not token.is_usable(now):
             raise exceptions.AuthenticationFailed("Invalid, expired or revoked token.")

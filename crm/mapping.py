@@ -70,7 +70,7 @@ def _email(value: str, args: dict[str, Any]) -> str:
 def _date(value: str, args: dict[str, Any]) -> dt.date:
     fmt = args.get("format", "%Y-%m-%d")
     try:
-        return dt.datetime.strptime(value.strip(), fmt).date()
+        return dt.datetime.strptime(value.strip(), fmt).date()  # noqa: DTZ007  (a date, no time)
     except ValueError:
         raise ValidationError(f"“{value}” is not a date in the format {fmt}.") from None
 
@@ -134,9 +134,7 @@ def validate_mapping(target: str, transform: str, args: dict[str, Any]) -> None:
     if target not in TARGETS:
         errors["target"] = f"“{target}” is not a known target. Use one of: {', '.join(TARGETS)}."
     if transform not in TRANSFORMS:
-        errors["transform"] = (
-            f"“{transform}” is not a known transform. Use one of: {', '.join(TRANSFORMS)}."
-        )
+        errors["transform"] = f"“{transform}” is not a known transform. Use one of: {', '.join(TRANSFORMS)}."
     if transform == "map":
         values = args.get("values") if isinstance(args, dict) else None
         if not isinstance(values, dict) or not values:

@@ -15,6 +15,7 @@ import phonenumbers
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email as django_validate_email
+from django.utils import timezone
 
 _LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[A-Z]{2})?$")
 
@@ -27,8 +28,7 @@ def _time_zones() -> frozenset[str]:
 def validate_time_zone(value: str) -> None:
     if value not in _time_zones():
         raise ValidationError(
-            f"“{value}” is not a known time zone: use an IANA name such as "
-            "America/New_York or Europe/Paris."
+            f"“{value}” is not a known time zone: use an IANA name such as America/New_York or Europe/Paris."
         )
 
 
@@ -42,7 +42,7 @@ def validate_language(value: str) -> None:
 def validate_birth_date(value: dt.date | None) -> None:
     if value is None:
         return
-    today = dt.date.today()
+    today = timezone.localdate()
     if value > today:
         raise ValidationError("The date of birth is in the future: enter a past date.")
     if value.year < today.year - 130:
@@ -66,13 +66,10 @@ def normalize_phone(raw: str, *, region: str | None = None) -> str:
         number = phonenumbers.parse(text, region or settings.CRM_DEFAULT_PHONE_REGION)
     except phonenumbers.NumberParseException:
         raise ValidationError(
-            f"“{raw}” cannot be read as a phone number: enter it with its country code, "
-            "e.g. +1 202 555 0143."
+            f"“{raw}” cannot be read as a phone number: enter it with its country code, e.g. +1 202 555 0143."
         ) from None
     if not phonenumbers.is_possible_number(number):
-        raise ValidationError(
-            f"“{raw}” has the wrong number of digits for a phone number in that country."
-        )
+        raise ValidationError(f"“{raw}” has the wrong number of digits for a phone number in that country.")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
@@ -97,9 +94,7 @@ def normalize_email(raw: str) -> str:
     try:
         django_validate_email(text)
     except ValidationError:
-        raise ValidationError(
-            f"“{raw}” is not an e-mail address: enter one like name@example.com."
-        ) from None
+        raise ValidationError(f"“{raw}” is not an e-mail address: enter one like name@example.com.") from None
     local, _, domain = text.rpartition("@")
     return f"{local}@{domain.lower()}"
 

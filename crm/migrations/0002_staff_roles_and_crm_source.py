@@ -52,9 +52,7 @@ def create_roles(apps, schema_editor):  # type: ignore[no-untyped-def]
 
 
 def remove_roles(apps, schema_editor):  # type: ignore[no-untyped-def]
-    apps.get_model("auth", "Group").objects.filter(
-        name__in=["agent", "supervisor", "administrator"]
-    ).delete()
+    apps.get_model("auth", "Group").objects.filter(name__in=["agent", "supervisor", "administrator"]).delete()
 
 
 class Migration(migrations.Migration):

@@ -192,9 +192,7 @@ def _primary(items: list[dict[str, Any]], key: str) -> str:
     return str(items[0].get(key, "")) if items else ""
 
 
-def _check_items(
-    errors: dict[str, list[str]], field: str, items: Any, key: str, kinds: set[str]
-) -> None:
+def _check_items(errors: dict[str, list[str]], field: str, items: Any, key: str, kinds: set[str]) -> None:
     if not isinstance(items, list):
         errors.setdefault(field, []).append("Must be a list.")
         return

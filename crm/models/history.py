@@ -57,7 +57,11 @@ class BusinessEvent(models.Model):
 
     type = models.CharField(max_length=60)
     customer = models.ForeignKey(
-        "crm.Customer", null=True, blank=True, on_delete=models.CASCADE, related_name="events",
+        "crm.Customer",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="events",
         db_index=False,
     )
     occurred_at = models.DateTimeField()

@@ -1,0 +1,178 @@
+"""Every shared read of the customer record: pages and the API use these."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from django.contrib.postgres.search import SearchQuery, SearchRank
+from django.core.exceptions import ValidationError
+from django.db.models import F, Prefetch, Q, QuerySet
+
+from crm.models import Account, Customer, Household, Interaction, Task, User
+from crm.models.choices import TaskStatus
+from crm.search_keys import name_tokens, phonetic_keys, tsquery_for
+from crm.validation import normalize_email, normalize_phone
+
+SCREEN_HISTORY = 50
+_CUSTOMER_NUMBER_RE = re.compile(r"^\s*C-?0*(\d{1,12})\s*$", re.IGNORECASE)
+
+
+# --- Who sees what -------------------------------------------------------------------
+
+
+def customers_visible_to(user: User) -> QuerySet[Customer]:
+    """The customers ``user`` may read: a customer only themselves, staff with the
+    view permission and integrations every customer, anyone else none."""
+    customers = Customer.objects.all()
+    if not user.is_authenticated or not user.is_active:
+        return customers.none()
+    if user.is_customer:
+        return customers.filter(pk=user.customer_id)
+    if user.is_integration or user.has_perm("crm.view_customer"):
+        return customers
+    return customers.none()
+
+
+def households_visible_to(user: User) -> QuerySet[Household]:
+    households = Household.objects.all()
+    if user.is_customer:
+        return households.filter(members__pk=user.customer_id)
+    if user.is_integration or user.has_perm("crm.view_household"):
+        return households
+    return households.none()
+
+
+def accounts_visible_to(user: User) -> QuerySet[Account]:
+    accounts = Account.objects.select_related("product")
+    if user.is_customer:
+        return accounts.filter(customer_id=user.customer_id)
+    if user.is_integration or user.has_perm("crm.view_account"):
+        return accounts
+    return accounts.none()
+
+
+# --- Lookup and search -----------------------------------------------------------------
+
+
+def customers_by_phone(raw: str) -> QuerySet[Customer]:
+    """Customers reachable at a number given in E.164 or as dialled (several may
+    share a household line)."""
+    return Customer.objects.filter(phone_keys__contains=[normalize_phone(raw)])
+
+
+def customer_search(
+    *,
+    queryset: QuerySet[Customer],
+    q: str = "",
+    phone: str = "",
+    email: str = "",
+    account_number: str = "",
+) -> QuerySet[Customer]:
+    """Filter ``queryset`` by any of: a name (typos and accents forgiven), a phone
+    number as dialled, an e-mail, an account number, or a customer number in ``q``.
+
+    Raises ValidationError naming the parameter when a phone or e-mail cannot be read.
+    """
+    if phone:
+        try:
+            queryset = queryset.filter(phone_keys__contains=[normalize_phone(phone)])
+        except ValidationError as exc:
+            raise ValidationError({"phone": exc.messages}) from None
+    if email:
+        try:
+            queryset = queryset.filter(email_keys__contains=[normalize_email(email).lower()])
+        except ValidationError as exc:
+            raise ValidationError({"email": exc.messages}) from None
+    if account_number:
+        queryset = queryset.filter(accounts__account_number=account_number.strip().upper())
+    q = q.strip()
+    if not q:
+        return queryset.order_by("sort_name", "id")
+    number = _CUSTOMER_NUMBER_RE.match(q)
+    if number:
+        return queryset.filter(pk=int(number.group(1)))
+    tokens = name_tokens(q)
+    prefix = tsquery_for(q)
+    if not tokens or prefix is None:
+        return queryset.none()
+    query = SearchQuery(prefix, search_type="raw", config="simple")
+    # Prefix matches on the folded name, or every token sounding alike (typos).
+    matches = Q(search_vector=query) | Q(name_phonetic__contains=phonetic_keys(tokens))
+    return (
+        queryset.filter(matches)
+        .annotate(rank=SearchRank(F("search_vector"), query))
+        .order_by("-rank", "sort_name", "id")
+    )
+
+
+# --- The unified customer screen ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CustomerScreen:
+    customer: Customer
+    household_members: list[Customer]
+    accounts: list[Account]
+    interactions: list[Interaction]
+    open_tasks: list[Task]
+
+
+def customer_screen(*, customer_id: int, queryset: QuerySet[Customer] | None = None) -> CustomerScreen:
+    """Everything the agent sees about one customer, in five queries whatever the
+    length of the history: the customer with its household, the other members,
+    the accounts with their products, the last 50 contacts, the open tasks."""
+    base = queryset if queryset is not None else Customer.objects.all()
+    customer = base.select_related("household").get(pk=customer_id)
+    members: list[Customer] = []
+    if customer.household_id is not None:
+        members = list(
+            Customer.objects.filter(household_id=customer.household_id)
+            .exclude(pk=customer.pk)
+            .only("id", "given_name", "family_name", "organization_name", "display_name",
+                  "household_role", "tier", "status", "household_id")
+            .order_by("sort_name")
+        )  # fmt: skip
+    accounts = list(
+        Account.objects.filter(customer_id=customer.pk)
+        .select_related("product")
+        .order_by("status", "-opened_on")
+    )
+    interactions = list(
+        Interaction.objects.filter(customer_id=customer.pk)
+        .select_related("agent", "source_system")
+        .order_by("-occurred_at", "-id")[:SCREEN_HISTORY]
+    )
+    tasks = list(
+        Task.objects.filter(customer_id=customer.pk, status__in=[TaskStatus.OPEN, TaskStatus.IN_PROGRESS])
+        .select_related("assigned_to")
+        .order_by(F("due_at").asc(nulls_last=True), "priority")
+    )
+    return CustomerScreen(customer, members, accounts, interactions, tasks)
+
+
+def customer_timeline(
+    *,
+    customer_id: int,
+    channels: list[str] | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+) -> QuerySet[Interaction]:
+    """The whole contact history, newest first, for cursor pagination."""
+    interactions = Interaction.objects.filter(customer_id=customer_id).select_related(
+        "agent", "source_system"
+    )
+    if channels:
+        interactions = interactions.filter(channel__in=channels)
+    if since:
+        interactions = interactions.filter(occurred_at__gte=since)
+    if until:
+        interactions = interactions.filter(occurred_at__lt=until)
+    return interactions.order_by("-occurred_at", "-id")
+
+
+def household_with_members(*, household_id: int, queryset: QuerySet[Household]) -> Household:
+    return queryset.prefetch_related(
+        Prefetch("members", queryset=Customer.objects.order_by("sort_name"))
+    ).get(pk=household_id)

@@ -1,0 +1,100 @@
+"""Named personas and helpers shared by every test.
+
+- alice: agent; bob: supervisor; carol: administrator;
+- dave: a self-service customer (his own record is ``dave_customer``);
+- erin_customer: another customer dave must never see;
+- frank: an integration user for the "ivr" source system.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from crm import services
+from crm.models import Customer, Product, SourceSystem, User
+
+PASSWORD = "correct-horse-battery-9"
+
+
+@pytest.fixture
+def alice(db: None) -> User:
+    return services.staff_user_create(username="alice", password=PASSWORD, role="agent",
+                                      first_name="Alice", time_zone="America/Chicago")  # fmt: skip
+
+
+@pytest.fixture
+def bob(db: None) -> User:
+    return services.staff_user_create(username="bob", password=PASSWORD, role="supervisor", first_name="Bob")
+
+
+@pytest.fixture
+def carol(db: None) -> User:
+    return services.staff_user_create(
+        username="carol", password=PASSWORD, role="administrator", first_name="Carol"
+    )
+
+
+def make_customer(**overrides: Any) -> Customer:
+    fields: dict[str, Any] = {
+        "given_name": "Dave",
+        "family_name": "Miller",
+        "phones": [{"number": "+12025550143", "kind": "mobile", "primary": True}],
+        "emails": [{"address": "dave@example.com", "kind": "personal", "primary": True}],
+        "time_zone": "America/New_York",
+        "date_of_birth": dt.date(1980, 5, 17),
+    }
+    fields.update(overrides)
+    return services.customer_create(**fields)
+
+
+@pytest.fixture
+def dave_customer(db: None) -> Customer:
+    return make_customer()
+
+
+@pytest.fixture
+def erin_customer(db: None) -> Customer:
+    return make_customer(
+        given_name="Erin",
+        family_name="Okafor",
+        phones=[{"number": "+442079460958", "kind": "home", "primary": True}],
+        emails=[{"address": "erin@example.org", "kind": "personal", "primary": True}],
+        tier="platinum",
+    )
+
+
+@pytest.fixture
+def dave(dave_customer: Customer) -> User:
+    return services.customer_login_create(customer=dave_customer, username="dave", password=PASSWORD)
+
+
+@pytest.fixture
+def ivr(db: None) -> SourceSystem:
+    return services.source_system_create(code="ivr", name="IVR", kind="ivr")
+
+
+@pytest.fixture
+def frank(ivr: SourceSystem) -> User:
+    return User.objects.get(source_system=ivr)
+
+
+@pytest.fixture
+def checking(db: None) -> Product:
+    return Product.objects.create(code="everyday-checking", name="Everyday Checking", category="checking")
+
+
+def api_as(user: User) -> APIClient:
+    """An API client carrying a real bearer token of ``user``."""
+    _, secret = services.api_token_create(user=user, name="test")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    return client
+
+
+def minutes_ago(n: int) -> dt.datetime:
+    return timezone.now() - dt.timedelta(minutes=n)

@@ -1,0 +1,52 @@
+"""Celery tasks of the customer record.
+
+Each task takes ids (JSON-serialisable, so a message never carries a stale row),
+and calls one service that loads the rows and does the work. Settings run every
+task with ``acks_late``: a worker that dies mid-task gets the message delivered
+again, so each task here must leave the same result when it runs twice.
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from crm import services
+
+# A database restart or fail-over drops connections; the work is idempotent,
+# so retrying with backoff is safe and better than losing the message.
+_TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
+
+
+@shared_task(
+    name="crm.tasks.customers_reindex_search",
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=_TRANSIENT_DB_ERRORS,
+    retry_backoff=True,
+    retry_backoff_max=300,
+    max_retries=5,
+)
+def customers_reindex_search(customer_ids: list[int]) -> int:
+    """Recompute the stored search keys of these customers.
+
+    Idempotent: the keys are derived from the customer's own fields only, so a
+    redelivered message writes the same values again. Ids of customers deleted
+    since the message was sent are skipped."""
+    return services.customers_reindex_search(customer_ids=[int(pk) for pk in customer_ids])
+
+
+@shared_task(
+    name="crm.tasks.api_tokens_purge_expired",
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=_TRANSIENT_DB_ERRORS,
+    retry_backoff=True,
+    max_retries=3,
+    # Beat sends this hourly; if workers were down for a day, one run clears
+    # the backlog, so older copies may be dropped rather than run 24 times.
+    expires=3600,
+)
+def api_tokens_purge_expired() -> int:
+    """Delete API tokens that expired or were revoked long ago (idempotent)."""
+    return services.api_tokens_purge_expired()

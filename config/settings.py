@@ -172,17 +172,20 @@ CRM_DEFAULT_PHONE_REGION = env_str("CRM_DEFAULT_PHONE_REGION", "US") or "US"
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / ".local" / "staticfiles"
+# Production serves hashed, compressed files built by `collectstatic`; development
+# and the test suite serve straight from the app folders.
+_STATIC_MANIFEST = env_bool("STATICFILES_MANIFEST", not DEBUG)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         "BACKEND": (
-            "django.contrib.staticfiles.storage.StaticFilesStorage"
-            if DEBUG
-            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if _STATIC_MANIFEST
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
         )
     },
 }
-WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_USE_FINDERS = not _STATIC_MANIFEST
 
 # --- REST API ---------------------------------------------------------------
 

@@ -92,7 +92,7 @@ def customer_search(
         return queryset.order_by("sort_name", "id")
     number = _CUSTOMER_NUMBER_RE.match(q)
     if number:
-        return queryset.filter(pk=int(number.group(1)))
+        return queryset.filter(pk=int(number.group(1))).order_by("id")
     tokens = name_tokens(q)
     prefix = tsquery_for(q)
     if not tokens or prefix is None:

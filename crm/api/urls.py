@@ -1,3 +1,18 @@
 from __future__ import annotations
 
-urlpatterns: list = []
+from django.urls import include, path
+from rest_framework.routers import DefaultRouter
+
+from crm.api import views
+
+router = DefaultRouter()
+router.register("customers", views.CustomerViewSet, basename="customer")
+router.register("households", views.HouseholdViewSet, basename="household")
+router.register("accounts", views.AccountViewSet, basename="account")
+router.register("products", views.ProductViewSet, basename="product")
+
+urlpatterns = [
+    path("auth/token/", views.TokenView.as_view(), name="api-token"),
+    path("me/", views.MeView.as_view(), name="api-me"),
+    path("", include(router.urls)),
+]

@@ -1,0 +1,105 @@
+"""Django admin for reference data and users. The customer record itself is
+edited through the desktop and the API (services, version checks, events)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.http import HttpRequest
+
+from crm.models import (
+    AccessLogEntry,
+    ApiToken,
+    FieldMapping,
+    Product,
+    SourceRecord,
+    SourceSystem,
+    User,
+)
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = ["name", "code", "category", "active"]
+    list_filter = ["category", "active"]
+    search_fields = ["name", "code"]
+
+
+class FieldMappingInline(admin.TabularInline):
+    model = FieldMapping
+    extra = 0
+    fields = ["position", "source_field", "target", "transform", "transform_args", "required"]
+
+
+@admin.register(SourceSystem)
+class SourceSystemAdmin(admin.ModelAdmin):
+    list_display = ["name", "code", "kind", "active", "created_at"]
+    list_filter = ["kind", "active"]
+    search_fields = ["name", "code"]
+    inlines = [FieldMappingInline]
+
+
+@admin.register(SourceRecord)
+class SourceRecordAdmin(admin.ModelAdmin):
+    list_display = ["source_system", "external_key", "customer_id", "last_seen_at"]
+    list_filter = ["source_system"]
+    search_fields = ["external_key"]
+    raw_id_fields = ["customer"]
+
+
+@admin.register(User)
+class UserAdmin(BaseUserAdmin):
+    list_display = ["username", "first_name", "last_name", "kind", "is_active", "last_login"]
+    list_filter = ["groups", "is_active", "is_staff"]
+    fieldsets = (
+        *BaseUserAdmin.fieldsets,  # type: ignore[misc]
+        ("Contact center", {"fields": ("time_zone", "customer", "source_system")}),
+    )
+    raw_id_fields = ["customer"]
+
+    @admin.display(description="Kind")
+    def kind(self, user: User) -> str:
+        if user.is_customer:
+            return "self-service customer"
+        if user.is_integration:
+            return "integration"
+        return ", ".join(sorted(user.roles)) or "no role"
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens are issued through the API or `manage.py` and only their digests
+    are stored, so here they can be looked at and revoked, never read."""
+
+    list_display = ["name", "user", "prefix", "created_at", "expires_at", "last_used_at", "revoked_at"]
+    list_filter = ["revoked_at"]
+    readonly_fields = ["user", "name", "prefix", "digest", "created_at", "expires_at", "last_used_at"]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request: HttpRequest, queryset: Any) -> None:
+        from django.utils import timezone  # noqa: PLC0415
+
+        queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+@admin.register(AccessLogEntry)
+class AccessLogAdmin(admin.ModelAdmin):
+    list_display = ["at", "user", "customer_id", "channel", "path"]
+    list_filter = ["channel"]
+    search_fields = ["customer_id", "user__username"]
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

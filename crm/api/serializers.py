@@ -1,0 +1,259 @@
+"""Shapes of the customer record on the wire (API v1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import TextChoices
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from crm.models import Account, Customer, Household, Interaction, Product
+from crm.models.choices import (
+    AddressKind,
+    Channel,
+    CustomerKind,
+    CustomerStatus,
+    Direction,
+    EmailKind,
+    HouseholdRole,
+    PhoneKind,
+    PreferredChannel,
+    Tier,
+)
+from crm.validation import format_phone
+
+
+def choice(choices: type[TextChoices], **kwargs: Any) -> serializers.ChoiceField:
+    """A choice field whose error lists what is allowed."""
+    allowed = ", ".join(choices.values)
+    return serializers.ChoiceField(
+        choices=choices.choices,
+        error_messages={"invalid_choice": f"“{{input}}” is not allowed: use one of {allowed}."},
+        **kwargs,
+    )
+
+
+class PhoneSerializer(serializers.Serializer):
+    number = serializers.CharField(max_length=40, help_text="E.164 on output; any dialable form on input.")
+    kind = choice(PhoneKind, default=PhoneKind.MOBILE)
+    primary = serializers.BooleanField(default=False)
+
+
+class EmailSerializer(serializers.Serializer):
+    address = serializers.CharField(max_length=254)
+    kind = choice(EmailKind, default=EmailKind.PERSONAL)
+    primary = serializers.BooleanField(default=False)
+
+
+class AddressSerializer(serializers.Serializer):
+    kind = choice(AddressKind, default=AddressKind.HOME)
+    line1 = serializers.CharField(max_length=200)
+    line2 = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    city = serializers.CharField(max_length=100)
+    region = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    postal_code = serializers.CharField(max_length=20, required=False, allow_blank=True, default="")
+    country = serializers.CharField(max_length=2, min_length=2, help_text="ISO 3166 code, e.g. US.")
+
+
+class CustomerListSerializer(serializers.ModelSerializer):
+    number = serializers.CharField(read_only=True)
+    primary_phone = serializers.CharField(read_only=True)
+    primary_email = serializers.CharField(read_only=True)
+    city = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Customer
+        fields = ["id", "number", "kind", "display_name", "tier", "status", "primary_phone",
+                  "primary_email", "city", "household"]  # fmt: skip
+
+    def get_city(self, customer: Customer) -> str:
+        address = customer.primary_address
+        return str(address.get("city", "")) if address else ""
+
+
+class CustomerSerializer(serializers.ModelSerializer):
+    number = serializers.CharField(read_only=True)
+    phones = PhoneSerializer(many=True)
+    emails = EmailSerializer(many=True)
+    addresses = AddressSerializer(many=True)
+    phones_display = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Customer
+        fields = [
+            "id", "number", "kind", "given_name", "family_name", "organization_name", "display_name",
+            "date_of_birth", "phones", "phones_display", "emails", "addresses", "tier", "lifetime_value",
+            "language", "time_zone", "preferred_channel", "do_not_call", "do_not_email",
+            "marketing_opt_in", "consents_updated_at", "status", "household", "household_role",
+            "version", "created_at", "updated_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_phones_display(self, customer: Customer) -> list[str]:
+        return [format_phone(p["number"]) for p in customer.phones]
+
+
+class CustomerWriteSerializer(serializers.Serializer):
+    """What a caller may send to create or change a customer; checked here for
+    shape, then by crm.services for meaning (E.164, time zone, dates...)."""
+
+    kind = choice(CustomerKind, required=False)
+    given_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    family_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    organization_name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    date_of_birth = serializers.DateField(required=False, allow_null=True)
+    phones = PhoneSerializer(many=True, required=False)
+    emails = EmailSerializer(many=True, required=False)
+    addresses = AddressSerializer(many=True, required=False)
+    tier = choice(Tier, required=False)
+    lifetime_value = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=0, required=False)
+    language = serializers.CharField(max_length=10, required=False)
+    time_zone = serializers.CharField(max_length=64, required=False)
+    preferred_channel = choice(PreferredChannel, required=False)
+    do_not_call = serializers.BooleanField(required=False)
+    do_not_email = serializers.BooleanField(required=False)
+    marketing_opt_in = serializers.BooleanField(required=False)
+    status = choice(CustomerStatus, required=False)
+
+    def __init__(self, *args: Any, allowed_fields: frozenset[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.allowed_fields = allowed_fields
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        # Unknown and forbidden fields are reported together with malformed ones,
+        # so one round trip shows the caller everything to fix.
+        errors: dict[str, Any] = {}
+        value: dict[str, Any] = {}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            errors.update(exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail})
+        raw = data if isinstance(data, dict) else {}
+        for name in sorted(set(raw) - set(self.fields)):
+            errors[name] = ["Not a field of a customer."]
+        if self.allowed_fields is not None:
+            for name in sorted(set(raw) & set(self.fields) - self.allowed_fields):
+                errors[name] = ["You may not change this field."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+
+class HouseholdMemberSerializer(serializers.ModelSerializer):
+    number = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Customer
+        fields = ["id", "number", "display_name", "household_role"]
+
+
+class HouseholdSerializer(serializers.ModelSerializer):
+    members = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Household
+        fields = ["id", "name", "line1", "line2", "city", "region", "postal_code", "country",
+                  "members", "created_at"]  # fmt: skip
+        read_only_fields = ["id", "members", "created_at"]
+
+    @extend_schema_field(HouseholdMemberSerializer(many=True))
+    def get_members(self, household: Household) -> list[dict[str, Any]]:
+        visible: set[int] | None = self.context.get("visible_member_ids")
+        members = [m for m in household.members.all() if visible is None or m.pk in visible]
+        return HouseholdMemberSerializer(members, many=True).data  # type: ignore[return-value]
+
+
+class HouseholdMembershipSerializer(serializers.Serializer):
+    customer = serializers.IntegerField(min_value=1)
+    role = choice(HouseholdRole, default=HouseholdRole.MEMBER)
+
+
+class ProductSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Product
+        fields = ["id", "code", "name", "category", "description", "active"]
+
+
+class AccountSerializer(serializers.ModelSerializer):
+    product = ProductSerializer(read_only=True)
+
+    class Meta:
+        model = Account
+        fields = ["id", "customer", "account_number", "product", "status", "balance", "currency",
+                  "opened_on", "closed_on", "updated_at"]  # fmt: skip
+
+
+class InteractionSerializer(serializers.ModelSerializer):
+    agent = serializers.SerializerMethodField()
+    source = serializers.CharField(source="source_system.code", read_only=True)
+
+    class Meta:
+        model = Interaction
+        fields = ["id", "customer", "channel", "direction", "occurred_at", "agent", "campaign_code",
+                  "disposition", "subject", "notes", "duration_seconds", "script_run_id", "source",
+                  "external_id"]  # fmt: skip
+
+    def get_agent(self, interaction: Interaction) -> str | None:
+        agent = interaction.agent
+        return (agent.get_full_name() or agent.username) if agent else None
+
+
+class SelfServiceInteractionSerializer(serializers.ModelSerializer):
+    """A customer's view of their own history: no internal notes, no agent names."""
+
+    class Meta:
+        model = Interaction
+        fields = ["id", "channel", "direction", "occurred_at", "subject", "duration_seconds"]
+
+
+class InteractionCreateSerializer(serializers.Serializer):
+    channel = choice(Channel)
+    direction = choice(Direction)
+    occurred_at = serializers.DateTimeField()
+    external_id = serializers.CharField(max_length=120, required=False, allow_blank=True, default="")
+    campaign_code = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
+    disposition = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
+    subject = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    notes = serializers.CharField(required=False, allow_blank=True, default="")
+    duration_seconds = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+
+
+class TimelineQuerySerializer(serializers.Serializer):
+    channel = serializers.CharField(required=False, help_text="One channel or a comma-separated list.")
+    since = serializers.DateTimeField(required=False)
+    until = serializers.DateTimeField(required=False)
+
+    def validate_channel(self, value: str) -> list[str]:
+        channels = [c.strip() for c in value.split(",") if c.strip()]
+        bad = [c for c in channels if c not in Channel.values]
+        if bad:
+            raise serializers.ValidationError(
+                f"Unknown channel {', '.join(bad)}: use {', '.join(Channel.values)}."
+            )
+        return channels
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("since") and attrs.get("until") and attrs["since"] >= attrs["until"]:
+            raise serializers.ValidationError({"until": "Must be after since."})
+        return attrs
+
+
+class TokenRequestSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
+
+
+class TokenResponseSerializer(serializers.Serializer):
+    token = serializers.CharField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+
+
+class MeSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    kind = serializers.CharField()
+    roles = serializers.ListField(child=serializers.CharField())
+    customer = serializers.IntegerField(allow_null=True)
+    source_system = serializers.CharField(allow_null=True)
+    time_zone = serializers.CharField()

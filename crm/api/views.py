@@ -1,0 +1,343 @@
+"""API v1: thin views that parse, authorize, call a selector or a service, render.
+
+Who sees what is decided in ``get_queryset`` through crm.selectors: a customer's
+token reaches only that customer, staff reach what their role's permissions
+allow, and every staff or integration read of a customer record is appended to
+the access log.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.contrib.auth import authenticate
+from django.db.models import Prefetch, QuerySet
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import APIException, PermissionDenied
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+from rest_framework.views import APIView
+
+from crm import selectors, services
+from crm.api import serializers as s
+from crm.api.pagination import TimelinePagination
+from crm.exceptions import StaleVersion
+from crm.models import Account, ApiToken, Customer, Household, Product, User
+from crm.models.choices import AccessChannel
+
+# What a customer may change about themselves through self-service.
+SELF_SERVICE_FIELDS = frozenset(
+    {"phones", "emails", "addresses", "preferred_channel", "language", "time_zone",
+     "do_not_call", "do_not_email", "marketing_opt_in"}
+)  # fmt: skip
+_ETAG_RE = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+
+
+class PreconditionRequired(APIException):
+    status_code = 428
+    default_detail = (
+        "Send If-Match with the ETag from your last read of this customer "
+        '(e.g. If-Match: "3"), so that a concurrent change is never overwritten.'
+    )
+    default_code = "precondition_required"
+
+
+def _user(request: Request) -> User:
+    return request.user  # type: ignore[return-value]
+
+
+def _log_reads(request: Request, customer_ids: list[int]) -> None:
+    services.access_log_record(
+        user=_user(request), customer_ids=customer_ids, channel=AccessChannel.API, path=request.path
+    )
+
+
+def _source_of(user: User) -> Any:
+    return user.source_system if user.is_integration else None
+
+
+def _customer_etag(customer: Customer) -> str:
+    return f'"{customer.version}"'
+
+
+@extend_schema(tags=["customers"])
+class CustomerViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Customers: search, read, create and change (with If-Match)."""
+
+    def get_queryset(self) -> QuerySet[Customer]:
+        return selectors.customers_visible_to(_user(self.request))
+
+    def get_serializer_class(self) -> type[BaseSerializer]:
+        return s.CustomerListSerializer if self.action == "list" else s.CustomerSerializer
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("q", str, description="Name (typos and accents forgiven) or customer number."),
+            OpenApiParameter("phone", str, description="A phone number, E.164 or as dialled."),
+            OpenApiParameter("email", str),
+            OpenApiParameter("account_number", str),
+        ]
+    )
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        params = request.query_params
+        customers = selectors.customer_search(
+            queryset=self.get_queryset(),
+            q=params.get("q", ""),
+            phone=params.get("phone", ""),
+            email=params.get("email", ""),
+            account_number=params.get("account_number", ""),
+        )
+        page = self.paginate_queryset(customers) or []
+        _log_reads(request, [c.pk for c in page])
+        return self.get_paginated_response(s.CustomerListSerializer(page, many=True).data)
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        customer = self.get_object()
+        _log_reads(request, [customer.pk])
+        response = Response(s.CustomerSerializer(customer).data)
+        response["ETag"] = _customer_etag(customer)
+        return response
+
+    @extend_schema(request=s.CustomerWriteSerializer, responses={201: s.CustomerSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        user = _user(request)
+        if not (user.is_integration or user.has_perm("crm.add_customer")):
+            raise PermissionDenied("You may not create customers.")
+        incoming = s.CustomerWriteSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        customer = services.customer_create(actor=user, source=_source_of(user), **incoming.validated_data)
+        response = Response(s.CustomerSerializer(customer).data, status=status.HTTP_201_CREATED)
+        response["ETag"] = _customer_etag(customer)
+        return response
+
+    @extend_schema(
+        request=s.CustomerWriteSerializer,
+        parameters=[OpenApiParameter("If-Match", str, OpenApiParameter.HEADER, required=True)],
+        responses={200: s.CustomerSerializer},
+    )
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        user = _user(request)
+        customer = self.get_object()
+        if user.is_customer:
+            allowed: frozenset[str] | None = SELF_SERVICE_FIELDS
+        elif user.is_integration or user.has_perm("crm.change_customer"):
+            allowed = None
+        else:
+            raise PermissionDenied("You may not change customers.")
+        header = request.headers.get("If-Match")
+        if not header:
+            raise PreconditionRequired()
+        match = _ETAG_RE.match(header)
+        if match is None:
+            raise PreconditionRequired(f'If-Match {header!r} is not an ETag of this API; send e.g. "3".')
+        incoming = s.CustomerWriteSerializer(data=request.data, allowed_fields=allowed, partial=True)
+        incoming.is_valid(raise_exception=True)
+        try:
+            customer = services.customer_update(
+                customer_id=customer.pk,
+                expected_version=int(match.group(1)),
+                changes=incoming.validated_data,
+                actor=user,
+                source=_source_of(user),
+            )
+        except StaleVersion as exc:
+            response = Response(
+                {"detail": str(exc), "current_version": exc.current_version},
+                status=status.HTTP_412_PRECONDITION_FAILED,
+            )
+            response["ETag"] = f'"{exc.current_version}"'
+            return response
+        response = Response(s.CustomerSerializer(customer).data)
+        response["ETag"] = _customer_etag(customer)
+        return response
+
+    @extend_schema(
+        parameters=[s.TimelineQuerySerializer],
+        responses={200: s.InteractionSerializer(many=True)},
+    )
+    @action(detail=True, methods=["get"], pagination_class=TimelinePagination)
+    def timeline(self, request: Request, pk: str | None = None) -> Response:
+        """The customer's whole contact history, newest first (cursor pagination)."""
+        customer = self.get_object()
+        query = s.TimelineQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        interactions = selectors.customer_timeline(
+            customer_id=customer.pk,
+            channels=query.validated_data.get("channel"),
+            since=query.validated_data.get("since"),
+            until=query.validated_data.get("until"),
+        )
+        page = self.paginate_queryset(interactions)
+        _log_reads(request, [customer.pk])
+        serializer = (
+            s.SelfServiceInteractionSerializer if _user(request).is_customer else s.InteractionSerializer
+        )
+        return self.get_paginated_response(serializer(page, many=True).data)
+
+    @extend_schema(request=s.InteractionCreateSerializer, responses={201: s.InteractionSerializer})
+    @timeline.mapping.post
+    def record_interaction(self, request: Request, pk: str | None = None) -> Response:
+        """Record a contact; repeating an external_id from the same source returns the first (200)."""
+        user = _user(request)
+        if not (user.is_integration or user.has_perm("crm.add_interaction")):
+            raise PermissionDenied("You may not record contacts.")
+        customer = self.get_object()
+        incoming = s.InteractionCreateSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        interaction, created = services.interaction_record(
+            customer_id=customer.pk,
+            source=_source_of(user),
+            agent=None if user.is_integration else user,
+            **incoming.validated_data,
+        )
+        return Response(
+            s.InteractionSerializer(interaction).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+    @extend_schema(responses={200: s.AccountSerializer(many=True)})
+    @action(detail=True, methods=["get"], pagination_class=None)
+    def accounts(self, request: Request, pk: str | None = None) -> Response:
+        customer = self.get_object()
+        accounts = Account.objects.filter(customer=customer).select_related("product").order_by("-opened_on")
+        _log_reads(request, [customer.pk])
+        return Response(s.AccountSerializer(accounts, many=True).data)
+
+
+@extend_schema(tags=["households"])
+class HouseholdViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+):
+    serializer_class = s.HouseholdSerializer
+
+    def get_queryset(self) -> QuerySet[Household]:
+        user = _user(self.request)
+        members = selectors.customers_visible_to(user).order_by("sort_name")
+        return (
+            selectors.households_visible_to(user)
+            .prefetch_related(Prefetch("members", queryset=members))
+            .order_by("name", "id")
+        )
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        household = self.get_object()
+        _log_reads(request, [m.pk for m in household.members.all()])
+        return Response(self.get_serializer(household).data)
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        if not _user(request).has_perm("crm.add_household"):
+            raise PermissionDenied("You may not create households.")
+        incoming = s.HouseholdSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        data = {k: v for k, v in incoming.validated_data.items() if k != "name"}
+        household = services.household_create(name=incoming.validated_data["name"], **data)
+        return Response(s.HouseholdSerializer(household).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.HouseholdMembershipSerializer, responses={200: s.HouseholdSerializer})
+    @action(detail=True, methods=["post"])
+    def members(self, request: Request, pk: str | None = None) -> Response:
+        """Add a customer to this household (moving them out of any other)."""
+        user = _user(request)
+        if not user.has_perm("crm.change_household"):
+            raise PermissionDenied("You may not change households.")
+        household = self.get_object()
+        incoming = s.HouseholdMembershipSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        customer = get_object_or_404(
+            selectors.customers_visible_to(user), pk=incoming.validated_data["customer"]
+        )
+        services.household_add_member(
+            household_id=household.pk, customer_id=customer.pk, role=incoming.validated_data["role"],
+            actor=user,
+        )  # fmt: skip
+        return Response(self.get_serializer(self.get_queryset().get(pk=household.pk)).data)
+
+
+@extend_schema(tags=["accounts"])
+class AccountViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = s.AccountSerializer
+    filterset_fields = ["customer", "status", "account_number", "product__code"]
+
+    def get_queryset(self) -> QuerySet[Account]:
+        return selectors.accounts_visible_to(_user(self.request)).order_by("-opened_on", "id")
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        account = self.get_object()
+        _log_reads(request, [account.customer_id])
+        return Response(self.get_serializer(account).data)
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        response = super().list(request, *args, **kwargs)
+        results = response.data.get("results", []) if isinstance(response.data, dict) else []
+        _log_reads(request, [row["customer"] for row in results])
+        return response
+
+
+@extend_schema(tags=["products"])
+class ProductViewSet(viewsets.ReadOnlyModelViewSet):
+    """The product catalog (changed by administrators in the admin)."""
+
+    serializer_class = s.ProductSerializer
+    filterset_fields = ["category", "active"]
+    queryset = Product.objects.order_by("name")
+
+
+@extend_schema(tags=["auth"])
+class TokenView(APIView):
+    """Exchange a username and password for a bearer token (self-service apps),
+    or revoke the token the request carries."""
+
+    permission_classes = [permissions.AllowAny]
+    throttle_scope = "token"
+
+    @extend_schema(request=s.TokenRequestSerializer, responses={201: s.TokenResponseSerializer})
+    def post(self, request: Request) -> Response:
+        incoming = s.TokenRequestSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        user = authenticate(
+            request._request,
+            username=incoming.validated_data["username"],
+            password=incoming.validated_data["password"],
+        )
+        if user is None:
+            return Response({"detail": "Wrong username or password."}, status=status.HTTP_401_UNAUTHORIZED)
+        token, secret = services.api_token_create(user=user, name="password grant")  # type: ignore[arg-type]
+        return Response({"token": secret, "expires_at": token.expires_at}, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request: Request) -> Response:
+        if not isinstance(request.auth, ApiToken):
+            return Response(
+                {"detail": "Send the token to revoke in the Authorization header."},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        services.api_token_revoke(token_id=request.auth.pk, actor=_user(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@extend_schema(tags=["auth"], responses={200: s.MeSerializer})
+class MeView(APIView):
+    """Who the caller is: staff (with roles), an integration or a customer."""
+
+    def get(self, request: Request) -> Response:
+        user = _user(request)
+        kind = "customer" if user.is_customer else "integration" if user.is_integration else "staff"
+        return Response(
+            {
+                "username": user.get_username(),
+                "kind": kind,
+                "roles": sorted(user.roles),
+                "customer": user.customer_id,
+                "source_system": user.source_system.code if user.source_system else None,
+                "time_zone": user.time_zone,
+            }
+        )

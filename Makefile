@@ -43,7 +43,7 @@ test: setup browser
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy .
+	DEBUG=true $(VENV)/bin/mypy .
 
 format: setup
 	$(VENV)/bin/ruff format .

@@ -28,7 +28,7 @@ def customers_visible_to(user: User) -> QuerySet[Customer]:
     customers = Customer.objects.all()
     if not user.is_authenticated or not user.is_active:
         return customers.none()
-    if user.is_customer:
+    if user.customer_id is not None:
         return customers.filter(pk=user.customer_id)
     if user.is_integration or user.has_perm("crm.view_customer"):
         return customers
@@ -37,7 +37,7 @@ def customers_visible_to(user: User) -> QuerySet[Customer]:
 
 def households_visible_to(user: User) -> QuerySet[Household]:
     households = Household.objects.all()
-    if user.is_customer:
+    if user.customer_id is not None:
         return households.filter(members__pk=user.customer_id)
     if user.is_integration or user.has_perm("crm.view_household"):
         return households
@@ -46,7 +46,7 @@ def households_visible_to(user: User) -> QuerySet[Household]:
 
 def accounts_visible_to(user: User) -> QuerySet[Account]:
     accounts = Account.objects.select_related("product")
-    if user.is_customer:
+    if user.customer_id is not None:
         return accounts.filter(customer_id=user.customer_id)
     if user.is_integration or user.has_perm("crm.view_account"):
         return accounts

@@ -438,31 +438,27 @@ def business_event_record(
     event_type.validate(payload)
     if not idempotency_key or len(idempotency_key) > 200:
         raise ValidationError({"idempotency_key": "Give a key of 1-200 characters that is unique per fact."})
-    values = {
-        "type": type,
-        "customer_id": customer.pk if customer else customer_id,
-        "occurred_at": occurred_at,
-        "payload": payload,
-        "source_system_id": source.pk,
-        "idempotency_key": idempotency_key,
-        "recorded_at": timezone.now(),
-    }
+    subject_id = customer.pk if customer else customer_id
+    recorded_at = timezone.now()
     # One round trip whether the key is new or a repeat; no savepoint needed.
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO crm_businessevent (type, customer_id, occurred_at, payload, source_system_id,"
             " idempotency_key, recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-            [*(values[k] for k in ("type", "customer_id", "occurred_at")), _jsonb(payload),
-             *(values[k] for k in ("source_system_id", "idempotency_key", "recorded_at"))],
-        )  # fmt: skip
+            [type, subject_id, occurred_at, _jsonb(payload), source.pk, idempotency_key, recorded_at],
+        )
         row = cursor.fetchone()
     if row is None:
         return BusinessEvent.objects.get(idempotency_key=idempotency_key), False
-    return BusinessEvent(id=row[0], **values), True
+    event = BusinessEvent(
+        id=row[0], type=type, customer_id=subject_id, occurred_at=occurred_at, payload=payload,
+        source_system=source, idempotency_key=idempotency_key, recorded_at=recorded_at,
+    )  # fmt: skip
+    return event, True
 
 
-def _jsonb(value: Any) -> Jsonb:
+def _jsonb(value: Any) -> Any:
     return Jsonb(value, dumps=partial(json.dumps, cls=DjangoJSONEncoder))
 
 

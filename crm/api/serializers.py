@@ -187,12 +187,12 @@ class AccountSerializer(serializers.ModelSerializer):
 
 class InteractionSerializer(serializers.ModelSerializer):
     agent = serializers.SerializerMethodField()
-    source = serializers.CharField(source="source_system.code", read_only=True)
+    source_system = serializers.CharField(source="source_system.code", read_only=True)
 
     class Meta:
         model = Interaction
         fields = ["id", "customer", "channel", "direction", "occurred_at", "agent", "campaign_code",
-                  "disposition", "subject", "notes", "duration_seconds", "script_run_id", "source",
+                  "disposition", "subject", "notes", "duration_seconds", "script_run_id", "source_system",
                   "external_id"]  # fmt: skip
 
     def get_agent(self, interaction: Interaction) -> str | None:

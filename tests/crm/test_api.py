@@ -222,7 +222,7 @@ def test_an_integration_records_a_contact_once_per_external_id(frank, dave_custo
     url = f"/api/v1/customers/{dave_customer.pk}/timeline/"
     assert client.post(url, body).status_code == 201
     again = client.post(url, body)
-    assert again.status_code == 200 and again.data["source"] == "ivr"
+    assert again.status_code == 200 and again.data["source_system"] == "ivr"
     assert Interaction.objects.filter(customer=dave_customer, external_id="ivr-991").count() == 1
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.http import HttpRequest
 
+from crm import services
 from crm.models import (
     AccessLogEntry,
     ApiToken,
@@ -39,6 +40,29 @@ class SourceSystemAdmin(admin.ModelAdmin):
     list_filter = ["kind", "active"]
     search_fields = ["name", "code"]
     inlines = [FieldMappingInline]
+    actions = ["issue_token"]
+
+    def save_model(self, request: HttpRequest, obj: SourceSystem, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        # A new source system gets its integration user through the service.
+        created = services.source_system_create(code=obj.code, name=obj.name, kind=obj.kind)
+        obj.pk = created.pk
+        obj.created_at = created.created_at
+
+    @admin.action(description="Issue a new API token (shown once)")
+    def issue_token(self, request: HttpRequest, queryset: Any) -> None:
+        for source in queryset:
+            user = User.objects.filter(source_system=source).first()
+            if user is None:
+                self.message_user(request, f"{source.name} has no integration user.", messages.ERROR)
+                continue
+            _, secret = services.api_token_create(user=user, name=f"admin: {request.user}")
+            self.message_user(
+                request, f"Token for {source.name} (copy it now, it is not shown again): {secret}",
+                messages.WARNING,
+            )  # fmt: skip
 
 
 @admin.register(SourceRecord)

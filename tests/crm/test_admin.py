@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import Client
+
+from crm.models import ApiToken, SourceSystem, User
+
+pytestmark = pytest.mark.django_db
+
+
+def test_an_administrator_adds_a_source_system_with_its_integration_user(carol):
+    client = Client()
+    client.force_login(carol)
+    response = client.post(
+        "/admin/crm/sourcesystem/add/",
+        {"code": "pos", "name": "Point of sale", "kind": "pos", "active": "on",
+         "mappings-TOTAL_FORMS": "0", "mappings-INITIAL_FORMS": "0"},
+    )  # fmt: skip
+    assert response.status_code == 302, response.content[:2000]
+    source = SourceSystem.objects.get(code="pos")
+    assert User.objects.get(source_system=source).has_usable_password() is False
+
+
+def test_an_agent_cannot_open_the_admin(alice):
+    client = Client()
+    client.force_login(alice)
+    assert client.get("/admin/").status_code == 302
+
+
+def test_issue_api_token_prints_the_secret_once_and_can_rotate(frank, ivr):
+    first = StringIO()
+    call_command("issue_api_token", "--source-system", "ivr", stdout=first)
+    call_command("issue_api_token", "--source-system", "ivr", "--rotate", stdout=StringIO())
+    tokens = ApiToken.objects.filter(user=frank)
+    assert tokens.count() == 2 and tokens.filter(revoked_at__isnull=True).count() == 1
+    secret = first.getvalue().strip().splitlines()[-1]
+    assert secret.startswith("crm_") and not tokens.filter(digest=secret).exists()
+
+
+def test_issue_api_token_names_the_unknown_source(ivr):
+    with pytest.raises(CommandError, match="No source system “nope”. Known: .*ivr"):
+        call_command("issue_api_token", "--source-system", "nope")

@@ -41,5 +41,5 @@ def test_issue_api_token_prints_the_secret_once_and_can_rotate(frank, ivr):
 
 
 def test_issue_api_token_names_the_unknown_source(ivr):
-    with pytest.raises(CommandError, match="No source system “nope”. Known: .*ivr"):
+    with pytest.raises(CommandError, match=r"No source system “nope”\. Known: .*ivr"):
         call_command("issue_api_token", "--source-system", "nope")

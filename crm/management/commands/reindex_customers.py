@@ -35,6 +35,7 @@ class Command(BaseCommand):
             raise CommandError("--chunk-size must be at least 1.")
         routing: dict[str, Any] = {"queue": queue} if queue else {}
         total = Customer.objects.count()
+        planned = -(-total // chunk_size)  # ceiling division
         sent = chunks = 0
         last_id = 0
         while True:
@@ -52,5 +53,7 @@ class Command(BaseCommand):
             sent += len(ids)
             chunks += 1
             last_id = ids[-1]
-            self.stdout.write(f"Enqueued {sent:,} of {max(total, sent):,} customers ({chunks:,} tasks)")
+            # Customers created meanwhile can push past the first count.
+            total, planned = max(total, sent), max(planned, chunks)
+            self.stdout.write(f"Enqueued {sent:,} of {total:,} customers (task {chunks:,} of {planned:,})")
         self.stdout.write(self.style.SUCCESS(f"Done: {sent:,} customers in {chunks:,} tasks."))

@@ -1,0 +1,274 @@
+"""Real processes for the integration tests: a Celery worker and a uvicorn server.
+
+Both run against the pytest test database and the same Redis as the test
+process, so a row the test commits is visible to them and a message they send
+reaches the test (and the other way round). That needs committed data: the
+tests use ``django_db(transaction=True, serialized_rollback=True)``; see
+``_migration_data_survives_the_flush`` for why ``serialized_rollback``.
+
+Every process is stopped in a fixture finaliser (terminate, wait, then kill),
+whatever the test did.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
+
+import pytest
+from django.conf import settings
+from django.db import connection, connections
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+COMMITTED = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+T = TypeVar("T")
+
+
+# --- Polling ------------------------------------------------------------------------
+
+
+def wait_until(
+    probe: Callable[[], T | None],
+    *,
+    what: str,
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    process: ManagedProcess | None = None,
+) -> T:
+    """Call ``probe`` until it returns something truthy; fail after ``timeout`` s.
+
+    With ``process``, stop early (and show its log) if the process dies, so a
+    crash reads as a crash rather than as a 30-second timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if process is not None and process.popen.poll() is not None:
+            pytest.fail(f"{process.name} exited ({process.popen.returncode}) while waiting for {what}:\n"
+                        f"{process.log_tail()}")  # fmt: skip
+        if time.monotonic() > deadline:
+            detail = f"\n{process.log_tail()}" if process is not None else ""
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+# --- Subprocesses -------------------------------------------------------------------
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask politely (SIGTERM: Celery's warm shutdown, uvicorn's graceful
+        exit), then kill if it does not leave in time."""
+        if self.popen.poll() is not None:
+            return
+        self.popen.terminate()
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(timeout=timeout)
+
+
+def start_process(name: str, argv: list[str], *, env: dict[str, str], log_path: Path) -> ManagedProcess:
+    with open(log_path, "wb") as log:
+        # The child keeps its own copy of the file descriptor.
+        popen = subprocess.Popen(
+            argv, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    return ManagedProcess(name=name, popen=popen, log_path=log_path)
+
+
+def url_of_test_database() -> str:
+    """A DATABASE_URL for the test database (after pytest-django created it).
+
+    The embedded PostgreSQL listens on a Unix socket whose directory arrives as
+    ``OPTIONS["host"]`` (from ``?host=`` in its URL); connection options such as
+    ``sslmode`` travel the same way, so every plain option goes back into the query."""
+    db: dict[str, Any] = connection.settings_dict
+    user = quote(db.get("USER") or "", safe="")
+    password = quote(db.get("PASSWORD") or "", safe="")
+    auth = f"{user}:{password}@" if password else f"{user}@" if user else ""
+    host = db.get("HOST") or ""
+    port = str(db.get("PORT") or "")
+    query = {k: str(v) for k, v in (db.get("OPTIONS") or {}).items() if isinstance(v, str | int)}
+    netloc = ""
+    if host.startswith("/"):
+        query["host"] = host
+        if port:
+            query["port"] = port
+    elif host:
+        netloc = f"{host}:{port}" if port else host
+    url = f"postgresql://{auth}{netloc}/{quote(db['NAME'], safe='')}"
+    return f"{url}?{urlencode(query)}" if query else url
+
+
+def subprocess_env(**overrides: str) -> dict[str, str]:
+    """The test process's environment, pointed at the test database and Redis."""
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DATABASE_URL=url_of_test_database(),
+        REDIS_URL=settings.REDIS_URL,
+        SECRET_KEY=settings.SECRET_KEY,  # session hashes must match the test process
+        CELERY_TASK_ALWAYS_EAGER="false",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(overrides)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# --- The test database keeps its migration data ---------------------------------------
+
+
+def _is_transactional(request: pytest.FixtureRequest) -> bool:
+    marker = request.node.get_closest_marker("django_db")
+    if marker is not None and (marker.kwargs.get("transaction") or marker.kwargs.get("reset_sequences")):
+        return True
+    return "transactional_db" in request.fixturenames or "live_server" in request.fixturenames
+
+
+@pytest.fixture(scope="session")
+def _migration_data_restored_at_exit(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    with django_db_blocker.unblock():
+        from django.contrib.auth.models import Group
+
+        if not Group.objects.filter(name="agent").exists():
+            pytest.fail(
+                "The reused test database has lost the rows its data migrations create (staff "
+                "roles, the crm source system): run pytest once with --create-db."
+            )
+    yield
+    with django_db_blocker.unblock():
+        for alias in connections:
+            contents = getattr(connections[alias], "_test_serialized_contents", None)
+            if contents:
+                connections[alias].creation.deserialize_db_from_string(contents)
+
+
+@pytest.fixture(autouse=True)
+def _migration_data_survives_the_flush(request: pytest.FixtureRequest) -> None:
+    """A transactional test ends with a flush that empties every table, including
+    the rows data migrations created (staff role groups, the "crm" source
+    system). ``serialized_rollback`` reloads them before each such test; with
+    ``--reuse-db`` the database must also get them back after the last one, or the
+    next run starts without them. Hence: demand ``serialized_rollback`` and reload
+    the snapshot once at the end of the session."""
+    if not _is_transactional(request):
+        return
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None or not marker.kwargs.get("serialized_rollback"):
+        pytest.fail("Mark transactional integration tests with tests.integration.conftest.COMMITTED.")
+    request.getfixturevalue("_migration_data_restored_at_exit")
+
+
+# --- A real Celery worker -----------------------------------------------------------------
+
+
+@dataclass
+class Worker:
+    queue: str
+    process: ManagedProcess
+
+    def succeeded(self, task_id: str) -> int:
+        """How many times the worker logged this task id as succeeded."""
+        return self.process.log_text().count(f"[{task_id}] succeeded")
+
+
+@pytest.fixture(scope="module")
+def celery_worker(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """One Celery worker (solo pool) on a queue no other worker consumes, so it
+    never takes a demo worker's tasks and no demo worker takes the test's."""
+    queue = f"integration-{secrets.token_hex(6)}"
+    log_path = tmp_path_factory.mktemp("celery") / "worker.log"
+    argv = [
+        str(BIN / "celery"), "-A", "config", "worker",
+        "--pool", "solo", "--queues", queue, "--hostname", f"{queue}@%h",
+        "--loglevel", "INFO",
+        # Nothing to synchronise with; without these the worker is ready sooner.
+        "--without-mingle", "--without-gossip", "--without-heartbeat",
+    ]  # fmt: skip
+    process = start_process("celery worker", argv, env=subprocess_env(), log_path=log_path)
+    try:
+        wait_until(lambda: " ready." in process.log_text(), what="the Celery worker", process=process)
+        yield Worker(queue=queue, process=process)
+    finally:
+        process.stop()
+
+
+# --- A real uvicorn -------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    port: int
+    process: ManagedProcess
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+
+def _accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def uvicorn_server(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The project's ASGI application served by uvicorn, configured as in
+    production except for plain HTTP on the loopback interface."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("uvicorn") / "uvicorn.log"
+    env = subprocess_env(
+        DEBUG="false",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        SECURE_SSL_REDIRECT="false",
+        SESSION_COOKIE_SECURE="false",
+    )
+    argv = [
+        str(BIN / "uvicorn"), "config.asgi:application",
+        "--host", "127.0.0.1", "--port", str(port), "--lifespan", "off",
+    ]  # fmt: skip
+    process = start_process("uvicorn", argv, env=env, log_path=log_path)
+    try:
+        wait_until(lambda: _accepts_connections(port), what="uvicorn to listen", process=process)
+        yield Server(port=port, process=process)
+    finally:
+        process.stop()

@@ -1,0 +1,291 @@
+"""The staff desktop's pages: log-in, customer search and the customer screen.
+
+Views stay thin: parse the request, check it is a staff member, call a crm
+selector or service, render. The small ``*Row``/``*View`` dataclasses only shape
+values for the templates (formatted phones, local times), so templates hold no
+logic and query nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, cast
+from urllib.parse import urlencode
+
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import ValidationError
+from django.core.paginator import Page, Paginator
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, QueryDict
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.cache import patch_vary_headers
+from django.utils.translation import get_language_info
+
+from agents.forms import CustomerSearchForm, SearchField, SearchPlan
+from crm import selectors, services
+from crm.models import Customer, Interaction, User
+from crm.models.choices import AccessChannel
+from crm.models.users import Role
+from crm.validation import format_phone
+
+RESULTS_PER_PAGE = 25
+# Outbound calls are allowed 08:00-21:00 in the customer's own zone (US TCPA);
+# agents call across zones, so the screen says when it is outside that window.
+CALLING_HOURS = (8, 21)
+# Only these keys travel from the results to the customer page and back, so
+# the "back to results" link can never point anywhere but the search page.
+_BACK_KEYS = ("q", "field", "page")
+
+
+# --- Access --------------------------------------------------------------------------
+
+
+def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Anonymous users go to the log-in page; customers and integrations get a 403
+    that says what this is, instead of a bare error."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        user = request.user
+        if not user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        user = cast("User", user)
+        if not user.is_active or not user.is_staff_member:
+            return render(request, "agents/forbidden.html", {"who": _who(user)}, status=403)
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _who(user: User) -> str:
+    if user.is_customer:
+        return "a self-service customer"
+    if user.is_integration:
+        return "an integration"
+    return "an account without a staff role"
+
+
+def role_label(user: User) -> str:
+    if user.is_superuser:
+        return Role.ADMINISTRATOR.label
+    for role in (Role.ADMINISTRATOR, Role.SUPERVISOR, Role.AGENT):
+        if role.value in user.roles:
+            return str(role.label)
+    return ""
+
+
+def _staff(request: HttpRequest) -> User:
+    """The signed-in staff member (``staff_required`` has checked)."""
+    return cast("User", request.user)
+
+
+def _desktop(request: HttpRequest, **context: Any) -> dict[str, Any]:
+    """What every desktop page shows in its top bar, plus the page's own values."""
+    return {"role": role_label(_staff(request)), **context}
+
+
+# --- Log-in ----------------------------------------------------------------------------
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "registration/login.html"
+    redirect_authenticated_user = True
+
+
+class LogoutView(auth_views.LogoutView):
+    """POST only (Django's own rule), so a link or an image cannot sign an agent out."""
+
+
+# --- Search -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    customer: Customer
+    phone: str
+    city: str
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    plan: SearchPlan
+    searched: SearchField | None = None  # the field whose reading produced the results
+    page: Page[Customer] | None = None
+    error: tuple[str, str] | None = None  # (field label, message)
+
+
+def run_search(plan: SearchPlan, queryset: QuerySet[Customer], page_number: str | None) -> SearchOutcome:
+    """Try each reading of the input in turn; the first that finds someone wins.
+
+    A reading the selector cannot parse (an unreadable phone) is kept as the
+    error to show if no other reading finds anyone."""
+    if plan.error:
+        return SearchOutcome(plan=plan, error=plan.error)
+    error: tuple[str, str] | None = None
+    readings: list[tuple[SearchField, QuerySet[Customer]]] = []
+    winner: tuple[SearchField, QuerySet[Customer]] | None = None
+    for attempt in plan.attempts:
+        try:
+            found = selectors.customer_search(queryset=queryset, **attempt.params)
+        except ValidationError as exc:
+            error = error or (SearchField(attempt.field).label, _first_message(exc))
+            continue
+        readings.append((attempt.field, found))
+        # With one reading there is nothing to fall back to: skip the extra query.
+        if len(plan.attempts) == 1 or found.exists():
+            winner = (attempt.field, found)
+            break
+    if winner is None:
+        if error or not readings:
+            return SearchOutcome(plan=plan, error=error)
+        winner = readings[0]  # nobody found: report the likeliest reading's empty result
+    searched, found = winner
+    found = found.defer("search_vector", "name_phonetic", "phone_keys", "email_keys")
+    page = Paginator(found, RESULTS_PER_PAGE).get_page(page_number)
+    return SearchOutcome(plan=plan, searched=searched, page=page)
+
+
+def _first_message(exc: ValidationError) -> str:
+    if hasattr(exc, "error_dict"):
+        return next(iter(exc.message_dict.values()))[0]
+    return exc.messages[0]
+
+
+def _result_rows(page: Page[Customer] | None) -> list[ResultRow]:
+    if page is None:
+        return []
+    return [
+        ResultRow(
+            customer=c,
+            phone=format_phone(c.primary_phone) if c.primary_phone else "",
+            city=str((c.primary_address or {}).get("city", "")),
+        )
+        for c in page.object_list
+    ]
+
+
+@staff_required
+def home(request: HttpRequest) -> HttpResponse:
+    """The agent's customer search: one box, results 25 to a page."""
+    form = CustomerSearchForm(request.GET or None)
+    plan = form.plan()
+    visible = selectors.customers_visible_to(_staff(request))
+    outcome = run_search(plan, visible, request.GET.get("page")) if plan.attempts or plan.error else None
+    back = urlencode({k: request.GET[k] for k in _BACK_KEYS if request.GET.get(k)})
+    page_query = urlencode({k: request.GET[k] for k in ("q", "field") if request.GET.get(k)})
+    context = _desktop(
+        request,
+        form=form,
+        plan=plan,
+        outcome=outcome,
+        rows=_result_rows(outcome.page if outcome else None),
+        back=back,
+        page_query=page_query,
+        fields=SearchField.choices,
+    )
+    # htmx swaps only the results; a history restore or a plain load gets the page.
+    partial = request.headers.get("HX-Request") and not request.headers.get("HX-History-Restore-Request")
+    response = render(request, "agents/_results.html" if partial else "agents/home.html", context)
+    patch_vary_headers(response, ["HX-Request"])
+    return response
+
+
+# --- The customer screen ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalTime:
+    """The customer's wall clock, so an agent calling across zones knows the hour."""
+
+    now: dt.datetime
+    zone: str
+    within_calling_hours: bool
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    interaction: Interaction
+    duration: str  # "4:05"; empty when the source did not say
+    disposition: str  # the source's code made readable: "no_answer" -> "no answer"
+
+
+def _duration(seconds: int | None) -> str:
+    if seconds is None:
+        return ""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def customer_local_time(zone: str) -> LocalTime | None:
+    try:
+        now = timezone.now().astimezone(zoneinfo.ZoneInfo(zone))
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+    return LocalTime(now=now, zone=zone, within_calling_hours=CALLING_HOURS[0] <= now.hour < CALLING_HOURS[1])
+
+
+def language_name(code: str) -> str:
+    try:
+        return str(get_language_info(code.lower())["name"])
+    except KeyError:
+        base = code.split("-", maxsplit=1)[0].lower()
+        try:
+            return f"{get_language_info(base)['name']} ({code})"
+        except KeyError:
+            return code
+
+
+def _back_link(request: HttpRequest) -> str:
+    back = QueryDict(request.GET.get("back", ""))
+    kept = urlencode({k: back[k] for k in _BACK_KEYS if back.get(k)})
+    return reverse("home") + (f"?{kept}" if kept else "")
+
+
+@staff_required
+def customer_detail(request: HttpRequest, customer_id: int) -> HttpResponse:
+    """The unified customer screen (read-only for now). Every open is access-logged."""
+    user = _staff(request)
+    try:
+        screen = selectors.customer_screen(
+            customer_id=customer_id, queryset=selectors.customers_visible_to(user)
+        )
+    except Customer.DoesNotExist:
+        return render(
+            request,
+            "agents/customer_missing.html",
+            _desktop(request, number=f"C-{customer_id:07d}", back_url=_back_link(request)),
+            status=404,
+        )
+    services.access_log_record(
+        user=user,
+        customer_ids=[customer_id],
+        channel=AccessChannel.PAGE,
+        path=request.get_full_path(),
+    )
+    customer = screen.customer
+    context = _desktop(
+        request,
+        screen=screen,
+        customer=customer,
+        phones=[{**p, "display": format_phone(p["number"])} for p in customer.phones],
+        local=customer_local_time(customer.time_zone),
+        calling_hours=CALLING_HOURS,
+        language=language_name(customer.language),
+        address=customer.primary_address,
+        history=[
+            HistoryRow(i, _duration(i.duration_seconds), i.disposition.replace("_", " "))
+            for i in screen.interactions
+        ],
+        history_limit=selectors.SCREEN_HISTORY,
+        back_url=_back_link(request),
+        now=timezone.now(),
+    )
+    return render(request, "agents/customer.html", context)

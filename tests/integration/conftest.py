@@ -265,6 +265,9 @@ def uvicorn_server(django_db_setup: None, tmp_path_factory: pytest.TempPathFacto
     argv = [
         str(BIN / "uvicorn"), "config.asgi:application",
         "--host", "127.0.0.1", "--port", str(port), "--lifespan", "off",
+        # A refused socket's consumer can linger ~5 s in a Redis read (see
+        # run() in test_realtime.py); do not let it hold up the shutdown.
+        "--timeout-graceful-shutdown", "1",
     ]  # fmt: skip
     process = start_process("uvicorn", argv, env=env, log_path=log_path)
     try:

@@ -25,7 +25,7 @@ services: setup
 	$(PY) -m config.embedded start
 
 browser:
-	@command -v chromium >/dev/null || bash scripts/install-chromium.sh
+	@test -x /usr/bin/chromium || bash scripts/install-chromium.sh
 
 demo: setup
 	$(DEMO_ENV) $(PY) manage.py migrate --noinput

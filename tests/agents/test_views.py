@@ -1,0 +1,289 @@
+"""The staff desktop's pages: who may use them, the one search box, the customer screen."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from crm import services
+from crm.models import AccessLogEntry, Customer, Product, User
+from tests.conftest import PASSWORD, make_customer, minutes_ago
+
+pytestmark = pytest.mark.django_db
+
+# Session, user, roles, permissions, the five screen queries and the access-log
+# insert, with a little room; what matters is that history length never adds any.
+SCREEN_MAX_QUERIES = 12
+
+
+def client_for(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def search(user: User, q: str, **params: str) -> str:
+    response = client_for(user).get(reverse("home"), {"q": q, **params})
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def result_numbers(html: str) -> list[str]:
+    return re.findall(r'<td class="col-number mono">(C-\d{7})</td>', html)
+
+
+# --- Who may use the desktop ------------------------------------------------------------
+
+
+def test_anonymous_visitors_are_sent_to_the_login_page(dave_customer: Customer) -> None:
+    for url in (reverse("home"), reverse("customer", args=[dave_customer.pk])):
+        response = Client().get(url)
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("login") + "?next=")
+
+
+def test_a_self_service_customer_gets_a_403_saying_this_is_the_staff_desktop(dave: User) -> None:
+    for url in (reverse("home"), reverse("customer", args=[dave.customer_id])):
+        response = client_for(dave).get(url)
+        assert response.status_code == 403
+        assert "This is the staff desktop" in response.content.decode()
+    assert not AccessLogEntry.objects.exists()
+
+
+def test_an_integration_gets_the_same_403(frank: User) -> None:
+    response = client_for(frank).get(reverse("home"))
+    assert response.status_code == 403
+    assert "an integration" in response.content.decode()
+
+
+def test_an_agent_gets_the_search_page(alice: User) -> None:
+    response = client_for(alice).get(reverse("home"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'id="search"' in html
+    assert "Find a customer" in html  # the first-visit help, not an empty result
+    assert "Agent" in html and "/api/docs/" in html
+    assert 'href="/admin/"' not in html  # only administrators see the admin link
+
+
+def test_an_administrator_sees_the_admin_link(carol: User) -> None:
+    html = client_for(carol).get(reverse("home")).content.decode()
+    assert 'href="/admin/"' in html
+    assert "Administrator" in html
+
+
+def test_an_agent_logs_in_through_the_form_and_lands_on_the_search(alice: User) -> None:
+    client = Client()
+    assert client.get(reverse("login")).status_code == 200
+    response = client.post(reverse("login"), {"username": "alice", "password": PASSWORD})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("home")
+    assert client.get(reverse("home")).status_code == 200
+
+
+def test_logging_out_takes_a_post_and_returns_to_the_login_page(alice: User) -> None:
+    client = client_for(alice)
+    response = client.post(reverse("logout"))
+    assert response.status_code == 302
+    assert response["Location"] == reverse("login")
+    assert client.get(reverse("home")).status_code == 302
+
+
+# --- The search box -----------------------------------------------------------------------
+
+
+def test_it_finds_a_name_typed_with_a_typo_and_without_accents(alice: User) -> None:
+    jose = make_customer(given_name="José", family_name="Núñez")
+    make_customer(given_name="Maria", family_name="Okafor")
+    html = search(alice, "Jose Nunes")
+    assert result_numbers(html) == [jose.number]
+    assert "José Núñez" in html
+    assert "matching name" in html
+
+
+def test_it_finds_a_phone_number_as_dialled(alice: User, dave_customer: Customer) -> None:
+    for dialled in ("(202) 555-0143", "202.555.0143", "+1 202 555 0143", "001 202 555 0143"):
+        html = search(alice, dialled)
+        assert result_numbers(html) == [dave_customer.number], dialled
+        assert "matching phone" in html
+    assert "+1 202-555-0143" in html  # shown formatted, not as stored
+
+
+def test_it_finds_a_customer_number_in_any_spelling(alice: User, dave_customer: Customer) -> None:
+    make_customer(given_name="Other", family_name="Person")
+    for typed in (dave_customer.number, dave_customer.number.lower(), f"C{dave_customer.pk}"):
+        assert result_numbers(search(alice, typed)) == [dave_customer.number], typed
+    assert result_numbers(search(alice, str(dave_customer.pk), field="number")) == [dave_customer.number]
+
+
+def test_it_finds_an_email_and_an_account_number(
+    alice: User, dave_customer: Customer, checking: Product
+) -> None:
+    services.account_open(customer_id=dave_customer.pk, product_code=checking.code, account_number="CHK-0042")
+    assert result_numbers(search(alice, "DAVE@example.com")) == [dave_customer.number]
+    assert result_numbers(search(alice, "chk-0042")) == [dave_customer.number]
+
+
+def test_digits_that_match_no_phone_are_tried_as_an_account_number(
+    alice: User, dave_customer: Customer, checking: Product
+) -> None:
+    services.account_open(customer_id=dave_customer.pk, product_code=checking.code, account_number="20245550")
+    html = search(alice, "20245550")
+    assert result_numbers(html) == [dave_customer.number]
+    assert "matching account no." in html
+
+
+def test_an_unreadable_phone_gets_a_message_naming_the_phone(alice: User) -> None:
+    html = search(alice, "call me maybe", field="phone")
+    assert 'id="search-error"' in html
+    assert "<strong>Phone:</strong>" in html
+    assert "cannot be read as a phone number" in html
+    assert 'aria-invalid="true"' in html
+    # The same when the box guessed it was a phone from its shape.
+    html = search(alice, "(202) 55")
+    assert "<strong>Phone:</strong>" in html
+    assert "wrong number of digits" in html
+
+
+def test_an_unreadable_email_names_the_email(alice: User) -> None:
+    html = search(alice, "nobody@", field="email")
+    assert "<strong>E-mail:</strong>" in html
+    assert "is not an e-mail address" in html
+
+
+def test_a_search_that_finds_nobody_says_so_and_what_to_try(alice: User, dave_customer: Customer) -> None:
+    html = search(alice, "Zbigniew Quartermaine")
+    assert "No customer found" in html
+    assert "“Zbigniew Quartermaine”" in html
+    assert not result_numbers(html)
+
+
+def test_results_come_25_to_a_page(alice: User) -> None:
+    for n in range(30):
+        make_customer(given_name=f"Pat{chr(97 + n % 26)}", family_name="Smith",
+                      phones=[{"number": f"+1202555{1000 + n}", "kind": "mobile"}],
+                      emails=[])  # fmt: skip
+    first = search(alice, "smith")
+    assert len(result_numbers(first)) == 25
+    assert "<strong>30</strong> customers" in first
+    assert "Page 1 of 2" in first
+    second = search(alice, "smith", page="2")
+    assert len(result_numbers(second)) == 5
+    assert set(result_numbers(first)).isdisjoint(result_numbers(second))
+    assert "Page 2 of 2" in second
+
+
+def test_htmx_gets_only_the_results(alice: User, dave_customer: Customer) -> None:
+    response = client_for(alice).get(reverse("home"), {"q": "Miller"}, HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert "<html" not in html
+    assert result_numbers(html) == [dave_customer.number]
+    assert "HX-Request" in response["Vary"]
+
+
+# --- The customer screen --------------------------------------------------------------------
+
+
+def test_every_open_of_the_customer_page_writes_one_access_log_row(
+    alice: User, dave_customer: Customer
+) -> None:
+    client = client_for(alice)
+    url = reverse("customer", args=[dave_customer.pk])
+    assert client.get(url).status_code == 200
+    assert client.get(url + "?back=q%3DMiller").status_code == 200
+    rows = list(AccessLogEntry.objects.order_by("id"))
+    assert [(r.user_id, r.customer_id, r.channel) for r in rows] == [(alice.pk, dave_customer.pk, "page")] * 2
+    assert rows[1].path == url + "?back=q%3DMiller"
+
+
+def test_a_missing_customer_is_a_404_and_is_not_logged(alice: User) -> None:
+    response = client_for(alice).get(reverse("customer", args=[987654]))
+    assert response.status_code == 404
+    assert "No customer C-0987654" in response.content.decode()
+    assert not AccessLogEntry.objects.exists()
+
+
+def test_the_customer_page_shows_the_record(alice: User, checking: Product) -> None:
+    household = services.household_create(name="The Miller household", city="Springfield")
+    dave = make_customer(do_not_call=True, tier="gold", lifetime_value=Decimal("12345.60"), language="es")
+    partner = make_customer(given_name="Dana", phones=[], emails=[])
+    services.household_add_member(household_id=household.pk, customer_id=dave.pk, role="head")
+    services.household_add_member(household_id=household.pk, customer_id=partner.pk, role="partner")
+    services.account_open(customer_id=dave.pk, product_code=checking.code, account_number="CHK-0042",
+                          balance=Decimal("-1234.50"))  # fmt: skip
+    services.interaction_record(
+        customer_id=dave.pk, channel="phone", direction="inbound", agent=alice,
+        occurred_at=dt.datetime(2024, 1, 15, 18, 0, tzinfo=dt.UTC), disposition="card_replaced",
+        subject="Lost card", notes="Card blocked and a new one sent.", duration_seconds=245,
+    )  # fmt: skip
+    services.task_create(customer_id=dave.pk, kind="callback", title="Call back about the new card",
+                         due_at=minutes_ago(30), assigned_to=alice)  # fmt: skip
+
+    html = client_for(alice).get(reverse("customer", args=[dave.pk]) + "?back=q%3DMiller").content.decode()
+
+    assert "Dave Miller" in html and dave.number in html
+    assert "Do not call." in html  # the banner, above everything else
+    assert 'class="tier tier-gold tier-lg"' in html
+    assert "12,345.60" in html and "Spanish" in html
+    assert "America/New_York" in html  # the customer's own clock
+    assert "The Miller household" in html
+    assert f'href="{reverse("customer", args=[partner.pk])}"' in html
+    assert "Everyday Checking" in html and "CHK-0042" in html and "-1,234.50" in html
+    # 18:00 UTC is noon for alice in Chicago: times are in the agent's zone.
+    assert 'Mon 15 Jan 2024 <span class="time">12:00</span>' in html
+    assert "card replaced" in html and "Lost card" in html and "4:05" in html
+    assert "Call back about the new card" in html and "Overdue" in html
+    assert 'href="/?q=Miller"' in html  # back to the same results
+
+
+def test_the_back_link_only_ever_points_at_the_search_page(alice: User, dave_customer: Customer) -> None:
+    url = reverse("customer", args=[dave_customer.pk])
+    html = client_for(alice).get(url, {"back": "q=x&next=https://evil.example/"}).content.decode()
+    assert 'href="/?q=x"' in html
+    assert "evil.example" not in html
+
+
+def _screen_query_count(client: Client, customer: Customer) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(reverse("customer", args=[customer.pk])).status_code == 200
+    return len(queries)
+
+
+def test_the_customer_page_queries_do_not_grow_with_history(
+    alice: User, checking: Product, django_assert_max_num_queries
+) -> None:
+    household = services.household_create(name="The Miller household")
+    dave = make_customer()
+    partner = make_customer(given_name="Dana", phones=[], emails=[])
+    services.household_add_member(household_id=household.pk, customer_id=dave.pk, role="head")
+    services.household_add_member(household_id=household.pk, customer_id=partner.pk, role="partner")
+    services.account_open(customer_id=dave.pk, product_code=checking.code, account_number="CHK-0042")
+    services.task_create(customer_id=dave.pk, kind="callback", title="Call back", assigned_to=alice)
+    ivr = services.source_system_create(code="ivr", name="IVR", kind="ivr")
+
+    def add_history(count: int, start: int) -> None:
+        for n in range(start, start + count):
+            services.interaction_record(
+                customer_id=dave.pk, channel="phone", direction="inbound", occurred_at=minutes_ago(n + 1),
+                agent=alice if n % 2 else None, source=ivr if n % 3 else None, subject=f"Call {n}",
+            )  # fmt: skip
+
+    client = client_for(alice)
+    client.get(reverse("home"))  # warm the session, as an agent's browser would be
+    add_history(5, 0)
+    with django_assert_max_num_queries(SCREEN_MAX_QUERIES):
+        client.get(reverse("customer", args=[dave.pk]))
+    with_5 = _screen_query_count(client, dave)
+
+    add_history(195, 5)
+    with django_assert_max_num_queries(SCREEN_MAX_QUERIES):
+        response = client.get(reverse("customer", args=[dave.pk]))
+    assert response.content.decode().count('<td class="nowrap col-when">') == 50
+    assert _screen_query_count(client, dave) == with_5, with_5

@@ -1,0 +1,292 @@
+"""The demo and bulk seed commands: coherent data, search keys equal to the services'."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection, transaction
+from django.db.models import Count, Q
+from django.test import override_settings
+
+from crm import selectors, services
+from crm.management.commands.seed_bulk import name_keys
+from crm.management.sample_data import DEMO_PASSWORD, SOURCE_SYSTEMS
+from crm.models import (
+    Account,
+    BusinessEvent,
+    Customer,
+    Household,
+    Interaction,
+    Product,
+    SourceSystem,
+    Task,
+    User,
+)
+from crm.models.choices import Channel
+
+# Hashing the seeded passwords with the production hasher takes most of a second each.
+FAST_HASHER = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+COUNTED = (Customer, Household, Account, Product, Interaction, BusinessEvent, Task, User, SourceSystem)
+
+
+def counts() -> dict[str, int]:
+    return {model.__name__: model.objects.count() for model in COUNTED}
+
+
+def run(command: str, **options: Any) -> str:
+    out = io.StringIO()
+    call_command(command, stdout=out, **options)
+    return out.getvalue()
+
+
+# --- seed_demo ---------------------------------------------------------------------------
+# Building the demo set takes seconds, so one build serves every test of the class:
+# it happens inside a transaction that is rolled back after the last of them.
+
+
+@pytest.fixture(scope="class")
+def demo(django_db_setup: None, django_db_blocker: Any) -> Iterator[str]:
+    with override_settings(PASSWORD_HASHERS=FAST_HASHER), django_db_blocker.unblock(), transaction.atomic():
+        output = run("seed_demo")
+        yield output
+        transaction.set_rollback(True)
+
+
+@pytest.fixture
+def demo_db(demo: str, db: None) -> str:
+    return demo
+
+
+class TestSeedDemo:
+    def test_seed_demo_prints_a_summary_with_the_log_ins(self, demo_db):
+        assert "300 customers" in demo_db
+        assert "agent1" in demo_db and "supervisor" in demo_db and "admin" in demo_db
+        assert f"customer / {DEMO_PASSWORD}" in demo_db
+
+    def test_seed_demo_builds_about_300_customers_in_about_120_households(self, demo_db):
+        assert Customer.objects.count() == 300
+        assert Customer.objects.filter(kind="business").count() == 15
+        assert 100 <= Household.objects.count() <= 140
+        tiers = dict(Customer.objects.values_list("tier").annotate(n=Count("id")))
+        assert tiers["standard"] > tiers["silver"] > tiers["gold"] > tiers["platinum"] > 0
+
+    def test_every_household_has_members_and_one_head(self, demo_db):
+        households = Household.objects.annotate(
+            members_count=Count("members"), heads=Count("members", filter=Q(members__household_role="head"))
+        )
+        assert all(h.members_count >= 1 and h.heads == 1 for h in households)
+        assert not Customer.objects.filter(kind="person", household__isnull=True).exists()
+
+    def test_every_customer_has_one_to_four_accounts_and_contact_history(self, demo_db):
+        customers = Customer.objects.annotate(
+            n_accounts=Count("accounts", distinct=True), n_contacts=Count("interactions", distinct=True)
+        )
+        assert all(1 <= c.n_accounts <= 4 for c in customers)
+        assert all(10 <= c.n_contacts <= 62 for c in customers)  # up to 60, plus a recent call-back
+        assert Account.objects.filter(status="closed", closed_on__isnull=False).exists()
+
+    def test_the_history_covers_every_channel_coherently(self, demo_db):
+        assert set(Interaction.objects.values_list("channel", flat=True).distinct()) == set(Channel.values)
+        assert not Interaction.objects.filter(channel="ivr").exclude(direction="inbound").exists()
+        dialer = Interaction.objects.filter(source_system__code="dialer", channel="phone")
+        assert dialer.exists() and not dialer.exclude(direction="outbound").exists()
+        assert not dialer.filter(disposition="").exists()
+        phone = Interaction.objects.filter(channel="phone")
+        assert not phone.filter(agent__isnull=True).exists()
+        assert set(phone.values_list("agent__username", flat=True).distinct()) == {
+            "agent1",
+            "agent2",
+            "agent3",
+        }
+        assert not Interaction.objects.filter(
+            channel__in=["web", "mail", "ivr"], agent__isnull=False
+        ).exists()
+        assert not Interaction.objects.filter(
+            direction="outbound", channel="phone", customer__do_not_call=True
+        )
+        assert not Interaction.objects.filter(channel="mail", customer__marketing_opt_in=False).exclude(
+            campaign_code=""
+        )
+
+    def test_every_interaction_has_its_recorded_event_and_money_moves(self, demo_db):
+        assert (
+            BusinessEvent.objects.filter(type="interaction.recorded").count() == Interaction.objects.count()
+        )
+        deposits = BusinessEvent.objects.filter(type="account.deposit")
+        assert deposits.exists() and BusinessEvent.objects.filter(type="account.withdrawal").exists()
+        assert all(float(e.payload["amount"]) > 0 for e in deposits)
+
+    def test_open_call_backs_are_assigned_to_agents(self, demo_db):
+        tasks = Task.objects.filter(status="open", kind="callback").select_related("assigned_to")
+        assert tasks.count() == 12
+        assert {t.assigned_to.username for t in tasks if t.assigned_to} == {"agent1", "agent2", "agent3"}
+
+    def test_staff_log_ins_are_in_their_role_groups(self, demo_db):
+        roles = {u.username: set(u.groups.values_list("name", flat=True)) for u in User.objects.all()}
+        assert roles["agent1"] == roles["agent2"] == roles["agent3"] == {"agent"}
+        assert roles["supervisor"] == {"supervisor"}
+        assert roles["admin"] == {"administrator"}
+        admin = User.objects.get(username="admin")
+        assert admin.is_superuser and admin.is_staff and admin.check_password(DEMO_PASSWORD)
+        assert User.objects.get(username="agent1").time_zone.startswith("America/")
+
+    def test_the_self_service_log_in_sees_one_customer(self, demo_db):
+        login = User.objects.get(username="customer")
+        assert login.customer is not None and login.check_password(DEMO_PASSWORD)
+        assert list(selectors.customers_visible_to(login)) == [login.customer]
+
+    def test_a_demo_customer_is_found_by_the_number_as_dialled(self, demo_db):
+        customer = Customer.objects.filter(kind="person").earliest("pk")
+        number = customer.phones[0]["number"]  # +1AAA555XXXX
+        dialled = f"({number[2:5]}) {number[5:8]}-{number[8:]}"
+        assert customer in selectors.customers_by_phone(dialled)
+
+    def test_running_seed_demo_again_changes_nothing(self, demo_db):
+        before = counts()
+        assert "already there" in run("seed_demo")
+        assert counts() == before
+
+
+# --- seed_bulk ------------------------------------------------------------------------------
+
+SEARCH_COLUMNS = ("display_name", "sort_name", "name_phonetic", "phone_keys", "email_keys")
+
+
+@pytest.fixture(autouse=True)
+def fast_passwords(settings: Any) -> None:
+    settings.PASSWORD_HASHERS = FAST_HASHER
+
+
+@pytest.fixture
+def bulk(db: None) -> list[Customer]:
+    run("seed_bulk", customers=300, interactions_per_customer=4, no_progress=True)
+    return list(Customer.objects.order_by("pk"))
+
+
+def test_seed_bulk_loads_the_counts_asked_for(bulk):
+    assert len(bulk) == 300
+    assert Interaction.objects.count() == 1200
+    assert Account.objects.count() == 600
+    assert set(SourceSystem.objects.values_list("code", flat=True)) >= {c for c, _, _ in SOURCE_SYSTEMS}
+    in_households = Customer.objects.filter(household__isnull=False).count()
+    assert 60 <= in_households <= 180  # 40% of 300, give or take chance
+    assert not Household.objects.annotate(n=Count("members")).filter(n__lt=2).exists()
+    assert all(Interaction.objects.filter(customer=c).count() == 4 for c in bulk[:20])
+
+
+def test_seed_bulk_contacts_span_two_years_on_every_channel(bulk):
+    interactions = Interaction.objects.all()
+    assert set(interactions.values_list("channel", flat=True).distinct()) == set(Channel.values)
+    assert not interactions.filter(channel="phone", agent__isnull=True).exists()
+    assert not interactions.filter(channel="web", agent__isnull=False).exists()
+    newest = interactions.latest("occurred_at")
+    oldest = interactions.earliest("occurred_at")
+    assert (newest.occurred_at - oldest.occurred_at).days > 600
+
+
+def test_bulk_search_columns_equal_what_the_services_compute(bulk):
+    businesses = [c for c in bulk if c.kind == "business"]
+    households = [c for c in bulk if c.household_id]
+    sample = [*bulk[:10], *businesses[:3], *households[:5]]
+    assert businesses and households
+    for loaded in sample:
+        created = services.customer_create(
+            kind=loaded.kind, given_name=loaded.given_name, family_name=loaded.family_name,
+            organization_name=loaded.organization_name, phones=loaded.phones, emails=loaded.emails,
+        )  # fmt: skip
+        created.refresh_from_db()
+        for column in SEARCH_COLUMNS:
+            assert getattr(loaded, column) == getattr(created, column), (loaded.display_name, column)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT a.search_vector = b.search_vector, a.search_vector::text FROM crm_customer a, "
+                "crm_customer b WHERE a.id = %s AND b.id = %s",
+                [loaded.pk, created.pk],
+            )
+            same, text = cursor.fetchone()
+        assert same, text
+
+
+@pytest.mark.parametrize(
+    ("given", "family", "organization"),
+    [("José", "Núñez", ""), ("Zoë", "Lefèvre", ""), ("Li Na", "Wang", ""), ("Seamus", "O'Brien", ""),
+     ("Anna", "Anna", ""), ("", "", "Okafor & Mensah CPAs"), ("Ji-woo", "Kim", "")],
+)  # fmt: skip
+def test_precomputed_name_keys_equal_the_services(db, given, family, organization):
+    kind = "business" if organization else "person"
+    customer = services.customer_create(
+        kind=kind, given_name=given, family_name=family, organization_name=organization
+    )
+    customer.refresh_from_db()
+    keys = name_keys(given, family, organization)
+    assert keys.display_name == customer.display_name
+    assert keys.sort_name == customer.sort_name
+    assert keys.name_phonetic == "{" + ",".join(customer.name_phonetic) + "}"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT search_vector = %s::tsvector FROM crm_customer WHERE id = %s",
+                       [keys.search_vector, customer.pk])  # fmt: skip
+        assert cursor.fetchone()[0], keys.search_vector
+
+
+def test_each_bulk_customer_is_the_only_one_at_their_number(bulk):
+    for customer in bulk[::30]:
+        number = customer.phones[0]["number"]
+        dialled = f"({number[2:5]}) {number[5:8]}-{number[8:]}"
+        assert list(selectors.customers_by_phone(dialled)) == [customer]
+        assert list(selectors.customers_by_phone(number)) == [customer]
+
+
+def test_a_bulk_customer_is_found_by_a_misspelled_name(bulk):
+    customer = next(c for c in bulk if c.kind == "person" and len(c.family_name) > 4)
+    family = customer.family_name
+    # Doubling a consonant keeps the sound (metaphone drops repeats) but breaks the prefix match.
+    at = max(i for i, ch in enumerate(family) if ch.lower() in "bdfgklmnprstvz")
+    misspelled = family[: at + 1] + family[at] + family[at + 1 :]
+    query = f"{customer.given_name} {misspelled}"
+    assert not selectors.customer_search(queryset=Customer.objects.filter(pk=customer.pk), q=misspelled + "x")
+    assert customer in selectors.customer_search(queryset=Customer.objects.all(), q=query)
+
+
+def test_running_seed_bulk_again_appends_and_moves_the_sequences(bulk):
+    run("seed_bulk", customers=50, interactions_per_customer=2, accounts_per_customer=1, no_progress=True)
+    assert Customer.objects.count() == 350
+    assert Interaction.objects.count() == 1300
+    assert Account.objects.count() == 650
+    newest = max(c.pk for c in Customer.objects.only("pk"))
+    created = services.customer_create(given_name="Nora", family_name="Quinn")
+    assert created.pk > newest
+    interaction, _ = services.interaction_record(
+        customer_id=created.pk, channel="web", direction="inbound", occurred_at=created.created_at
+    )
+    assert interaction.pk > 1300
+
+
+def _schema(tables: tuple[str, ...]) -> set[tuple[str, str]]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conrelid = ANY(%s::regclass[])"
+            " UNION ALL SELECT indexname, indexdef FROM pg_indexes WHERE tablename = ANY(%s)",
+            [list(tables), list(tables)],
+        )
+        return set(cursor.fetchall())
+
+
+def test_rebuilding_indexes_around_a_load_puts_every_index_and_constraint_back(db):
+    tables = ("crm_household", "crm_customer", "crm_account", "crm_interaction")
+    before = _schema(tables)
+    assert any("FOREIGN KEY" in definition for _, definition in before)
+    run("seed_bulk", customers=40, interactions_per_customer=3, rebuild_indexes="always", no_progress=True)
+    assert _schema(tables) == before
+    assert Interaction.objects.count() == 120
+
+
+def test_seed_bulk_refuses_nonsense_arguments(db):
+    with pytest.raises(CommandError, match="households-share"):
+        run("seed_bulk", customers=10, interactions_per_customer=1, households_share=1.5)
+    assert Customer.objects.count() == 0

@@ -208,6 +208,10 @@ class Worker:
 def celery_worker(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     """One Celery worker (solo pool) on a queue no other worker consumes, so it
     never takes a demo worker's tasks and no demo worker takes the test's."""
+    from config.celery import app
+
+    # Eager mode would run tasks in this process and prove nothing about a worker.
+    assert not app.conf.task_always_eager, "unset CELERY_TASK_ALWAYS_EAGER for the integration tests"
     queue = f"integration-{secrets.token_hex(6)}"
     log_path = tmp_path_factory.mktemp("celery") / "worker.log"
     argv = [

@@ -243,6 +243,12 @@ def language_name(code: str) -> str:
             return code
 
 
+def _split_email(email: dict[str, Any]) -> dict[str, Any]:
+    """The address in two parts, so a long one wraps after the "@", not mid-word."""
+    local, _, domain = str(email.get("address", "")).rpartition("@")
+    return {**email, "local": local, "domain": domain}
+
+
 def _back_link(request: HttpRequest) -> str:
     back = QueryDict(request.GET.get("back", ""))
     kept = urlencode({k: back[k] for k in _BACK_KEYS if back.get(k)})
@@ -276,6 +282,7 @@ def customer_detail(request: HttpRequest, customer_id: int) -> HttpResponse:
         screen=screen,
         customer=customer,
         phones=[{**p, "display": format_phone(p["number"])} for p in customer.phones],
+        emails=[_split_email(e) for e in customer.emails],
         local=customer_local_time(customer.time_zone),
         calling_hours=CALLING_HOURS,
         language=language_name(customer.language),

@@ -8,7 +8,6 @@ Screenshots land in ``artifacts/screenshots/`` (git-ignored) for people to look 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,11 +17,6 @@ from django.db import connections
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, ViewportSize
-
-# Playwright's sync API keeps an event loop on this thread, and Django refuses
-# synchronous ORM calls while one runs. The fixtures' ORM calls are plain
-# synchronous code on the test's thread, so telling Django so is safe here.
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -47,6 +41,16 @@ NEEDS_CHROMIUM = pytest.mark.skipif(
     reason=f"{CHROMIUM} is missing: run `make browser` (scripts/install-chromium.sh, as root) "
     "to install Debian's chromium package.",
 )
+
+
+@pytest.fixture(autouse=True)
+def _allow_orm_beside_playwrights_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Playwright's sync API keeps an event loop on this thread, and Django refuses
+    synchronous ORM calls while one runs. The tests' ORM calls are plain synchronous
+    code on the test's thread, so telling Django so is safe. Only for these tests:
+    set for the whole session, it would leak into subprocesses other tests start
+    (``manage.py check --deploy`` rightly fails on it)."""
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -55,7 +55,14 @@ def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         user = request.user
         if not user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
+            login = redirect_to_login(request.get_full_path())
+            if request.headers.get("HX-Request"):
+                # The session ran out under a page swap: htmx would put the log-in
+                # page inside the results. HX-Redirect makes it load the whole page.
+                response = HttpResponse(status=200)
+                response["HX-Redirect"] = login["Location"]
+                return response
+            return login
         user = cast("User", user)
         if not user.is_active or not user.is_staff_member:
             return render(request, "agents/forbidden.html", {"who": _who(user)}, status=403)

@@ -49,6 +49,13 @@ def test_anonymous_visitors_are_sent_to_the_login_page(dave_customer: Customer) 
         assert response["Location"].startswith(reverse("login") + "?next=")
 
 
+def test_an_expired_session_under_htmx_reloads_the_whole_page_to_log_in() -> None:
+    response = Client().get(reverse("home"), {"q": "Miller"}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+    assert response["HX-Redirect"].startswith(reverse("login") + "?next=")
+    assert not response.content
+
+
 def test_a_self_service_customer_gets_a_403_saying_this_is_the_staff_desktop(dave: User) -> None:
     for url in (reverse("home"), reverse("customer", args=[dave.customer_id])):
         response = client_for(dave).get(url)

@@ -196,6 +196,15 @@ def test_many_results_page_with_the_arrow_keys(
     page.locator(".pager-pos", has_text="Page 1 of 2").first.wait_for()
     assert rows.count() == 25
 
+    # The session ends (12 hours, or signed out in another tab): the next search
+    # loads the log-in page as a whole page, not inside the results.
+    page.context.clear_cookies()
+    page.keyboard.press("/")
+    page.keyboard.type("smith")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r".*/login/\?next=.*"))
+    assert page.locator("#results").count() == 0
+
 
 def test_a_self_service_customer_who_signs_in_here_is_told_this_is_the_staff_desktop(
     open_page: OpenPage, log_in: LogIn, screenshot: Shot

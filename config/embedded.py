@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -76,13 +77,22 @@ def _ensure_database(server: object, database: str) -> None:
 
 
 def postgres_stop() -> None:
+    """Fast shutdown (SIGINT) of the embedded server, whoever started it.
+
+    pgserver stops a server only from the last process that registered with
+    it; the web, worker and beat processes that used it have long exited, so
+    signal the postmaster directly, as ``pg_ctl stop -m fast`` does."""
     pid_file = local_dir() / "pg" / "postmaster.pid"
     if not pid_file.exists():
         return
-    import pgserver  # noqa: PLC0415
-
-    server = pgserver.get_server(local_dir() / "pg", cleanup_mode="stop")
-    server.cleanup()
+    try:
+        pid = int(pid_file.read_text().splitlines()[0])
+        os.kill(pid, signal.SIGINT)
+    except (ProcessLookupError, ValueError, IndexError):
+        return
+    deadline = time.monotonic() + 30
+    while pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 # --- Redis ------------------------------------------------------------------

@@ -217,6 +217,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "CustomerKindEnum": "crm.models.choices.CustomerKind",
+        "PhoneKindEnum": "crm.models.choices.PhoneKind",
+        "EmailKindEnum": "crm.models.choices.EmailKind",
+        "AddressKindEnum": "crm.models.choices.AddressKind",
+        "HouseholdRoleEnum": "crm.models.choices.HouseholdRole",
+        "CustomerStatusEnum": "crm.models.choices.CustomerStatus",
+        "AccountStatusEnum": "crm.models.choices.AccountStatus",
+    },
 }
 
 # --- Security -----------------------------------------------------------------

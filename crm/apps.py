@@ -1,9 +1,17 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class CrmConfig(AppConfig):
     name = "crm"
     verbose_name = "Customer record"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from crm.roles import on_post_migrate  # noqa: PLC0415  (models must be loaded first)
+
+        # Like Django's own permissions: reference rows are (re)created after every
+        # migrate and every test-database flush.
+        post_migrate.connect(on_post_migrate, sender=self, dispatch_uid="crm.sync_reference_rows")

@@ -37,6 +37,8 @@ def customers_visible_to(user: User) -> QuerySet[Customer]:
 
 def households_visible_to(user: User) -> QuerySet[Household]:
     households = Household.objects.all()
+    if not user.is_authenticated or not user.is_active:
+        return households.none()
     if user.customer_id is not None:
         return households.filter(members__pk=user.customer_id)
     if user.is_integration or user.has_perm("crm.view_household"):
@@ -46,6 +48,8 @@ def households_visible_to(user: User) -> QuerySet[Household]:
 
 def accounts_visible_to(user: User) -> QuerySet[Account]:
     accounts = Account.objects.select_related("product")
+    if not user.is_authenticated or not user.is_active:
+        return accounts.none()
     if user.customer_id is not None:
         return accounts.filter(customer_id=user.customer_id)
     if user.is_integration or user.has_perm("crm.view_account"):

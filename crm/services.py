@@ -597,9 +597,13 @@ def access_log_record(
 def customers_reindex_search(*, customer_ids: Iterable[int]) -> int:
     """Recompute stored search keys, e.g. after the folding or phonetic rules change."""
     count = 0
-    for customer in Customer.objects.filter(pk__in=list(customer_ids)):
-        customer_search_fields(customer)
-        customer.save(update_fields=["display_name", "sort_name", "name_phonetic", "search_vector",
-                                     "phone_keys", "email_keys"])  # fmt: skip
-        count += 1
+    with transaction.atomic():
+        # Locked in id order: an agent's concurrent customer_update either waits for
+        # this chunk or is waited for, and two reindex chunks cannot deadlock.
+        customers = Customer.objects.select_for_update().filter(pk__in=list(customer_ids)).order_by("pk")
+        for customer in customers:
+            customer_search_fields(customer)
+            customer.save(update_fields=["display_name", "sort_name", "name_phonetic", "search_vector",
+                                         "phone_keys", "email_keys"])  # fmt: skip
+            count += 1
     return count

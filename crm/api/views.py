@@ -24,6 +24,7 @@ from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
 from crm import selectors, services
+from crm.api import schema as _schema  # noqa: F401  (registers the token scheme)
 from crm.api import serializers as s
 from crm.api.pagination import TimelinePagination
 from crm.exceptions import StaleVersion

@@ -1,7 +1,8 @@
 """Staff roles as groups with their permissions, and the CRM's own source system.
 
-Later apps add their own permissions to these groups in their own migrations
-(e.g. supervisors authoring scripts and policies).
+The first version of the roles. From here on ``crm.roles`` is the living
+definition: it runs after every migrate, so later apps grant their permissions
+(e.g. supervisors authoring scripts) by adding them there.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Both run against the pytest test database and the same Redis as the test
 process, so a row the test commits is visible to them and a message they send
 reaches the test (and the other way round). That needs committed data: the
-tests use ``django_db(transaction=True, serialized_rollback=True)``; see
-``_migration_data_survives_the_flush`` for why ``serialized_rollback``.
+tests use ``django_db(transaction=True)``; the flush that ends each of them is
+followed by post_migrate, which restores the staff roles and the crm source
+system (crm.roles).
 
 Every process is stopped in a fixture finaliser (terminate, wait, then kill),
 whatever the test did.
@@ -26,11 +27,11 @@ from urllib.parse import quote, urlencode
 
 import pytest
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connection
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-COMMITTED = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+COMMITTED = pytest.mark.django_db(transaction=True)
 
 T = TypeVar("T")
 
@@ -145,50 +146,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-# --- The test database keeps its migration data ---------------------------------------
-
-
-def _is_transactional(request: pytest.FixtureRequest) -> bool:
-    marker = request.node.get_closest_marker("django_db")
-    if marker is not None and (marker.kwargs.get("transaction") or marker.kwargs.get("reset_sequences")):
-        return True
-    return "transactional_db" in request.fixturenames or "live_server" in request.fixturenames
-
-
-@pytest.fixture(scope="session")
-def _migration_data_restored_at_exit(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
-    with django_db_blocker.unblock():
-        from django.contrib.auth.models import Group
-
-        if not Group.objects.filter(name="agent").exists():
-            pytest.fail(
-                "The reused test database has lost the rows its data migrations create (staff "
-                "roles, the crm source system): run pytest once with --create-db."
-            )
-    yield
-    with django_db_blocker.unblock():
-        for alias in connections:
-            contents = getattr(connections[alias], "_test_serialized_contents", None)
-            if contents:
-                connections[alias].creation.deserialize_db_from_string(contents)
-
-
-@pytest.fixture(autouse=True)
-def _migration_data_survives_the_flush(request: pytest.FixtureRequest) -> None:
-    """A transactional test ends with a flush that empties every table, including
-    the rows data migrations created (staff role groups, the "crm" source
-    system). ``serialized_rollback`` reloads them before each such test; with
-    ``--reuse-db`` the database must also get them back after the last one, or the
-    next run starts without them. Hence: demand ``serialized_rollback`` and reload
-    the snapshot once at the end of the session."""
-    if not _is_transactional(request):
-        return
-    marker = request.node.get_closest_marker("django_db")
-    if marker is None or not marker.kwargs.get("serialized_rollback"):
-        pytest.fail("Mark transactional integration tests with tests.integration.conftest.COMMITTED.")
-    request.getfixturevalue("_migration_data_restored_at_exit")
 
 
 # --- A real Celery worker -----------------------------------------------------------------

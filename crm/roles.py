@@ -1,0 +1,85 @@
+"""Staff roles and the reference rows the code relies on.
+
+Roles are Django groups whose permissions are declared here, in code, so that
+what an agent may do is reviewed like any other change. ``sync_reference_rows``
+runs after every ``migrate`` (and after each test flush, like Django's own
+permissions), creating what is missing and adding what a later release grants;
+it never removes a permission an administrator granted by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import apps as global_apps
+from django.db import DEFAULT_DB_ALIAS
+
+AGENT = [
+    "crm.view_customer", "crm.add_customer", "crm.change_customer",
+    "crm.view_household", "crm.add_household", "crm.change_household",
+    "crm.view_account", "crm.view_product",
+    "crm.view_interaction", "crm.add_interaction",
+    "crm.view_businessevent",
+    "crm.view_task", "crm.add_task", "crm.change_task",
+    "crm.view_sourcerecord",
+]  # fmt: skip
+SUPERVISOR = [
+    *AGENT,
+    "crm.add_account", "crm.change_account",
+    "crm.delete_task",
+    "crm.view_sourcesystem", "crm.view_fieldmapping",
+    "crm.view_accesslogentry",
+]  # fmt: skip
+# Administrators hold every permission of these apps, except writing the access log.
+ADMINISTRATOR_APPS = ["crm", "auth"]
+NEVER_GRANTED = ["crm.add_accesslogentry", "crm.change_accesslogentry", "crm.delete_accesslogentry"]
+
+ROLE_PERMISSIONS: dict[str, list[str]] = {"agent": AGENT, "supervisor": SUPERVISOR}
+
+CRM_SOURCE = {"code": "crm", "name": "CRM (agents and self-service)", "kind": "crm"}
+
+
+def sync_reference_rows(using: str = DEFAULT_DB_ALIAS, apps: Any = global_apps, **_: Any) -> None:
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    SourceSystem = apps.get_model("crm", "SourceSystem")
+
+    def perms(names: list[str]) -> list[Any]:
+        wanted = {tuple(n.split(".", 1)) for n in names}
+        rows = Permission.objects.using(using).filter(
+            content_type__app_label__in={app for app, _ in wanted}, codename__in={c for _, c in wanted}
+        )
+        return [
+            p for p in rows.select_related("content_type") if (p.content_type.app_label, p.codename) in wanted
+        ]
+
+    for role, names in ROLE_PERMISSIONS.items():
+        group, _ = Group.objects.using(using).get_or_create(name=role)
+        group.permissions.add(*perms(names))
+    administrator, _ = Group.objects.using(using).get_or_create(name="administrator")
+    never = {tuple(n.split(".", 1)) for n in NEVER_GRANTED}
+    administrator.permissions.add(
+        *[
+            p
+            for p in Permission.objects.using(using)
+            .filter(content_type__app_label__in=ADMINISTRATOR_APPS)
+            .select_related("content_type")
+            if (p.content_type.app_label, p.codename) not in never
+        ]
+    )
+    SourceSystem.objects.using(using).get_or_create(
+        code=CRM_SOURCE["code"], defaults={"name": CRM_SOURCE["name"], "kind": CRM_SOURCE["kind"]}
+    )
+
+
+def on_post_migrate(
+    sender: Any, using: str = DEFAULT_DB_ALIAS, apps: Any = global_apps, **kwargs: Any
+) -> None:
+    # Run once, after the last app's post_migrate: permissions of every app exist by then.
+    if sender.name != "crm":
+        return
+    try:
+        apps.get_model("crm", "SourceSystem")
+    except LookupError:  # migrating backwards past crm's first migration
+        return
+    sync_reference_rows(using=using, apps=apps)

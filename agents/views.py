@@ -185,6 +185,16 @@ def home(request: HttpRequest) -> HttpResponse:
     plan = form.plan()
     visible = selectors.customers_visible_to(_staff(request))
     outcome = run_search(plan, visible, request.GET.get("page")) if plan.attempts or plan.error else None
+    rows = _result_rows(outcome.page if outcome else None)
+    if rows:
+        # A result row shows a customer's name and phone: a read, logged as the API logs
+        # its search results (one row per customer shown).
+        services.access_log_record(
+            user=_staff(request),
+            customer_ids=[row.customer.pk for row in rows],
+            channel=AccessChannel.PAGE,
+            path=request.get_full_path(),
+        )
     back = urlencode({k: request.GET[k] for k in _BACK_KEYS if request.GET.get(k)})
     page_query = urlencode({k: request.GET[k] for k in ("q", "field") if request.GET.get(k)})
     context = _desktop(
@@ -192,7 +202,7 @@ def home(request: HttpRequest) -> HttpResponse:
         form=form,
         plan=plan,
         outcome=outcome,
-        rows=_result_rows(outcome.page if outcome else None),
+        rows=rows,
         back=back,
         page_query=page_query,
         fields=SearchField.choices,

@@ -210,6 +210,14 @@ def test_every_open_of_the_customer_page_writes_one_access_log_row(
     assert rows[1].path == url + "?back=q%3DMiller"
 
 
+def test_a_search_logs_each_customer_it_shows_once(alice: User) -> None:
+    shown = [make_customer(given_name=name, family_name="Garcia", phones=[], emails=[]) for name in "AB"]
+    search(alice, "garsia")
+    search(alice, "Nobody Here")
+    rows = AccessLogEntry.objects.order_by("customer_id")
+    assert [(r.user_id, r.customer_id, r.channel) for r in rows] == [(alice.pk, c.pk, "page") for c in shown]
+
+
 def test_a_missing_customer_is_a_404_and_is_not_logged(alice: User) -> None:
     response = client_for(alice).get(reverse("customer", args=[987654]))
     assert response.status_code == 404

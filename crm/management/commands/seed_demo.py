@@ -331,11 +331,14 @@ class DemoBuilder:
 
     def _phone(self, city: City) -> str:
         """A unique number in the 555-01XX range reserved for fiction, as people type it."""
-        while True:
-            national = f"({city.area_code}) 555-{self.rng.randint(100, 199):04d}"
-            if national not in self.used_phones:
+        # Only 100 such numbers per area code: when a city's run out, borrow a neighbour's.
+        for area_code in (city.area_code, *(c.area_code for c in CITIES)):
+            free = [n for n in range(100, 200) if f"({area_code}) 555-{n:04d}" not in self.used_phones]
+            if free:
+                national = f"({area_code}) 555-{self.rng.choice(free):04d}"
                 self.used_phones.add(national)
                 return national
+        raise RuntimeError("The fictional 555-01XX numbers of every area code are used up.")
 
     def _email(self, given: str, family: str, *, work: bool = False) -> str:
         rng = self.rng

@@ -2,7 +2,7 @@
 
 Core PostgreSQL only (no pg_trgm, no unaccent, so the embedded server and a
 managed one behave the same): names are folded to plain lower-case ASCII, each
-token also gets a phonetic key (Metaphone) so "Jonh Smyth" finds "John Smith",
+token also gets a phonetic key (Metaphone) so "Jon Smyth" finds "John Smith",
 and the folded text feeds a ``simple`` full-text vector for prefix search.
 """
 

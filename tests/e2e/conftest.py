@@ -8,12 +8,11 @@ Screenshots land in ``artifacts/screenshots/`` (git-ignored) for people to look 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from django.db import connections
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, ViewportSize
@@ -31,11 +30,9 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 VIEWPORT: ViewportSize = {"width": 1440, "height": 900}
 
 # live_server needs committed data, so these tests are transactional; the flush at
-# the end of each one empties every table, including the rows data migrations made
-# (staff role groups, the "crm" source system). serialized_rollback reloads them
-# before each test, and pytest_runtest_teardown below reloads them after, so tests
-# that run later in the session (or the next --reuse-db run) still find them.
-COMMITTED = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+# the end of each one is followed by post_migrate, which restores the staff roles
+# and the crm source system (crm.roles).
+COMMITTED = pytest.mark.django_db(transaction=True)
 NEEDS_CHROMIUM = pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason=f"{CHROMIUM} is missing: run `make browser` (scripts/install-chromium.sh, as root) "
@@ -51,27 +48,6 @@ def _allow_orm_beside_playwrights_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     set for the whole session, it would leak into subprocesses other tests start
     (``manage.py check --deploy`` rightly fails on it)."""
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
-    try:
-        return (yield)
-    finally:
-        # Even when a fixture's teardown failed: the flush has happened by now.
-        marker = item.get_closest_marker("django_db")
-        if marker is not None and marker.kwargs.get("serialized_rollback"):
-            _reload_migration_data(item.config)
-
-
-def _reload_migration_data(config: pytest.Config) -> None:
-    from pytest_django.plugin import blocking_manager_key
-
-    with config.stash[blocking_manager_key].unblock():
-        for alias in connections:
-            contents = getattr(connections[alias], "_test_serialized_contents", None)
-            if contents:
-                connections[alias].creation.deserialize_db_from_string(contents)
 
 
 @pytest.fixture

@@ -146,6 +146,7 @@ CHANNEL_LAYERS = {
 # --- Auth -------------------------------------------------------------------
 
 AUTH_USER_MODEL = "crm.User"
+AUTHENTICATION_BACKENDS = ["crm.backends.RoleBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

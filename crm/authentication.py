@@ -9,6 +9,7 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from crm.backends import remember_permissions, with_access
 from crm.models import ApiToken, User
 
 TOKEN_PREFIX = "crm_"
@@ -32,7 +33,12 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
                 "Malformed Authorization header: send 'Authorization: Bearer <token>'."
             )
         secret = header[1].decode(errors="replace")
-        token = ApiToken.objects.select_related("user").filter(digest=token_digest(secret)).first()
+        # The caller's permissions come with the token: one query for both.
+        token = (
+            with_access(ApiToken.objects.select_related("user"), "user_id")
+            .filter(digest=token_digest(secret))
+            .first()
+        )
         now = timezone.now()
         if token is None or not token.is_usable(now):
             raise exceptions.AuthenticationFailed("Invalid, expired or revoked token.")
@@ -41,7 +47,8 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         # Record use at most once a minute: a busy integration must not write on every call.
         if token.last_used_at is None or now - token.last_used_at > dt.timedelta(minutes=1):
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-        return token.user, token
+        user = remember_permissions(token.user, token.access_group_ids, token.access_permission_ids)
+        return user, token
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="api"'

@@ -14,6 +14,8 @@ from typing import Any
 from django.apps import apps as global_apps
 from django.db import DEFAULT_DB_ALIAS
 
+from crm.backends import forget_catalog
+
 AGENT = [
     "crm.view_customer", "crm.add_customer", "crm.change_customer",
     "crm.view_household", "crm.add_household", "crm.change_household",
@@ -67,6 +69,7 @@ def sync_reference_rows(using: str = DEFAULT_DB_ALIAS, apps: Any = global_apps, 
             if (p.content_type.app_label, p.codename) not in never
         ]
     )
+    forget_catalog()
     SourceSystem.objects.using(using).get_or_create(
         code=CRM_SOURCE["code"], defaults={"name": CRM_SOURCE["name"], "kind": CRM_SOURCE["kind"]}
     )

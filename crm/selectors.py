@@ -16,6 +16,12 @@ from crm.search_keys import name_tokens, phonetic_keys, tsquery_for
 from crm.validation import normalize_email, normalize_phone
 
 SCREEN_HISTORY = 50
+HISTORY_FIELDS = (
+    "id", "customer_id", "channel", "direction", "occurred_at", "campaign_code", "disposition",
+    "subject", "notes", "duration_seconds", "script_run_id", "external_id",
+    "agent__id", "agent__username", "agent__first_name", "agent__last_name",
+    "source_system__id", "source_system__code", "source_system__name",
+)  # fmt: skip
 _CUSTOMER_NUMBER_RE = re.compile(r"^\s*C-?0*(\d{1,12})\s*$", re.IGNORECASE)
 
 
@@ -146,6 +152,8 @@ def customer_screen(*, customer_id: int, queryset: QuerySet[Customer] | None = N
     interactions = list(
         Interaction.objects.filter(customer_id=customer.pk)
         .select_related("agent", "source_system")
+        # Only what the history shows: not the agents' password hashes and flags.
+        .only(*HISTORY_FIELDS)
         .order_by("-occurred_at", "-id")[:SCREEN_HISTORY]
     )
     tasks = list(
@@ -164,8 +172,10 @@ def customer_timeline(
     until: dt.datetime | None = None,
 ) -> QuerySet[Interaction]:
     """The whole contact history, newest first, for cursor pagination."""
-    interactions = Interaction.objects.filter(customer_id=customer_id).select_related(
-        "agent", "source_system"
+    interactions = (
+        Interaction.objects.filter(customer_id=customer_id)
+        .select_related("agent", "source_system")
+        .only(*HISTORY_FIELDS)
     )
     if channels:
         interactions = interactions.filter(channel__in=channels)

@@ -16,9 +16,16 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from crm import services
+from crm.backends import forget_catalog
 from crm.models import Customer, Product, SourceSystem, User
 
 PASSWORD = "correct-horse-battery-9"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_permission_catalog() -> None:
+    """Each test's roles may differ (a flush recreates the groups): start from the database."""
+    forget_catalog()
 
 
 @pytest.fixture

@@ -72,23 +72,52 @@ class CustomerListSerializer(serializers.ModelSerializer):
         return str(address.get("city", "")) if address else ""
 
 
-class CustomerSerializer(serializers.ModelSerializer):
-    number = serializers.CharField(read_only=True)
-    phones = PhoneSerializer(many=True)
-    emails = EmailSerializer(many=True)
-    addresses = AddressSerializer(many=True)
-    phones_display = serializers.SerializerMethodField()
+@extend_schema_field(PhoneSerializer(many=True))
+class PhonesField(serializers.JSONField):
+    """Stored already normalised; rendered as is (no nested serializer per item)."""
 
-    class Meta:
-        model = Customer
-        fields = [
-            "id", "number", "kind", "given_name", "family_name", "organization_name", "display_name",
-            "date_of_birth", "phones", "phones_display", "emails", "addresses", "tier", "lifetime_value",
-            "language", "time_zone", "preferred_channel", "do_not_call", "do_not_email",
-            "marketing_opt_in", "consents_updated_at", "status", "household", "household_role",
-            "version", "created_at", "updated_at",
-        ]  # fmt: skip
-        read_only_fields = fields
+
+@extend_schema_field(EmailSerializer(many=True))
+class EmailsField(serializers.JSONField):
+    pass
+
+
+@extend_schema_field(AddressSerializer(many=True))
+class AddressesField(serializers.JSONField):
+    pass
+
+
+class CustomerSerializer(serializers.Serializer):
+    """The full record. Fields are declared, not introspected from the model: this
+    renders on every screen pop, and ModelSerializer rebuilds its fields per call."""
+
+    id = serializers.IntegerField(read_only=True)
+    number = serializers.CharField(read_only=True)
+    kind = choice(CustomerKind, read_only=True)
+    given_name = serializers.CharField(read_only=True)
+    family_name = serializers.CharField(read_only=True)
+    organization_name = serializers.CharField(read_only=True)
+    display_name = serializers.CharField(read_only=True)
+    date_of_birth = serializers.DateField(read_only=True)
+    phones = PhonesField(read_only=True)
+    phones_display = serializers.SerializerMethodField()
+    emails = EmailsField(read_only=True)
+    addresses = AddressesField(read_only=True)
+    tier = choice(Tier, read_only=True)
+    lifetime_value = serializers.DecimalField(max_digits=14, decimal_places=2, read_only=True)
+    language = serializers.CharField(read_only=True)
+    time_zone = serializers.CharField(read_only=True)
+    preferred_channel = choice(PreferredChannel, read_only=True)
+    do_not_call = serializers.BooleanField(read_only=True)
+    do_not_email = serializers.BooleanField(read_only=True)
+    marketing_opt_in = serializers.BooleanField(read_only=True)
+    consents_updated_at = serializers.DateTimeField(read_only=True)
+    status = choice(CustomerStatus, read_only=True)
+    household = serializers.IntegerField(source="household_id", read_only=True, allow_null=True)
+    household_role = serializers.CharField(read_only=True)
+    version = serializers.IntegerField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
 
     @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_phones_display(self, customer: Customer) -> list[str]:

@@ -1,0 +1,112 @@
+"""Authentication backend: Django's ModelBackend with permissions resolved
+without extra queries on every request.
+
+ModelBackend reads a user, then their own and their groups' permissions in two
+more queries (over a millisecond together, most of it planning). Here the user
+row (or the API token's row, crm.authentication) carries two small arrays: the
+user's group ids and directly granted permission ids. Ids become names through
+a per-process catalog of every group's permissions, reloaded every
+``CATALOG_TTL`` seconds: a change of group membership or of a direct grant
+applies at once, a change to what a role's group may do within that time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.models import Group, Permission
+from django.contrib.postgres.expressions import ArraySubquery
+from django.db.models import OuterRef
+
+from crm.models import User
+
+CATALOG_TTL = 30.0
+
+_lock = threading.Lock()
+_catalog: tuple[float, dict[int, str], dict[int, frozenset[int]]] | None = None
+
+
+def _load_catalog(*, max_age: float = CATALOG_TTL) -> tuple[dict[int, str], dict[int, frozenset[int]]]:
+    global _catalog  # noqa: PLW0603  (a process-wide cache by design)
+    now = time.monotonic()
+    current = _catalog
+    if current is not None and now - current[0] < max_age:
+        return current[1], current[2]
+    with _lock:
+        names = {
+            pk: f"{app}.{codename}"
+            for pk, app, codename in Permission.objects.values_list(
+                "pk", "content_type__app_label", "codename"
+            )
+        }
+        by_group: dict[int, set[int]] = {}
+        for group_id, permission_id in Group.permissions.through.objects.values_list(
+            "group_id", "permission_id"
+        ):
+            by_group.setdefault(group_id, set()).add(permission_id)
+        _catalog = (now, names, {g: frozenset(p) for g, p in by_group.items()})
+        return _catalog[1], _catalog[2]
+
+
+def forget_catalog() -> None:
+    """Drop the cached catalog (tests and management commands that change roles)."""
+    global _catalog  # noqa: PLW0603
+    _catalog = None
+
+
+def group_ids(user_ref: str = "pk") -> ArraySubquery:
+    return ArraySubquery(User.groups.through.objects.filter(user_id=OuterRef(user_ref)).values("group_id"))
+
+
+def direct_permission_ids(user_ref: str = "pk") -> ArraySubquery:
+    return ArraySubquery(
+        User.user_permissions.through.objects.filter(user_id=OuterRef(user_ref)).values("permission_id")
+    )
+
+
+def with_access(queryset: Any, user_ref: str = "pk") -> Any:
+    """Annotate a queryset of users (or rows pointing at a user) with what
+    ``remember_permissions`` needs."""
+    return queryset.annotate(
+        access_group_ids=group_ids(user_ref), access_permission_ids=direct_permission_ids(user_ref)
+    )
+
+
+def remember_permissions(user: User, group_ids: list[int], permission_ids: list[int]) -> User:
+    if user.is_superuser:
+        return user
+    names, by_group = _load_catalog()
+    if any(g not in by_group for g in group_ids) or any(p not in names for p in permission_ids):
+        # A group or permission newer than the catalog: reload, at most once a second.
+        names, by_group = _load_catalog(max_age=1.0)
+    wanted = set(permission_ids)
+    for group_id in group_ids:
+        wanted |= by_group.get(group_id, frozenset())
+    user._perm_cache = {names[p] for p in wanted if p in names}  # type: ignore[attr-defined]
+    return user
+
+
+class RoleBackend(ModelBackend):
+    def get_user(self, user_id: Any) -> User | None:
+        user = with_access(User.objects.filter(pk=user_id)).first()
+        if user is None or not self.user_can_authenticate(user):
+            return None
+        return remember_permissions(user, user.access_group_ids, user.access_permission_ids)
+
+    def get_all_permissions(self, user_obj: Any, obj: Any = None) -> set[str]:
+        if not user_obj.is_active or user_obj.is_anonymous or obj is not None:
+            return set()
+        if not hasattr(user_obj, "_perm_cache"):
+            if user_obj.is_superuser:
+                names, _ = _load_catalog()
+                user_obj._perm_cache = set(names.values())
+            else:
+                row = with_access(User.objects.filter(pk=user_obj.pk)).values_list(
+                    "access_group_ids", "access_permission_ids"
+                )
+                groups, direct = row.first() or ([], [])
+                remember_permissions(user_obj, groups, direct)
+        return user_obj._perm_cache  # type: ignore[no-any-return]

@@ -42,7 +42,7 @@ class DesktopConsumer(AsyncJsonWebsocketConsumer):
         customer_id = content.get("customer_id")
         # bool is an int in Python; {"customer_id": true} must not mean customer 1.
         valid_id = isinstance(customer_id, int) and not isinstance(customer_id, bool)
-        if not valid_id or not await _customer_exists(customer_id):
+        if not valid_id or not isinstance(customer_id, int) or not await _customer_exists(customer_id):
             await self.send_json({"error": f"No customer with id {customer_id!r}."})
             return
         if self.watching:

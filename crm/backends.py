@@ -58,12 +58,16 @@ def forget_catalog() -> None:
 
 
 def group_ids(user_ref: str = "pk") -> ArraySubquery:
-    return ArraySubquery(User.groups.through.objects.filter(user_id=OuterRef(user_ref)).values("group_id"))
+    return ArraySubquery(
+        User.groups.through._default_manager.filter(user_id=OuterRef(user_ref)).values("group_id")
+    )
 
 
 def direct_permission_ids(user_ref: str = "pk") -> ArraySubquery:
     return ArraySubquery(
-        User.user_permissions.through.objects.filter(user_id=OuterRef(user_ref)).values("permission_id")
+        User.user_permissions.through._default_manager.filter(user_id=OuterRef(user_ref)).values(
+            "permission_id"
+        )
     )
 
 

@@ -220,6 +220,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "CustomerKindEnum": "crm.models.choices.CustomerKind",
+        "TierEnum": "crm.models.choices.Tier",
+        "PreferredChannelEnum": "crm.models.choices.PreferredChannel",
         "PhoneKindEnum": "crm.models.choices.PhoneKind",
         "EmailKindEnum": "crm.models.choices.EmailKind",
         "AddressKindEnum": "crm.models.choices.AddressKind",

@@ -4,24 +4,55 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from dataclasses import dataclass
 
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.exceptions import ValidationError
 from django.db.models import F, Prefetch, Q, QuerySet
 
-from crm.models import Account, Customer, Household, Interaction, Task, User
+from crm.models import Account, Customer, Household, Interaction, SourceSystem, Task, User
 from crm.models.choices import TaskStatus
 from crm.search_keys import name_tokens, phonetic_keys, tsquery_for
 from crm.validation import normalize_email, normalize_phone
 
 SCREEN_HISTORY = 50
+# Derived search columns: indexed for lookups, never shown, costly to parse.
+SEARCH_COLUMNS = ("search_vector", "name_phonetic", "phone_keys", "email_keys", "sort_name")
 HISTORY_FIELDS = (
     "id", "customer_id", "channel", "direction", "occurred_at", "campaign_code", "disposition",
     "subject", "notes", "duration_seconds", "script_run_id", "external_id",
     "agent__id", "agent__username", "agent__first_name", "agent__last_name",
-    "source_system__id", "source_system__code", "source_system__name",
+    "source_system_id",
 )  # fmt: skip
+_SOURCES_TTL = 60.0
+_sources: tuple[float, dict[int, SourceSystem]] = (0.0, {})
+
+
+def source_systems(*, max_age: float = _SOURCES_TTL) -> dict[int, SourceSystem]:
+    """Every source system by id, cached per process: a few dozen rows that every
+    history line names, cheaper to keep than to join 50 times per screen."""
+    global _sources  # noqa: PLW0603  (a process-wide cache by design)
+    loaded_at, systems = _sources
+    if time.monotonic() - loaded_at >= max_age:
+        systems = {s.pk: s for s in SourceSystem.objects.all()}
+        _sources = (time.monotonic(), systems)
+    return systems
+
+
+def forget_source_systems() -> None:
+    global _sources  # noqa: PLW0603
+    _sources = (0.0, {})
+
+
+def attach_source_systems(interactions: list[Interaction]) -> None:
+    systems = source_systems()
+    if any(i.source_system_id not in systems for i in interactions):
+        systems = source_systems(max_age=0)  # one added since the cache was filled
+    for interaction in interactions:
+        interaction.source_system = systems[interaction.source_system_id]
+
+
 _CUSTOMER_NUMBER_RE = re.compile(r"^\s*C-?0*(\d{1,12})\s*$", re.IGNORECASE)
 
 
@@ -134,7 +165,7 @@ def customer_screen(*, customer_id: int, queryset: QuerySet[Customer] | None = N
     length of the history: the customer with its household, the other members,
     the accounts with their products, the last 50 contacts, the open tasks."""
     base = queryset if queryset is not None else Customer.objects.all()
-    customer = base.select_related("household").get(pk=customer_id)
+    customer = base.select_related("household").defer(*SEARCH_COLUMNS).get(pk=customer_id)
     members: list[Customer] = []
     if customer.household_id is not None:
         members = list(
@@ -151,11 +182,12 @@ def customer_screen(*, customer_id: int, queryset: QuerySet[Customer] | None = N
     )
     interactions = list(
         Interaction.objects.filter(customer_id=customer.pk)
-        .select_related("agent", "source_system")
+        .select_related("agent")
         # Only what the history shows: not the agents' password hashes and flags.
         .only(*HISTORY_FIELDS)
         .order_by("-occurred_at", "-id")[:SCREEN_HISTORY]
     )
+    attach_source_systems(interactions)
     tasks = list(
         Task.objects.filter(customer_id=customer.pk, status__in=[TaskStatus.OPEN, TaskStatus.IN_PROGRESS])
         .select_related("assigned_to")
@@ -175,7 +207,7 @@ def customer_timeline(
     interactions = (
         Interaction.objects.filter(customer_id=customer_id)
         .select_related("agent", "source_system")
-        .only(*HISTORY_FIELDS)
+        .only(*HISTORY_FIELDS, "source_system__code", "source_system__name")
     )
     if channels:
         interactions = interactions.filter(channel__in=channels)

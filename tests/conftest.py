@@ -17,6 +17,7 @@ from rest_framework.test import APIClient
 
 from crm import services
 from crm.backends import forget_catalog
+from crm.selectors import forget_source_systems
 from crm.models import Customer, Product, SourceSystem, User
 
 PASSWORD = "correct-horse-battery-9"
@@ -24,8 +25,10 @@ PASSWORD = "correct-horse-battery-9"
 
 @pytest.fixture(autouse=True)
 def _fresh_permission_catalog() -> None:
-    """Each test's roles may differ (a flush recreates the groups): start from the database."""
+    """Each test's roles and source systems may differ (a flush recreates them):
+    start from the database."""
     forget_catalog()
+    forget_source_systems()
 
 
 @pytest.fixture

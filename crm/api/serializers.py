@@ -34,6 +34,15 @@ def choice(choices: type[TextChoices], **kwargs: Any) -> serializers.ChoiceField
     )
 
 
+def choice_out(choices: type[TextChoices]) -> serializers.CharField:
+    """A read-only value of ``choices``, documented as an enum. A ChoiceField would
+    deep-copy its choices for every serializer instance, on every screen pop."""
+    field_class = extend_schema_field({"type": "string", "enum": list(choices.values)})(
+        type(f"{choices.__name__}Value", (serializers.CharField,), {})
+    )
+    return field_class(read_only=True)  # type: ignore[no-any-return]
+
+
 class PhoneSerializer(serializers.Serializer):
     number = serializers.CharField(max_length=40, help_text="E.164 on output; any dialable form on input.")
     kind = choice(PhoneKind, default=PhoneKind.MOBILE)
@@ -93,7 +102,7 @@ class CustomerSerializer(serializers.Serializer):
 
     id = serializers.IntegerField(read_only=True)
     number = serializers.CharField(read_only=True)
-    kind = choice(CustomerKind, read_only=True)
+    kind = choice_out(CustomerKind)
     given_name = serializers.CharField(read_only=True)
     family_name = serializers.CharField(read_only=True)
     organization_name = serializers.CharField(read_only=True)
@@ -103,16 +112,16 @@ class CustomerSerializer(serializers.Serializer):
     phones_display = serializers.SerializerMethodField()
     emails = EmailsField(read_only=True)
     addresses = AddressesField(read_only=True)
-    tier = choice(Tier, read_only=True)
+    tier = choice_out(Tier)
     lifetime_value = serializers.DecimalField(max_digits=14, decimal_places=2, read_only=True)
     language = serializers.CharField(read_only=True)
     time_zone = serializers.CharField(read_only=True)
-    preferred_channel = choice(PreferredChannel, read_only=True)
+    preferred_channel = choice_out(PreferredChannel)
     do_not_call = serializers.BooleanField(read_only=True)
     do_not_email = serializers.BooleanField(read_only=True)
     marketing_opt_in = serializers.BooleanField(read_only=True)
     consents_updated_at = serializers.DateTimeField(read_only=True)
-    status = choice(CustomerStatus, read_only=True)
+    status = choice_out(CustomerStatus)
     household = serializers.IntegerField(source="household_id", read_only=True, allow_null=True)
     household_role = serializers.CharField(read_only=True)
     version = serializers.IntegerField(read_only=True)

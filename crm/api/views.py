@@ -75,7 +75,8 @@ class CustomerViewSet(
     """Customers: search, read, create and change (with If-Match)."""
 
     def get_queryset(self) -> QuerySet[Customer]:
-        return selectors.customers_visible_to(_user(self.request))
+        customers = selectors.customers_visible_to(_user(self.request))
+        return customers.defer(*selectors.SEARCH_COLUMNS) if self.action == "retrieve" else customers
 
     def get_serializer_class(self) -> type[BaseSerializer]:
         return s.CustomerListSerializer if self.action == "list" else s.CustomerSerializer

@@ -17,8 +17,8 @@ from rest_framework.test import APIClient
 
 from crm import services
 from crm.backends import forget_catalog
-from crm.selectors import forget_source_systems
 from crm.models import Customer, Product, SourceSystem, User
+from crm.selectors import forget_source_systems
 
 PASSWORD = "correct-horse-battery-9"
 

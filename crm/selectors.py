@@ -99,8 +99,19 @@ def accounts_visible_to(user: User) -> QuerySet[Account]:
 
 def customers_by_phone(raw: str) -> QuerySet[Customer]:
     """Customers reachable at a number given in E.164 or as dialled (several may
-    share a household line)."""
+    share a household line).
+
+    Read the result whole: never slice it or call ``.first()``. Numbers are
+    nearly unique, so PostgreSQL keeps no statistics on them and guesses 0.5% of
+    the table; under a LIMIT it then prefers a sequential scan (1.3 s at a
+    million customers, against 0.05 ms through the GIN index)."""
     return Customer.objects.filter(phone_keys__contains=[normalize_phone(raw)])
+
+
+def _ids_matching(lookup: Q) -> list[int]:
+    # Resolved on its own, without the caller's ORDER BY and LIMIT, so the
+    # planner keeps to the GIN index (see customers_by_phone).
+    return list(Customer.objects.filter(lookup).values_list("pk", flat=True))
 
 
 def customer_search(
@@ -118,14 +129,16 @@ def customer_search(
     """
     if phone:
         try:
-            queryset = queryset.filter(phone_keys__contains=[normalize_phone(phone)])
+            number = normalize_phone(phone)
         except ValidationError as exc:
             raise ValidationError({"phone": exc.messages}) from None
+        queryset = queryset.filter(pk__in=_ids_matching(Q(phone_keys__contains=[number])))
     if email:
         try:
-            queryset = queryset.filter(email_keys__contains=[normalize_email(email).lower()])
+            address = normalize_email(email).lower()
         except ValidationError as exc:
             raise ValidationError({"email": exc.messages}) from None
+        queryset = queryset.filter(pk__in=_ids_matching(Q(email_keys__contains=[address])))
     if account_number:
         queryset = queryset.filter(accounts__account_number=account_number.strip().upper())
     q = q.strip()

@@ -22,6 +22,13 @@ def fold(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c)).lower()
 
 
+def display_name(given: str, family: str, organization: str) -> str:
+    """How the customer is called on screens: an organisation's name, or the person's."""
+    if organization and not (given or family):
+        return organization.strip()
+    return " ".join(p for p in (given, family) if p).strip()
+
+
 def name_tokens(*parts: str) -> list[str]:
     tokens: list[str] = []
     for part in parts:

@@ -43,7 +43,7 @@ from crm.models import (
 )
 from crm.models.choices import AccessChannel, AccountStatus, TaskStatus
 from crm.models.customers import ADDRESS_FIELDS
-from crm.search_keys import fold, name_tokens, phonetic_keys, sort_name
+from crm.search_keys import display_name, fold, name_tokens, phonetic_keys, sort_name
 from crm.validation import normalize_email, normalize_phone
 
 CRM_SOURCE_CODE = "crm"
@@ -137,10 +137,9 @@ def _full_clean(customer: Customer, errors: dict[str, list[str]], *, exclude: li
 def customer_search_fields(customer: Customer) -> None:
     """Derive the stored search keys from the customer's own fields."""
     tokens = name_tokens(customer.given_name, customer.family_name, customer.organization_name)
-    if customer.organization_name and not (customer.given_name or customer.family_name):
-        customer.display_name = customer.organization_name.strip()
-    else:
-        customer.display_name = " ".join(p for p in (customer.given_name, customer.family_name) if p).strip()
+    customer.display_name = display_name(
+        customer.given_name, customer.family_name, customer.organization_name
+    )
     customer.sort_name = sort_name(customer.family_name, customer.given_name, customer.organization_name)
     customer.name_phonetic = phonetic_keys(tokens)
     customer.phone_keys = sorted({p["number"] for p in customer.phones})
@@ -342,11 +341,21 @@ def account_open(
         account.save()
         business_event_record(
             type=events.ACCOUNT_OPENED.name, customer_id=customer_id,
-            occurred_at=timezone.now(), payload={"account_number": account.account_number,
+            occurred_at=_moment_of(account.opened_on), payload={"account_number": account.account_number,
                                                  "product": product.code},
             source=source or crm_source(), idempotency_key=f"account.opened:{account.pk}",
         )  # fmt: skip
     return account
+
+
+def _moment_of(day: dt.date | None) -> dt.datetime:
+    """When a dated fact happened: now if it is today's, else noon UTC that day
+    (a back-office date carries no time, and noon stays on the same date
+    in every zone from UTC-11 to UTC+11)."""
+    now = timezone.now()
+    if day is None or day >= now.date():
+        return now
+    return dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC)
 
 
 def account_close(*, account_id: int, closed_on: dt.date | None = None, actor: User | None = None) -> Account:
@@ -360,7 +369,8 @@ def account_close(*, account_id: int, closed_on: dt.date | None = None, actor: U
         account.full_clean()
         account.save()
         business_event_record(
-            type=events.ACCOUNT_CLOSED.name, customer_id=account.customer_id, occurred_at=account.updated_at,
+            type=events.ACCOUNT_CLOSED.name, customer_id=account.customer_id,
+            occurred_at=_moment_of(account.closed_on),
             payload={"account_number": account.account_number, "product": account.product.code},
             source=crm_source(), idempotency_key=f"account.closed:{account.pk}",
         )  # fmt: skip
@@ -506,14 +516,15 @@ def task_set_status(*, task_id: int, status: str, actor: User | None = None) -> 
 
 def staff_user_create(
     *, username: str, password: str, role: str, first_name: str = "", last_name: str = "",
-    email: str = "", time_zone: str = "UTC",
+    email: str = "", time_zone: str = "UTC", superuser: bool = False,
 ) -> User:  # fmt: skip
     group = Group.objects.filter(name=role).first()
     if group is None:
         raise ValidationError({"role": "Use one of: agent, supervisor, administrator."})
     user = User(
         username=username, first_name=first_name, last_name=last_name, email=email,
-        time_zone=time_zone, is_staff=role == "administrator", is_superuser=False,
+        time_zone=time_zone, is_staff=role == "administrator",
+        is_superuser=superuser and role == "administrator",
     )  # fmt: skip
     user.set_password(password)
     user.full_clean()
@@ -526,7 +537,8 @@ def staff_user_create(
 def customer_login_create(*, customer: Customer, username: str, password: str) -> User:
     """A self-service log-in that sees only ``customer``."""
     user = User(username=username, customer=customer, email=customer.primary_email,
-                first_name=customer.given_name, last_name=customer.family_name)  # fmt: skip
+                first_name=customer.given_name, last_name=customer.family_name,
+                time_zone=customer.time_zone)  # fmt: skip
     user.set_password(password)
     user.full_clean()
     user.save()

@@ -145,3 +145,26 @@ def test_an_inactive_product_cannot_be_opened(dave_customer, checking):
         services.account_open(customer_id=dave_customer.pk, product_code=checking.code,
                               account_number="CHK-9")  # fmt: skip
     assert "product" in caught.value.message_dict
+
+
+def test_account_events_are_dated_by_the_account_not_by_the_load(dave_customer, checking):
+    opened = dt.date(2019, 4, 2)
+    account = services.account_open(customer_id=dave_customer.pk, product_code=checking.code,
+                                    account_number="CHK-2019", opened_on=opened)  # fmt: skip
+    services.account_close(account_id=account.pk, closed_on=dt.date(2021, 6, 30))
+    dates = dict(BusinessEvent.objects.filter(customer=dave_customer, type__startswith="account.")
+                 .values_list("type", "occurred_at__date"))  # fmt: skip
+    assert dates == {"account.opened": opened, "account.closed": dt.date(2021, 6, 30)}
+
+
+def test_a_self_service_login_shows_times_in_the_customers_zone(dave):
+    assert dave.time_zone == "America/New_York"
+
+
+def test_only_an_administrator_can_be_made_a_superuser(db):
+    admin = services.staff_user_create(username="root", password="x-long-pass-123", role="administrator",
+                                       superuser=True)  # fmt: skip
+    agent = services.staff_user_create(
+        username="ag", password="x-long-pass-123", role="agent", superuser=True
+    )
+    assert admin.is_superuser and not agent.is_superuser

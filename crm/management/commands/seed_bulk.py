@@ -58,7 +58,7 @@ from crm.management.sample_data import (
     check_pools,
 )
 from crm.models import Product, SourceSystem, User
-from crm.search_keys import fold, name_tokens, phonetic_keys, sort_name
+from crm.search_keys import display_name, fold, name_tokens, phonetic_keys, sort_name
 
 SEED = 7
 HISTORY_DAYS = 730
@@ -123,12 +123,8 @@ class NameKeys:
 
 def name_keys(given: str = "", family: str = "", organization: str = "") -> NameKeys:
     tokens = name_tokens(given, family, organization)
-    if organization and not (given or family):
-        display = organization.strip()
-    else:
-        display = " ".join(p for p in (given, family) if p).strip()
     return NameKeys(
-        display_name=display,
+        display_name=display_name(given, family, organization),
         sort_name=sort_name(family, given, organization),
         name_phonetic="{" + ",".join(phonetic_keys(tokens)) + "}",
         search_vector=tsvector_literal(tokens),

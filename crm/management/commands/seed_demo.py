@@ -176,16 +176,13 @@ class DemoBuilder:
 
     def _staff(self) -> None:
         for username, first, last, role, tz in STAFF:
+            # The demo admin is a superuser: the whole Django admin, users and groups too.
             user = services.staff_user_create(
                 username=username, password=DEMO_PASSWORD, role=role, first_name=first, last_name=last,
-                email=f"{username}@bank.example.com", time_zone=tz,
+                email=f"{username}@bank.example.com", time_zone=tz, superuser=role == "administrator",
             )  # fmt: skip
             if role == "agent":
                 self.agents.append(user)
-            if role == "administrator":
-                # staff_user_create never makes superusers; the demo admin needs the
-                # whole Django admin (users, groups), which only is_superuser grants.
-                User.objects.filter(pk=user.pk).update(is_superuser=True)
 
     def _sources_and_products(self) -> None:
         # Reuse what an earlier seed_bulk or ingest run created rather than fail on it.
@@ -376,6 +373,10 @@ class DemoBuilder:
                 closed_on = self.today - dt.timedelta(days=rng.randint(30, 700))
                 account = services.account_close(account_id=account.pk, closed_on=max(closed_on, opened))
             self.plan.accounts.append(account)
+        # A customer since their first account, not since the day the demo was loaded.
+        first = min(a.opened_on for a in self.plan.accounts if a.customer_id == customer.pk)
+        since = dt.datetime.combine(first, dt.time(12), tzinfo=dt.UTC)
+        Customer.objects.filter(pk=customer.pk).update(created_at=since, updated_at=since)
 
     def _products_for(self, customer: Customer) -> list[str]:
         rng = self.rng

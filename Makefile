@@ -31,7 +31,7 @@ demo: setup
 	$(DEMO_ENV) $(PY) manage.py migrate --noinput
 	$(DEMO_ENV) $(PY) manage.py seed_demo
 	@echo ""
-	@echo "  Contact Center CRM is starting on http://127.0.0.1:8000/"
+	@echo "  Contact Center CRM is starting on http://127.0.0.1:$${CRM_PORT:-8000}/"
 	@echo "  Log in as agent1 / supervisor / admin (password: demo-password-1)"
 	@echo "  Self-service customer: customer / demo-password-1; API docs at /api/docs/"
 	@echo ""

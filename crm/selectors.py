@@ -6,16 +6,18 @@ import datetime as dt
 import re
 import time
 from dataclasses import dataclass
+from typing import TypeVar
 
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.exceptions import ValidationError
-from django.db.models import F, Prefetch, Q, QuerySet
+from django.db.models import F, Model, Prefetch, Q, QuerySet
 
 from crm.models import Account, Customer, Household, Interaction, SourceSystem, Task, User
 from crm.models.choices import TaskStatus
 from crm.search_keys import name_tokens, phonetic_keys, tsquery_for
 from crm.validation import normalize_email, normalize_phone
 
+M = TypeVar("M", bound=Model)
 SCREEN_HISTORY = 50
 # Derived search columns: indexed for lookups, never shown, costly to parse.
 SEARCH_COLUMNS = ("search_vector", "name_phonetic", "phone_keys", "email_keys", "sort_name")
@@ -59,39 +61,30 @@ _CUSTOMER_NUMBER_RE = re.compile(r"^\s*C-?0*(\d{1,12})\s*$", re.IGNORECASE)
 # --- Who sees what -------------------------------------------------------------------
 
 
-def customers_visible_to(user: User) -> QuerySet[Customer]:
-    """The customers ``user`` may read: a customer only themselves, staff with the
-    view permission and integrations every customer, anyone else none."""
-    customers = Customer.objects.all()
+def _visible(queryset: QuerySet[M], user: User, *, own: str, permission: str) -> QuerySet[M]:
+    """``queryset`` cut down to what ``user`` may read: a customer the rows whose
+    ``own`` lookup is their customer id, an integration or staff with
+    ``permission`` every row, anyone else none."""
     if not user.is_authenticated or not user.is_active:
-        return customers.none()
+        return queryset.none()
     if user.customer_id is not None:
-        return customers.filter(pk=user.customer_id)
-    if user.is_integration or user.has_perm("crm.view_customer"):
-        return customers
-    return customers.none()
+        return queryset.filter(**{own: user.customer_id})
+    if user.is_integration or user.has_perm(permission):
+        return queryset
+    return queryset.none()
+
+
+def customers_visible_to(user: User) -> QuerySet[Customer]:
+    return _visible(Customer.objects.all(), user, own="pk", permission="crm.view_customer")
 
 
 def households_visible_to(user: User) -> QuerySet[Household]:
-    households = Household.objects.all()
-    if not user.is_authenticated or not user.is_active:
-        return households.none()
-    if user.customer_id is not None:
-        return households.filter(members__pk=user.customer_id)
-    if user.is_integration or user.has_perm("crm.view_household"):
-        return households
-    return households.none()
+    return _visible(Household.objects.all(), user, own="members__pk", permission="crm.view_household")
 
 
 def accounts_visible_to(user: User) -> QuerySet[Account]:
     accounts = Account.objects.select_related("product")
-    if not user.is_authenticated or not user.is_active:
-        return accounts.none()
-    if user.customer_id is not None:
-        return accounts.filter(customer_id=user.customer_id)
-    if user.is_integration or user.has_perm("crm.view_account"):
-        return accounts
-    return accounts.none()
+    return _visible(accounts, user, own="customer_id", permission="crm.view_account")
 
 
 # --- Lookup and search -----------------------------------------------------------------
@@ -144,9 +137,9 @@ def customer_search(
     q = q.strip()
     if not q:
         return queryset.order_by("sort_name", "id")
-    number = _CUSTOMER_NUMBER_RE.match(q)
-    if number:
-        return queryset.filter(pk=int(number.group(1))).order_by("id")
+    customer_number = _CUSTOMER_NUMBER_RE.match(q)
+    if customer_number:
+        return queryset.filter(pk=int(customer_number.group(1))).order_by("id")
     tokens = name_tokens(q)
     prefix = tsquery_for(q)
     if not tokens or prefix is None:

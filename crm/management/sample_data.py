@@ -10,6 +10,10 @@ without escaping, and ``check_pools`` (run by both commands) proves it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from crm.models import SourceSystem
 
 DEMO_PASSWORD = "demo-password-1"  # the documented demo log-in, printed by make demo
 
@@ -412,3 +416,26 @@ def check_pools() -> None:
     bad = [s for s in strings if any(ch in s for ch in _FORBIDDEN)]
     if bad:
         raise ValueError(f"pool strings must not contain tabs, newlines, backslashes or quotes: {bad}")
+
+
+def ensure_sources_and_products() -> dict[str, SourceSystem]:
+    """The sample source systems and products, created through the services where
+    missing (an earlier seed_demo or seed_bulk run may have made some); returns
+    every source system by code, the CRM's own included."""
+    from crm import services  # noqa: PLC0415  (keeps this module of plain data importable anywhere)
+    from crm.models import Product, SourceSystem  # noqa: PLC0415
+
+    sources = {s.code: s for s in SourceSystem.objects.all()}
+    for code, name, kind in SOURCE_SYSTEMS:
+        if code not in sources:
+            sources[code] = services.source_system_create(code=code, name=name, kind=kind)
+    sources.setdefault("crm", services.crm_source())
+    known = set(Product.objects.values_list("code", flat=True))
+    for spec in PRODUCTS:
+        if spec.code not in known:
+            product = Product(
+                code=spec.code, name=spec.name, category=spec.category, description=spec.description
+            )
+            product.full_clean()
+            product.save()
+    return sources

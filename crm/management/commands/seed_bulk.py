@@ -51,13 +51,13 @@ from crm.management.sample_data import (
     EMAIL_DOMAINS,
     NAME_POOLS,
     PRODUCTS,
-    SOURCE_SYSTEMS,
     STREET_KINDS,
     STREETS,
     City,
     check_pools,
+    ensure_sources_and_products,
 )
-from crm.models import Product, SourceSystem, User
+from crm.models import Product, User
 from crm.search_keys import display_name, fold, name_tokens, phonetic_keys, sort_name
 
 SEED = 7
@@ -272,19 +272,7 @@ class BulkLoader:
 
     def _reference_data(self) -> tuple[dict[str, int], list[int]]:
         """Source systems, products and a few agents the generated rows point at."""
-        have = {s.code: s.pk for s in SourceSystem.objects.all()}
-        for code, name, kind in SOURCE_SYSTEMS:
-            if code not in have:
-                have[code] = services.source_system_create(code=code, name=name, kind=kind).pk
-        have.setdefault("crm", services.crm_source().pk)
-        known = set(Product.objects.values_list("code", flat=True))
-        for spec in PRODUCTS:
-            if spec.code not in known:
-                product = Product(
-                    code=spec.code, name=spec.name, category=spec.category, description=spec.description
-                )
-                product.full_clean()
-                product.save()
+        have = {code: source.pk for code, source in ensure_sources_and_products().items()}
         agents = list(User.objects.filter(groups__name="agent").order_by("pk").values_list("pk", flat=True))
         if not agents and Group.objects.filter(name="agent").exists():
             # Phone and chat contacts need agents; these are not log-ins for people.

@@ -38,15 +38,15 @@ from crm.management.sample_data import (
     NAME_POOLS,
     PRODUCTS,
     PRODUCTS_BY_CODE,
-    SOURCE_SYSTEMS,
     STREET_KINDS,
     STREETS,
     City,
     ContactKind,
     NamePool,
     check_pools,
+    ensure_sources_and_products,
 )
-from crm.models import Account, BusinessEvent, Customer, Interaction, Product, SourceSystem, User
+from crm.models import Account, BusinessEvent, Customer, Interaction, SourceSystem, User
 from crm.models.choices import AccountStatus, TaskKind
 
 SEED = 20_240_601
@@ -185,21 +185,7 @@ class DemoBuilder:
                 self.agents.append(user)
 
     def _sources_and_products(self) -> None:
-        # Reuse what an earlier seed_bulk or ingest run created rather than fail on it.
-        existing = {s.code: s for s in SourceSystem.objects.all()}
-        for code, name, kind in SOURCE_SYSTEMS:
-            self.sources[code] = existing.get(code) or services.source_system_create(
-                code=code, name=name, kind=kind
-            )
-        self.sources["crm"] = existing.get("crm") or services.crm_source()
-        have = set(Product.objects.values_list("code", flat=True))
-        for spec in PRODUCTS:
-            if spec.code not in have:
-                product = Product(
-                    code=spec.code, name=spec.name, category=spec.category, description=spec.description
-                )
-                product.full_clean()
-                product.save()
+        self.sources = ensure_sources_and_products()
 
     # --- Customers and households --------------------------------------------------------
 

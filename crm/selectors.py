@@ -14,7 +14,7 @@ from django.db.models import F, Model, Prefetch, Q, QuerySet
 
 from crm.models import Account, Customer, Household, Interaction, SourceSystem, Task, User
 from crm.models.choices import TaskStatus
-from crm.search_keys import name_tokens, phonetic_keys, tsquery_for
+from crm.search_keys import name_tokens, query_key_sets, tsquery_for
 from crm.validation import normalize_email, normalize_phone
 
 M = TypeVar("M", bound=Model)
@@ -145,8 +145,11 @@ def customer_search(
     if not tokens or prefix is None:
         return queryset.none()
     query = SearchQuery(prefix, search_type="raw", config="simple")
-    # Prefix matches on the folded name, or every token sounding alike (typos).
-    matches = Q(search_vector=query) | Q(name_phonetic__contains=phonetic_keys(tokens))
+    # Prefix matches on the folded name, or every token alike by sound or by its
+    # letters (typos, swapped letters).
+    matches = Q(search_vector=query)
+    for keys in query_key_sets(tokens):
+        matches |= Q(name_phonetic__contains=keys)
     return (
         queryset.filter(matches)
         .annotate(rank=SearchRank(F("search_vector"), query))

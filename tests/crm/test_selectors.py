@@ -80,3 +80,17 @@ def test_a_phonetic_search_does_not_match_unrelated_names():
     make_customer(given_name="Joan", family_name="Baker")
     found = selectors.customer_search(queryset=smith.__class__.objects.all(), q="Jon Smyth")
     assert list(found) == [smith]
+
+
+def test_swapped_letters_in_a_name_are_forgiven():
+    smith = make_customer(given_name="John", family_name="Smith")
+    make_customer(given_name="Jane", family_name="Doe")
+    found = selectors.customer_search(queryset=smith.__class__.objects.all(), q="Jonh Smtih")
+    assert list(found) == [smith]
+
+
+def test_an_exact_name_ranks_above_a_sound_alike():
+    smyth = make_customer(given_name="Jon", family_name="Smyth", phones=[])
+    smith = make_customer(given_name="John", family_name="Smith", phones=[])
+    found = list(selectors.customer_search(queryset=smith.__class__.objects.all(), q="John Smith"))
+    assert found == [smith, smyth]

@@ -114,9 +114,11 @@ def customer_search(
     phone: str = "",
     email: str = "",
     account_number: str = "",
+    source_key: str = "",
 ) -> QuerySet[Customer]:
     """Filter ``queryset`` by any of: a name (typos and accents forgiven), a phone
-    number as dialled, an e-mail, an account number, or a customer number in ``q``.
+    number as dialled, an e-mail, an account number, a source system's own key
+    (``ivr:48213``), or a customer number in ``q``.
 
     Raises ValidationError naming the parameter when a phone or e-mail cannot be read.
     """
@@ -134,6 +136,11 @@ def customer_search(
         queryset = queryset.filter(pk__in=_ids_matching(Q(email_keys__contains=[address])))
     if account_number:
         queryset = queryset.filter(accounts__account_number=account_number.strip().upper())
+    if source_key:
+        code, sep, key = source_key.partition(":")
+        if not sep or not code or not key:
+            raise ValidationError({"source_key": "Write it as <source code>:<key>, e.g. ivr:48213."})
+        queryset = queryset.filter(source_records__source_system__code=code, source_records__external_key=key)
     q = q.strip()
     if not q:
         return queryset.order_by("sort_name", "id")

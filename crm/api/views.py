@@ -87,6 +87,7 @@ class CustomerViewSet(
             OpenApiParameter("phone", str, description="A phone number, E.164 or as dialled."),
             OpenApiParameter("email", str),
             OpenApiParameter("account_number", str),
+            OpenApiParameter("source_key", str, description="A source system's key: <code>:<key>."),
         ]
     )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -97,6 +98,7 @@ class CustomerViewSet(
             phone=params.get("phone", ""),
             email=params.get("email", ""),
             account_number=params.get("account_number", ""),
+            source_key=params.get("source_key", ""),
         )
         page = self.paginate_queryset(customers) or []
         _log_reads(request, [c.pk for c in page])

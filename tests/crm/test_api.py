@@ -257,3 +257,12 @@ def test_the_openapi_schema_describes_the_customer_endpoints(alice):
     assert "patch" in paths["/api/v1/customers/{id}/"]
     docs = client.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
+
+
+def test_an_integration_finds_a_customer_by_its_own_key(frank, ivr, dave_customer):
+    services.source_record_link(source=ivr, external_key="48213", customer_id=dave_customer.pk)
+    client = api_as(frank)
+    found = client.get("/api/v1/customers/", {"source_key": "ivr:48213"})
+    assert [row["id"] for row in found.data["results"]] == [dave_customer.pk]
+    bad = client.get("/api/v1/customers/", {"source_key": "48213"})
+    assert bad.status_code == 400 and "source_key" in bad.data

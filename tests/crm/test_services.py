@@ -168,3 +168,15 @@ def test_only_an_administrator_can_be_made_a_superuser(db):
         username="ag", password="x-long-pass-123", role="agent", superuser=True
     )
     assert admin.is_superuser and not agent.is_superuser
+
+
+def test_a_source_key_names_one_customer_and_is_never_silently_rekeyed(dave_customer, erin_customer, ivr):
+    record, created = services.source_record_link(
+        source=ivr, external_key="48213", customer_id=dave_customer.pk
+    )
+    again, created_again = services.source_record_link(source=ivr, external_key="48213",
+                                                       customer_id=dave_customer.pk)  # fmt: skip
+    assert created and not created_again and record.pk == again.pk
+    with pytest.raises(ValidationError) as caught:
+        services.source_record_link(source=ivr, external_key="48213", customer_id=erin_customer.pk)
+    assert "merge" in caught.value.message_dict["external_key"][0]

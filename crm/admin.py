@@ -20,6 +20,10 @@ from crm.models import (
     User,
 )
 
+admin.site.site_header = "Contact Center CRM administration"
+admin.site.site_title = "CRM admin"
+admin.site.index_title = "Reference data and users"
+
 
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):

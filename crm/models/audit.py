@@ -33,7 +33,7 @@ class AccessLogEntry(models.Model):
             models.Index(fields=["user", "-at"], name="accesslog_user_time"),
         ]
         verbose_name = "access log entry"
-        verbose_name_plural = "access log"
+        verbose_name_plural = "access log entries"
 
     def __str__(self) -> str:
         return f"{self.user_id} read {self.customer_id} via {self.channel} at {self.at:%Y-%m-%d %H:%M}"

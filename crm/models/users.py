@@ -94,6 +94,7 @@ class ApiToken(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["user", "revoked_at"], name="apitoken_user_revoked")]
+        verbose_name = "API token"
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"

@@ -287,9 +287,11 @@ def customer_detail(request: HttpRequest, customer_id: int) -> HttpResponse:
             _desktop(request, number=f"C-{customer_id:07d}", back_url=_back_link(request)),
             status=404,
         )
+    # The household panel shows the other members' names, roles and tiers: reads
+    # of their records too, logged as the API logs a household read.
     services.access_log_record(
         user=user,
-        customer_ids=[customer_id],
+        customer_ids=[customer_id, *(member.pk for member in screen.household_members)],
         channel=AccessChannel.PAGE,
         path=request.get_full_path(),
     )

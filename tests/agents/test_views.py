@@ -302,3 +302,14 @@ def test_the_customer_page_queries_do_not_grow_with_history(
         response = client.get(reverse("customer", args=[dave.pk]))
     assert response.content.decode().count('<td class="nowrap col-when">') == 50
     assert _screen_query_count(client, dave) == with_5, with_5
+
+
+def test_opening_a_customer_also_logs_the_household_members_it_shows(
+    alice: User, dave_customer: Customer, erin_customer: Customer
+) -> None:
+    home = services.household_create(name="Shared")
+    for customer in (dave_customer, erin_customer):
+        services.household_add_member(household_id=home.pk, customer_id=customer.pk)
+    assert client_for(alice).get(reverse("customer", args=[dave_customer.pk])).status_code == 200
+    logged = set(AccessLogEntry.objects.values_list("customer_id", flat=True))
+    assert logged == {dave_customer.pk, erin_customer.pk}

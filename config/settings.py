@@ -136,6 +136,17 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# Shared by every web process: the token endpoint's throttle counts attempts per
+# client across processes, not per process.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "crm",
+        "TIMEOUT": 300,
+    }
+}
+
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",

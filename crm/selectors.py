@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.exceptions import ValidationError
-from django.db.models import F, Model, Prefetch, Q, QuerySet
+from django.db.models import Exists, F, Model, OuterRef, Prefetch, Q, QuerySet
 
 from crm.models import Account, Customer, Household, Interaction, SourceSystem, Task, User
 from crm.models.choices import TaskStatus
@@ -19,6 +19,7 @@ from crm.validation import normalize_email, normalize_phone
 
 M = TypeVar("M", bound=Model)
 SCREEN_HISTORY = 50
+OPEN_TASK_STATUSES = (TaskStatus.OPEN, TaskStatus.IN_PROGRESS)
 # Derived search columns: indexed for lookups, never shown, costly to parse.
 SEARCH_COLUMNS = ("search_vector", "name_phonetic", "phone_keys", "email_keys", "sort_name")
 HISTORY_FIELDS = (
@@ -177,11 +178,19 @@ class CustomerScreen:
 
 
 def customer_screen(*, customer_id: int, queryset: QuerySet[Customer] | None = None) -> CustomerScreen:
-    """Everything the agent sees about one customer, in five queries whatever the
-    length of the history: the customer with its household, the other members,
-    the accounts with their products, the last 50 contacts, the open tasks."""
+    """Everything the agent sees about one customer, in at most five queries
+    whatever the length of the history: the customer with its household (and
+    whether any task is open), the other members, the accounts with their
+    products, the last 50 contacts, the open tasks (only when there are some)."""
     base = queryset if queryset is not None else Customer.objects.all()
-    customer = base.select_related("household").defer(*SEARCH_COLUMNS).get(pk=customer_id)
+    open_tasks = Task.objects.filter(customer_id=OuterRef("pk"), status__in=OPEN_TASK_STATUSES)
+    customer = (
+        base.select_related("household")
+        .defer(*SEARCH_COLUMNS)
+        # Most customers have no open task: ask in this row rather than in a query of its own.
+        .annotate(has_open_tasks=Exists(open_tasks))
+        .get(pk=customer_id)
+    )
     members: list[Customer] = []
     if customer.household_id is not None:
         members = list(
@@ -204,11 +213,13 @@ def customer_screen(*, customer_id: int, queryset: QuerySet[Customer] | None = N
         .order_by("-occurred_at", "-id")[:SCREEN_HISTORY]
     )
     attach_source_systems(interactions)
-    tasks = list(
-        Task.objects.filter(customer_id=customer.pk, status__in=[TaskStatus.OPEN, TaskStatus.IN_PROGRESS])
-        .select_related("assigned_to")
-        .order_by(F("due_at").asc(nulls_last=True), "priority")
-    )
+    tasks: list[Task] = []
+    if customer.has_open_tasks:  # type: ignore[attr-defined]
+        tasks = list(
+            Task.objects.filter(customer_id=customer.pk, status__in=OPEN_TASK_STATUSES)
+            .select_related("assigned_to")
+            .order_by(F("due_at").asc(nulls_last=True), "priority")
+        )
     return CustomerScreen(customer, members, accounts, interactions, tasks)
 
 

@@ -94,3 +94,13 @@ def test_an_exact_name_ranks_above_a_sound_alike():
     smith = make_customer(given_name="John", family_name="Smith", phones=[])
     found = list(selectors.customer_search(queryset=smith.__class__.objects.all(), q="John Smith"))
     assert found == [smith, smyth]
+
+
+def test_a_customer_without_open_tasks_saves_the_task_query():
+    customer = make_customer()
+    selectors.customer_screen(customer_id=customer.pk)  # fills the per-process source-system cache
+    without, _ = _screen_queries(customer.pk)
+    services.task_create(customer_id=customer.pk, kind="callback", title="Call back")
+    with_task, screen = _screen_queries(customer.pk)
+    assert (without, with_task) == (3, 4)  # no household: customer, accounts, history (+ tasks)
+    assert [t.title for t in screen.open_tasks] == ["Call back"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -66,43 +66,34 @@ def crm_source() -> SourceSystem:
 # --- Customers ----------------------------------------------------------------
 
 
+# field -> (the key holding the value, how to normalise it, the kind when none is given)
+_CONTACT_POINTS: dict[str, tuple[str, Callable[[str], str], str]] = {
+    "phones": ("number", normalize_phone, "mobile"),
+    "emails": ("address", normalize_email, "personal"),
+}
+
+
 def _normalize_contact_points(values: dict[str, Any]) -> None:
     """Normalise phones to E.164 and e-mails in place; collect errors by field."""
     errors: dict[str, list[str]] = {}
-    if "phones" in values:
-        phones = []
-        for index, item in enumerate(values["phones"] or []):
-            if not isinstance(item, Mapping) or not item.get("number"):
-                errors.setdefault("phones", []).append(f"Entry {index + 1} needs a number.")
+    for field, (key, normalize, default_kind) in _CONTACT_POINTS.items():
+        if field not in values:
+            continue
+        items = []
+        for index, item in enumerate(values[field] or []):
+            if not isinstance(item, Mapping) or not item.get(key):
+                article = "an" if key[0] in "aeiou" else "a"
+                errors.setdefault(field, []).append(f"Entry {index + 1} needs {article} {key}.")
                 continue
             try:
-                number = normalize_phone(str(item["number"]))
+                value = normalize(str(item[key]))
             except ValidationError as exc:
-                errors.setdefault("phones", []).append(f"Entry {index + 1}: {exc.messages[0]}")
+                errors.setdefault(field, []).append(f"Entry {index + 1}: {exc.messages[0]}")
                 continue
-            phones.append(
-                {"number": number, "kind": item.get("kind", "mobile"), "primary": bool(item.get("primary"))}
+            items.append(
+                {key: value, "kind": item.get("kind", default_kind), "primary": bool(item.get("primary"))}
             )
-        values["phones"] = phones
-    if "emails" in values:
-        emails = []
-        for index, item in enumerate(values["emails"] or []):
-            if not isinstance(item, Mapping) or not item.get("address"):
-                errors.setdefault("emails", []).append(f"Entry {index + 1} needs an address.")
-                continue
-            try:
-                address = normalize_email(str(item["address"]))
-            except ValidationError as exc:
-                errors.setdefault("emails", []).append(f"Entry {index + 1}: {exc.messages[0]}")
-                continue
-            emails.append(
-                {
-                    "address": address,
-                    "kind": item.get("kind", "personal"),
-                    "primary": bool(item.get("primary")),
-                }
-            )
-        values["emails"] = emails
+        values[field] = items
     if "addresses" in values:
         values["addresses"] = [
             {k: (str(v).strip().upper() if k == "country" else str(v).strip()) for k, v in a.items()}

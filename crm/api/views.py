@@ -62,6 +62,16 @@ def _source_of(user: User) -> Any:
     return user.source_system if user.is_integration else None
 
 
+def _etag_versions(header: str) -> set[int]:
+    """The versions named by an If-Match / If-None-Match header ("3", W/"3", 3)."""
+    versions = set()
+    for tag in header.split(","):
+        match = _ETAG_RE.match(tag)
+        if match:
+            versions.add(int(match.group(1)))
+    return versions
+
+
 def _customer_etag(customer: Customer) -> str:
     return f'"{customer.version}"'
 
@@ -105,10 +115,16 @@ class CustomerViewSet(
         return self.get_paginated_response(s.CustomerListSerializer(page, many=True).data)
 
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """The record with its version as ETag; ``If-None-Match`` with the current
+        ETag answers 304 (still a read: the caller shows what it holds)."""
         customer = self.get_object()
         _log_reads(request, [customer.pk])
-        response = Response(s.CustomerSerializer(customer).data)
-        response["ETag"] = _customer_etag(customer)
+        etag = _customer_etag(customer)
+        if customer.version in _etag_versions(request.headers.get("If-None-Match", "")):
+            response = Response(status=status.HTTP_304_NOT_MODIFIED)
+        else:
+            response = Response(s.CustomerSerializer(customer).data)
+        response["ETag"] = etag
         return response
 
     @extend_schema(request=s.CustomerWriteSerializer, responses={201: s.CustomerSerializer})

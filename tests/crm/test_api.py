@@ -266,3 +266,12 @@ def test_an_integration_finds_a_customer_by_its_own_key(frank, ivr, dave_custome
     assert [row["id"] for row in found.data["results"]] == [dave_customer.pk]
     bad = client.get("/api/v1/customers/", {"source_key": "48213"})
     assert bad.status_code == 400 and "source_key" in bad.data
+
+
+def test_a_client_holding_the_current_version_gets_304(alice, dave_customer):
+    client = api_as(alice)
+    url = f"/api/v1/customers/{dave_customer.pk}/"
+    assert client.get(url, HTTP_IF_NONE_MATCH='"1"').status_code == 304
+    services.customer_update(customer_id=dave_customer.pk, expected_version=1, changes={"tier": "gold"})
+    changed = client.get(url, HTTP_IF_NONE_MATCH='"1"')
+    assert changed.status_code == 200 and changed["ETag"] == '"2"' and changed.data["tier"] == "gold"

@@ -18,9 +18,9 @@ from tests.conftest import PASSWORD, make_customer, minutes_ago
 
 pytestmark = pytest.mark.django_db
 
-# Session, user, roles, permissions, the five screen queries and the access-log
-# insert, with a little room; what matters is that history length never adds any.
-SCREEN_MAX_QUERIES = 12
+# Session, user (with its permissions), roles, the screen's at most five queries and
+# the access-log insert; what matters too is that history length never adds any.
+SCREEN_MAX_QUERIES = 9
 
 
 def client_for(user: User) -> Client:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.backends import ModelBackend
@@ -25,16 +26,24 @@ from crm.models import User
 
 CATALOG_TTL = 30.0
 
+
+@dataclass(frozen=True)
+class Catalog:
+    loaded_at: float
+    permission_names: dict[int, str]  # permission id -> "app.codename"
+    group_names: dict[int, str]  # group id -> role name
+    group_permissions: dict[int, frozenset[int]]  # group id -> permission ids
+
+
 _lock = threading.Lock()
-_catalog: tuple[float, dict[int, str], dict[int, frozenset[int]]] | None = None
+_catalog: Catalog | None = None
 
 
-def _load_catalog(*, max_age: float = CATALOG_TTL) -> tuple[dict[int, str], dict[int, frozenset[int]]]:
+def _load_catalog(*, max_age: float = CATALOG_TTL) -> Catalog:
     global _catalog  # noqa: PLW0603  (a process-wide cache by design)
-    now = time.monotonic()
     current = _catalog
-    if current is not None and now - current[0] < max_age:
-        return current[1], current[2]
+    if current is not None and time.monotonic() - current.loaded_at < max_age:
+        return current
     with _lock:
         names = {
             pk: f"{app}.{codename}"
@@ -47,8 +56,13 @@ def _load_catalog(*, max_age: float = CATALOG_TTL) -> tuple[dict[int, str], dict
             "group_id", "permission_id"
         ):
             by_group.setdefault(group_id, set()).add(permission_id)
-        _catalog = (now, names, {g: frozenset(p) for g, p in by_group.items()})
-        return _catalog[1], _catalog[2]
+        _catalog = Catalog(
+            loaded_at=time.monotonic(),
+            permission_names=names,
+            group_names=dict(Group.objects.values_list("pk", "name")),
+            group_permissions={g: frozenset(p) for g, p in by_group.items()},
+        )
+        return _catalog
 
 
 def forget_catalog() -> None:
@@ -80,16 +94,22 @@ def with_access(queryset: Any, user_ref: str = "pk") -> Any:
 
 
 def remember_permissions(user: User, group_ids: list[int], permission_ids: list[int]) -> User:
+    catalog = _load_catalog()
+    if any(g not in catalog.group_names for g in group_ids) or any(
+        p not in catalog.permission_names for p in permission_ids
+    ):
+        # A group or permission newer than the catalog: reload, at most once a second.
+        catalog = _load_catalog(max_age=1.0)
+    # The roles come along: User.roles reads this instead of querying the groups.
+    user._roles_cache = frozenset(catalog.group_names[g] for g in group_ids if g in catalog.group_names)
     if user.is_superuser:
         return user
-    names, by_group = _load_catalog()
-    if any(g not in by_group for g in group_ids) or any(p not in names for p in permission_ids):
-        # A group or permission newer than the catalog: reload, at most once a second.
-        names, by_group = _load_catalog(max_age=1.0)
     wanted = set(permission_ids)
     for group_id in group_ids:
-        wanted |= by_group.get(group_id, frozenset())
-    user._perm_cache = {names[p] for p in wanted if p in names}  # type: ignore[attr-defined]
+        wanted |= catalog.group_permissions.get(group_id, frozenset())
+    user._perm_cache = {  # type: ignore[attr-defined]
+        catalog.permission_names[p] for p in wanted if p in catalog.permission_names
+    }
     return user
 
 
@@ -105,8 +125,7 @@ class RoleBackend(ModelBackend):
             return set()
         if not hasattr(user_obj, "_perm_cache"):
             if user_obj.is_superuser:
-                names, _ = _load_catalog()
-                user_obj._perm_cache = set(names.values())
+                user_obj._perm_cache = set(_load_catalog().permission_names.values())
             else:
                 row = with_access(User.objects.filter(pk=user_obj.pk)).values_list(
                     "access_group_ids", "access_permission_ids"

@@ -43,3 +43,23 @@ def test_issue_api_token_prints_the_secret_once_and_can_rotate(frank, ivr):
 def test_issue_api_token_names_the_unknown_source(ivr):
     with pytest.raises(CommandError, match=r"No source system “nope”\. Known: .*ivr"):
         call_command("issue_api_token", "--source-system", "nope")
+
+
+def test_a_bad_field_mapping_is_refused_in_the_admin_with_the_reason(carol, ivr):
+    client = Client()
+    client.force_login(carol)
+    form = {
+        "code": "ivr", "name": "IVR", "kind": "ivr", "active": "on",
+        "mappings-TOTAL_FORMS": "1", "mappings-INITIAL_FORMS": "0",
+        "mappings-0-position": "0", "mappings-0-source_field": "CALLER",
+        "mappings-0-target": "customer.shoe_size", "mappings-0-transform": "text",
+        "mappings-0-transform_args": "{}",
+    }  # fmt: skip
+    response = client.post(f"/admin/crm/sourcesystem/{ivr.pk}/change/", form)
+    assert response.status_code == 200  # the form again, with the error
+    assert "is not a known target" in response.content.decode()
+    assert not ivr.mappings.exists()
+    form["mappings-0-target"] = "customer.phone"
+    form["mappings-0-transform"] = "phone_e164"
+    assert client.post(f"/admin/crm/sourcesystem/{ivr.pk}/change/", form).status_code == 302
+    assert list(ivr.mappings.values_list("target", flat=True)) == ["customer.phone"]

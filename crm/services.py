@@ -147,8 +147,8 @@ def customer_create(
     household_role: str = "",
     **fields: Any,
 ) -> Customer:
-    """1. normalise contact points; 2. validate the whole row; 3. insert;
-    4. record customer.created; 5. join the household if one is given."""
+    """1. normalise contact points; 2. validate the whole row (with the household
+    and role, if given); 3. insert; 4. record customer.created."""
     unknown = set(fields) - set(CUSTOMER_FIELDS)
     if unknown:
         raise ValidationError({name: "Not a customer field." for name in sorted(unknown)})
@@ -196,8 +196,9 @@ def customer_update(
             raise StaleVersion(current_version=customer.version, expected_version=expected_version)
         changed = [name for name, value in changes.items() if getattr(customer, name) != value]
         if not changed:
+            if contact_errors:  # the only changes asked for were unreadable
+                raise ValidationError(contact_errors)
             return customer
-        before = {name: getattr(customer, name) for name in changed}
         for name in changed:
             setattr(customer, name, changes[name])
         now = timezone.now()
@@ -210,7 +211,7 @@ def customer_update(
         customer.version += 1
         customer.updated_at = now
         customer.save()
-        _record_profile_events(customer, changed, before, now, source or crm_source())
+        _record_profile_events(customer, changed, now, source or crm_source())
         realtime.send_on_commit(
             realtime.customer_group(customer.pk),
             realtime.customer_updated(customer.pk, customer.version, changed),
@@ -219,7 +220,7 @@ def customer_update(
 
 
 def _record_profile_events(
-    customer: Customer, changed: list[str], before: dict[str, Any], now: dt.datetime, source: SourceSystem
+    customer: Customer, changed: list[str], now: dt.datetime, source: SourceSystem
 ) -> None:
     key = f"{customer.pk}:v{customer.version}"
     business_event_record(

@@ -180,3 +180,11 @@ def test_a_source_key_names_one_customer_and_is_never_silently_rekeyed(dave_cust
     with pytest.raises(ValidationError) as caught:
         services.source_record_link(source=ivr, external_key="48213", customer_id=erin_customer.pk)
     assert "merge" in caught.value.message_dict["external_key"][0]
+
+
+def test_an_update_made_only_of_an_unreadable_phone_is_refused(dave_customer):
+    with pytest.raises(ValidationError) as caught:
+        services.customer_update(customer_id=dave_customer.pk, expected_version=1,
+                                 changes={"phones": [{"number": "12"}]})  # fmt: skip
+    assert set(caught.value.message_dict) == {"phones"}
+    assert Customer.objects.get(pk=dave_customer.pk).phones[0]["number"] == "+12025550143"

@@ -1,0 +1,62 @@
+"""Every write to the customer record, one module per concept.
+
+Plain functions with keyword-only arguments, each in one transaction; views,
+the API, tasks, consumers and management commands all call these through this
+package (``services.customer_update(...)``). A function that a person's input
+reaches raises ``ValidationError`` naming the field and the fix, and writes
+nothing when it does.
+"""
+
+from __future__ import annotations
+
+from crm.services.access import access_log_record
+from crm.services.accounts import account_close, account_open
+from crm.services.customers import (
+    CONSENT_FIELDS,
+    CUSTOMER_FIELDS,
+    customer_create,
+    customer_search_fields,
+    customer_update,
+    customer_version_save,
+    customers_reindex_search,
+)
+from crm.services.events import business_event_record
+from crm.services.history import interaction_record, task_create, task_set_status
+from crm.services.households import household_add_member, household_create, household_remove_member
+from crm.services.sources import CRM_SOURCE_CODE, crm_source, source_record_link, source_system_create
+from crm.services.tokens import (
+    api_token_create,
+    api_token_revoke,
+    api_tokens_purge_expired,
+    customer_login_create,
+    staff_user_create,
+)
+
+__all__ = [
+    "CONSENT_FIELDS",
+    "CRM_SOURCE_CODE",
+    "CUSTOMER_FIELDS",
+    "access_log_record",
+    "account_close",
+    "account_open",
+    "api_token_create",
+    "api_token_revoke",
+    "api_tokens_purge_expired",
+    "business_event_record",
+    "crm_source",
+    "customer_create",
+    "customer_login_create",
+    "customer_search_fields",
+    "customer_update",
+    "customer_version_save",
+    "customers_reindex_search",
+    "household_add_member",
+    "household_create",
+    "household_remove_member",
+    "interaction_record",
+    "source_record_link",
+    "source_system_create",
+    "staff_user_create",
+    "task_create",
+    "task_set_status",
+]

@@ -1,0 +1,109 @@
+"""Contact history and the follow-up work (tasks) it leads to."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from crm import events, realtime
+from crm.models import Interaction, SourceSystem, Task, User
+from crm.models.choices import TaskStatus
+from crm.services.events import business_event_record
+from crm.services.sources import crm_source
+
+# --- Contact history ---------------------------------------------------------------
+
+
+def interaction_record(
+    *,
+    customer_id: int,
+    channel: str,
+    direction: str,
+    occurred_at: dt.datetime,
+    source: SourceSystem | None = None,
+    external_id: str = "",
+    agent: User | None = None,
+    campaign_code: str = "",
+    disposition: str = "",
+    subject: str = "",
+    notes: str = "",
+    duration_seconds: int | None = None,
+    script_run_id: int | None = None,
+) -> tuple[Interaction, bool]:
+    """Record one contact; a repeat of (source, external_id) returns the first, unchanged."""
+    source = source or crm_source()
+    if external_id:
+        existing = Interaction.objects.filter(source_system=source, external_id=external_id).first()
+        if existing is not None:
+            return existing, False
+    if occurred_at.tzinfo is None:
+        raise ValidationError({"occurred_at": "Give the time with a time zone (e.g. …Z or +02:00)."})
+    if occurred_at > timezone.now() + dt.timedelta(minutes=5):
+        raise ValidationError({"occurred_at": "The contact is dated in the future: check the time."})
+    interaction = Interaction(
+        customer_id=customer_id, channel=channel, direction=direction, occurred_at=occurred_at,
+        source_system=source, external_id=external_id, agent=agent, campaign_code=campaign_code,
+        disposition=disposition, subject=subject, notes=notes, duration_seconds=duration_seconds,
+        script_run_id=script_run_id,
+    )  # fmt: skip
+    interaction.full_clean(validate_constraints=False)
+    try:
+        with transaction.atomic():
+            interaction.save()
+            business_event_record(
+                type=events.INTERACTION_RECORDED.name, customer_id=customer_id, occurred_at=occurred_at,
+                payload={"channel": channel, "direction": direction, "disposition": disposition},
+                source=source, idempotency_key=f"interaction.recorded:{interaction.pk}",
+            )  # fmt: skip
+    except IntegrityError:
+        # Another worker recorded the same (source, external_id) between our check and insert.
+        if not external_id:
+            raise
+        return Interaction.objects.get(source_system=source, external_id=external_id), False
+    realtime.send_on_commit(
+        realtime.customer_group(customer_id), realtime.interaction_recorded(customer_id, interaction.pk)
+    )
+    return interaction, True
+
+
+# --- Tasks --------------------------------------------------------------------------------
+
+
+def task_create(
+    *,
+    customer_id: int,
+    kind: str,
+    title: str,
+    description: str = "",
+    priority: int = 3,
+    due_at: dt.datetime | None = None,
+    assigned_to: User | None = None,
+    created_by: User | None = None,
+    origin: str = "",
+) -> Task:
+    task = Task(
+        customer_id=customer_id, kind=kind, title=title.strip(), description=description,
+        priority=priority, due_at=due_at, assigned_to=assigned_to, created_by=created_by, origin=origin,
+    )  # fmt: skip
+    task.full_clean()
+    task.save()
+    if assigned_to is not None:
+        realtime.send_on_commit(
+            realtime.agent_group(assigned_to.pk),
+            {"type": "crm.event", "event": "task.assigned", "task_id": task.pk, "customer_id": customer_id},
+        )
+    return task
+
+
+def task_set_status(*, task_id: int, status: str, actor: User | None = None) -> Task:
+    if status not in TaskStatus.values:
+        raise ValidationError({"status": f"Use one of: {', '.join(TaskStatus.values)}."})
+    with transaction.atomic():
+        task = Task.objects.select_for_update().get(pk=task_id)
+        task.status = status
+        task.completed_at = timezone.now() if status in (TaskStatus.DONE, TaskStatus.CANCELLED) else None
+        task.save(update_fields=["status", "completed_at"])
+    return task

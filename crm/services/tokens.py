@@ -1,0 +1,75 @@
+"""Log-ins and API tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from crm.authentication import TOKEN_PREFIX, token_digest
+from crm.models import ApiToken, Customer, User
+
+# --- Users, roles and tokens -------------------------------------------------------------
+
+
+def staff_user_create(
+    *, username: str, password: str, role: str, first_name: str = "", last_name: str = "",
+    email: str = "", time_zone: str = "UTC", superuser: bool = False,
+) -> User:  # fmt: skip
+    group = Group.objects.filter(name=role).first()
+    if group is None:
+        raise ValidationError({"role": "Use one of: agent, supervisor, administrator."})
+    user = User(
+        username=username, first_name=first_name, last_name=last_name, email=email,
+        time_zone=time_zone, is_staff=role == "administrator",
+        is_superuser=superuser and role == "administrator",
+    )  # fmt: skip
+    user.set_password(password)
+    user.full_clean()
+    with transaction.atomic():
+        user.save()
+        user.groups.add(group)
+    return user
+
+
+def customer_login_create(*, customer: Customer, username: str, password: str) -> User:
+    """A self-service log-in that sees only ``customer``."""
+    user = User(username=username, customer=customer, email=customer.primary_email,
+                first_name=customer.given_name, last_name=customer.family_name,
+                time_zone=customer.time_zone)  # fmt: skip
+    user.set_password(password)
+    user.full_clean()
+    user.save()
+    return user
+
+
+def api_token_create(*, user: User, name: str, ttl: dt.timedelta | None = None) -> tuple[ApiToken, str]:
+    """Issue a token; the secret is returned once and only its digest is stored.
+
+    Customer tokens always expire (settings.CRM_CUSTOMER_TOKEN_TTL_HOURS)."""
+    if user.is_customer and ttl is None:
+        ttl = dt.timedelta(hours=settings.CRM_CUSTOMER_TOKEN_TTL_HOURS)
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        user=user, name=name[:100], prefix=secret[len(TOKEN_PREFIX) : len(TOKEN_PREFIX) + 8],
+        digest=token_digest(secret), expires_at=timezone.now() + ttl if ttl else None,
+    )  # fmt: skip
+    return token, secret
+
+
+def api_token_revoke(*, token_id: int, actor: User) -> None:
+    ApiToken.objects.filter(pk=token_id, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def api_tokens_purge_expired(*, older_than: dt.timedelta = dt.timedelta(days=30)) -> int:
+    """Delete tokens that expired or were revoked more than ``older_than`` ago."""
+    cutoff = timezone.now() - older_than
+    expired = ApiToken.objects.filter(expires_at__lt=cutoff)
+    revoked = ApiToken.objects.filter(revoked_at__lt=cutoff)
+    deleted = expired.delete()[0] + revoked.delete()[0]
+    return deleted

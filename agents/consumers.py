@@ -2,8 +2,10 @@
 
 A staff member connects once; the page then says which customer it shows
 (``{"action": "watch", "customer_id": N}``) and receives every change to that
-record as it commits. Each agent also has a personal group for work addressed to
-them (offers and tasks, in later parts of the desktop).
+record as it commits. Watching is reading: the customer must be one the staff
+member may see, and each watch is written to the access log like a page read.
+Each agent also has a personal group for work addressed to them (offers and
+tasks, in later parts of the desktop).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from crm import realtime
-from crm.models import Customer
+from crm import realtime, selectors, services
+from crm.models.choices import AccessChannel
 
 
 class DesktopConsumer(AsyncJsonWebsocketConsumer):
@@ -42,7 +44,13 @@ class DesktopConsumer(AsyncJsonWebsocketConsumer):
         customer_id = content.get("customer_id")
         # bool is an int in Python; {"customer_id": true} must not mean customer 1.
         valid_id = isinstance(customer_id, int) and not isinstance(customer_id, bool)
-        if not valid_id or not isinstance(customer_id, int) or not await _customer_exists(customer_id):
+        # A customer this staff member may not see answers like a missing one:
+        # the socket must not tell which ids exist.
+        if (
+            not valid_id
+            or not isinstance(customer_id, int)
+            or not await _watch_allowed(self.scope, customer_id)
+        ):
             await self.send_json({"error": f"No customer with id {customer_id!r}."})
             return
         if self.watching:
@@ -61,5 +69,12 @@ def _is_staff(user: Any) -> bool:
 
 
 @database_sync_to_async
-def _customer_exists(customer_id: int) -> bool:
-    return Customer.objects.filter(pk=customer_id).exists()
+def _watch_allowed(scope: dict[str, Any], customer_id: int) -> bool:
+    """Whether this staff member may see the customer; if so, log the read."""
+    user = scope["user"]
+    if not selectors.customers_visible_to(user).filter(pk=customer_id).exists():
+        return False
+    services.access_log_record(
+        user=user, customer_ids=[customer_id], channel=AccessChannel.PAGE, path=scope.get("path", "")
+    )
+    return True

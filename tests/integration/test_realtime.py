@@ -23,13 +23,15 @@ from asgiref.testing import ApplicationCommunicator
 from channels.layers import get_channel_layer
 from channels_redis.core import RedisChannelLayer
 from django.conf import settings
+from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 from django.test import Client
 from websockets.sync.client import connect as ws_connect
 
 from config.asgi import application
 from crm import services
-from crm.models import Customer, User
+from crm.backends import forget_catalog
+from crm.models import AccessLogEntry, Customer, User
 from tests.integration.conftest import COMMITTED, Server
 
 pytestmark = [pytest.mark.integration, COMMITTED]
@@ -236,6 +238,49 @@ def test_watching_a_customer_that_does_not_exist_gives_an_error_frame(
     error, watching = run(scenario)
     assert error == {"error": f"No customer with id {missing_id}."}
     assert watching == {"event": "watching", "customer_id": dave_customer.pk}
+
+
+def test_watching_a_customer_is_written_to_the_access_log_like_a_page_read(
+    alice: User, dave_customer: Customer
+) -> None:
+    socket = desktop_socket(user=alice)
+
+    async def scenario() -> dict[str, Any]:
+        connected, _ = await socket.open()
+        assert connected
+        try:
+            return await watch(socket, dave_customer.pk)
+        finally:
+            await socket.close()
+
+    assert run(scenario) == {"event": "watching", "customer_id": dave_customer.pk}
+    rows = list(
+        AccessLogEntry.objects.filter(customer_id=dave_customer.pk).values("user_id", "channel", "path")
+    )
+    assert rows == [{"user_id": alice.pk, "channel": "page", "path": "/ws/desktop/"}]
+
+
+def test_a_staff_member_who_may_not_see_customers_cannot_watch_one(
+    alice: User, dave_customer: Customer
+) -> None:
+    # The agent role without the right to read customers: connected, but no watch.
+    Group.objects.get(name="agent").permissions.remove(
+        Permission.objects.get(content_type__app_label="crm", codename="view_customer")
+    )
+    forget_catalog()
+    socket = desktop_socket(user=alice)
+
+    async def scenario() -> dict[str, Any]:
+        connected, _ = await socket.open()
+        assert connected
+        try:
+            return await watch(socket, dave_customer.pk)
+        finally:
+            await socket.close()
+
+    # Answered like a missing customer, so the socket tells nothing about which ids exist.
+    assert run(scenario) == {"error": f"No customer with id {dave_customer.pk}."}
+    assert not AccessLogEntry.objects.filter(customer_id=dave_customer.pk).exists()
 
 
 # --- End to end through uvicorn ---------------------------------------------------------------

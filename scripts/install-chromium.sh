@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Install Debian's Chromium for the real-browser tests (tests/e2e).
 #
-# `make test` calls this through the `browser` target. It never fails the build:
-# when it cannot install (not root, no apt, no network) it says why and exits 0,
-# so the unit tests still run and the e2e tests skip with a clear reason.
+# `make test` calls this through the `browser` target. On a developer's machine
+# it never fails the build: when it cannot install (not root, no apt, no network)
+# it says why and exits 0, so the unit tests still run and the e2e tests skip
+# with a clear reason. In CI (CI=true) the browser tests are required, so the
+# same failure stops the build.
 # Playwright drives this system browser; nothing is downloaded by Playwright.
 set -u
 
@@ -16,6 +18,11 @@ fi
 
 skip() {
     echo "install-chromium: $1" >&2
+    case "${CI:-}" in
+        1|true|TRUE|True|yes|on)
+            echo "install-chromium: CI needs the e2e browser tests, and they need $CHROMIUM." >&2
+            exit 1 ;;
+    esac
     echo "install-chromium: the e2e browser tests will be skipped (they need $CHROMIUM)." >&2
     exit 0
 }

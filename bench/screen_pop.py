@@ -101,6 +101,7 @@ def main() -> int:
     os.environ["SECURE_SSL_REDIRECT"] = "false"
     os.environ["ALLOWED_HOSTS"] = "testserver"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("CRM_EMBEDDED_SERVERS", "true")
     url = bench_database_url(database)
     os.environ["DATABASE_URL"] = url
 

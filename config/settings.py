@@ -87,7 +87,27 @@ TEMPLATES = [
 
 # --- Database ---------------------------------------------------------------
 
-_database_url = env_str("DATABASE_URL") or embedded.postgres_url()
+# The embedded servers are for development, tests and benchmarks. With DEBUG off
+# they start only when asked for by name, so a production deployment that lost
+# its DATABASE_URL fails at start-up instead of writing to an empty local database.
+EMBEDDED_SERVERS = env_bool("CRM_EMBEDDED_SERVERS", DEBUG)
+
+
+def _server_url(name: str, what: str, example: str) -> str | None:
+    value = env_str(name)
+    if value or EMBEDDED_SERVERS:
+        return value
+    raise ImproperlyConfigured(
+        f"{name} is not set and DEBUG is off: set {name} to your {what} (e.g. {example}), "
+        f"or set CRM_EMBEDDED_SERVERS=true to start the embedded one under .local/ "
+        f"(development and tests only)."
+    )
+
+
+_database_url = (
+    _server_url("DATABASE_URL", "PostgreSQL", "postgresql://crm:secret@db.internal:5432/crm")
+    or embedded.postgres_url()
+)
 try:
     _db = dj_database_url.parse(_database_url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0))
 except ValueError as exc:
@@ -108,7 +128,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: Celery broker and the Channels layer ----------------------------
 
-REDIS_URL: str = env_str("REDIS_URL") or embedded.redis_url()
+REDIS_URL: str = _server_url("REDIS_URL", "Redis", "redis://cache.internal:6379/0") or embedded.redis_url()
 if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
     raise ImproperlyConfigured(f"REDIS_URL={REDIS_URL!r} must start with redis://, rediss:// or unix://.")
 

@@ -15,6 +15,9 @@ os.environ.setdefault("SESSION_COOKIE_SECURE", "false")
 os.environ.setdefault("CSRF_COOKIE_SECURE", "false")
 os.environ.setdefault("SECURE_HSTS_SECONDS", "0")
 os.environ.setdefault("STATICFILES_MANIFEST", "false")
+# The suite runs with DEBUG off; it starts the embedded servers where
+# DATABASE_URL / REDIS_URL are unset, as a developer's machine does.
+os.environ.setdefault("CRM_EMBEDDED_SERVERS", "true")
 # The throttle counts in the shared Redis cache; tests log in far more often.
 os.environ.setdefault("CRM_TOKEN_THROTTLE", "10000/min")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")

@@ -81,6 +81,24 @@ def test_a_bad_value_stops_start_up_with_a_message_naming_the_variable(
     assert "Traceback" not in result.stderr  # a message for a person, not a stack
 
 
+@pytest.mark.parametrize("variable", ["DATABASE_URL", "REDIS_URL"])
+def test_with_debug_off_a_missing_server_url_stops_start_up_instead_of_starting_an_embedded_server(
+    variable: str,
+) -> None:
+    given = {
+        "DATABASE_URL": "postgresql://crm@db.internal:5432/crm",
+        "REDIS_URL": "redis://cache.internal:6379/0",
+    }
+    given[variable] = None  # type: ignore[assignment]
+    result = manage("check", env=environment(DEBUG="false", CRM_EMBEDDED_SERVERS=None, **given))
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.startswith(f"Configuration error: {variable} is not set and DEBUG is off"), (
+        result.stderr
+    )
+    assert "CRM_EMBEDDED_SERVERS=true" in result.stderr
+
+
 def production_environment() -> dict[str, str]:
     env = environment(
         DEBUG="false",

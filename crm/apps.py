@@ -13,5 +13,6 @@ class CrmConfig(AppConfig):
         from crm.roles import on_post_migrate  # noqa: PLC0415  (models must be loaded first)
 
         # Like Django's own permissions: reference rows are (re)created after every
-        # migrate and every test-database flush.
-        post_migrate.connect(on_post_migrate, sender=self, dispatch_uid="crm.sync_reference_rows")
+        # migrate and every test-database flush. Connected for every app: roles may
+        # name any app's permissions, which exist only after that app's post_migrate.
+        post_migrate.connect(on_post_migrate, dispatch_uid="crm.sync_reference_rows")

@@ -38,6 +38,11 @@ NEVER_GRANTED = ["crm.add_accesslogentry", "crm.change_accesslogentry", "crm.del
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {"agent": AGENT, "supervisor": SUPERVISOR}
 
+
+class RoleDeclarationError(RuntimeError):
+    """crm/roles.py names a permission that no installed model has."""
+
+
 CRM_SOURCE = {"code": "crm", "name": "CRM (agents and self-service)", "kind": "crm"}
 
 
@@ -46,18 +51,28 @@ def sync_reference_rows(using: str = DEFAULT_DB_ALIAS, apps: Any = global_apps, 
     Permission = apps.get_model("auth", "Permission")
     SourceSystem = apps.get_model("crm", "SourceSystem")
 
-    def perms(names: list[str]) -> list[Any]:
+    def perms(role: str, names: list[str]) -> list[Any]:
         wanted = {tuple(n.split(".", 1)) for n in names}
         rows = Permission.objects.using(using).filter(
             content_type__app_label__in={app for app, _ in wanted}, codename__in={c for _, c in wanted}
         )
-        return [
+        found = [
             p for p in rows.select_related("content_type") if (p.content_type.app_label, p.codename) in wanted
         ]
+        missing = wanted - {(p.content_type.app_label, p.codename) for p in found}
+        if missing:
+            # A misspelt or removed permission would otherwise just vanish from the
+            # role, and agents would lose (or never get) a right without anyone noticing.
+            raise RoleDeclarationError(
+                f"The {role} role names permissions that do not exist: "
+                f"{', '.join(sorted('.'.join(m) for m in missing))}. "
+                "Fix crm/roles.py (app_label.codename) or add the model they belong to."
+            )
+        return found
 
     for role, names in ROLE_PERMISSIONS.items():
         group, _ = Group.objects.using(using).get_or_create(name=role)
-        group.permissions.add(*perms(names))
+        group.permissions.add(*perms(role, names))
     administrator, _ = Group.objects.using(using).get_or_create(name="administrator")
     never = {tuple(n.split(".", 1)) for n in NEVER_GRANTED}
     administrator.permissions.add(
@@ -78,8 +93,9 @@ def sync_reference_rows(using: str = DEFAULT_DB_ALIAS, apps: Any = global_apps, 
 def on_post_migrate(
     sender: Any, using: str = DEFAULT_DB_ALIAS, apps: Any = global_apps, **kwargs: Any
 ) -> None:
-    # Run once, after the last app's post_migrate: permissions of every app exist by then.
-    if sender.name != "crm":
+    # Run once, after the last app's post_migrate: every app's permissions exist by then.
+    last = [config for config in global_apps.get_app_configs() if config.models_module is not None][-1]
+    if sender.label != last.label:
         return
     try:
         apps.get_model("crm", "SourceSystem")

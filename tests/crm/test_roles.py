@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import Group, Permission
 
-from crm.roles import sync_reference_rows
+from crm import roles
+from crm.roles import RoleDeclarationError, sync_reference_rows
 
 pytestmark = pytest.mark.django_db
 
@@ -33,3 +34,29 @@ def test_sync_restores_missing_grants_and_keeps_extra_ones():
     sync_reference_rows()
     codenames = set(agent.permissions.values_list("codename", flat=True))
     assert {"view_customer", "view_sourcesystem"} <= codenames
+
+
+def test_a_role_naming_a_permission_that_does_not_exist_stops_the_sync_loudly(monkeypatch):
+    monkeypatch.setitem(
+        roles.ROLE_PERMISSIONS, "agent", [*roles.AGENT, "crm.view_nothing", "crm.veiw_customer"]
+    )
+
+    with pytest.raises(RoleDeclarationError) as error:
+        sync_reference_rows()
+
+    assert "agent role names permissions that do not exist: crm.veiw_customer, crm.view_nothing" in str(
+        error.value
+    )
+
+
+def test_every_declared_role_permission_exists():
+    # What a fresh migrate relies on: the declared lists sync without an error.
+    sync_reference_rows()
+    for role, names in roles.ROLE_PERMISSIONS.items():
+        granted = {
+            f"{app}.{codename}"
+            for app, codename in Group.objects.get(name=role).permissions.values_list(
+                "content_type__app_label", "codename"
+            )
+        }
+        assert set(names) <= granted

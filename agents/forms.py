@@ -12,7 +12,11 @@ import re
 from dataclasses import dataclass, field
 
 from django import forms
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
 from django.db import models
+
+from crm import services
 
 _CUSTOMER_NUMBER_RE = re.compile(r"^\s*C-?\d{1,12}\s*$", re.IGNORECASE)
 _BARE_NUMBER_RE = re.compile(r"^\s*\d{1,12}\s*$")
@@ -118,3 +122,14 @@ def _attempt(chosen: SearchField, text: str) -> Attempt:
         SearchField.ACCOUNT: {"account_number": text.replace(" ", "")},
     }[chosen]
     return Attempt(field=chosen, params=params)
+
+
+class StaffLoginForm(AuthenticationForm):
+    """Django's log-in form, telling a locked-out person why and for how long
+    instead of "wrong password" (the lock refuses even the right one)."""
+
+    def get_invalid_login_error(self) -> ValidationError:
+        lockout = services.login_lockout_of(self.request) if self.request is not None else None
+        if lockout is not None:
+            return ValidationError(lockout.message, code="locked_out")
+        return super().get_invalid_login_error()

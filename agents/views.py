@@ -28,7 +28,7 @@ from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.utils.translation import get_language_info
 
-from agents.forms import CustomerSearchForm, SearchField, SearchPlan
+from agents.forms import CustomerSearchForm, SearchField, SearchPlan, StaffLoginForm
 from crm import selectors, services
 from crm.models import Customer, Interaction, User
 from crm.models.choices import AccessChannel
@@ -104,6 +104,16 @@ def _desktop(request: HttpRequest, **context: Any) -> dict[str, Any]:
 class LoginView(auth_views.LoginView):
     template_name = "registration/login.html"
     redirect_authenticated_user = True
+    authentication_form = StaffLoginForm
+
+    def form_invalid(self, form: Any) -> HttpResponse:
+        response = super().form_invalid(form)
+        lockout = services.login_lockout_of(self.request)
+        if lockout is not None:
+            # The form says it in words; the status tells scripts and monitoring.
+            response.status_code = 429
+            response["Retry-After"] = str(lockout.seconds_left())
+        return response
 
 
 class LogoutView(auth_views.LogoutView):

@@ -187,8 +187,25 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-# Self-service API tokens expire; integration tokens live until revoked.
+# Staff and self-service API tokens always expire (staff like a session);
+# integration tokens live until revoked, rotated or their source system is deactivated.
+CRM_STAFF_TOKEN_TTL_HOURS = env_int("CRM_STAFF_TOKEN_TTL_HOURS", 12, minimum=1)
 CRM_CUSTOMER_TOKEN_TTL_HOURS = env_int("CRM_CUSTOMER_TOKEN_TTL_HOURS", 24 * 30, minimum=1)
+
+# How many proxies in front of the application append to X-Forwarded-For (load
+# balancer, CDN). Only the address the nearest of them saw is trusted: with 0 the
+# header is ignored, since anyone can send one (crm.services.logins.client_address).
+NUM_PROXIES = env_int("NUM_PROXIES", 0, minimum=0)
+
+# Failed password log-ins (API token, staff page, admin) are counted in the shared
+# cache per account and per client address; reaching a limit within the window
+# refuses password log-in for that account or address, even the right password,
+# for the lock-out time. An office whose staff share one public address behind
+# NAT may need a higher address limit.
+CRM_LOGIN_ACCOUNT_FAILURES = env_int("CRM_LOGIN_ACCOUNT_FAILURES", 5, minimum=1)
+CRM_LOGIN_ADDRESS_FAILURES = env_int("CRM_LOGIN_ADDRESS_FAILURES", 20, minimum=1)
+CRM_LOGIN_FAILURE_WINDOW_MINUTES = env_int("CRM_LOGIN_FAILURE_WINDOW_MINUTES", 15, minimum=1)
+CRM_LOGIN_LOCKOUT_MINUTES = env_int("CRM_LOGIN_LOCKOUT_MINUTES", 15, minimum=1)
 
 # --- Internationalisation ---------------------------------------------------
 
@@ -234,6 +251,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "crm.api.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.ScopedRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"token": env_str("CRM_TOKEN_THROTTLE", "20/min")},
+    # Throttles key on the address NUM_PROXIES trusts, never on a header the client wrote.
+    "NUM_PROXIES": NUM_PROXIES,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 SPECTACULAR_SETTINGS = {

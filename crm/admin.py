@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 
 from crm import services
@@ -14,6 +16,7 @@ from crm.models import (
     AccessLogEntry,
     ApiToken,
     FieldMapping,
+    LoginLockout,
     Product,
     SourceRecord,
     SourceSystem,
@@ -23,6 +26,20 @@ from crm.models import (
 admin.site.site_header = "Contact Center CRM administration"
 admin.site.site_title = "CRM admin"
 admin.site.index_title = "Reference data and users"
+
+
+class AdminLoginForm(AdminAuthenticationForm):
+    """The admin's log-in form, saying so when failed log-ins have locked the
+    account or address (the lock refuses even the right password)."""
+
+    def get_invalid_login_error(self) -> ValidationError:
+        lockout = services.login_lockout_of(self.request) if self.request is not None else None
+        if lockout is not None:
+            return ValidationError(lockout.message, code="locked_out")
+        return super().get_invalid_login_error()
+
+
+admin.site.login_form = AdminLoginForm
 
 
 @admin.register(Product)
@@ -121,6 +138,25 @@ class AccessLogAdmin(admin.ModelAdmin):
     list_display = ["at", "user", "customer_id", "channel", "path"]
     list_filter = ["channel"]
     search_fields = ["customer_id", "user__username"]
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(LoginLockout)
+class LoginLockoutAdmin(admin.ModelAdmin):
+    """Written by the log-in guard only; read here, never edited."""
+
+    list_display = ["at", "scope", "username", "client_address", "attempts", "locked_until", "entry_point"]
+    list_filter = ["scope", "entry_point"]
+    search_fields = ["username", "client_address"]
     date_hierarchy = "at"
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -1,9 +1,8 @@
-"""Bearer-token authentication for integrations and self-service customers."""
+"""Bearer-token authentication for integrations, staff and self-service customers."""
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 
 from django.utils import timezone
 from rest_framework import authentication, exceptions
@@ -11,12 +10,9 @@ from rest_framework.request import Request
 
 from crm.backends import remember_permissions, with_access
 from crm.models import ApiToken, User
+from crm.services.tokens import TOKEN_PREFIX, token_digest
 
-TOKEN_PREFIX = "crm_"
-
-
-def token_digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+__all__ = ["TOKEN_PREFIX", "ApiTokenAuthentication", "token_digest"]
 
 
 class ApiTokenAuthentication(authentication.BaseAuthentication):
@@ -33,9 +29,10 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
                 "Malformed Authorization header: send 'Authorization: Bearer <token>'."
             )
         secret = header[1].decode(errors="replace")
-        # The caller's permissions come with the token: one query for both.
+        # The caller's permissions, and an integration's source system, come with
+        # the token: one query for all of them.
         token = (
-            with_access(ApiToken.objects.select_related("user"), "user_id")
+            with_access(ApiToken.objects.select_related("user__source_system"), "user_id")
             .filter(digest=token_digest(secret))
             .first()
         )
@@ -44,6 +41,14 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("Invalid, expired or revoked token.")
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed("This token's user is disabled.")
+        source = token.user.source_system
+        if source is not None and not source.active:
+            # Deactivating a source system cuts its integration off at once,
+            # without hunting down each of its tokens.
+            raise exceptions.AuthenticationFailed(
+                f"The source system “{source.code}” is deactivated: an administrator can "
+                "reactivate it in the admin."
+            )
         # Record use at most once a minute: a busy integration must not write on every call.
         if token.last_used_at is None or now - token.last_used_at > dt.timedelta(minutes=1):
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)

@@ -1,5 +1,10 @@
-"""Authentication backend: Django's ModelBackend with permissions resolved
-without extra queries on every request.
+"""Authentication backend: Django's ModelBackend with failed log-ins counted
+and locked (crm.services.logins), and permissions resolved without extra
+queries on every request.
+
+Every password log-in (API token endpoint, staff page, admin) calls
+``authenticate()`` and so comes through ``RoleBackend.authenticate``: guarding
+it here means no entry point, present or future, can skip the guard.
 
 ModelBackend reads a user, then their own and their groups' permissions in two
 more queries (over a millisecond together, most of it planning). Here the user
@@ -20,8 +25,11 @@ from typing import Any
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Group, Permission
 from django.contrib.postgres.expressions import ArraySubquery
+from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef
+from django.http import HttpRequest
 
+from crm import services
 from crm.models import User
 
 CATALOG_TTL = 30.0
@@ -114,6 +122,35 @@ def remember_permissions(user: User, group_ids: list[int], permission_ids: list[
 
 
 class RoleBackend(ModelBackend):
+    def authenticate(
+        self, request: HttpRequest | None, username: str | None = None, password: str | None = None,
+        **kwargs: Any,
+    ) -> User | None:  # fmt: skip
+        """A locked account or address is refused before its password is looked at.
+
+        A refusal for a lock raises PermissionDenied, which makes ``authenticate()``
+        stop at once (no other backend gets to try) and answer None; the lock-out
+        is left on the request for the view to explain."""
+        if username is None:
+            username = kwargs.get(User.USERNAME_FIELD)
+        if username is None or password is None:
+            return None
+        address = services.client_address(request) if request is not None else ""
+        lockout = services.login_lockout_find(username=username, address=address)
+        if lockout is None:
+            user = super().authenticate(request, username=username, password=password, **kwargs)
+            if user is not None:
+                services.login_success_record(username=username)
+                return user
+            lockout = services.login_failure_record(
+                username=username, address=address, entry_point=services.login_entry_point(request)
+            )
+            if lockout is None:
+                return None
+        if request is not None:
+            services.login_lockout_remember(request, lockout)
+        raise PermissionDenied(lockout.message)
+
     def get_user(self, user_id: Any) -> User | None:
         user = with_access(User.objects.filter(pk=user_id)).first()
         if user is None or not self.user_can_authenticate(user):

@@ -9,9 +9,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
+from django.conf import settings
+from django.core.cache import cache
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -19,6 +23,7 @@ from crm import services
 from crm.backends import forget_catalog
 from crm.models import Customer, Product, SourceSystem, User
 from crm.selectors import forget_source_systems
+from crm.services.logins import KEY_PREFIX as LOGIN_GUARD_PREFIX
 
 PASSWORD = "correct-horse-battery-9"
 
@@ -29,6 +34,36 @@ def _fresh_permission_catalog() -> None:
     start from the database."""
     forget_catalog()
     forget_source_systems()
+
+
+@pytest.fixture(scope="session")
+def _redis() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    yield client
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_failed_log_ins_carried_over(_redis: redis.Redis) -> None:
+    """Failed log-ins are counted in the shared Redis, which outlives a test:
+    each test starts with no counts and no locks."""
+    keys = list(_redis.scan_iter(match=cache.make_key(LOGIN_GUARD_PREFIX + "*"), count=1000))
+    if keys:
+        _redis.delete(*keys)
+
+
+@pytest.fixture
+def login_limits(settings: Any) -> None:
+    """The log-in guard's production defaults, whatever the shell sets, with a fast
+    password hasher: each wrong password costs a full hash, and tests of the
+    guard count dozens of them."""
+    settings.NUM_PROXIES = 0
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 0}
+    settings.CRM_LOGIN_ACCOUNT_FAILURES = 5
+    settings.CRM_LOGIN_ADDRESS_FAILURES = 20
+    settings.CRM_LOGIN_FAILURE_WINDOW_MINUTES = 15
+    settings.CRM_LOGIN_LOCKOUT_MINUTES = 15
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

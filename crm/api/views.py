@@ -14,8 +14,8 @@ from typing import Any
 from django.contrib.auth import authenticate
 from django.db.models import Prefetch, QuerySet
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, permissions, status, viewsets
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, PermissionDenied
 from rest_framework.request import Request
@@ -319,7 +319,26 @@ class TokenView(APIView):
     permission_classes = [permissions.AllowAny]
     throttle_scope = "token"
 
-    @extend_schema(request=s.TokenRequestSerializer, responses={201: s.TokenResponseSerializer})
+    @extend_schema(
+        request=s.TokenRequestSerializer,
+        responses={
+            201: inline_serializer(
+                "TokenResponse",
+                {
+                    "token": serializers.CharField(help_text="The secret, shown this once."),
+                    "expires_at": serializers.DateTimeField(
+                        help_text="Always set: a staff token lives CRM_STAFF_TOKEN_TTL_HOURS (12 by "
+                        "default), a customer's CRM_CUSTOMER_TOKEN_TTL_HOURS (720)."
+                    ),
+                },
+            ),
+            401: OpenApiResponse(description="Wrong username or password."),
+            429: OpenApiResponse(
+                description="Too many failed log-ins for this account or from this address: even "
+                "the right password is refused until the lock ends (see Retry-After)."
+            ),
+        },
+    )
     def post(self, request: Request) -> Response:
         incoming = s.TokenRequestSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
@@ -329,6 +348,13 @@ class TokenView(APIView):
             password=incoming.validated_data["password"],
         )
         if user is None:
+            lockout = services.login_lockout_of(request._request)
+            if lockout is not None:
+                return Response(
+                    {"detail": lockout.message},
+                    status=status.HTTP_429_TOO_MANY_REQUESTS,
+                    headers={"Retry-After": str(lockout.seconds_left())},
+                )
             return Response({"detail": "Wrong username or password."}, status=status.HTTP_401_UNAUTHORIZED)
         token, secret = services.api_token_create(user=user, name="password grant")  # type: ignore[arg-type]
         return Response({"token": secret, "expires_at": token.expires_at}, status=status.HTTP_201_CREATED)

@@ -10,6 +10,7 @@ from crm.models.audit import AccessLogEntry
 from crm.models.customers import Customer, Household
 from crm.models.history import BusinessEvent, Interaction, Task
 from crm.models.holdings import Account, Product
+from crm.models.security import LockoutScope, LoginEntryPoint, LoginLockout
 from crm.models.sources import FieldMapping, SourceRecord, SourceSystem
 from crm.models.users import ApiToken, User
 
@@ -22,6 +23,9 @@ __all__ = [
     "FieldMapping",
     "Household",
     "Interaction",
+    "LockoutScope",
+    "LoginEntryPoint",
+    "LoginLockout",
     "Product",
     "SourceRecord",
     "SourceSystem",

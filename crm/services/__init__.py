@@ -23,9 +23,20 @@ from crm.services.customers import (
 from crm.services.events import business_event_record
 from crm.services.history import interaction_record, task_create, task_set_status
 from crm.services.households import household_add_member, household_create, household_remove_member
+from crm.services.logins import (
+    Lockout,
+    client_address,
+    login_entry_point,
+    login_failure_record,
+    login_lockout_find,
+    login_lockout_of,
+    login_lockout_remember,
+    login_success_record,
+)
 from crm.services.sources import CRM_SOURCE_CODE, crm_source, source_record_link, source_system_create
 from crm.services.tokens import (
     api_token_create,
+    api_token_lifetime,
     api_token_revoke,
     api_tokens_purge_expired,
     customer_login_create,
@@ -36,13 +47,16 @@ __all__ = [
     "CONSENT_FIELDS",
     "CRM_SOURCE_CODE",
     "CUSTOMER_FIELDS",
+    "Lockout",
     "access_log_record",
     "account_close",
     "account_open",
     "api_token_create",
+    "api_token_lifetime",
     "api_token_revoke",
     "api_tokens_purge_expired",
     "business_event_record",
+    "client_address",
     "crm_source",
     "customer_create",
     "customer_login_create",
@@ -54,6 +68,12 @@ __all__ = [
     "household_create",
     "household_remove_member",
     "interaction_record",
+    "login_entry_point",
+    "login_failure_record",
+    "login_lockout_find",
+    "login_lockout_of",
+    "login_lockout_remember",
+    "login_success_record",
     "source_record_link",
     "source_system_create",
     "staff_user_create",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import secrets
 
 from django.conf import settings
@@ -11,8 +12,14 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from crm.authentication import TOKEN_PREFIX, token_digest
 from crm.models import ApiToken, Customer, User
+
+TOKEN_PREFIX = "crm_"
+
+
+def token_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
 
 # --- Users, roles and tokens -------------------------------------------------------------
 
@@ -48,12 +55,27 @@ def customer_login_create(*, customer: Customer, username: str, password: str) -
     return user
 
 
+def api_token_lifetime(*, user: User) -> dt.timedelta | None:
+    """The longest a token of ``user`` may live; None for an integration, whose
+    token lives until revoked or rotated (or its source system is deactivated)."""
+    if user.is_integration:
+        return None
+    hours = settings.CRM_CUSTOMER_TOKEN_TTL_HOURS if user.is_customer else settings.CRM_STAFF_TOKEN_TTL_HOURS
+    return dt.timedelta(hours=hours)
+
+
 def api_token_create(*, user: User, name: str, ttl: dt.timedelta | None = None) -> tuple[ApiToken, str]:
     """Issue a token; the secret is returned once and only its digest is stored.
 
-    Customer tokens always expire (settings.CRM_CUSTOMER_TOKEN_TTL_HOURS)."""
-    if user.is_customer and ttl is None:
-        ttl = dt.timedelta(hours=settings.CRM_CUSTOMER_TOKEN_TTL_HOURS)
+    Staff and customer tokens always expire: after ``ttl`` or their kind's lifetime
+    (CRM_STAFF_TOKEN_TTL_HOURS, CRM_CUSTOMER_TOKEN_TTL_HOURS), whichever is sooner,
+    however they are issued (password grant, command, admin). An integration's
+    token expires only when ``ttl`` is given."""
+    if ttl is not None and ttl <= dt.timedelta(0):
+        raise ValidationError({"ttl": "A token's lifetime must be positive, e.g. timedelta(hours=1)."})
+    longest = api_token_lifetime(user=user)
+    if longest is not None:
+        ttl = longest if ttl is None else min(ttl, longest)
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
         user=user, name=name[:100], prefix=secret[len(TOKEN_PREFIX) : len(TOKEN_PREFIX) + 8],

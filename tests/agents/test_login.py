@@ -1,0 +1,86 @@
+"""The staff log-in page under failed log-ins: locked, and saying so in the form."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from crm.models import LockoutScope, LoginEntryPoint, LoginLockout, User
+from crm.services import logins
+from tests.conftest import PASSWORD
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("login_limits")]
+
+
+def sign_in(client: Client, username: str, password: str, **extra: Any) -> Any:
+    return client.post(reverse("login"), {"username": username, "password": password}, **extra)
+
+
+def test_the_log_in_page_says_try_again_in_n_minutes_once_the_account_locks(alice: User) -> None:
+    client = Client()
+    for i in range(4):
+        response = sign_in(client, "alice", f"guess-{i}")
+        assert response.status_code == 200
+        assert "Please enter a correct username and password" in response.content.decode()
+    response = sign_in(client, "alice", "guess-4")
+    html = response.content.decode()
+    assert response.status_code == 429
+    assert 'class="alert alert-error"' in html  # in the form, not a bare error page
+    assert "Too many failed log-ins for this account: try again in 15 minutes." in html
+    assert 'id="id_password"' in html and 'value="alice"' in html
+
+
+def test_the_right_password_is_refused_on_the_page_while_locked(alice: User) -> None:
+    client = Client()
+    for i in range(5):
+        sign_in(client, "alice", f"guess-{i}")
+    response = sign_in(client, "alice", PASSWORD)
+    assert response.status_code == 429
+    assert int(response["Retry-After"]) > 14 * 60
+    assert "try again in 15 minutes" in response.content.decode()
+    assert client.get(reverse("home")).status_code == 302  # still signed out
+
+
+def test_the_page_counts_with_the_api_against_one_account(alice: User) -> None:
+    client = Client()
+    for i in range(3):
+        sign_in(client, "alice", f"guess-{i}")
+    for i in range(2):
+        Client().post("/api/v1/auth/token/", {"username": "alice", "password": f"api-{i}"},
+                      content_type="application/json")  # fmt: skip
+    assert "try again in" in sign_in(client, "alice", PASSWORD).content.decode()
+    row = LoginLockout.objects.get()
+    assert (row.scope, row.entry_point) == (LockoutScope.ACCOUNT, LoginEntryPoint.API)
+
+
+def test_the_page_records_its_own_lock_outs(alice: User) -> None:
+    client = Client()
+    for i in range(5):
+        sign_in(client, "Alice", f"guess-{i}", REMOTE_ADDR="192.0.2.44")
+    row = LoginLockout.objects.get()
+    assert (row.username, row.client_address) == ("Alice", "192.0.2.44")
+    assert row.entry_point == LoginEntryPoint.PAGE
+
+
+def test_once_the_lock_ends_the_agent_signs_in(alice: User, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = Client()
+    for i in range(5):
+        sign_in(client, "alice", f"guess-{i}")
+    later = timezone.now() + dt.timedelta(minutes=15, seconds=1)
+    monkeypatch.setattr(logins, "_now", lambda: later)
+    response = sign_in(client, "alice", PASSWORD)
+    assert response.status_code == 302 and response["Location"] == reverse("home")
+
+
+def test_one_minute_left_is_said_in_the_singular(alice: User, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = Client()
+    for i in range(5):
+        sign_in(client, "alice", f"guess-{i}")
+    later = timezone.now() + dt.timedelta(minutes=14, seconds=30)
+    monkeypatch.setattr(logins, "_now", lambda: later)
+    assert "try again in 1 minute." in sign_in(client, "alice", PASSWORD).content.decode()

@@ -13,6 +13,7 @@ from crm import services
 from crm.models import (
     AccessLogEntry,
     ApiToken,
+    CustomerChange,
     FieldMapping,
     Product,
     SourceRecord,
@@ -122,6 +123,43 @@ class AccessLogAdmin(admin.ModelAdmin):
     list_filter = ["channel"]
     search_fields = ["customer_id", "user__username"]
     date_hierarchy = "at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(CustomerChange)
+class CustomerChangeAdmin(admin.ModelAdmin):
+    """The change history of customer records, to look at: rows are written by
+    crm.services with each change and never edited (the database refuses)."""
+
+    list_display = [
+        "at",
+        "customer_id",
+        "field",
+        "version",
+        "old_value",
+        "new_value",
+        "actor",
+        "source_system",
+    ]
+    # One customer's history: ?customer__id__exact=<id>, or search for the id.
+    list_filter = ["field", "source_system"]
+    search_fields = ["=customer__id", "actor__username"]
+    list_select_related = ["actor", "source_system"]
+    date_hierarchy = "at"
+    ordering = ["-at", "-id"]
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        return lookup in ("customer__id__exact", "customer_id__exact") or super().lookup_allowed(
+            lookup, value, request
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -15,6 +15,7 @@ from crm import services
 from crm.models import (
     AccessLogEntry,
     ApiToken,
+    CustomerChange,
     FieldMapping,
     LoginLockout,
     Product,
@@ -133,12 +134,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
         queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
 
 
-@admin.register(AccessLogEntry)
-class AccessLogAdmin(admin.ModelAdmin):
-    list_display = ["at", "user", "customer_id", "channel", "path"]
-    list_filter = ["channel"]
-    search_fields = ["customer_id", "user__username"]
-    date_hierarchy = "at"
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written by crm.services alone (and kept by the database): the admin
+    only shows them."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -150,8 +148,16 @@ class AccessLogAdmin(admin.ModelAdmin):
         return False
 
 
+@admin.register(AccessLogEntry)
+class AccessLogAdmin(ReadOnlyAdmin):
+    list_display = ["at", "user", "customer_id", "channel", "path"]
+    list_filter = ["channel"]
+    search_fields = ["customer_id", "user__username"]
+    date_hierarchy = "at"
+
+
 @admin.register(LoginLockout)
-class LoginLockoutAdmin(admin.ModelAdmin):
+class LoginLockoutAdmin(ReadOnlyAdmin):
     """Written by the log-in guard only; read here, never edited."""
 
     list_display = ["at", "scope", "username", "client_address", "attempts", "locked_until", "entry_point"]
@@ -159,11 +165,30 @@ class LoginLockoutAdmin(admin.ModelAdmin):
     search_fields = ["username", "client_address"]
     date_hierarchy = "at"
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+@admin.register(CustomerChange)
+class CustomerChangeAdmin(ReadOnlyAdmin):
+    """The change history of customer records, to look at: rows are written by
+    crm.services with each change and never edited (the database refuses)."""
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    list_display = [
+        "at",
+        "customer_id",
+        "field",
+        "version",
+        "old_value",
+        "new_value",
+        "actor",
+        "source_system",
+    ]
+    # One customer's history: ?customer__id__exact=<id>, or search for the id.
+    list_filter = ["field", "source_system"]
+    search_fields = ["=customer__id", "actor__username"]
+    list_select_related = ["actor", "source_system"]
+    date_hierarchy = "at"
+    ordering = ["-at", "-id"]
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        return lookup in ("customer__id__exact", "customer_id__exact") or super().lookup_allowed(
+            lookup, value, request
+        )

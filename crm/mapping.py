@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from django.core.exceptions import ValidationError
 
-from crm.models.choices import Channel, Direction, Tier
+from crm.models.choices import Channel, CustomerStatus, Direction, Tier
 from crm.validation import normalize_email, normalize_phone
 
 TARGETS: dict[str, str] = {
@@ -27,8 +27,15 @@ TARGETS: dict[str, str] = {
     "customer.date_of_birth": "Date of birth",
     "customer.phone": "Phone number",
     "customer.email": "E-mail address",
-    "customer.tier": "Tier",
     "customer.language": "Language code",
+    # Mapping one of these is also what lets the source's integration set it through
+    # the API (crm.field_access): standing and consents change only by decision.
+    "customer.tier": "Tier",
+    "customer.lifetime_value": "Lifetime value",
+    "customer.status": "Customer status",
+    "customer.do_not_call": "Do not call (consent)",
+    "customer.do_not_email": "Do not e-mail (consent)",
+    "customer.marketing_opt_in": "Marketing opt-in (consent)",
     "address.line1": "Address line 1",
     "address.city": "City",
     "address.region": "State or province",
@@ -99,6 +106,17 @@ def _integer(value: str, args: dict[str, Any]) -> int:
         raise ValidationError(f"“{value}” is not a whole number.") from None
 
 
+_TRUE = {"true", "yes", "y", "1"}
+_FALSE = {"false", "no", "n", "0"}
+
+
+def _boolean(value: str, args: dict[str, Any]) -> bool:
+    key = value.strip().lower()
+    if key in _TRUE | _FALSE:
+        return key in _TRUE
+    raise ValidationError(f"“{value}” is not yes or no: use true/false, yes/no, y/n or 1/0.")
+
+
 def _map(value: str, args: dict[str, Any]) -> Any:
     table: dict[str, Any] = args.get("values", {})
     key = value.strip()
@@ -119,14 +137,24 @@ TRANSFORMS: dict[str, Callable[[str, dict[str, Any]], Any]] = {
     "datetime": _datetime,
     "decimal": _decimal,
     "integer": _integer,
+    "boolean": _boolean,
     "map": _map,
 }
 
-_CHOICES: dict[str, set[str]] = {
+_CHOICES: dict[str, set[Any]] = {
     "interaction.channel": set(Channel.values),
     "interaction.direction": set(Direction.values),
     "customer.tier": set(Tier.values),
+    "customer.status": set(CustomerStatus.values),
+    "customer.do_not_call": {True, False},
+    "customer.do_not_email": {True, False},
+    "customer.marketing_opt_in": {True, False},
 }
+
+
+def _allowed(values: set[Any]) -> str:
+    # Booleans as the JSON a mapping is written in: true, false.
+    return ", ".join(sorted(str(v).lower() if isinstance(v, bool) else str(v) for v in values))
 
 
 def validate_mapping(target: str, transform: str, args: dict[str, Any]) -> None:
@@ -143,7 +171,7 @@ def validate_mapping(target: str, transform: str, args: dict[str, Any]) -> None:
             bad = sorted(str(v) for v in values.values() if v not in _CHOICES[target])
             if bad:
                 errors["transform_args"] = (
-                    f"{', '.join(bad)} not allowed for {target}: use {', '.join(sorted(_CHOICES[target]))}."
+                    f"{', '.join(bad)} not allowed for {target}: use {_allowed(_CHOICES[target])}."
                 )
     if errors:
         raise ValidationError(errors)
@@ -174,7 +202,7 @@ def apply_mappings(record: dict[str, str], mappings: Iterable[MappingRow]) -> di
             continue
         allowed = _CHOICES.get(mapping.target)
         if allowed is not None and value not in allowed:
-            errors[mapping.source_field] = f"“{value}” is not one of {', '.join(sorted(allowed))}."
+            errors[mapping.source_field] = f"“{value}” is not one of {_allowed(allowed)}."
             continue
         out[mapping.target] = value
     if errors:

@@ -31,10 +31,16 @@ SUPERVISOR = [
     "crm.delete_task",
     "crm.view_sourcesystem", "crm.view_fieldmapping",
     "crm.view_accesslogentry",
+    "crm.change_customer_standing",  # tier, lifetime value, status (crm.field_access)
+    "crm.view_customerchange",
 ]  # fmt: skip
-# Administrators hold every permission of these apps, except writing the access log.
+# Administrators hold every permission of these apps, except writing the audit trails.
 ADMINISTRATOR_APPS = ["crm", "auth"]
-NEVER_GRANTED = ["crm.add_accesslogentry", "crm.change_accesslogentry", "crm.delete_accesslogentry"]
+NEVER_GRANTED = [
+    "crm.add_accesslogentry", "crm.change_accesslogentry", "crm.delete_accesslogentry",
+    "crm.add_customerchange", "crm.change_customerchange", "crm.delete_customerchange",
+    "crm.add_loginlockout", "crm.change_loginlockout", "crm.delete_loginlockout",
+]  # fmt: skip
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {"agent": AGENT, "supervisor": SUPERVISOR}
 

@@ -12,7 +12,7 @@ from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.exceptions import ValidationError
 from django.db.models import Exists, F, Model, OuterRef, Prefetch, Q, QuerySet
 
-from crm.models import Account, Customer, Household, Interaction, SourceSystem, Task, User
+from crm.models import Account, Customer, CustomerChange, Household, Interaction, SourceSystem, Task, User
 from crm.models.choices import TaskStatus
 from crm.search_keys import name_tokens, query_key_sets, tsquery_for
 from crm.validation import normalize_email, normalize_phone
@@ -249,3 +249,14 @@ def household_with_members(*, household_id: int, queryset: QuerySet[Household]) 
     return queryset.prefetch_related(
         Prefetch("members", queryset=Customer.objects.order_by("sort_name"))
     ).get(pk=household_id)
+
+
+# --- Change history -------------------------------------------------------------------------
+
+
+def customer_changes(*, customer_id: int, field: str | None = None) -> QuerySet[CustomerChange]:
+    """A customer's field changes, newest first, with who made them and through which source."""
+    changes = CustomerChange.objects.filter(customer_id=customer_id)
+    if field:
+        changes = changes.filter(field=field)
+    return changes.select_related("actor", "source_system").order_by("-at", "-id")

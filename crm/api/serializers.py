@@ -8,7 +8,8 @@ from django.db.models import TextChoices
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from crm.models import Account, Customer, Household, Interaction, Product
+from crm.field_access import CUSTOMER_FIELDS
+from crm.models import Account, Customer, CustomerChange, Household, Interaction, Product
 from crm.models.choices import (
     AddressKind,
     Channel,
@@ -155,13 +156,10 @@ class CustomerWriteSerializer(serializers.Serializer):
     marketing_opt_in = serializers.BooleanField(required=False)
     status = choice(CustomerStatus, required=False)
 
-    def __init__(self, *args: Any, allowed_fields: frozenset[str] | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.allowed_fields = allowed_fields
-
     def to_internal_value(self, data: Any) -> dict[str, Any]:
-        # Unknown and forbidden fields are reported together with malformed ones,
-        # so one round trip shows the caller everything to fix.
+        # Unknown fields are reported together with malformed ones, so one round
+        # trip shows the caller everything to fix. Which fields a caller may set is
+        # crm.field_access's to say, before this runs.
         errors: dict[str, Any] = {}
         value: dict[str, Any] = {}
         try:
@@ -171,12 +169,47 @@ class CustomerWriteSerializer(serializers.Serializer):
         raw = data if isinstance(data, dict) else {}
         for name in sorted(set(raw) - set(self.fields)):
             errors[name] = ["Not a field of a customer."]
-        if self.allowed_fields is not None:
-            for name in sorted(set(raw) & set(self.fields) - self.allowed_fields):
-                errors[name] = ["You may not change this field."]
         if errors:
             raise serializers.ValidationError(errors)
         return value
+
+
+# Fields whose changes are kept: the customer's own, and their household membership.
+CHANGE_FIELDS = (*CUSTOMER_FIELDS, "household", "household_role")
+
+
+class ChangeActorSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    name = serializers.CharField()
+    kind = serializers.ChoiceField(choices=["staff", "integration", "customer"])
+
+
+class CustomerChangeSerializer(serializers.Serializer):
+    """One field of the record changed: by whom, through which source, when."""
+
+    id = serializers.IntegerField(read_only=True)
+    version = serializers.IntegerField(read_only=True, help_text="The record's version after the change.")
+    field = serializers.CharField(read_only=True)
+    old_value = serializers.JSONField(read_only=True, allow_null=True)
+    new_value = serializers.JSONField(read_only=True, allow_null=True)
+    actor = serializers.SerializerMethodField(help_text="Null when the system itself made the change.")
+    source_system = serializers.CharField(source="source_system.code", read_only=True)
+    at = serializers.DateTimeField(read_only=True)
+
+    @extend_schema_field(ChangeActorSerializer(allow_null=True))
+    def get_actor(self, change: CustomerChange) -> dict[str, Any] | None:
+        actor = change.actor
+        if actor is None:
+            return None
+        kind = "customer" if actor.is_customer else "integration" if actor.is_integration else "staff"
+        return {"id": actor.pk, "username": actor.username, "name": actor.get_full_name(), "kind": kind}
+
+
+class CustomerChangeQuerySerializer(serializers.Serializer):
+    field = serializers.ChoiceField(
+        choices=CHANGE_FIELDS, required=False, help_text="Only the changes of this field."
+    )
 
 
 class HouseholdMemberSerializer(serializers.ModelSerializer):

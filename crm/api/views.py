@@ -14,7 +14,14 @@ from typing import Any
 from django.contrib.auth import authenticate
 from django.db.models import Prefetch, QuerySet
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, PermissionDenied
@@ -23,7 +30,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
-from crm import selectors, services
+from crm import field_access, selectors, services
 from crm.api import schema as _schema  # noqa: F401  (registers the token scheme)
 from crm.api import serializers as s
 from crm.api.pagination import TimelinePagination
@@ -31,11 +38,27 @@ from crm.exceptions import StaleVersion
 from crm.models import Account, ApiToken, Customer, Household, Product, User
 from crm.models.choices import AccessChannel
 
-# What a customer may change about themselves through self-service.
-SELF_SERVICE_FIELDS = frozenset(
-    {"phones", "emails", "addresses", "preferred_channel", "language", "time_zone",
-     "do_not_call", "do_not_email", "marketing_opt_in"}
-)  # fmt: skip
+# Who may read a customer's change history (supervisors and administrators, crm.roles).
+CHANGES_PERMISSION = "crm.view_customerchange"
+_FIELDS_REFUSED = OpenApiResponse(
+    response=OpenApiTypes.OBJECT,
+    description="Fields the caller may not set, each with why and how to get it set.",
+    examples=[
+        OpenApiExample(
+            "An integration without a tier mapping",
+            value={
+                "tier": [
+                    "Your source system's field mapping does not include customer.tier: "
+                    "ask an administrator to map it."
+                ]
+            },
+        )
+    ],
+)
+_EXTERNAL_ID_CONFLICT = OpenApiResponse(
+    response=OpenApiTypes.OBJECT,
+    description="The external_id already names a contact of another customer record.",
+)
 _ETAG_RE = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
 
 
@@ -56,6 +79,10 @@ def _log_reads(request: Request, customer_ids: list[int]) -> None:
     services.access_log_record(
         user=_user(request), customer_ids=customer_ids, channel=AccessChannel.API, path=request.path
     )
+
+
+def _fields_sent(request: Request) -> list[str]:
+    return list(request.data) if isinstance(request.data, dict) else []
 
 
 def _source_of(user: User) -> Any:
@@ -127,11 +154,21 @@ class CustomerViewSet(
         response["ETag"] = etag
         return response
 
-    @extend_schema(request=s.CustomerWriteSerializer, responses={201: s.CustomerSerializer})
+    @extend_schema(
+        request=s.CustomerWriteSerializer,
+        responses={201: s.CustomerSerializer, 403: _FIELDS_REFUSED},
+        description=(
+            "Integrations may set identity, contact points and preferences, plus tier, lifetime value, "
+            "status and consents where their source's field mapping targets them; agents every field "
+            "but tier, lifetime value and status. A field the caller may not set is a 403 naming it."
+        ),
+    )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         user = _user(request)
         if not (user.is_integration or user.has_perm("crm.add_customer")):
             raise PermissionDenied("You may not create customers.")
+        # Fields the caller may not set are refused (403) before their values are checked.
+        field_access.customer_fields_check(user, _fields_sent(request), creating=True)
         incoming = s.CustomerWriteSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         customer = services.customer_create(actor=user, source=_source_of(user), **incoming.validated_data)
@@ -142,16 +179,17 @@ class CustomerViewSet(
     @extend_schema(
         request=s.CustomerWriteSerializer,
         parameters=[OpenApiParameter("If-Match", str, OpenApiParameter.HEADER, required=True)],
-        responses={200: s.CustomerSerializer},
+        responses={200: s.CustomerSerializer, 403: _FIELDS_REFUSED},
+        description=(
+            "Change some fields. A customer may change their contact points, preferences and "
+            "consents; see creating a customer for integrations and staff. A field the caller may "
+            "not change is a 403 naming it and saying why."
+        ),
     )
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         user = _user(request)
         customer = self.get_object()
-        if user.is_customer:
-            allowed: frozenset[str] | None = SELF_SERVICE_FIELDS
-        elif user.is_integration or user.has_perm("crm.change_customer"):
-            allowed = None
-        else:
+        if not (user.is_customer or user.is_integration or user.has_perm("crm.change_customer")):
             raise PermissionDenied("You may not change customers.")
         header = request.headers.get("If-Match")
         if not header:
@@ -159,7 +197,8 @@ class CustomerViewSet(
         match = _ETAG_RE.match(header)
         if match is None:
             raise PreconditionRequired(f'If-Match {header!r} is not an ETag of this API; send e.g. "3".')
-        incoming = s.CustomerWriteSerializer(data=request.data, allowed_fields=allowed, partial=True)
+        field_access.customer_fields_check(user, _fields_sent(request))
+        incoming = s.CustomerWriteSerializer(data=request.data, partial=True)
         incoming.is_valid(raise_exception=True)
         try:
             customer = services.customer_update(
@@ -203,10 +242,14 @@ class CustomerViewSet(
         )
         return self.get_paginated_response(serializer(page, many=True).data)
 
-    @extend_schema(request=s.InteractionCreateSerializer, responses={201: s.InteractionSerializer})
+    @extend_schema(
+        request=s.InteractionCreateSerializer,
+        responses={201: s.InteractionSerializer, 200: s.InteractionSerializer, 409: _EXTERNAL_ID_CONFLICT},
+    )
     @timeline.mapping.post
     def record_interaction(self, request: Request, pk: str | None = None) -> Response:
-        """Record a contact; repeating an external_id from the same source returns the first (200)."""
+        """Record a contact; repeating an external_id from the same source for this
+        customer returns the first (200), for another customer is a 409."""
         user = _user(request)
         if not (user.is_integration or user.has_perm("crm.add_interaction")):
             raise PermissionDenied("You may not record contacts.")
@@ -217,12 +260,37 @@ class CustomerViewSet(
             customer_id=customer.pk,
             source=_source_of(user),
             agent=None if user.is_integration else user,
+            actor=user,
             **incoming.validated_data,
         )
         return Response(
             s.InteractionSerializer(interaction).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
+
+    @extend_schema(
+        parameters=[s.CustomerChangeQuerySerializer],
+        responses={
+            200: s.CustomerChangeSerializer(many=True),
+            403: OpenApiResponse(description="The caller is not a supervisor or an administrator."),
+        },
+    )
+    @action(detail=True, methods=["get"])
+    def changes(self, request: Request, pk: str | None = None) -> Response:
+        """Who changed which field of the record, when, from what to what: newest
+        first. Supervisors and administrators only; reading it is logged as a read
+        of the customer."""
+        if not _user(request).has_perm(CHANGES_PERMISSION):
+            raise PermissionDenied(
+                "Only supervisors and administrators may read a customer's change history."
+            )
+        customer = self.get_object()
+        query = s.CustomerChangeQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        changes = selectors.customer_changes(customer_id=customer.pk, field=query.validated_data.get("field"))
+        page = self.paginate_queryset(changes)
+        _log_reads(request, [customer.pk])
+        return self.get_paginated_response(s.CustomerChangeSerializer(page, many=True).data)
 
     @extend_schema(responses={200: s.AccountSerializer(many=True)})
     @action(detail=True, methods=["get"], pagination_class=None)

@@ -7,6 +7,7 @@ account, product, interaction (contact history) and business event.
 from __future__ import annotations
 
 from crm.models.audit import AccessLogEntry
+from crm.models.changes import CustomerChange
 from crm.models.customers import Customer, Household
 from crm.models.history import BusinessEvent, Interaction, Task
 from crm.models.holdings import Account, Product
@@ -20,6 +21,7 @@ __all__ = [
     "ApiToken",
     "BusinessEvent",
     "Customer",
+    "CustomerChange",
     "FieldMapping",
     "Household",
     "Interaction",

@@ -127,6 +127,9 @@ class Customer(models.Model):
                 name="customer_lifetime_value_not_negative", condition=models.Q(lifetime_value__gte=0)
             ),
         ]
+        permissions = [
+            ("change_customer_standing", "Can change a customer's tier, lifetime value and status"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.display_name} ({self.number})"

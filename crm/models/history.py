@@ -53,7 +53,11 @@ class Interaction(models.Model):
 
 
 class BusinessEvent(models.Model):
-    """A fact about a customer that policies react to (see crm.events for the catalog)."""
+    """A fact about a customer that policies react to (see crm.events for the catalog).
+
+    ``(source_system, idempotency_key)`` is unique, so a source that sends the
+    same fact twice records it once.
+    """
 
     type = models.CharField(max_length=60)
     customer = models.ForeignKey(
@@ -67,13 +71,29 @@ class BusinessEvent(models.Model):
     occurred_at = models.DateTimeField()
     payload = models.JSONField(default=dict, blank=True)
     source_system = models.ForeignKey("crm.SourceSystem", on_delete=models.PROTECT, related_name="+")
-    idempotency_key = models.CharField(max_length=200, unique=True)
+    idempotency_key = models.CharField(max_length=200, help_text="Unique per source system.")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        # RESTRICT, not PROTECT: a self-service log-in is deleted with its customer,
+        # whose events go in the same operation; any other user who acted is kept.
+        on_delete=models.RESTRICT,
+        related_name="+",
+        help_text="The person or integration whose action raised the event; empty for the system.",
+    )
     recorded_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
         indexes = [
             models.Index(fields=["customer", "-occurred_at"], name="event_customer_time"),
             models.Index(fields=["type", "-occurred_at"], name="event_type_time"),
+        ]
+        constraints = [
+            # Keys are each source's own: two systems may both number their facts from 1.
+            models.UniqueConstraint(
+                fields=["source_system", "idempotency_key"], name="businessevent_unique_key_per_source"
+            ),
         ]
 
     def __str__(self) -> str:

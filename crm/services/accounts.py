@@ -45,7 +45,7 @@ def account_open(
             type=events.ACCOUNT_OPENED.name, customer_id=customer_id,
             occurred_at=_moment_of(account.opened_on), payload={"account_number": account.account_number,
                                                  "product": product.code},
-            source=source or crm_source(), idempotency_key=f"account.opened:{account.pk}",
+            source=source or crm_source(), idempotency_key=f"account.opened:{account.pk}", actor=actor,
         )  # fmt: skip
     return account
 
@@ -74,6 +74,6 @@ def account_close(*, account_id: int, closed_on: dt.date | None = None, actor: U
             type=events.ACCOUNT_CLOSED.name, customer_id=account.customer_id,
             occurred_at=_moment_of(account.closed_on),
             payload={"account_number": account.account_number, "product": account.product.code},
-            source=crm_source(), idempotency_key=f"account.closed:{account.pk}",
+            source=crm_source(), idempotency_key=f"account.closed:{account.pk}", actor=actor,
         )  # fmt: skip
     return account

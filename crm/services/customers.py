@@ -14,35 +14,56 @@ from django.utils import timezone
 
 from crm import events, realtime
 from crm.exceptions import StaleVersion
-from crm.models import Customer, Household, SourceSystem, User
+from crm.field_access import CONSENT_FIELDS, CUSTOMER_FIELDS, customer_fields_check
+from crm.models import Customer, CustomerChange, Household, SourceSystem, User
 from crm.models.customers import ADDRESS_FIELDS
 from crm.search_keys import display_name, name_tokens, phonetic_keys, sort_name
 from crm.services.events import business_event_record
 from crm.services.sources import crm_source
 from crm.validation import normalize_email, normalize_phone
 
-# Fields a caller may set on a customer; the rest (keys, version, timestamps) are derived.
-CUSTOMER_FIELDS = (
-    "kind", "given_name", "family_name", "organization_name", "date_of_birth",
-    "phones", "emails", "addresses", "tier", "lifetime_value", "language", "time_zone",
-    "preferred_channel", "do_not_call", "do_not_email", "marketing_opt_in", "status",
-)  # fmt: skip
-CONSENT_FIELDS = ("do_not_call", "do_not_email", "marketing_opt_in")
-
 
 def customer_version_save(
-    customer: Customer, *, changed: list[str], now: dt.datetime, update_fields: list[str] | None = None
+    customer: Customer,
+    *,
+    changed: list[str],
+    before: Mapping[str, Any],
+    now: dt.datetime,
+    actor: User | None,
+    source: SourceSystem,
+    update_fields: list[str] | None = None,
 ) -> None:
     """The last step of every change to a customer row, in the caller's transaction
-    (which holds the row lock): bump the version, stamp the time, save, and tell
-    every open screen of this customer once the transaction commits."""
+    (which holds the row lock): 1. bump the version, stamp the time, save;
+    2. append one history row per field whose value differs from ``before`` (its
+    value before the change), naming ``actor`` and ``source``; 3. tell every open
+    screen of this customer once the transaction commits."""
     customer.version += 1
     customer.updated_at = now
     customer.save(update_fields=[*update_fields, "version", "updated_at"] if update_fields else None)
+    CustomerChange.objects.bulk_create(
+        CustomerChange(
+            customer_id=customer.pk,
+            version=customer.version,
+            field=name,
+            old_value=old,
+            new_value=_history_value(customer, name),
+            actor=actor,
+            source_system=source,
+            at=now,
+        )
+        for name, old in before.items()
+        if _history_value(customer, name) != old
+    )
     realtime.send_on_commit(
         realtime.customer_group(customer.pk),
         realtime.customer_updated(customer.pk, customer.version, changed),
     )
+
+
+def _history_value(customer: Customer, name: str) -> Any:
+    # The household is named by its id: the history must not follow a renamed household.
+    return customer.household_id if name == "household" else getattr(customer, name)
 
 
 # field -> (the key holding the value, how to normalise it, the kind when none is given)
@@ -126,11 +147,13 @@ def customer_create(
     household_role: str = "",
     **fields: Any,
 ) -> Customer:
-    """1. normalise contact points; 2. validate the whole row (with the household
-    and role, if given); 3. insert; 4. record customer.created."""
+    """1. refuse fields ``actor`` may not set (crm.field_access; None is the system);
+    2. normalise contact points; 3. validate the whole row (with the household and
+    role, if given); 4. insert; 5. record customer.created, naming the actor."""
     unknown = set(fields) - set(CUSTOMER_FIELDS)
     if unknown:
         raise ValidationError({name: "Not a customer field." for name in sorted(unknown)})
+    customer_fields_check(actor, fields, creating=True)
     contact_errors = _normalize_collecting(fields)
     now = timezone.now()
     customer = Customer(**fields, household=household, household_role=household_role)
@@ -147,6 +170,7 @@ def customer_create(
             payload={},
             source=source or crm_source(),
             idempotency_key=f"customer.created:{customer.pk}",
+            actor=actor,
         )
     return customer
 
@@ -159,12 +183,16 @@ def customer_update(
     actor: User | None = None,
     source: SourceSystem | None = None,
 ) -> Customer:
-    """1. lock the row and check the version the caller edited (else StaleVersion);
-    2. normalise, apply and validate the changes; 3. save with version + 1;
-    4. raise the business events the change means; 5. tell open screens on commit."""
+    """1. refuse fields ``actor`` may not change (crm.field_access; None is the system);
+    2. lock the row and check the version the caller edited (else StaleVersion);
+    3. normalise, apply and validate the changes; 4. save with version + 1 and a
+    history row per changed field; 5. raise the business events the change means,
+    naming the actor; 6. tell open screens on commit."""
     unknown = set(changes) - set(CUSTOMER_FIELDS)
     if unknown:
         raise ValidationError({name: "Not a field that can be changed." for name in sorted(unknown)})
+    customer_fields_check(actor, changes)
+    source = source or crm_source()
     changes = dict(changes)
     contact_errors = _normalize_collecting(changes)
     with transaction.atomic():
@@ -178,6 +206,7 @@ def customer_update(
             if contact_errors:  # the only changes asked for were unreadable
                 raise ValidationError(contact_errors)
             return customer
+        before = {name: getattr(customer, name) for name in changed}
         for name in changed:
             setattr(customer, name, changes[name])
         now = timezone.now()
@@ -187,33 +216,33 @@ def customer_update(
         _full_clean(
             customer, contact_errors, exclude=["search_vector", "display_name", "sort_name", "household"]
         )
-        customer_version_save(customer, changed=changed, now=now)
-        _record_profile_events(customer, changed, now, source or crm_source())
+        customer_version_save(customer, changed=changed, before=before, now=now, actor=actor, source=source)
+        _record_profile_events(customer, changed, now, source, actor)
     return customer
 
 
 def _record_profile_events(
-    customer: Customer, changed: list[str], now: dt.datetime, source: SourceSystem
+    customer: Customer, changed: list[str], now: dt.datetime, source: SourceSystem, actor: User | None
 ) -> None:
     key = f"{customer.pk}:v{customer.version}"
     business_event_record(
         type=events.CUSTOMER_PROFILE_CHANGED.name, customer=customer, occurred_at=now,
         payload={"fields": ",".join(sorted(changed))}, source=source,
-        idempotency_key=f"customer.profile_changed:{key}",
+        idempotency_key=f"customer.profile_changed:{key}", actor=actor,
     )  # fmt: skip
     if "addresses" in changed:
         address = customer.primary_address or {}
         business_event_record(
             type=events.CUSTOMER_ADDRESS_CHANGED.name, customer=customer, occurred_at=now,
             payload={k: address.get(k, "") for k in ("city", "region", "country")}, source=source,
-            idempotency_key=f"customer.address_changed:{key}",
+            idempotency_key=f"customer.address_changed:{key}", actor=actor,
         )  # fmt: skip
     for consent in CONSENT_FIELDS:
         if consent in changed:
             business_event_record(
                 type=events.CUSTOMER_CONSENT_CHANGED.name, customer=customer, occurred_at=now,
                 payload={"consent": consent, "value": getattr(customer, consent)}, source=source,
-                idempotency_key=f"customer.consent_changed:{key}:{consent}",
+                idempotency_key=f"customer.consent_changed:{key}:{consent}", actor=actor,
             )  # fmt: skip
 
 

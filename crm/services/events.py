@@ -14,7 +14,8 @@ from django.utils import timezone
 from psycopg.types.json import Jsonb
 
 from crm import events
-from crm.models import BusinessEvent, Customer, SourceSystem
+from crm.exceptions import Conflict
+from crm.models import BusinessEvent, Customer, SourceSystem, User
 
 
 def business_event_record(
@@ -26,8 +27,15 @@ def business_event_record(
     idempotency_key: str,
     customer: Customer | None = None,
     customer_id: int | None = None,
+    actor: User | None = None,
 ) -> tuple[BusinessEvent, bool]:
-    """Record a business event once per idempotency key; a repeat returns the first."""
+    """Record a business event once per (source, idempotency key); a repeat of the
+    same fact returns the first. A key the source already used for another
+    customer or another type of event is a Conflict: two facts, one key, and
+    returning the first would answer about the wrong one.
+
+    ``actor`` is the user whose action raised the event (an agent, an
+    integration's user, a self-service customer's log-in); None for the system."""
     event_type = events.get(type)
     event_type.validate(payload)
     if not idempotency_key or len(idempotency_key) > 200:
@@ -38,16 +46,27 @@ def business_event_record(
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO crm_businessevent (type, customer_id, occurred_at, payload, source_system_id,"
-            " idempotency_key, recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-            [type, subject_id, occurred_at, _jsonb(payload), source.pk, idempotency_key, recorded_at],
-        )
+            " idempotency_key, actor_id, recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (source_system_id, idempotency_key) DO NOTHING RETURNING id",
+            [type, subject_id, occurred_at, _jsonb(payload), source.pk, idempotency_key,
+             actor.pk if actor else None, recorded_at],
+        )  # fmt: skip
         row = cursor.fetchone()
     if row is None:
-        return BusinessEvent.objects.get(idempotency_key=idempotency_key), False
+        first = BusinessEvent.objects.get(source_system=source, idempotency_key=idempotency_key)
+        if first.customer_id != subject_id or first.type != type:
+            raise Conflict(
+                {
+                    "idempotency_key": (
+                        f"Your source system already used the key “{idempotency_key}” for a different "
+                        "fact (another customer or another event type): give each fact its own key."
+                    )
+                }
+            )
+        return first, False
     event = BusinessEvent(
         id=row[0], type=type, customer_id=subject_id, occurred_at=occurred_at, payload=payload,
-        source_system=source, idempotency_key=idempotency_key, recorded_at=recorded_at,
+        source_system=source, idempotency_key=idempotency_key, actor=actor, recorded_at=recorded_at,
     )  # fmt: skip
     return event, True
 

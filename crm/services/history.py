@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from crm import events, realtime
+from crm.exceptions import Conflict
 from crm.models import Interaction, SourceSystem, Task, User
 from crm.models.choices import TaskStatus
 from crm.services.events import business_event_record
@@ -26,6 +27,7 @@ def interaction_record(
     source: SourceSystem | None = None,
     external_id: str = "",
     agent: User | None = None,
+    actor: User | None = None,
     campaign_code: str = "",
     disposition: str = "",
     subject: str = "",
@@ -33,12 +35,17 @@ def interaction_record(
     duration_seconds: int | None = None,
     script_run_id: int | None = None,
 ) -> tuple[Interaction, bool]:
-    """Record one contact; a repeat of (source, external_id) returns the first, unchanged."""
+    """Record one contact. A repeat of (source, external_id) for the same customer
+    returns the first, unchanged; for another customer it is a Conflict (returning
+    the first would hand one customer's contact to a caller asking about another).
+
+    ``actor`` is who recorded it (an integration's user, say); when not given, the
+    agent who handled the contact is."""
     source = source or crm_source()
     if external_id:
         existing = Interaction.objects.filter(source_system=source, external_id=external_id).first()
         if existing is not None:
-            return existing, False
+            return _repeat_of(existing, customer_id), False
     if occurred_at.tzinfo is None:
         raise ValidationError({"occurred_at": "Give the time with a time zone (e.g. …Z or +02:00)."})
     if occurred_at > timezone.now() + dt.timedelta(minutes=5):
@@ -57,16 +64,34 @@ def interaction_record(
                 type=events.INTERACTION_RECORDED.name, customer_id=customer_id, occurred_at=occurred_at,
                 payload={"channel": channel, "direction": direction, "disposition": disposition},
                 source=source, idempotency_key=f"interaction.recorded:{interaction.pk}",
+                actor=actor or agent,
             )  # fmt: skip
     except IntegrityError:
         # Another worker recorded the same (source, external_id) between our check and insert.
         if not external_id:
             raise
-        return Interaction.objects.get(source_system=source, external_id=external_id), False
+        first = Interaction.objects.filter(source_system=source, external_id=external_id).first()
+        if first is None:  # not the key after all (an unknown customer, say)
+            raise
+        return _repeat_of(first, customer_id), False
     realtime.send_on_commit(
         realtime.customer_group(customer_id), realtime.interaction_recorded(customer_id, interaction.pk)
     )
     return interaction, True
+
+
+def _repeat_of(first: Interaction, customer_id: int) -> Interaction:
+    if first.customer_id != customer_id:
+        raise Conflict(
+            {
+                "external_id": (
+                    f"Your source system already used “{first.external_id}” for a contact of another "
+                    "customer record: give each contact its own external_id, or record it on that "
+                    "customer."
+                )
+            }
+        )
+    return first
 
 
 # --- Tasks --------------------------------------------------------------------------------

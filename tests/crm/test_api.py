@@ -72,14 +72,15 @@ def test_patch_with_a_stale_version_is_412_and_keeps_the_newer_change(alice, bob
     url = f"/api/v1/customers/{dave_customer.pk}/"
     first = api_as(bob).patch(url, {"tier": "gold"}, HTTP_IF_MATCH='"1"')
     assert first.status_code == 200 and first["ETag"] == '"2"'
-    late = api_as(alice).patch(url, {"tier": "silver"}, HTTP_IF_MATCH='"1"')
+    late = api_as(alice).patch(url, {"given_name": "David"}, HTTP_IF_MATCH='"1"')
     assert late.status_code == 412
     assert late.data["current_version"] == 2 and late["ETag"] == '"2"'
-    assert Customer.objects.get(pk=dave_customer.pk).tier == "gold"
+    fresh = Customer.objects.get(pk=dave_customer.pk)
+    assert (fresh.tier, fresh.given_name) == ("gold", "Dave")
 
 
-def test_patch_errors_name_each_field_and_the_fix(alice, dave_customer):
-    response = api_as(alice).patch(
+def test_patch_errors_name_each_field_and_the_fix(bob, dave_customer):
+    response = api_as(bob).patch(
         f"/api/v1/customers/{dave_customer.pk}/",
         {"tier": "diamond", "phones": [{"number": "12"}], "emails": [{"address": "x@"}],
          "date_of_birth": (dt.date.today() + dt.timedelta(days=3)).isoformat(), "shoe_size": 44},
@@ -121,7 +122,7 @@ def test_a_customer_changes_their_own_contact_details_but_not_their_tier(dave, d
     ok = client.patch(url, {"do_not_call": True}, HTTP_IF_MATCH='"1"')
     assert ok.status_code == 200 and ok.data["do_not_call"] is True
     refused = client.patch(url, {"tier": "platinum"}, HTTP_IF_MATCH='"2"')
-    assert refused.status_code == 400 and "tier" in refused.data
+    assert refused.status_code == 403 and "contact us" in refused.data["tier"][0]
     assert Customer.objects.get(pk=dave_customer.pk).tier == "standard"
 
 
@@ -224,6 +225,29 @@ def test_an_integration_records_a_contact_once_per_external_id(frank, dave_custo
     again = client.post(url, body)
     assert again.status_code == 200 and again.data["source_system"] == "ivr"
     assert Interaction.objects.filter(customer=dave_customer, external_id="ivr-991").count() == 1
+
+
+def test_an_external_id_already_used_for_another_customer_is_a_409_that_reveals_nothing(
+    frank, dave_customer, erin_customer
+):
+    client = api_as(frank)
+    body = {
+        "channel": "ivr",
+        "direction": "inbound",
+        "occurred_at": minutes_ago(4).isoformat(),
+        "external_id": "ivr-991",
+        "disposition": "balance-inquiry",
+        "notes": "Asked about a loan",
+    }
+    assert client.post(f"/api/v1/customers/{dave_customer.pk}/timeline/", body).status_code == 201
+    response = client.post(f"/api/v1/customers/{erin_customer.pk}/timeline/", body)
+    assert response.status_code == 409
+    assert set(response.data) == {"external_id"}
+    assert "another customer record" in response.data["external_id"][0]
+    text = str(response.data)
+    for secret in ("Dave", "Miller", dave_customer.number, str(dave_customer.pk), "loan", "balance"):
+        assert secret not in text
+    assert not Interaction.objects.filter(customer=erin_customer).exists()
 
 
 def test_staff_reads_are_written_to_the_access_log(alice, dave, dave_customer, erin_customer):

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection, transaction
 
 from crm import services
-from crm.exceptions import StaleVersion
+from crm.exceptions import Conflict, StaleVersion
 from crm.models import BusinessEvent, Customer, Interaction
 from tests.conftest import make_customer, minutes_ago
 
@@ -89,6 +91,91 @@ def test_business_events_are_recorded_once_per_key(dave_customer):
     assert created and not created_again
     assert first.pk == again.pk
     assert BusinessEvent.objects.filter(idempotency_key="withdrawal:abc").count() == 1
+
+
+def _withdrawal(customer: Customer, source, key: str, **overrides) -> tuple[BusinessEvent, bool]:
+    kwargs = dict(type="account.withdrawal", customer=customer, occurred_at=minutes_ago(1),
+                  payload={"account_number": "CHK-1", "amount": 120}, source=source,
+                  idempotency_key=key)  # fmt: skip
+    return services.business_event_record(**{**kwargs, **overrides})
+
+
+def test_two_sources_using_the_same_key_both_record_their_events(dave_customer, ivr):
+    billing = services.source_system_create(code="billing", name="Billing", kind="billing")
+    from_billing, created_billing = _withdrawal(dave_customer, billing, "txn-1")
+    from_ivr, created_ivr = _withdrawal(dave_customer, ivr, "txn-1")
+    assert created_billing and created_ivr and from_billing.pk != from_ivr.pk
+    sources = BusinessEvent.objects.filter(idempotency_key="txn-1").values_list(
+        "source_system__code", flat=True
+    )
+    assert set(sources) == {"billing", "ivr"}
+
+
+def test_a_key_repeated_by_its_source_for_another_customer_or_type_is_a_conflict(
+    dave_customer, erin_customer, ivr
+):
+    first, _ = _withdrawal(dave_customer, ivr, "txn-9")
+    with pytest.raises(Conflict) as caught:
+        _withdrawal(erin_customer, ivr, "txn-9")
+    assert set(caught.value.errors) == {"idempotency_key"}
+    assert "Erin" not in str(caught.value) and str(dave_customer.pk) not in str(caught.value)
+    with pytest.raises(Conflict):
+        _withdrawal(dave_customer, ivr, "txn-9", type="account.deposit")
+    again, created = _withdrawal(dave_customer, ivr, "txn-9", occurred_at=minutes_ago(5))
+    assert not created and again.pk == first.pk
+    assert BusinessEvent.objects.filter(idempotency_key="txn-9").count() == 1
+
+
+def test_an_external_id_repeated_for_another_customer_is_a_conflict(dave_customer, erin_customer, ivr):
+    services.interaction_record(customer_id=dave_customer.pk, channel="ivr", direction="inbound",
+                                occurred_at=minutes_ago(3), source=ivr, external_id="call-5")  # fmt: skip
+    with pytest.raises(Conflict) as caught:
+        services.interaction_record(customer_id=erin_customer.pk, channel="ivr", direction="inbound",
+                                    occurred_at=minutes_ago(2), source=ivr, external_id="call-5")  # fmt: skip
+    assert set(caught.value.errors) == {"external_id"}
+    assert not Interaction.objects.filter(customer=erin_customer).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_external_id_taken_for_another_customer_while_recording_is_a_conflict(
+    dave_customer, erin_customer, ivr
+):
+    """The second writer checks before the first commits, so only the unique index
+    can tell it: its insert waits for the first, fails, and must not return the
+    first customer's contact."""
+    call = {"channel": "ivr", "direction": "inbound", "source": ivr, "external_id": "call-race"}
+    outcome: list[str] = []
+
+    def record_for_erin() -> None:
+        try:
+            services.interaction_record(**call, customer_id=erin_customer.pk, occurred_at=minutes_ago(2))
+            outcome.append("recorded")
+        except Conflict:
+            outcome.append("conflict")
+        finally:
+            connection.close()  # each thread has its own connection
+
+    other = threading.Thread(target=record_for_erin)
+    with transaction.atomic():
+        services.interaction_record(**call, customer_id=dave_customer.pk, occurred_at=minutes_ago(3))
+        other.start()
+        _wait_until_another_session_waits_for_a_lock()
+    other.join(timeout=30)
+    assert outcome == ["conflict"]
+    assert list(
+        Interaction.objects.filter(external_id="call-race").values_list("customer_id", flat=True)
+    ) == [dave_customer.pk]
+
+
+def _wait_until_another_session_waits_for_a_lock() -> None:
+    for _ in range(3000):
+        with connection.cursor() as cursor:
+            # pg_locks is live (not a per-transaction snapshot like pg_stat_activity).
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid()")
+            if cursor.fetchone()[0]:
+                return
+        threading.Event().wait(0.01)
+    raise AssertionError("the second writer never reached the unique index")
 
 
 def test_an_unknown_event_type_or_bad_payload_is_refused(dave_customer):

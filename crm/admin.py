@@ -3,7 +3,7 @@ edited through the desktop and the API (services, version checks, events)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -129,9 +129,10 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request: HttpRequest, queryset: Any) -> None:
-        from django.utils import timezone  # noqa: PLC0415
-
-        queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        revoked = services.api_tokens_revoke(
+            token_ids=list(queryset.values_list("pk", flat=True)), actor=cast("User", request.user)
+        )
+        self.message_user(request, f"Revoked {revoked} token(s).")
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

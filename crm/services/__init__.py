@@ -39,6 +39,7 @@ from crm.services.tokens import (
     api_token_lifetime,
     api_token_revoke,
     api_tokens_purge_expired,
+    api_tokens_revoke,
     customer_login_create,
     staff_user_create,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "api_token_lifetime",
     "api_token_revoke",
     "api_tokens_purge_expired",
+    "api_tokens_revoke",
     "business_event_record",
     "client_address",
     "crm_source",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import secrets
 
 from django.conf import settings
@@ -15,6 +16,8 @@ from django.utils import timezone
 from crm.models import ApiToken, Customer, User
 
 TOKEN_PREFIX = "crm_"
+
+logger = logging.getLogger(__name__)
 
 
 def token_digest(secret: str) -> str:
@@ -85,7 +88,18 @@ def api_token_create(*, user: User, name: str, ttl: dt.timedelta | None = None) 
 
 
 def api_token_revoke(*, token_id: int, actor: User) -> None:
-    ApiToken.objects.filter(pk=token_id, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    api_tokens_revoke(token_ids=[token_id], actor=actor)
+
+
+def api_tokens_revoke(*, token_ids: list[int], actor: User) -> int:
+    """Revoke these tokens at once (each stops working on its next request);
+    revoking one already revoked keeps its first revocation time."""
+    revoked = ApiToken.objects.filter(pk__in=token_ids, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    if revoked:
+        logger.info("%s revoked %d API token(s): %s", actor.get_username(), revoked, sorted(token_ids))
+    return revoked
 
 
 def api_tokens_purge_expired(*, older_than: dt.timedelta = dt.timedelta(days=30)) -> int:

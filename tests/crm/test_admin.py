@@ -63,3 +63,27 @@ def test_a_bad_field_mapping_is_refused_in_the_admin_with_the_reason(carol, ivr)
     form["mappings-0-transform"] = "phone_e164"
     assert client.post(f"/admin/crm/sourcesystem/{ivr.pk}/change/", form).status_code == 302
     assert list(ivr.mappings.values_list("target", flat=True)) == ["customer.phone"]
+
+
+def test_an_administrator_revokes_selected_tokens_and_an_already_revoked_one_keeps_its_time(carol, frank):
+    from crm import services
+
+    first, _ = services.api_token_create(user=frank, name="first")
+    second, _ = services.api_token_create(user=frank, name="second")
+    services.api_token_revoke(token_id=second.pk, actor=carol)
+    second.refresh_from_db()
+    revoked_before = second.revoked_at
+    client = Client()
+    client.force_login(carol)
+
+    response = client.post(
+        "/admin/crm/apitoken/",
+        {"action": "revoke", "_selected_action": [first.pk, second.pk]},
+        follow=True,
+    )
+
+    assert "Revoked 1 token(s)." in response.content.decode()
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.revoked_at is not None
+    assert second.revoked_at == revoked_before

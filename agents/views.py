@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ValidationError
-from django.core.paginator import Page, Paginator
+from django.core.paginator import Page
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import render
@@ -30,12 +30,17 @@ from django.utils.translation import get_language_info
 
 from agents.forms import CustomerSearchForm, SearchField, SearchPlan, StaffLoginForm
 from crm import selectors, services
+from crm.api.pagination import CappedCountPaginator
 from crm.models import Customer, Interaction, User
 from crm.models.choices import AccessChannel
 from crm.models.users import Role
 from crm.validation import format_phone
 
 RESULTS_PER_PAGE = 25
+# An agent looks for one caller: past a thousand matches the exact number helps
+# nobody (the page says "more than 1,000" and asks for another detail), and
+# counting stops there instead of at the API's ten thousand.
+SEARCH_COUNT_CAP = 1_000
 # Outbound calls are allowed 08:00-21:00 in the customer's own zone (US TCPA);
 # agents call across zones, so the screen says when it is outside that window.
 CALLING_HOURS = (8, 21)
@@ -165,7 +170,7 @@ def run_search(plan: SearchPlan, queryset: QuerySet[Customer], page_number: str 
         winner = readings[0]  # nobody found: report the likeliest reading's empty result
     searched, found = winner
     found = found.defer("search_vector", "name_phonetic", "phone_keys", "email_keys")
-    page = Paginator(found, RESULTS_PER_PAGE).get_page(page_number)
+    page = CappedCountPaginator(found, RESULTS_PER_PAGE, cap=SEARCH_COUNT_CAP).get_page(page_number)
     return SearchOutcome(plan=plan, searched=searched, page=page)
 
 
@@ -216,6 +221,7 @@ def home(request: HttpRequest) -> HttpResponse:
         back=back,
         page_query=page_query,
         fields=SearchField.choices,
+        count_cap=f"{SEARCH_COUNT_CAP:,}",
     )
     # htmx swaps only the results; a history restore or a plain load gets the page.
     partial = request.headers.get("HX-Request") and not request.headers.get("HX-History-Restore-Request")

@@ -154,6 +154,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "crm.tasks.api_tokens_purge_expired",
         "schedule": 3600.0,
     },
+    # Months are made three ahead, so a missed day costs nothing; daily keeps the
+    # horizon there. Retention (dropping old months) is an operator's command.
+    "create-access-log-partitions": {
+        "task": "crm.tasks.access_log_partitions_ensure",
+        "schedule": 86_400.0,
+    },
 }
 
 # Shared by every web process: the token endpoint's throttle counts attempts per

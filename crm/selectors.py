@@ -6,7 +6,7 @@ import datetime as dt
 import re
 import time
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.exceptions import ValidationError
@@ -57,6 +57,10 @@ def attach_source_systems(interactions: list[Interaction]) -> None:
 
 
 _CUSTOMER_NUMBER_RE = re.compile(r"^\s*C-?0*(\d{1,12})\s*$", re.IGNORECASE)
+# A one-letter prefix matches a twentieth of all names: a list nobody reads, at
+# the price of ranking tens of thousands of rows.
+MIN_NAME_LETTERS = 2
+NAME_TOO_SHORT = "Type at least two letters of the name."
 
 
 # --- Who sees what -------------------------------------------------------------------
@@ -121,7 +125,8 @@ def customer_search(
     number as dialled, an e-mail, an account number, a source system's own key
     (``ivr:48213``), or a customer number in ``q``.
 
-    Raises ValidationError naming the parameter when a phone or e-mail cannot be read.
+    Raises ValidationError naming the parameter when a phone or e-mail cannot be
+    read, or when ``q`` is a name of fewer than two letters.
     """
     if phone:
         try:
@@ -149,6 +154,10 @@ def customer_search(
     if customer_number:
         return queryset.filter(pk=int(customer_number.group(1))).order_by("id")
     tokens = name_tokens(q)
+    # "J" or "J." is refused; a name in a script the keys cannot fold ("Иван")
+    # has no tokens and simply finds nobody, as before.
+    if len(q) < MIN_NAME_LETTERS or (tokens and max(map(len, tokens)) < MIN_NAME_LETTERS):
+        raise ValidationError({"q": NAME_TOO_SHORT})
     prefix = tsquery_for(q)
     if not tokens or prefix is None:
         return queryset.none()
@@ -163,6 +172,17 @@ def customer_search(
         .annotate(rank=SearchRank(F("search_vector"), query))
         .order_by("-rank", "sort_name", "id")
     )
+
+
+def count_up_to(queryset: QuerySet[Any], *, cap: int) -> int:
+    """How many rows ``queryset`` holds, counting no further than ``cap + 1``
+    (so that a caller can tell "exactly cap" from "more than cap").
+
+    Only primary keys are read, without the caller's ORDER BY and without its
+    annotations in the SELECT: otherwise a ranked name search would rank and sort
+    every match just to count them. The LIMIT stops the scan at ``cap + 1`` rows:
+    ``SELECT COUNT(*) FROM (SELECT id FROM ... WHERE ... LIMIT cap + 1)``."""
+    return queryset.order_by().values("pk")[: cap + 1].count()
 
 
 # --- The unified customer screen ----------------------------------------------------

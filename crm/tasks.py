@@ -50,3 +50,21 @@ def customers_reindex_search(customer_ids: list[int]) -> int:
 def api_tokens_purge_expired() -> int:
     """Delete API tokens that expired or were revoked long ago (idempotent)."""
     return services.api_tokens_purge_expired()
+
+
+@shared_task(
+    name="crm.tasks.access_log_partitions_ensure",
+    acks_late=True,
+    ignore_result=True,
+    # A lock timeout (a long read of the log) is an OperationalError too: retry later.
+    autoretry_for=_TRANSIENT_DB_ERRORS,
+    retry_backoff=60,
+    retry_backoff_max=3600,
+    max_retries=6,
+    # Beat sends this daily; a copy that waited a day is superseded by the next.
+    expires=86_400,
+)
+def access_log_partitions_ensure() -> int:
+    """Create the access log's partitions for this month and the next few
+    (idempotent: months that exist are left alone)."""
+    return len(services.access_log_partitions_ensure())

@@ -1,23 +1,47 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any
 
 from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from rest_framework import pagination
 
+from crm.selectors import count_up_to
+
+# Integrations page through filtered lists (an account status, a product) with
+# this as their reach; a person searching never gets near it.
 COUNT_CAP = 10_000
 
 
 class CappedCountPaginator(Paginator):
-    """Counts at most COUNT_CAP rows: an exact count over a million customers
-    costs more than the page itself, and nobody pages past the ten-thousandth."""
+    """Counts at most ``cap`` rows: an exact count over a million customers
+    costs more than the page itself, and nobody pages past the ten-thousandth.
+
+    ``count`` is exact up to ``cap`` and ``cap + 1`` beyond (``capped`` is then
+    true); pages past row ``cap + 1`` are not served: the caller narrows the
+    search instead. The count query reads primary keys only, unordered and
+    unranked (``crm.selectors.count_up_to``)."""
+
+    cap = COUNT_CAP
+
+    def __init__(
+        self, object_list: Any, per_page: int | str, *args: Any, cap: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(object_list, per_page, *args, **kwargs)
+        if cap is not None:
+            self.cap = cap
 
     @cached_property
     def count(self) -> int:
-        queryset = self.object_list
-        if hasattr(queryset, "values"):
-            return len(queryset.values("pk")[: COUNT_CAP + 1])  # type: ignore[union-attr]
-        return len(queryset)
+        if isinstance(self.object_list, QuerySet):
+            return count_up_to(self.object_list, cap=self.cap)
+        return min(len(self.object_list), self.cap + 1)
+
+    @property
+    def capped(self) -> bool:
+        """More rows match than were counted."""
+        return self.count > self.cap
 
 
 class PageNumberPagination(pagination.PageNumberPagination):
@@ -28,7 +52,11 @@ class PageNumberPagination(pagination.PageNumberPagination):
 
     def get_paginated_response_schema(self, schema: dict) -> dict:  # type: ignore[type-arg]
         response = super().get_paginated_response_schema(schema)
-        response["properties"]["count"]["description"] = f"Exact up to {COUNT_CAP}, then {COUNT_CAP + 1}."
+        response["properties"]["count"]["description"] = (
+            f"How many rows match, exact up to {COUNT_CAP:,}; {COUNT_CAP + 1:,} means more than "
+            f"{COUNT_CAP:,} (they are not counted, and pages past that row are not served: "
+            "narrow the search or filter the list)."
+        )
         return response
 
 

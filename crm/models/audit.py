@@ -17,6 +17,11 @@ class AccessLogEntry(models.Model):
     Rows are never updated or deleted: a database trigger (migration
     0003) rejects UPDATE and DELETE, so not even a bug or a shell session can
     rewrite history. ``customer_id`` carries no foreign key for the same reason.
+
+    The table is partitioned by month on ``at`` (migration 0007): retention drops
+    whole months (``manage.py access_log_retention``), never rows. In the database
+    the primary key is (id, at), as a partitioned table's key must hold the
+    partition key; ``id`` comes from one sequence, so Django keeps it as the key.
     """
 
     user = models.ForeignKey(

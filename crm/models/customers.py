@@ -50,7 +50,11 @@ class Household(models.Model):
     updated_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
-        indexes = [models.Index(fields=["address_key"], name="household_address_key")]
+        indexes = [
+            models.Index(fields=["address_key"], name="household_address_key"),
+            # The API lists households by name: a page is read off this index.
+            models.Index(fields=["name", "id"], name="household_name_id"),
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -10,6 +10,12 @@ nothing when it does.
 from __future__ import annotations
 
 from crm.services.access import access_log_record
+from crm.services.access_partitions import (
+    access_log_partitions,
+    access_log_partitions_ensure,
+    access_log_retention_apply,
+    access_log_retention_cutoff,
+)
 from crm.services.accounts import account_close, account_open
 from crm.services.customers import (
     CONSENT_FIELDS,
@@ -49,7 +55,11 @@ __all__ = [
     "CRM_SOURCE_CODE",
     "CUSTOMER_FIELDS",
     "Lockout",
+    "access_log_partitions",
+    "access_log_partitions_ensure",
     "access_log_record",
+    "access_log_retention_apply",
+    "access_log_retention_cutoff",
     "account_close",
     "account_open",
     "api_token_create",

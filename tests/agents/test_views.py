@@ -12,6 +12,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from agents import views
 from crm import services
 from crm.models import AccessLogEntry, Customer, Product, User
 from tests.conftest import PASSWORD, make_customer, minutes_ago
@@ -186,6 +187,44 @@ def test_results_come_25_to_a_page(alice: User) -> None:
     assert len(result_numbers(second)) == 5
     assert set(result_numbers(first)).isdisjoint(result_numbers(second))
     assert "Page 2 of 2" in second
+
+
+def test_a_one_letter_name_is_refused_with_a_message_naming_the_name(
+    alice: User, dave_customer: Customer
+) -> None:
+    for typed in ("M", " m ", "M."):
+        html = search(alice, typed)
+        assert 'id="search-error"' in html, typed
+        assert "<strong>Name:</strong>" in html
+        assert "Type at least two letters of the name." in html
+        assert not result_numbers(html)
+    assert result_numbers(search(alice, "Mi")) == [dave_customer.number]
+    assert not AccessLogEntry.objects.exclude(path__contains="q=Mi").exists()
+
+
+def test_more_matches_than_the_cap_say_more_than_and_ask_for_another_detail(
+    alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(views, "SEARCH_COUNT_CAP", 3)
+    for n in range(5):
+        make_customer(given_name=f"Pat{chr(97 + n)}", family_name="Smith", phones=[], emails=[])
+    html = search(alice, "smith")
+    assert "<strong>More than 3</strong> customers" in html
+    assert "ask for another detail" in html
+    assert len(result_numbers(html)) == 4  # counting stopped at the fourth
+    exact = search(alice, "patb smith")
+    assert re.search(r"<strong>1</strong> customer\s+matching", exact) and "More than" not in exact
+
+
+def test_the_search_count_neither_ranks_nor_sorts(alice: User) -> None:
+    for n in range(3):
+        make_customer(given_name=f"Pat{chr(97 + n)}", family_name="Smith", phones=[], emails=[])
+    client = client_for(alice)
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(reverse("home"), {"q": "smith"}).status_code == 200
+    (count_sql,) = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("SELECT COUNT(*)")]
+    assert "ts_rank" not in count_sql and "ORDER BY" not in count_sql
+    assert f"LIMIT {views.SEARCH_COUNT_CAP + 1}" in count_sql
 
 
 def test_htmx_gets_only_the_results(alice: User, dave_customer: Customer) -> None:

@@ -296,7 +296,9 @@ class CustomerViewSet(
     @action(detail=True, methods=["get"], pagination_class=None)
     def accounts(self, request: Request, pk: str | None = None) -> Response:
         customer = self.get_object()
-        accounts = Account.objects.filter(customer=customer).select_related("product").order_by("-opened_on")
+        accounts = (
+            Account.objects.filter(customer=customer).select_related("product").order_by("-opened_on", "-id")
+        )
         _log_reads(request, [customer.pk])
         return Response(s.AccountSerializer(accounts, many=True).data)
 

@@ -13,6 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -194,3 +195,17 @@ def test_the_admin_lists_the_log_and_opens_a_row_by_its_id(carol: User, alice: U
     assert listing.status_code == 200 and b"alice" in listing.content
     detail = client.get(reverse("admin:crm_accesslogentry_change", args=[entry.pk]))
     assert detail.status_code == 200 and b"alice" in detail.content
+
+
+def test_the_admin_list_never_counts_the_whole_log(carol: User, alice: User) -> None:
+    services.access_log_record(user=alice, customer_ids=[1, 2, 3], channel="page")
+    client = Client()
+    client.force_login(carol)
+    with CaptureQueriesContext(connection) as queries:
+        listing = client.get(reverse("admin:crm_accesslogentry_changelist"), {"q": "2"})
+    assert listing.status_code == 200
+    counts = [q["sql"] for q in queries if "COUNT(" in q["sql"].upper() and "crm_accesslogentry" in q["sql"]]
+    # Only the capped count of the filtered rows: no full count, no min/max of dates.
+    assert len(counts) == 1 and "LIMIT" in counts[0], counts
+    assert not [q for q in queries if "MIN(" in q["sql"].upper() or "MAX(" in q["sql"].upper()]
+    assert b"alice" in listing.content

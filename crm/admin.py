@@ -54,7 +54,7 @@ class ProductAdmin(admin.ModelAdmin):
 class FieldMappingInline(admin.TabularInline):
     model = FieldMapping
     extra = 0
-    fields = ["position", "source_field", "target", "transform", "transform_args", "required"]
+    fields = ["record_kind", "position", "source_field", "target", "transform", "transform_args", "required"]
 
 
 @admin.register(SourceSystem)

@@ -13,6 +13,7 @@ from crm.models.history import BusinessEvent, Interaction, Task
 from crm.models.holdings import Account, Product
 from crm.models.security import LockoutScope, LoginEntryPoint, LoginLockout
 from crm.models.sources import FieldMapping, SourceRecord, SourceSystem
+from crm.models.touchpoints import TouchpointBatch, TouchpointResult
 from crm.models.users import ApiToken, User
 
 __all__ = [
@@ -32,5 +33,7 @@ __all__ = [
     "SourceRecord",
     "SourceSystem",
     "Task",
+    "TouchpointBatch",
+    "TouchpointResult",
     "User",
 ]

@@ -87,6 +87,31 @@ class SourceKind(models.TextChoices):
     CRM = "crm", "This CRM"
 
 
+class RecordKind(models.TextChoices):
+    """What one touchpoint result describes; each kind has its own field mappings."""
+
+    CUSTOMER = "customer", "Customer profile"
+    ACCOUNT = "account", "Account"
+    PURCHASE = "purchase", "Purchase"
+    INTERACTION = "interaction", "Contact (interaction)"
+    EVENT = "event", "Business event"
+
+
+class ResultStatus(models.TextChoices):
+    """Where a touchpoint result stands in the inbox."""
+
+    PENDING = "pending", "Waiting to be applied"
+    APPLIED = "applied", "Applied"
+    REJECTED = "rejected", "Rejected (its data cannot be applied)"
+    REVIEW = "review", "Waiting for review (several customers match)"
+    DEAD = "dead", "Dead-lettered (attempts exhausted)"
+
+
+class BatchOrigin(models.TextChoices):
+    API = "api", "API"
+    FILE = "file", "File import"
+
+
 class TaskStatus(models.TextChoices):
     OPEN = "open", "Open"
     IN_PROGRESS = "in_progress", "In progress"

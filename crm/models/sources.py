@@ -5,8 +5,9 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
-from crm.models.choices import SourceKind
+from crm.models.choices import RecordKind, SourceKind
 from crm.models.holdings import code_validator
+from crm.validation import validate_time_zone
 
 
 class SourceSystem(models.Model):
@@ -16,6 +17,24 @@ class SourceSystem(models.Model):
     name = models.CharField(max_length=120)
     kind = models.CharField(max_length=12, choices=SourceKind.choices)
     active = models.BooleanField(default=True)
+    signing_secret = models.CharField(
+        max_length=128,
+        blank=True,
+        help_text="When set, every result this source sends must carry an HMAC-SHA256 signature "
+        "made with this secret; unsigned requests are refused.",
+    )
+    time_zone = models.CharField(
+        max_length=64,
+        default="UTC",
+        validators=[validate_time_zone],
+        help_text="The zone of the source's dates and times that carry no offset (IANA name).",
+    )
+    phone_region = models.CharField(
+        max_length=2,
+        blank=True,
+        help_text="How this source's phone numbers without a country code are read (e.g. US); "
+        "empty: the CRM's default region.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -53,6 +72,7 @@ class FieldMapping(models.Model):
     """
 
     source_system = models.ForeignKey(SourceSystem, on_delete=models.CASCADE, related_name="mappings")
+    record_kind = models.CharField(max_length=12, choices=RecordKind.choices, default=RecordKind.CUSTOMER)
     source_field = models.CharField(max_length=120)
     target = models.CharField(max_length=60, help_text="e.g. customer.family_name, interaction.channel")
     transform = models.CharField(max_length=30, default="text")
@@ -61,10 +81,11 @@ class FieldMapping(models.Model):
     position = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
-        ordering = ["source_system", "position", "id"]
+        ordering = ["source_system", "record_kind", "position", "id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["source_system", "target"], name="fieldmapping_one_source_field_per_target"
+                fields=["source_system", "record_kind", "target"],
+                name="fieldmapping_one_source_field_per_kind_and_target",
             ),
         ]
 

@@ -16,7 +16,7 @@ def test_an_administrator_adds_a_source_system_with_its_integration_user(carol):
     client.force_login(carol)
     response = client.post(
         "/admin/crm/sourcesystem/add/",
-        {"code": "pos", "name": "Point of sale", "kind": "pos", "active": "on",
+        {"code": "pos", "name": "Point of sale", "kind": "pos", "active": "on", "time_zone": "UTC",
          "mappings-TOTAL_FORMS": "0", "mappings-INITIAL_FORMS": "0"},
     )  # fmt: skip
     assert response.status_code == 302, response.content[:2000]
@@ -49,9 +49,9 @@ def test_a_bad_field_mapping_is_refused_in_the_admin_with_the_reason(carol, ivr)
     client = Client()
     client.force_login(carol)
     form = {
-        "code": "ivr", "name": "IVR", "kind": "ivr", "active": "on",
+        "code": "ivr", "name": "IVR", "kind": "ivr", "active": "on", "time_zone": "UTC",
         "mappings-TOTAL_FORMS": "1", "mappings-INITIAL_FORMS": "0",
-        "mappings-0-position": "0", "mappings-0-source_field": "CALLER",
+        "mappings-0-record_kind": "customer", "mappings-0-position": "0", "mappings-0-source_field": "CALLER",
         "mappings-0-target": "customer.shoe_size", "mappings-0-transform": "text",
         "mappings-0-transform_args": "{}",
     }  # fmt: skip

@@ -1,0 +1,97 @@
+"""The touchpoint inbox: results as sources sent them, durable before they are applied.
+
+A batch POSTed by a source (or a file imported for it) is stored here in one
+transaction and answered 202; Celery workers then claim pending results in
+batches, map them onto the common definitions and apply them to the customer
+record. ``(source_system, external_id)`` is unique, so a result sent twice is
+stored once and applied once.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from crm.models.choices import BatchOrigin, RecordKind, ResultStatus
+
+
+class TouchpointBatch(models.Model):
+    """One POST (or one imported file) of results from a source system."""
+
+    source_system = models.ForeignKey("crm.SourceSystem", on_delete=models.PROTECT, related_name="batches")
+    origin = models.CharField(max_length=4, choices=BatchOrigin.choices, default=BatchOrigin.API)
+    file_name = models.CharField(max_length=255, blank=True)
+    received_at = models.DateTimeField(default=timezone.now, editable=False)
+    submitted = models.PositiveIntegerField(default=0, help_text="Items the source sent.")
+    accepted = models.PositiveIntegerField(default=0, help_text="Items stored in the inbox (new ones).")
+    duplicates = models.PositiveIntegerField(
+        default=0, help_text="Items whose external id this source had sent before: stored once, not again."
+    )
+    refused = models.PositiveIntegerField(default=0, help_text="Items refused at intake.")
+    intake_errors = models.JSONField(
+        default=list, blank=True, help_text="Per refused item: its index, external id and errors by field."
+    )
+    completed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the last of its results left the pending state."
+    )
+
+    class Meta:
+        indexes = [models.Index(fields=["source_system", "-received_at"], name="batch_source_time")]
+        verbose_name = "touchpoint batch"
+        verbose_name_plural = "touchpoint batches"
+
+    def __str__(self) -> str:
+        return f"batch {self.pk} from {self.source_system_id}"
+
+
+class TouchpointResult(models.Model):
+    """One result (a contact, a profile change, a purchase, ...) as the source sent it."""
+
+    batch = models.ForeignKey(TouchpointBatch, on_delete=models.CASCADE, related_name="results")
+    source_system = models.ForeignKey("crm.SourceSystem", on_delete=models.PROTECT, related_name="+")
+    external_id = models.CharField(max_length=120, help_text="The source's own id of this result.")
+    record_kind = models.CharField(max_length=12, choices=RecordKind.choices)
+    customer_key = models.CharField(
+        max_length=120, blank=True, help_text="The source's own key of the customer, when it sent one."
+    )
+    sequence = models.BigIntegerField(
+        null=True, blank=True, help_text="The source's order of results; results of one customer apply in it."
+    )
+    occurred_at = models.DateTimeField(null=True, blank=True)
+    payload = models.JSONField(help_text="The fields as the source sent them.")
+    status = models.CharField(max_length=8, choices=ResultStatus.choices, default=ResultStatus.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.JSONField(null=True, blank=True, help_text="Why it was rejected or dead-lettered.")
+    customer = models.ForeignKey(
+        "crm.Customer", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    received_at = models.DateTimeField(default=timezone.now, editable=False)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=64, blank=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source_system", "external_id"], name="touchpointresult_unique_external_id_per_source"
+            ),
+        ]
+        indexes = [
+            # Workers and the beat sweep look only at what is still to do.
+            models.Index(
+                fields=["received_at", "id"],
+                condition=models.Q(status="pending"),
+                name="touchpointresult_pending",
+            ),
+            models.Index(fields=["batch", "status"], name="touchpointresult_batch_status"),
+            models.Index(
+                fields=["source_system", "customer_key", "sequence", "occurred_at"],
+                condition=models.Q(status="pending"),
+                name="touchpointresult_pending_order",
+            ),
+        ]
+        verbose_name = "touchpoint result"
+
+    def __str__(self) -> str:
+        return f"{self.record_kind} {self.external_id} ({self.status})"

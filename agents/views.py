@@ -288,21 +288,17 @@ def _back_link(request: HttpRequest) -> str:
     return reverse("home") + (f"?{kept}" if kept else "")
 
 
-@staff_required
-def customer_detail(request: HttpRequest, customer_id: int) -> HttpResponse:
-    """The unified customer screen (read-only for now). Every open is access-logged."""
+def _screen_context(request: HttpRequest, customer_id: int) -> dict[str, Any] | None:
+    """Everything the customer screen shows, read in one selector call and logged
+    as a read; None when there is no such customer among those this staff member
+    may see."""
     user = _staff(request)
     try:
         screen = selectors.customer_screen(
             customer_id=customer_id, queryset=selectors.customers_visible_to(user)
         )
     except Customer.DoesNotExist:
-        return render(
-            request,
-            "agents/customer_missing.html",
-            _desktop(request, number=f"C-{customer_id:07d}", back_url=_back_link(request)),
-            status=404,
-        )
+        return None
     # The household panel shows the other members' names, roles and tiers: reads
     # of their records too, logged as the API logs a household read.
     services.access_log_record(
@@ -312,7 +308,7 @@ def customer_detail(request: HttpRequest, customer_id: int) -> HttpResponse:
         path=request.get_full_path(),
     )
     customer = screen.customer
-    context = _desktop(
+    return _desktop(
         request,
         screen=screen,
         customer=customer,
@@ -330,4 +326,31 @@ def customer_detail(request: HttpRequest, customer_id: int) -> HttpResponse:
         back_url=_back_link(request),
         now=timezone.now(),
     )
+
+
+@staff_required
+def customer_detail(request: HttpRequest, customer_id: int) -> HttpResponse:
+    """The unified customer screen. Every open is access-logged; the page then
+    keeps itself current over the desktop socket (static/js/live.js)."""
+    context = _screen_context(request, customer_id)
+    if context is None:
+        return render(
+            request,
+            "agents/customer_missing.html",
+            _desktop(request, number=f"C-{customer_id:07d}", back_url=_back_link(request)),
+            status=404,
+        )
     return render(request, "agents/customer.html", context)
+
+
+@staff_required
+def customer_screen_part(request: HttpRequest, customer_id: int) -> HttpResponse:
+    """The screen's body alone, read afresh: what the live page swaps in when the
+    socket says the record changed, and after a reconnect (frames only tell; the
+    rows are the truth, so the page re-reads them instead of patching itself)."""
+    context = _screen_context(request, customer_id)
+    if context is None:
+        return HttpResponse(status=404)
+    response = render(request, "agents/_screen.html", context)
+    response["Cache-Control"] = "no-store"
+    return response

@@ -160,7 +160,22 @@ CELERY_BEAT_SCHEDULE = {
         "task": "crm.tasks.access_log_partitions_ensure",
         "schedule": 86_400.0,
     },
+    # The outbox's safety net: events whose dispatch message was lost go again.
+    "dispatch-events-left-behind": {
+        "task": "crm.tasks.business_events_sweep",
+        "schedule": 30.0,
+    },
 }
+
+# Who reacts to business events (crm.listeners): dotted paths, checked at start-up.
+# Real-time ones run on commit in the recording process; deferred ones in a worker.
+CRM_EVENT_LISTENERS: dict[str, list[str]] = {
+    "realtime": [],
+    "deferred": [],
+}
+CRM_EVENT_DISPATCH_MAX_ATTEMPTS = env_int("CRM_EVENT_DISPATCH_MAX_ATTEMPTS", 5, minimum=1)
+# How long an event may wait for its dispatch message before the sweep sends it again.
+CRM_EVENT_SWEEP_AFTER_SECONDS = env_int("CRM_EVENT_SWEEP_AFTER_SECONDS", 30, minimum=1)
 
 # Shared by every web process: the token endpoint's throttle counts attempts per
 # client across processes, not per process.

@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 from crm import events
 from crm.exceptions import Conflict
 from crm.models import BusinessEvent, Customer, SourceSystem, User
+from crm.services.event_dispatch import events_dispatch_on_commit
 
 
 def business_event_record(
@@ -70,6 +71,7 @@ def business_event_record(
         id=row[0], type=type, customer_id=subject_id, occurred_at=occurred_at, payload=payload,
         source_system=source, idempotency_key=idempotency_key, actor=actor, recorded_at=recorded_at,
     )  # fmt: skip
+    events_dispatch_on_commit([event.pk])
     return event, True
 
 

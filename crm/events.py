@@ -26,8 +26,17 @@ class EventType:
     description: str
     payload: dict[str, tuple[PayloadType, bool]] = field(default_factory=dict)
 
-    def validate(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Return the payload with values checked; raise naming each bad field."""
+    @property
+    def fields(self) -> dict[str, PayloadType]:
+        """Each payload field and its type (for policy conditions and the authoring pages)."""
+        return {name: kind for name, (kind, _) in self.payload.items()}
+
+    def validate(self, payload: dict[str, Any], *, strict: bool = False) -> dict[str, Any]:
+        """Return the payload with values checked; raise naming each bad field.
+
+        ``strict`` also refuses fields the type does not declare (the events API:
+        an integrator's misspelt field would be stored and never read by a policy);
+        internal paths keep extra fields a mapping may carry."""
         if not isinstance(payload, dict):
             raise ValidationError({"payload": "The payload must be a JSON object."})
         errors: dict[str, str] = {}
@@ -39,6 +48,11 @@ class EventType:
             problem = _type_problem(kind, payload[name])
             if problem:
                 errors[f"payload.{name}"] = problem
+        unknown = sorted(set(payload) - set(self.payload)) if strict else []
+        for name in unknown:
+            # A misspelt field would be stored and never read by any policy.
+            known = ", ".join(sorted(self.payload)) or "no fields"
+            errors[f"payload.{name}"] = f"{self.name} has no field {name}: its fields are {known}."
         if errors:
             raise ValidationError(errors)
         return payload
@@ -157,4 +171,145 @@ INTERACTION_RECORDED = register(
         "A contact with the customer was recorded on some channel.",
         {"channel": ("string", True), "direction": ("string", True), "disposition": ("string", False)},
     )
+)
+
+# --- Money movements reported by the channels they happened on -----------------------------
+# account.withdrawal / account.deposit above are ledger movements (the core system's
+# postings, the demo's history). transaction.* join them rather than replace them: they
+# are what a touchpoint (ATM, branch, online banking, point of sale) reports as it
+# happens, with the channel, which is what a real-time policy wants to know. A policy
+# about any withdrawal lists both types; its condition may then use only the fields
+# the two have in common (amount, account_number).
+TRANSACTION_WITHDRAWAL = register(
+    EventType(
+        "transaction.withdrawal",
+        "A customer took money out of an account, as the channel reported it (ATM, branch, online).",
+        {
+            "amount": ("number", True),
+            "account_number": ("string", True),
+            "channel": ("string", True),
+            "currency": ("string", False),
+        },
+    )
+)
+TRANSACTION_DEPOSIT = register(
+    EventType(
+        "transaction.deposit",
+        "A customer put money into an account, as the channel reported it.",
+        {
+            "amount": ("number", True),
+            "account_number": ("string", True),
+            "channel": ("string", True),
+            "currency": ("string", False),
+        },
+    )
+)
+TRANSACTION_PURCHASE = register(
+    EventType(
+        "transaction.purchase",
+        "A customer paid for something with a card or account (point of sale, online).",
+        {
+            "amount": ("number", True),
+            "channel": ("string", True),
+            "account_number": ("string", False),
+            "merchant": ("string", False),
+            "merchant_category": ("string", False),
+            "currency": ("string", False),
+        },
+    )
+)
+
+# --- Digital touchpoints -----------------------------------------------------------------
+WEB_PAGE_VIEW = register(
+    EventType(
+        "web.page_view",
+        "A signed-in customer viewed a page of the web site (e.g. the mortgage calculator).",
+        {"url": ("string", True), "page_category": ("string", False), "session_id": ("string", False)},
+    )
+)
+EMAIL_OPENED = register(
+    EventType(
+        "email.opened",
+        "A customer opened an e-mail the bank sent.",
+        {"message_id": ("string", True), "campaign_code": ("string", False)},
+    )
+)
+EMAIL_CLICKED = register(
+    EventType(
+        "email.clicked",
+        "A customer clicked a link in an e-mail the bank sent.",
+        {"url": ("string", True), "message_id": ("string", False), "campaign_code": ("string", False)},
+    )
+)
+
+# --- Calls (from the telephony system and the agent's wrap-up) -----------------------------
+CALL_ENDED = register(
+    EventType(
+        "call.ended",
+        "A call with the customer ended.",
+        {
+            "call_id": ("string", True),
+            "direction": ("string", True),
+            "duration_seconds": ("integer", True),
+            "queue": ("string", False),
+            "agent": ("string", False),
+        },
+    )
+)
+CALL_DISPOSITION = register(
+    EventType(
+        "call.disposition",
+        "An agent wrapped up a call with a disposition (sale, callback requested, complaint, ...).",
+        {"disposition": ("string", True), "call_id": ("string", False), "agent": ("string", False)},
+    )
+)
+COMPLAINT_OPENED = register(
+    EventType(
+        "complaint.opened",
+        "The customer made a complaint; marketing offers are suppressed until it is resolved.",
+        {"category": ("string", False), "channel": ("string", False)},
+    )
+)
+COMPLAINT_RESOLVED = register(
+    EventType(
+        "complaint.resolved",
+        "A complaint of the customer was resolved.",
+        {"category": ("string", False)},
+    )
+)
+CONSENT_CHANGED = register(
+    EventType(
+        # customer.consent_changed is raised when the record's consent changes; this is
+        # the touchpoint's own report (an unsubscribe link, an IVR opt-out), which the
+        # import applies to the record.
+        "consent.changed",
+        "A touchpoint reported that the customer gave or withdrew a consent (call, e-mail, marketing).",
+        {"consent": ("string", True), "value": ("boolean", True), "channel": ("string", False)},
+    )
+)
+
+# --- Offers: every response flows back into the loop ---------------------------------------
+_OFFER_FIELDS: dict[str, tuple[PayloadType, bool]] = {
+    "offer": ("string", True),
+    "channel": ("string", True),
+    "presentation_id": ("integer", True),
+    "policy_id": ("integer", False),
+}
+OFFER_PRESENTED = register(
+    EventType("offer.presented", "An offer was put in front of the customer on a channel.", _OFFER_FIELDS)
+)
+OFFER_ACCEPTED = register(
+    EventType(
+        "offer.accepted", "The customer accepted an offer (themselves or through an agent).", _OFFER_FIELDS
+    )
+)
+OFFER_DECLINED = register(
+    EventType(
+        "offer.declined",
+        "The customer declined an offer; the contact rules cool off before offering it again.",
+        {**_OFFER_FIELDS, "reason": ("string", False)},
+    )
+)
+OFFER_EXPIRED = register(
+    EventType("offer.expired", "An offer went unanswered until it expired.", _OFFER_FIELDS)
 )

@@ -150,6 +150,10 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE = {
+    "expire-offers": {
+        "task": "policies.tasks.offers_expire",
+        "schedule": 300.0,
+    },
     "purge-expired-api-tokens": {
         "task": "crm.tasks.api_tokens_purge_expired",
         "schedule": 3600.0,
@@ -169,9 +173,32 @@ CELERY_BEAT_SCHEDULE = {
 
 # Who reacts to business events (crm.listeners): dotted paths, checked at start-up.
 # Real-time ones run on commit in the recording process; deferred ones in a worker.
+# The policy engine decides on commit, in the process that recorded the event (an
+# offer reaches the screen without waiting for a worker), and again in the worker,
+# which finds the event already claimed unless the first pass never ran.
 CRM_EVENT_LISTENERS: dict[str, list[str]] = {
-    "realtime": [],
-    "deferred": [],
+    "realtime": ["policies.engine.decide_on_commit"],
+    "deferred": ["policies.engine.decide_events"],
+}
+POLICIES_DECIDE_ON_COMMIT = env_bool("POLICIES_DECIDE_ON_COMMIT", True)
+# How often a process asks Redis whether another changed a policy, and the oldest
+# its index may get whatever Redis says (an edit in the Django admin announces nothing).
+POLICIES_INDEX_CHECK_SECONDS = 1.0
+POLICIES_INDEX_MAX_AGE_SECONDS = env_int("POLICIES_INDEX_MAX_AGE_SECONDS", 60, minimum=1)
+# history.count / days_since see this far back, at most this many events.
+POLICIES_HISTORY_DAYS = env_int("POLICIES_HISTORY_DAYS", 90, minimum=1)
+POLICIES_HISTORY_LIMIT = env_int("POLICIES_HISTORY_LIMIT", 2000, minimum=1)
+# The contact rules read presentations this far back: at least the longest offer
+# period or cooling-off (offers allow 365 days).
+POLICIES_RULES_LOOKBACK_DAYS = 365
+# Arbitration keeps the best N offers per channel and event, and never more than a
+# channel's daily limit per customer.
+POLICIES_TOP_N_PER_CHANNEL = env_int("POLICIES_TOP_N_PER_CHANNEL", 2, minimum=1)
+POLICIES_CHANNEL_DAILY_LIMITS: dict[str, int] = {
+    "agent_screen": env_int("POLICIES_AGENT_SCREEN_DAILY_LIMIT", 4, minimum=0),
+    "self_service": env_int("POLICIES_SELF_SERVICE_DAILY_LIMIT", 4, minimum=0),
+    "email": env_int("POLICIES_EMAIL_DAILY_LIMIT", 1, minimum=0),
+    "outbound_call": env_int("POLICIES_OUTBOUND_CALL_DAILY_LIMIT", 1, minimum=0),
 }
 CRM_EVENT_DISPATCH_MAX_ATTEMPTS = env_int("CRM_EVENT_DISPATCH_MAX_ATTEMPTS", 5, minimum=1)
 # How long an event may wait for its dispatch message before the sweep sends it again.

@@ -48,3 +48,31 @@ def send_now(group: str, message: dict[str, Any]) -> None:
 
 def send_on_commit(group: str, message: dict[str, Any]) -> None:
     transaction.on_commit(lambda: send_now(group, message))
+
+
+# --- Offers and notices raised by interaction policies ----------------------------------------
+# Frames only tell: the rows (policies.OfferPresentation, with a sequence per customer)
+# are the truth, and a screen that reconnects asks for every row after the last
+# sequence it saw.
+
+
+def offer_presented(
+    *, customer_id: int, presentation_id: int, sequence: int, channel: str, offer: dict[str, Any],
+    expires_at: str,
+) -> dict[str, Any]:  # fmt: skip
+    """``offer``: code, name, talking_points, self_service_text, value (a decimal string)."""
+    return {"type": "crm.event", "event": "offer.presented", "customer_id": customer_id,
+            "presentation_id": presentation_id, "sequence": sequence, "channel": channel,
+            "offer": offer, "expires_at": expires_at}  # fmt: skip
+
+
+def offer_responded(*, customer_id: int, presentation_id: int, sequence: int, status: str) -> dict[str, Any]:
+    return {"type": "crm.event", "event": "offer.responded", "customer_id": customer_id,
+            "presentation_id": presentation_id, "sequence": sequence, "status": status}  # fmt: skip
+
+
+def agent_notice(
+    *, customer_id: int, message: str, origin: str, task_id: int | None = None
+) -> dict[str, Any]:
+    return {"type": "crm.event", "event": "agent.notice", "customer_id": customer_id, "message": message,
+            "origin": origin, "task_id": task_id}  # fmt: skip

@@ -1,0 +1,589 @@
+"""The decision engine: from a business event to offers, tasks and decision rows.
+
+For each event of a customer:
+
+1. candidates: the active policies triggered by its type, from an in-process
+   index (refreshed when a policy or an offer changes, and at most
+   ``POLICIES_INDEX_MAX_AGE_SECONDS`` old), within their active window;
+2. claim the event (one ``EventEvaluation`` row): the on-commit pass and the
+   worker's pass may both see it, and only the first decides;
+3. facts, read once: the customer, their recent events (``history``) and
+   recent offer presentations (the contact rules);
+4. ``evaluate`` (pure, no I/O: what ``bench/policy_decision.py`` measures):
+   CEL conditions, holdouts, contact rules, arbitration;
+5. ``apply``: the actions' effects and one ``Decision`` per matching policy,
+   in one transaction; frames to the screens leave on commit.
+
+Where it runs: as a real-time listener (on commit, in the process that recorded
+the event) so an offer reaches the agent's screen without waiting for a worker
+(the event-to-offer target is 10 ms at the median), and as a deferred listener
+so an event whose on-commit pass never ran (the process died, the pass failed)
+is still decided, once, when the worker dispatches it. The claim makes the
+second pass a single insert that finds the row. ``POLICIES_DECIDE_ON_COMMIT``
+turns the first pass off (then the worker decides everything).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cel
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.utils import timezone
+
+from crm.models import BusinessEvent, Customer
+from crm.selectors import source_systems
+from policies import actions as action_registry
+from policies import conditions
+from policies.models import (
+    Decision,
+    DecisionOutcome,
+    EventEvaluation,
+    Offer,
+    OfferPresentation,
+    OfferStatus,
+    Policy,
+    PolicyStatus,
+    PresentationStatus,
+)
+from policies.services import ActionRun
+
+logger = logging.getLogger(__name__)
+
+GENERATION_KEY = "policies:index-generation"
+COMPLAINT_OPENED, COMPLAINT_RESOLVED = "complaint.opened", "complaint.resolved"
+
+
+# --- The index of active policies ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OfferInfo:
+    id: int
+    code: str
+    name: str
+    value: float
+    marketing: bool
+    channels: frozenset[str]
+    max_presentations: int
+    period_days: int
+    cooling_off_days: int
+    expires_after_hours: int
+    status: str
+    valid_from: dt.datetime | None
+    valid_to: dt.datetime | None
+    talking_points: str
+    self_service_text: str
+
+    def is_live(self, moment: dt.datetime) -> bool:
+        if self.status != OfferStatus.ACTIVE:
+            return False
+        if self.valid_from is not None and moment < self.valid_from:
+            return False
+        return self.valid_to is None or moment < self.valid_to
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: int
+    version: int
+    name: str
+    priority: int
+    holdout_percent: int
+    active_from: dt.datetime | None
+    active_until: dt.datetime | None
+    program: cel.Program | None
+    # (offer, channels) of each present_offer action; (name, settings) of the others.
+    offers: tuple[tuple[OfferInfo, tuple[str, ...]], ...]
+    others: tuple[tuple[str, dict[str, Any]], ...]
+
+    def in_window(self, moment: dt.datetime) -> bool:
+        if self.active_from is not None and moment < self.active_from:
+            return False
+        return self.active_until is None or moment < self.active_until
+
+
+@dataclass
+class PolicyIndex:
+    by_type: dict[str, tuple[Candidate, ...]]
+    generation: int
+    loaded_at: float
+
+    def candidates(self, event_type: str, moment: dt.datetime) -> list[Candidate]:
+        return [c for c in self.by_type.get(event_type, ()) if c.in_window(moment)]
+
+
+_lock = threading.Lock()
+_index: PolicyIndex | None = None
+_checked_at = 0.0
+
+
+def _generation() -> int:
+    try:
+        return int(cache.get(GENERATION_KEY) or 0)
+    except Exception:  # noqa: BLE001  (Redis down: keep the index we have until its age runs out)
+        logger.warning("could not read the policy index generation")
+        return _index.generation if _index else 0
+
+
+def policy_index() -> PolicyIndex:
+    """The active policies by event type. Rebuilt when another process announced a
+    change (checked at most every POLICIES_INDEX_CHECK_SECONDS) or past its maximum age."""
+    global _index, _checked_at  # noqa: PLW0603  (a process-wide cache by design)
+    now = time.monotonic()
+    index = _index
+    if index is not None and now - _checked_at < settings.POLICIES_INDEX_CHECK_SECONDS:
+        return index
+    generation = _generation()
+    with _lock:
+        _checked_at = now
+        if (
+            _index is None
+            or _index.generation != generation
+            or now - _index.loaded_at > settings.POLICIES_INDEX_MAX_AGE_SECONDS
+        ):
+            _index = index_build(generation=generation)
+        return _index
+
+
+def index_forget() -> None:
+    """Rebuild this process's index on its next use."""
+    global _index  # noqa: PLW0603
+    with _lock:
+        _index = None
+
+
+def index_invalidate() -> None:
+    """A policy or an offer changed: this process rebuilds at once, others within
+    POLICIES_INDEX_CHECK_SECONDS."""
+    index_forget()
+    try:
+        cache.incr(GENERATION_KEY)
+    except ValueError:
+        cache.set(GENERATION_KEY, 1, timeout=None)
+    except Exception:  # noqa: BLE001
+        logger.warning("could not announce a policy change; other processes see it within their max age")
+
+
+def index_build(*, generation: int = 0) -> PolicyIndex:
+    offers = {o.code: _offer_info(o) for o in Offer.objects.exclude(status=OfferStatus.RETIRED)}
+    by_type: dict[str, list[Candidate]] = defaultdict(list)
+    for policy in Policy.objects.filter(status=PolicyStatus.ACTIVE).order_by("-priority", "id"):
+        candidate = _candidate(policy, offers)
+        if candidate is None:
+            continue
+        for event_type in policy.trigger_types:
+            by_type[event_type].append(candidate)
+    return PolicyIndex(
+        by_type={k: tuple(v) for k, v in by_type.items()}, generation=generation, loaded_at=time.monotonic()
+    )
+
+
+def _offer_info(offer: Offer) -> OfferInfo:
+    return OfferInfo(
+        id=offer.pk, code=offer.code, name=offer.name, value=float(offer.value), marketing=offer.marketing,
+        channels=frozenset(offer.channels), max_presentations=offer.max_presentations,
+        period_days=offer.period_days, cooling_off_days=offer.cooling_off_days,
+        expires_after_hours=offer.expires_after_hours, status=offer.status, valid_from=offer.valid_from,
+        valid_to=offer.valid_to, talking_points=offer.talking_points,
+        self_service_text=offer.self_service_text,
+    )  # fmt: skip
+
+
+def _candidate(policy: Policy, offers: dict[str, OfferInfo]) -> Candidate | None:
+    try:
+        program = conditions.compiled(policy.pk, policy.version, policy.condition or "")
+    except Exception:
+        logger.exception("policy %s: its condition no longer compiles; it is skipped", policy.pk)
+        return None
+    offer_actions: list[tuple[OfferInfo, tuple[str, ...]]] = []
+    others: list[tuple[str, dict[str, Any]]] = []
+    for item in policy.actions:
+        name = item.get("action")
+        if name not in action_registry.ACTIONS:
+            # Never run a name read from the database that the registry does not know.
+            logger.error("policy %s names unknown action %r; the action is skipped", policy.pk, name)
+            continue
+        settings_ = item.get("settings", {})
+        if action_registry.ACTIONS[name].arbitrated:
+            offer = offers.get(settings_.get("offer", ""))
+            if offer is not None:
+                offer_actions.append((offer, tuple(settings_.get("channels", ()))))
+        else:
+            others.append((name, settings_))
+    return Candidate(
+        id=policy.pk, version=policy.version, name=policy.name, priority=policy.priority,
+        holdout_percent=policy.holdout_percent, active_from=policy.active_from,
+        active_until=policy.active_until, program=program, offers=tuple(offer_actions), others=tuple(others),
+    )  # fmt: skip
+
+
+# --- Facts ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PastPresentation:
+    offer_id: int
+    channel: str
+    status: str
+    presented_at: dt.datetime
+    responded_at: dt.datetime | None
+    expires_at: dt.datetime
+
+
+@dataclass
+class Facts:
+    event: dict[str, Any]
+    customer: dict[str, Any]
+    history: conditions.History
+    presentations: list[PastPresentation] = field(default_factory=list)
+    open_complaint: bool = False
+
+
+def event_map(event: BusinessEvent) -> dict[str, Any]:
+    """The event as a condition sees it: declared fields with their CEL types
+    (absent optional ones as their empty value), plus type and source."""
+    from crm import events  # noqa: PLC0415
+
+    out: dict[str, Any] = {}
+    for name, kind in events.get(event.type).fields.items():
+        value = event.payload.get(name)
+        cel_type = conditions.PAYLOAD_TO_CEL[kind]
+        if value is None or value == "":
+            out[name] = conditions.ZERO[cel_type]
+        elif cel_type == "double":
+            out[name] = float(value)
+        elif cel_type == "int":
+            out[name] = int(value)
+        elif cel_type == "bool":
+            out[name] = bool(value)
+        else:
+            out[name] = str(value)
+    source = source_systems().get(event.source_system_id)
+    out["type"] = event.type
+    out["source"] = source.code if source else ""
+    return out
+
+
+def customer_map(customer: Customer, today: dt.date) -> dict[str, Any]:
+    born = customer.date_of_birth
+    age = today.year - born.year - ((today.month, today.day) < (born.month, born.day)) if born else 0
+    address = customer.primary_address or {}
+    return {
+        "id": customer.pk, "kind": customer.kind, "tier": customer.tier,
+        "lifetime_value": float(customer.lifetime_value), "status": customer.status,
+        "language": customer.language, "time_zone": customer.time_zone,
+        "preferred_channel": customer.preferred_channel, "do_not_call": customer.do_not_call,
+        "do_not_email": customer.do_not_email, "marketing_opt_in": customer.marketing_opt_in,
+        "age": age, "country": address.get("country", ""), "in_household": customer.household_id is not None,
+    }  # fmt: skip
+
+
+CUSTOMER_COLUMNS = (
+    "id", "kind", "tier", "lifetime_value", "status", "language", "time_zone", "preferred_channel",
+    "do_not_call", "do_not_email", "marketing_opt_in", "date_of_birth", "addresses", "household_id",
+)  # fmt: skip
+
+
+def facts_load(event: BusinessEvent, customer: Customer, now: dt.datetime) -> Facts:
+    """Two indexed reads: the customer's events within POLICIES_HISTORY_DAYS, and
+    their presentations within the longest period any offer's rules look back."""
+    since = now - dt.timedelta(days=settings.POLICIES_HISTORY_DAYS)
+    ages: dict[str, list[float]] = defaultdict(list)
+    last_opened = last_resolved = None
+    rows = (
+        BusinessEvent.objects.filter(customer_id=customer.pk, occurred_at__gte=since)
+        .order_by("-occurred_at")
+        .values_list("type", "occurred_at")[: settings.POLICIES_HISTORY_LIMIT]
+    )
+    for event_type, occurred_at in rows:
+        ages[event_type].append(max((now - occurred_at).total_seconds(), 0) / 86_400)
+        if event_type == COMPLAINT_OPENED and last_opened is None:
+            last_opened = occurred_at
+        elif event_type == COMPLAINT_RESOLVED and last_resolved is None:
+            last_resolved = occurred_at
+    presentations = [
+        PastPresentation(*row)
+        for row in OfferPresentation.objects.filter(
+            customer_id=customer.pk,
+            presented_at__gte=now - dt.timedelta(days=settings.POLICIES_RULES_LOOKBACK_DAYS),
+        ).values_list("offer_id", "channel", "status", "presented_at", "responded_at", "expires_at")
+    ]
+    return Facts(
+        event=event_map(event),
+        customer=customer_map(customer, now.date()),
+        history=conditions.History(dict(ages)),
+        presentations=presentations,
+        open_complaint=last_opened is not None and (last_resolved is None or last_resolved < last_opened),
+    )
+
+
+# --- Evaluation (pure) ---------------------------------------------------------------------
+
+
+@dataclass
+class Proposal:
+    candidate: Candidate
+    offer: OfferInfo
+    channel: str
+    score: float
+    suppressed: str = ""
+    outranked_by: str = ""
+    chosen: bool = False
+
+
+@dataclass
+class Verdict:
+    candidate: Candidate
+    outcome: str
+    reason: str = ""
+    proposals: list[Proposal] = field(default_factory=list)
+    run_others: tuple[tuple[str, dict[str, Any]], ...] = ()
+
+
+@dataclass
+class Plan:
+    verdicts: list[Verdict]
+
+    @property
+    def presentations(self) -> list[Proposal]:
+        return [p for v in self.verdicts for p in v.proposals if p.chosen]
+
+
+def in_holdout(customer_id: int, policy_id: int, percent: int) -> bool:
+    """Stable across processes and restarts (not Python's salted hash): a customer
+    stays in or out of a policy's control group for the life of the policy."""
+    if percent <= 0:
+        return False
+    digest = hashlib.blake2b(f"{customer_id}:{policy_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 10_000 < percent * 100
+
+
+def evaluate(candidates: Sequence[Candidate], facts: Facts, now: dt.datetime) -> Plan:
+    """Conditions, holdouts, contact rules and arbitration for one event; no I/O."""
+    context = conditions.evaluation_context(event=facts.event, customer=facts.customer, history=facts.history)
+    customer_id = facts.customer["id"]
+    verdicts: list[Verdict] = []
+    proposals: list[Proposal] = []
+    for candidate in candidates:
+        if candidate.program is not None:
+            try:
+                matched = candidate.program.execute(context)
+            except Exception as exc:  # noqa: BLE001  (the interpreter's errors have several kinds)
+                verdicts.append(Verdict(candidate, DecisionOutcome.FAILED, f"Condition failed: {exc}"[:200]))
+                continue
+            if matched is not True:
+                continue
+        if in_holdout(customer_id, candidate.id, candidate.holdout_percent):
+            verdicts.append(
+                Verdict(candidate, DecisionOutcome.HELD_OUT, f"Control group ({candidate.holdout_percent}%).")
+            )
+            continue
+        verdict = Verdict(candidate, DecisionOutcome.ACTED)
+        others = []
+        for name, action_settings in candidate.others:
+            if (
+                name == "create_task"
+                and action_settings.get("kind") == "sales_call"
+                and facts.customer["do_not_call"]
+            ):
+                verdict.reason = "No sales call: the customer asked not to be called."
+                continue
+            others.append((name, action_settings))
+        verdict.run_others = tuple(others)
+        for offer, channels in candidate.offers:
+            for channel in channels:
+                proposal = Proposal(candidate, offer, channel, score=candidate.priority * offer.value)
+                proposal.suppressed = _contact_rule(offer, channel, facts, now)
+                verdict.proposals.append(proposal)
+                proposals.append(proposal)
+        verdicts.append(verdict)
+    _arbitrate(proposals, facts, now)
+    for verdict in verdicts:
+        if verdict.outcome == DecisionOutcome.ACTED:
+            _conclude(verdict)
+    return Plan(verdicts)
+
+
+def _contact_rule(offer: OfferInfo, channel: str, facts: Facts, now: dt.datetime) -> str:
+    """The first contact rule that stops this offer on this channel, or ""."""
+    customer = facts.customer
+    if not offer.is_live(now):
+        return f"The offer {offer.code} is not live."
+    if channel not in offer.channels:
+        return f"The offer {offer.code} is not made for {channel}."
+    if channel == "outbound_call" and customer["do_not_call"]:
+        return "Do not call: no outbound call."
+    if channel == "email" and customer["do_not_email"]:
+        return "Do not e-mail: no e-mail."
+    if offer.marketing and not customer["marketing_opt_in"]:
+        return "No marketing consent."
+    if offer.marketing and facts.open_complaint:
+        return "An open complaint: no marketing offers until it is resolved."
+    period_start = now - dt.timedelta(days=offer.period_days)
+    cooling_start = now - dt.timedelta(days=offer.cooling_off_days)
+    shown = 0
+    for past in facts.presentations:
+        if past.offer_id != offer.id:
+            continue
+        if past.status == PresentationStatus.PRESENTED and past.channel == channel and past.expires_at > now:
+            return f"The offer {offer.code} is already waiting for an answer on {channel}."
+        if (
+            past.status == PresentationStatus.DECLINED
+            and past.responded_at
+            and past.responded_at >= cooling_start
+        ):
+            return (
+                f"Cooling off: declined on {past.responded_at:%Y-%m-%d}, "
+                f"{offer.cooling_off_days} days to wait."
+            )
+        if past.presented_at >= period_start:
+            shown += 1
+    if shown >= offer.max_presentations:
+        return f"Cap reached: {shown} presentations of {offer.code} in {offer.period_days} days."
+    return ""
+
+
+def _arbitrate(proposals: list[Proposal], facts: Facts, now: dt.datetime) -> None:
+    """Per channel, the best priority × value first; keep the top N (fewer when the
+    channel's daily limit for the customer is nearly used); one offer once per channel."""
+    top_n: int = settings.POLICIES_TOP_N_PER_CHANNEL
+    limits: dict[str, int] = settings.POLICIES_CHANNEL_DAILY_LIMITS
+    day_ago = now - dt.timedelta(days=1)
+    by_channel: dict[str, list[Proposal]] = defaultdict(list)
+    for proposal in proposals:
+        if not proposal.suppressed:
+            by_channel[proposal.channel].append(proposal)
+    for channel, contenders in by_channel.items():
+        used = sum(1 for p in facts.presentations if p.channel == channel and p.presented_at >= day_ago)
+        room = min(top_n, max(limits.get(channel, top_n) - used, 0))
+        if room == 0:
+            for proposal in contenders:
+                proposal.suppressed = f"Channel limit: {limits.get(channel)} a day on {channel} reached."
+            continue
+        contenders.sort(key=lambda p: (-p.score, -p.candidate.priority, p.candidate.id))
+        kept: list[Proposal] = []
+        for proposal in contenders:
+            if any(k.offer.id == proposal.offer.id for k in kept):
+                proposal.outranked_by = proposal.offer.code  # the same offer, from a stronger policy
+            elif len(kept) < room:
+                proposal.chosen = True
+                kept.append(proposal)
+            else:
+                proposal.outranked_by = ", ".join(k.offer.code for k in kept)
+
+
+def _conclude(verdict: Verdict) -> None:
+    chosen = [p for p in verdict.proposals if p.chosen]
+    if chosen:
+        verdict.reason = "Presented " + "; ".join(f"{p.offer.code} on {p.channel}" for p in chosen) + "."
+        return
+    if verdict.run_others:
+        names = ", ".join(name for name, _ in verdict.run_others)
+        stopped = next((p.suppressed for p in verdict.proposals if p.suppressed), "")
+        verdict.reason = f"Ran {names}." + (f" Offer stopped: {stopped}" if stopped else "")
+        return
+    outranked = [p for p in verdict.proposals if p.outranked_by]
+    if outranked:
+        verdict.outcome = DecisionOutcome.OUTRANKED
+        verdict.reason = f"Outranked on {outranked[0].channel} by {outranked[0].outranked_by}."
+        return
+    verdict.outcome = DecisionOutcome.SUPPRESSED
+    stopped = next((p.suppressed for p in verdict.proposals if p.suppressed), "")
+    verdict.reason = stopped or verdict.reason or "Nothing to do."
+
+
+# --- Applying a plan, and the listeners ----------------------------------------------------
+
+
+def apply(plan: Plan, *, event: BusinessEvent, now: dt.datetime) -> list[Decision]:
+    """The actions' effects and the decision rows (inside the caller's transaction)."""
+    assert event.customer_id is not None  # noqa: S101  (decide() skips events of no customer)
+    offers = {o.pk: o for o in Offer.objects.filter(pk__in={p.offer.id for p in plan.presentations})}
+    decisions: list[Decision] = []
+    for verdict in plan.verdicts:
+        run = ActionRun(event=event, customer_id=event.customer_id, policy_id=verdict.candidate.id, now=now)
+        task = None
+        for proposal in verdict.proposals:
+            if proposal.chosen:
+                action_registry.implementation("present_offer")(
+                    run=run, settings={"offer": offers[proposal.offer.id], "channel": proposal.channel}
+                )
+        for name, action_settings in verdict.run_others:
+            result = action_registry.implementation(name)(run=run, settings=action_settings)
+            if name == "create_task":
+                task = result
+        decisions.append(
+            Decision(
+                event_id=event.pk,
+                policy_id=verdict.candidate.id,
+                policy_version=verdict.candidate.version,
+                customer_id=event.customer_id,
+                outcome=verdict.outcome,
+                reason=verdict.reason[:200],
+                task=task,
+                created_at=now,
+            )
+        )
+    Decision.objects.bulk_create(decisions)
+    return decisions
+
+
+def decide(event: BusinessEvent, *, customer: Customer | None = None) -> list[Decision] | None:
+    """Decide once for one event; None when there was nothing to decide or another
+    pass already did."""
+    if event.customer_id is None:
+        return None
+    now = timezone.now()
+    candidates = policy_index().candidates(event.type, now)
+    if not candidates:
+        return None
+    with transaction.atomic():
+        # The claim. A concurrent pass blocks here until the first commits, then finds the row.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO policies_eventevaluation (event_id, evaluated_at, candidates, matched)"
+                " VALUES (%s, %s, %s, 0) ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                [event.pk, now, len(candidates)],
+            )
+            if cursor.fetchone() is None:
+                return None
+        if customer is None:
+            customer = Customer.objects.only(*CUSTOMER_COLUMNS).get(pk=event.customer_id)
+        plan = evaluate(candidates, facts_load(event, customer, now), now)
+        decisions = apply(plan, event=event, now=now)
+        if decisions:
+            EventEvaluation.objects.filter(event_id=event.pk).update(matched=len(decisions))
+    return decisions
+
+
+def decide_events(events: Sequence[BusinessEvent]) -> None:
+    """The deferred listener (crm CRM_EVENT_LISTENERS): runs in the dispatch
+    transaction, so an event is marked dispatched only with its decisions."""
+    customers = Customer.objects.only(*CUSTOMER_COLUMNS).in_bulk(
+        {e.customer_id for e in events if e.customer_id}
+    )
+    for event in events:
+        decide(event, customer=customers.get(event.customer_id) if event.customer_id else None)
+
+
+def decide_on_commit(events: Sequence[BusinessEvent]) -> None:
+    """The real-time listener: the same decisions, right after the recording commit.
+    An event whose pass fails here is decided by the worker's pass."""
+    if not settings.POLICIES_DECIDE_ON_COMMIT:
+        return
+    for event in events:
+        try:
+            decide(event)
+        except Exception:
+            logger.exception("deciding event %s on commit failed; the worker decides it", event.pk)

@@ -1,0 +1,305 @@
+"""From recorded events to tasks, offers and decisions, through the real outbox."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from crm import services
+from crm.exceptions import Conflict
+from crm.models import BusinessEvent, Customer, Task, User
+from policies import engine
+from policies import services as policy_services
+from policies.models import Decision, EventEvaluation, OfferPresentation
+from tests.policies.conftest import forget_pending_dispatch, make_offer, make_policy, present
+
+WITHDRAWAL = {"amount": 25000, "account_number": "ACC-9", "channel": "branch"}
+
+
+def opted_in(customer: Customer, **flags: Any) -> Customer:
+    Customer.objects.filter(pk=customer.pk).update(marketing_opt_in=True, **flags)
+    customer.refresh_from_db()
+    return customer
+
+
+@pytest.fixture
+def sales_call_policy(bob: User) -> Any:
+    return make_policy(
+        bob,
+        name="Platinum withdraws more than $10,000: a sales rep calls within a day",
+        trigger_types=["transaction.withdrawal", "account.withdrawal"],
+        condition='customer.tier == "platinum" && event.amount > 10000.0',
+        actions=[{"action": "create_task", "settings": {
+            "kind": "sales_call", "title": "Call about the large withdrawal", "due_in_hours": 24,
+            "assign_to": "queue:sales"}}],
+    )  # fmt: skip
+
+
+def test_a_platinum_withdrawal_over_10000_gets_a_sales_call_within_a_day(
+    live_engine: None, record: Any, sales_call_policy: Any, erin_customer: Customer, dave_customer: Customer
+) -> None:
+    event = record(erin_customer, "transaction.withdrawal", WITHDRAWAL)
+    record(erin_customer, "transaction.withdrawal", {**WITHDRAWAL, "amount": 9000})  # too small
+    record(dave_customer, "transaction.withdrawal", WITHDRAWAL)  # not platinum
+    task = Task.objects.get()
+    assert task.customer == erin_customer and task.kind == "sales_call"
+    assert task.origin == f"policy:{sales_call_policy.pk}"
+    assert task.description == "For the sales queue."
+    assert timezone.now() < task.due_at <= timezone.now() + dt.timedelta(hours=24)
+    decision = Decision.objects.get()
+    assert (decision.event_id, decision.outcome, decision.task) == (event.pk, "acted", task)
+    # Every event was dispatched: the worker's pass ran after the on-commit pass.
+    assert not BusinessEvent.objects.filter(dispatched_at__isnull=True).exists()
+
+
+def test_a_ledger_withdrawal_triggers_the_same_policy(
+    live_engine: None, record: Any, sales_call_policy: Any, erin_customer: Customer
+) -> None:
+    record(erin_customer, "account.withdrawal", {"amount": "12000.50", "account_number": "ACC-9"})
+    assert Task.objects.filter(origin=f"policy:{sales_call_policy.pk}").count() == 1
+
+
+def test_no_sales_call_for_a_customer_who_asked_not_to_be_called(
+    live_engine: None, record: Any, sales_call_policy: Any, erin_customer: Customer
+) -> None:
+    Customer.objects.filter(pk=erin_customer.pk).update(do_not_call=True)
+    record(erin_customer, "transaction.withdrawal", WITHDRAWAL)
+    assert not Task.objects.exists()
+    decision = Decision.objects.get()
+    assert decision.outcome == "suppressed" and "not to be called" in decision.reason
+
+
+@pytest.mark.usefixtures("live_engine")
+def test_an_address_change_reported_to_the_call_center_offers_a_mortgage_on_the_web(
+    alice: User,
+    bob: User,
+    dave_customer: Customer,
+    mortgage_product: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    make_offer("home-mortgage", product=mortgage_product, channels=["self_service", "agent_screen"],
+               value=Decimal("2500.00"))  # fmt: skip
+    policy = make_policy(
+        bob, name="Moving: a mortgage on the self-service page", trigger_types=["customer.address_changed"],
+        condition='event.source == "crm"', actions=present("home-mortgage", "self_service"),
+    )  # fmt: skip
+    customer = opted_in(dave_customer)
+    forget_pending_dispatch()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.customer_update(
+            customer_id=customer.pk, expected_version=customer.version, actor=alice,
+            changes={"addresses": [{"kind": "home", "line1": "1 New St", "city": "Denver", "country": "US"}]},
+        )  # fmt: skip
+    presentation = OfferPresentation.objects.get()
+    shown = (presentation.customer_id, presentation.channel, presentation.offer.code, presentation.sequence)
+    assert shown == (customer.pk, "self_service", "home-mortgage", 1)
+    assert presentation.policy == policy and presentation.status == "presented"
+    presented = BusinessEvent.objects.get(type="offer.presented")
+    assert presented.payload == {"offer": "home-mortgage", "channel": "self_service",
+                                 "presentation_id": presentation.pk, "policy_id": policy.pk}  # fmt: skip
+
+
+def test_an_address_change_from_another_system_offers_nothing(
+    live_engine: None, record: Any, bob: User, dave_customer: Customer
+) -> None:
+    make_offer("home-mortgage")
+    make_policy(bob, trigger_types=["customer.address_changed"], condition='event.source == "crm"',
+                actions=present("home-mortgage", "self_service"))  # fmt: skip
+    record(opted_in(dave_customer), "customer.address_changed", {"city": "Denver"})
+    assert not OfferPresentation.objects.exists() and not Decision.objects.exists()
+
+
+def test_the_worker_alone_decides_when_the_on_commit_pass_is_off(
+    live_engine: None, record: Any, sales_call_policy: Any, erin_customer: Customer, settings: Any
+) -> None:
+    settings.POLICIES_DECIDE_ON_COMMIT = False
+    record(erin_customer, "transaction.withdrawal", WITHDRAWAL)
+    assert Task.objects.count() == 1
+
+
+def test_an_event_is_decided_once_however_often_it_is_dispatched(
+    live_engine: None, record: Any, sales_call_policy: Any, erin_customer: Customer
+) -> None:
+    event = record(erin_customer, "transaction.withdrawal", WITHDRAWAL)
+    BusinessEvent.objects.filter(pk=event.pk).update(dispatched_at=None)  # a redelivered message
+    assert services.business_events_dispatch(event_ids=[event.pk]) == 1
+    assert engine.decide(BusinessEvent.objects.get(pk=event.pk)) is None
+    engine.decide_on_commit([event])
+    assert Task.objects.count() == 1 and Decision.objects.count() == 1
+    assert EventEvaluation.objects.get(event_id=event.pk).matched == 1
+
+
+def test_holdouts_are_stable_and_recorded_as_held_out(
+    live_engine: None, record: Any, bob: User, erin_customer: Customer
+) -> None:
+    policy = make_policy(bob, trigger_types=["web.page_view"], holdout_percent=100,
+                         actions=[{"action": "tag_customer", "settings": {"tag": "browsing"}}])  # fmt: skip
+    record(erin_customer, "web.page_view", {"url": "/mortgages"})
+    decision = Decision.objects.get()
+    assert decision.outcome == "held_out" and decision.policy == policy
+    assert not erin_customer.policy_tags.exists()
+    # Half the customers, by a hash that does not change between runs or processes.
+    held = [engine.in_holdout(customer_id, 7, 50) for customer_id in range(2000)]
+    assert 900 < sum(held) < 1100
+    assert held == [engine.in_holdout(customer_id, 7, 50) for customer_id in range(2000)]
+    assert not any(engine.in_holdout(customer_id, 7, 0) for customer_id in range(200))
+
+
+def test_a_cap_stops_an_offer_shown_too_often(
+    live_engine: None, record: Any, bob: User, dave_customer: Customer, dave: User
+) -> None:
+    make_offer("travel-card", max_presentations=1, period_days=30)
+    make_policy(bob, trigger_types=["web.page_view"], actions=present("travel-card", "agent_screen"))
+    customer = opted_in(dave_customer)
+    record(customer, "web.page_view", {"url": "/travel"})
+    first = OfferPresentation.objects.get()
+    policy_services.offer_respond(presentation_id=first.pk, accepted=True, actor=dave)
+    record(customer, "web.page_view", {"url": "/travel"})
+    assert OfferPresentation.objects.count() == 1
+    last = Decision.objects.latest("id")
+    assert (
+        last.outcome == "suppressed"
+        and last.reason == "Cap reached: 1 presentations of travel-card in 30 days."
+    )
+
+
+def test_an_offer_waiting_for_an_answer_is_not_presented_again(
+    live_engine: None, record: Any, bob: User, dave_customer: Customer
+) -> None:
+    make_offer("travel-card")
+    make_policy(bob, trigger_types=["web.page_view"], actions=present("travel-card", "agent_screen"))
+    customer = opted_in(dave_customer)
+    record(customer, "web.page_view", {"url": "/travel"})
+    record(customer, "web.page_view", {"url": "/travel"})
+    assert OfferPresentation.objects.count() == 1
+    assert "already waiting" in Decision.objects.latest("id").reason
+
+
+def test_a_declined_offer_cools_off_and_the_decline_flows_back_as_an_event(
+    live_engine: None, record: Any, bob: User, dave_customer: Customer, dave: User
+) -> None:
+    make_offer("travel-card", cooling_off_days=30)
+    make_policy(bob, trigger_types=["web.page_view"], actions=present("travel-card", "self_service"))
+    customer = opted_in(dave_customer)
+    record(customer, "web.page_view", {"url": "/travel"})
+    presentation = OfferPresentation.objects.get()
+    policy_services.offer_respond(
+        presentation_id=presentation.pk, accepted=False, actor=dave, reason="no need"
+    )
+    declined = BusinessEvent.objects.get(type="offer.declined")
+    assert declined.payload["presentation_id"] == presentation.pk and declined.actor == dave
+    with pytest.raises(Conflict):
+        policy_services.offer_respond(presentation_id=presentation.pk, accepted=True, actor=dave)
+    record(customer, "web.page_view", {"url": "/travel"})
+    assert OfferPresentation.objects.count() == 1
+    assert Decision.objects.latest("id").reason.startswith("Cooling off: declined on")
+
+
+def test_consents_and_complaints_suppress_what_they_should(
+    live_engine: None, record: Any, bob: User, dave_customer: Customer
+) -> None:
+    make_offer("gold-card", channels=["outbound_call", "agent_screen"], value=Decimal("300"))
+    make_offer("fee-refund", channels=["agent_screen"], marketing=False, value=Decimal("10"))
+    make_policy(bob, trigger_types=["web.page_view"], actions=present("gold-card", "outbound_call"))
+    make_policy(bob, trigger_types=["email.clicked"], actions=present("gold-card", "agent_screen"))
+    make_policy(bob, trigger_types=["call.ended"], actions=present("fee-refund", "agent_screen"))
+    # No marketing consent: no marketing offer, but a service offer is still made.
+    record(dave_customer, "email.clicked", {"url": "/cards"})
+    assert Decision.objects.latest("id").reason == "No marketing consent."
+    record(dave_customer, "call.ended", {"call_id": "c1", "direction": "inbound", "duration_seconds": 90})
+    assert list(OfferPresentation.objects.values_list("offer__code", flat=True)) == ["fee-refund"]
+    # Do not call: never on the outbound-call channel.
+    customer = opted_in(dave_customer, do_not_call=True)
+    record(customer, "web.page_view", {"url": "/cards"})
+    assert Decision.objects.latest("id").reason == "Do not call: no outbound call."
+    # An open complaint stops marketing until it is resolved.
+    record(customer, "complaint.opened", {"category": "fees"})
+    record(customer, "email.clicked", {"url": "/cards"})
+    assert "open complaint" in Decision.objects.latest("id").reason
+    record(customer, "complaint.resolved", {})
+    record(customer, "email.clicked", {"url": "/cards"})
+    assert Decision.objects.latest("id").outcome == "acted"
+    assert OfferPresentation.objects.filter(offer__code="gold-card", channel="agent_screen").count() == 1
+
+
+def test_arbitration_keeps_the_top_n_by_priority_times_value(
+    live_engine: None, record: Any, bob: User, dave_customer: Customer, settings: Any
+) -> None:
+    settings.POLICIES_TOP_N_PER_CHANNEL = 2
+    make_offer("small", value=Decimal("100"))
+    make_offer("medium", value=Decimal("100"))
+    make_offer("large", value=Decimal("1000"))
+    low = make_policy(bob, name="low", priority=10, trigger_types=["web.page_view"],
+                      actions=present("small", "agent_screen"))  # fmt: skip
+    make_policy(bob, name="mid", priority=50, trigger_types=["web.page_view"],
+                actions=present("medium", "agent_screen"))  # fmt: skip
+    make_policy(bob, name="high", priority=6, trigger_types=["web.page_view"],
+                actions=present("large", "agent_screen"))  # fmt: skip
+    record(opted_in(dave_customer), "web.page_view", {"url": "/"})
+    shown = set(OfferPresentation.objects.values_list("offer__code", flat=True))
+    assert shown == {"large", "medium"}  # 6 × 1000 and 50 × 100 beat 10 × 100
+    lost = Decision.objects.get(policy=low)
+    assert lost.outcome == "outranked" and lost.reason == "Outranked on agent_screen by large, medium."
+    assert list(OfferPresentation.objects.order_by("sequence").values_list("sequence", flat=True)) == [1, 2]
+
+
+def test_unknown_actions_offers_and_missing_settings_are_refused_when_saved(bob: User) -> None:
+    make_offer("travel-card", channels=["agent_screen"])
+    with pytest.raises(ValidationError) as caught:
+        make_policy(bob, trigger_types=["web.page_view"], actions=[
+            {"action": "send_sms", "settings": {}},
+            {"action": "present_offer", "settings": {"offer": "no-such-offer", "channels": ["agent_screen"]}},
+            {"action": "present_offer", "settings": {"offer": "travel-card", "channels": ["email"]}},
+            {"action": "create_task", "settings": {"kind": "sales_call", "title": "Call", "due_in_hours": 0,
+                                                   "assign_to": "everyone"}},
+        ])  # fmt: skip
+    problems = caught.value.message_dict["actions"]
+    assert problems[0].startswith("Action 1: unknown action “send_sms”: use one of create_task")
+    assert "Action 2 (present_offer): there is no offer “no-such-offer”" in problems[1]
+    assert "the offer “travel-card” is not made for email" in problems[2]
+    assert any("due_in_hours must be a whole number of hours from 1 to 720" in p for p in problems)
+    assert any("assign_to “everyone” is not an assignee" in p for p in problems)
+
+
+def test_a_policy_saved_with_a_bad_condition_or_trigger_is_refused(bob: User) -> None:
+    with pytest.raises(ValidationError) as caught:
+        make_policy(bob, trigger_types=["transaction.withdrawal"], condition="event.amount > ",
+                    actions=[{"action": "tag_customer", "settings": {"tag": "x"}}])  # fmt: skip
+    assert caught.value.message_dict["condition"][0].startswith("Line 1, column 16: Syntax error")
+    with pytest.raises(ValidationError) as caught:
+        make_policy(
+            bob, trigger_types=["money.moved"], actions=[{"action": "tag_customer", "settings": {"tag": "x"}}]
+        )
+    assert "Unknown event type money.moved" in caught.value.message_dict["trigger_types"][0]
+
+
+def test_a_changed_policy_is_used_at_once(
+    live_engine: None, record: Any, bob: User, erin_customer: Customer
+) -> None:
+    policy = make_policy(bob, trigger_types=["web.page_view"], condition='event.url == "/a"',
+                         actions=[{"action": "tag_customer", "settings": {"tag": "saw-a"}}])  # fmt: skip
+    record(erin_customer, "web.page_view", {"url": "/b"})
+    assert not erin_customer.policy_tags.exists()
+    policy_services.policy_save(actor=bob, policy_id=policy.pk, condition='event.url == "/b"')
+    record(erin_customer, "web.page_view", {"url": "/b"})
+    assert list(erin_customer.policy_tags.values_list("tag", flat=True)) == ["saw-a"]
+    policy_services.policy_set_status(policy_id=policy.pk, status="paused", actor=bob)
+    record(erin_customer, "web.page_view", {"url": "/b"})
+    assert Decision.objects.count() == 1
+
+
+def test_unanswered_offers_expire_with_an_event(
+    live_engine: None, record: Any, bob: User, dave_customer: Customer
+) -> None:
+    make_offer("travel-card", expires_after_hours=1)
+    make_policy(bob, trigger_types=["web.page_view"], actions=present("travel-card", "agent_screen"))
+    record(opted_in(dave_customer), "web.page_view", {"url": "/travel"})
+    assert policy_services.offers_expire() == 0
+    assert policy_services.offers_expire(now=timezone.now() + dt.timedelta(hours=2)) == 1
+    assert OfferPresentation.objects.get().status == "expired"
+    assert BusinessEvent.objects.filter(type="offer.expired").count() == 1

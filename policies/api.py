@@ -1,0 +1,173 @@
+"""API v1 for offers: a customer's offers for the self-service web and the agent
+screen, and their answers. Integrations may not read or answer offers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from crm import selectors as crm_selectors
+from crm.api.base import StrictQueryParams
+from crm.api.serializers import JsonTypes
+from crm.models import User
+from policies import selectors, services
+from policies.models import OfferPresentation
+
+RESPOND_PERMISSION = "crm.change_customer"
+
+
+class OfferSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    name = serializers.CharField()
+    self_service_text = serializers.CharField()
+
+
+class AgentOfferSerializer(OfferSerializer):
+    talking_points = serializers.CharField()
+    value = serializers.DecimalField(max_digits=12, decimal_places=2, coerce_to_string=True)
+
+
+class PresentationSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    sequence = serializers.IntegerField(help_text="The customer's presentations count from 1, without gaps.")
+    customer = serializers.IntegerField(source="customer_id")
+    channel = serializers.CharField()
+    status = serializers.CharField()
+    presented_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    responded_at = serializers.DateTimeField(allow_null=True)
+    offer = OfferSerializer()
+
+
+class AgentPresentationSerializer(PresentationSerializer):
+    offer = AgentOfferSerializer()  # type: ignore[assignment]
+    policy = serializers.IntegerField(source="policy_id", allow_null=True)
+
+
+class OffersSerializer(serializers.Serializer):
+    last_sequence = serializers.IntegerField(help_text="Send it back as after= when the page reconnects.")
+    reload = serializers.BooleanField(
+        help_text="The after= given was too far behind: these are the current offers; start over from them."
+    )
+    offers = PresentationSerializer(many=True)
+
+
+class AgentOffersSerializer(OffersSerializer):
+    offers = AgentPresentationSerializer(many=True)  # type: ignore[assignment]
+
+
+class OffersQuerySerializer(serializers.Serializer):
+    after = serializers.IntegerField(
+        min_value=0, max_value=2_147_483_647, required=False,
+        help_text="The last sequence this page saw: every presentation since, in order, once.",
+    )  # fmt: skip
+
+
+class DeclineSerializer(JsonTypes, serializers.Serializer):
+    reason = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+
+def _user(request: Request) -> User:
+    return request.user  # type: ignore[return-value]
+
+
+def _no_integrations(user: User) -> None:
+    if user.is_integration:
+        raise PermissionDenied("Integrations may not read or answer offers.")
+
+
+def _render(user: User, found: selectors.CustomerOffers) -> Response:
+    serializer = OffersSerializer if user.is_customer else AgentOffersSerializer
+    body = {"last_sequence": found.last_sequence, "reload": found.reload, "offers": found.presentations}
+    return Response(serializer(body).data)
+
+
+_OFFERS_DOC = (
+    "The offers waiting for the customer's answer; with after=<last sequence seen>, every presentation "
+    "since then, in order (a page that reconnects misses nothing). Customers see the self-service text; "
+    "agents also the talking points and value."
+)
+
+
+@extend_schema(tags=["offers"], description=_OFFERS_DOC, responses={200: AgentOffersSerializer})
+class CustomerOffersView(StrictQueryParams, APIView):
+    query_serializers = {"get": OffersQuerySerializer}
+
+    def get(self, request: Request, customer_id: int) -> Response:
+        user = _user(request)
+        _no_integrations(user)
+        customer = get_object_or_404(crm_selectors.customers_visible_to(user), pk=customer_id)
+        return _render(
+            user, selectors.customer_offers(customer_id=customer.pk, after=self.query().get("after"))
+        )
+
+
+@extend_schema(tags=["offers"], description=_OFFERS_DOC, responses={200: OffersSerializer})
+class MyOffersView(StrictQueryParams, APIView):
+    """The signed-in customer's own offers (self-service log-ins only)."""
+
+    query_serializers = {"get": OffersQuerySerializer}
+
+    def get(self, request: Request) -> Response:
+        user = _user(request)
+        if user.customer_id is None:
+            raise PermissionDenied(
+                "Only a customer's own log-in has offers here; staff use /customers/{id}/offers/."
+            )
+        return _render(
+            user, selectors.customer_offers(customer_id=user.customer_id, after=self.query().get("after"))
+        )
+
+
+class _Respond(StrictQueryParams, APIView):
+    accepted = True
+
+    def _answer(self, request: Request, presentation_id: int, reason: str = "") -> Response:
+        user = _user(request)
+        _no_integrations(user)
+        visible = crm_selectors.customers_visible_to(user).values("pk")
+        presentation = get_object_or_404(
+            OfferPresentation.objects.filter(customer__in=visible), pk=presentation_id
+        )
+        if not user.is_customer and not user.has_perm(RESPOND_PERMISSION):
+            raise PermissionDenied("You may not answer offers for customers.")
+        answered = services.offer_respond(
+            presentation_id=presentation.pk, accepted=self.accepted, actor=user, reason=reason
+        )
+        serializer = PresentationSerializer if user.is_customer else AgentPresentationSerializer
+        return Response(
+            serializer(OfferPresentation.objects.select_related("offer").get(pk=answered.pk)).data
+        )
+
+
+_ANSWER_RESPONSES: dict[int, Any] = {
+    200: AgentPresentationSerializer,
+    409: OpenApiResponse(description="The offer was already answered, or has expired."),
+}
+
+
+@extend_schema(tags=["offers"], request=None, responses=_ANSWER_RESPONSES)
+class OfferAcceptView(_Respond):
+    """Accept an offer: the customer themselves, or an agent on their behalf."""
+
+    def post(self, request: Request, presentation_id: int) -> Response:
+        return self._answer(request, presentation_id)
+
+
+@extend_schema(tags=["offers"], request=DeclineSerializer, responses=_ANSWER_RESPONSES)
+class OfferDeclineView(_Respond):
+    """Decline an offer; it is not presented again until its cooling-off has passed."""
+
+    accepted = False
+
+    def post(self, request: Request, presentation_id: int) -> Response:
+        incoming = DeclineSerializer(data=request.data if isinstance(request.data, dict) else {})
+        incoming.is_valid(raise_exception=True)
+        return self._answer(request, presentation_id, reason=incoming.validated_data["reason"])

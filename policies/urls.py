@@ -1,0 +1,14 @@
+"""API v1 routes of the policies app (mounted under /api/v1/ by config/urls.py)."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from policies import api
+
+urlpatterns = [
+    path("customers/<int:customer_id>/offers/", api.CustomerOffersView.as_view(), name="api-customer-offers"),
+    path("me/offers/", api.MyOffersView.as_view(), name="api-my-offers"),
+    path("offers/<int:presentation_id>/accept/", api.OfferAcceptView.as_view(), name="api-offer-accept"),
+    path("offers/<int:presentation_id>/decline/", api.OfferDeclineView.as_view(), name="api-offer-decline"),
+]

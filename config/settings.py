@@ -181,6 +181,11 @@ CRM_EVENT_LISTENERS: dict[str, list[str]] = {
     "deferred": ["policies.engine.decide_events"],
 }
 POLICIES_DECIDE_ON_COMMIT = env_bool("POLICIES_DECIDE_ON_COMMIT", True)
+# Policies react to what a customer just did: an older event (a replayed history,
+# an import of last year's transactions) is recorded and decides nothing.
+POLICIES_EVENT_MAX_AGE_HOURS = env_int("POLICIES_EVENT_MAX_AGE_HOURS", 24, minimum=1)
+# Demo data of the apps built on crm, run by seed_demo (crm imports no other app).
+CRM_DEMO_SEEDERS: list[str] = ["policies.demo.seed"]
 # How often a process asks Redis whether another changed a policy, and the oldest
 # its index may get whatever Redis says (an edit in the Django admin announces nothing).
 POLICIES_INDEX_CHECK_SECONDS = 1.0

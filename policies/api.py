@@ -8,7 +8,7 @@ from typing import Any
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -83,6 +83,13 @@ def _no_integrations(user: User) -> None:
         raise PermissionDenied("Integrations may not read or answer offers.")
 
 
+def _after(view: StrictQueryParams, request: Request) -> int | None:
+    if len(request.query_params.getlist("after")) > 1:
+        raise ValidationError({"after": ["Give after once: the last sequence this page saw."]})
+    after: int | None = view.query().get("after")
+    return after
+
+
 def _render(user: User, found: selectors.CustomerOffers) -> Response:
     serializer = OffersSerializer if user.is_customer else AgentOffersSerializer
     body = {"last_sequence": found.last_sequence, "reload": found.reload, "offers": found.presentations}
@@ -104,9 +111,7 @@ class CustomerOffersView(StrictQueryParams, APIView):
         user = _user(request)
         _no_integrations(user)
         customer = get_object_or_404(crm_selectors.customers_visible_to(user), pk=customer_id)
-        return _render(
-            user, selectors.customer_offers(customer_id=customer.pk, after=self.query().get("after"))
-        )
+        return _render(user, selectors.customer_offers(customer_id=customer.pk, after=_after(self, request)))
 
 
 @extend_schema(tags=["offers"], description=_OFFERS_DOC, responses={200: OffersSerializer})
@@ -122,7 +127,7 @@ class MyOffersView(StrictQueryParams, APIView):
                 "Only a customer's own log-in has offers here; staff use /customers/{id}/offers/."
             )
         return _render(
-            user, selectors.customer_offers(customer_id=user.customer_id, after=self.query().get("after"))
+            user, selectors.customer_offers(customer_id=user.customer_id, after=_after(self, request))
         )
 
 

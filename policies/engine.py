@@ -545,6 +545,8 @@ def decide(event: BusinessEvent, *, customer: Customer | None = None) -> list[De
     if event.customer_id is None:
         return None
     now = timezone.now()
+    if now - event.occurred_at > dt.timedelta(hours=settings.POLICIES_EVENT_MAX_AGE_HOURS):
+        return None
     candidates = policy_index().candidates(event.type, now)
     if not candidates:
         return None

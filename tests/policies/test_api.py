@@ -188,3 +188,8 @@ def test_integrations_may_not_read_offers(frank: User, offers: dict[str, OfferPr
 
 def test_staff_have_no_own_offers(alice: User) -> None:
     assert api_as(alice).get("/api/v1/me/offers/").status_code == 403
+
+
+def test_after_is_given_once(dave: User) -> None:
+    response = api_as(dave).get("/api/v1/me/offers/?after=1&after=2")
+    assert response.status_code == 400 and "once" in response.json()["after"][0]

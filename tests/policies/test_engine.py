@@ -303,3 +303,14 @@ def test_unanswered_offers_expire_with_an_event(
     assert policy_services.offers_expire(now=timezone.now() + dt.timedelta(hours=2)) == 1
     assert OfferPresentation.objects.get().status == "expired"
     assert BusinessEvent.objects.filter(type="offer.expired").count() == 1
+
+
+def test_an_old_event_decides_nothing(
+    live_engine: None, record: Any, sales_call_policy: Any, erin_customer: Customer, ivr: Any
+) -> None:
+    event, _ = services.business_event_record(
+        type="transaction.withdrawal", occurred_at=timezone.now() - dt.timedelta(days=3), payload=WITHDRAWAL,
+        source=ivr, idempotency_key="replayed-1", customer=erin_customer,
+    )  # fmt: skip
+    assert engine.decide(event) is None
+    assert not Task.objects.exists() and not EventEvaluation.objects.exists()

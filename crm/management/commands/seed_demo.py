@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from crm import events, services
 from crm.management.sample_data import (
@@ -117,7 +119,13 @@ class Command(BaseCommand):
     def handle(self, *args: Any, seed: int, **options: Any) -> None:
         found = User.objects.filter(username__in=DEMO_USERNAMES).values_list("username", flat=True).first()
         if found is not None:
+            # The apps built on crm may have come after the data: their seeders add
+            # what they miss (each is idempotent), and nothing else changes.
+            with transaction.atomic():
+                added = _other_apps_demo_data()
             self.stdout.write(f"The demo data is already there (user “{found}” exists); nothing changed.")
+            if added:
+                self.stdout.write("Added what the other apps were missing:\n" + "\n".join(added))
             return
         check_pools()
         started = time.monotonic()
@@ -125,9 +133,10 @@ class Command(BaseCommand):
         # the next run starts from scratch instead of tripping over half the users.
         with transaction.atomic():
             plan = DemoBuilder(random.Random(seed), timezone.now()).build()
-        self._summary(plan, time.monotonic() - started)
+            added = _other_apps_demo_data()
+        self._summary(plan, time.monotonic() - started, added)
 
-    def _summary(self, plan: Plan, seconds: float) -> None:
+    def _summary(self, plan: Plan, seconds: float, added: list[str]) -> None:
         people = sum(1 for c in plan.customers if c.kind == "person")
         closed = sum(1 for a in plan.accounts if a.status == AccountStatus.CLOSED)
         login = plan.login.customer if plan.login else None
@@ -143,7 +152,17 @@ class Command(BaseCommand):
             f"  Self-service log-in: {CUSTOMER_LOGIN} / {DEMO_PASSWORD}"
             f" ({login.display_name if login else '?'}, {login.number if login else '?'})",
         ]
-        self.stdout.write("\n".join(lines))
+        self.stdout.write("\n".join(lines + added))
+
+
+def _other_apps_demo_data() -> list[str]:
+    """Demo data of the apps built on crm (the policies' offers and rules), named as
+    dotted paths in CRM_DEMO_SEEDERS: crm imports no other app. Each returns the
+    lines it adds to the summary."""
+    lines: list[str] = []
+    for path in getattr(settings, "CRM_DEMO_SEEDERS", []):
+        lines.extend(import_string(path)())
+    return lines
 
 
 class DemoBuilder:

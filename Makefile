@@ -51,6 +51,7 @@ format: setup
 
 bench: setup
 	$(PY) bench/screen_pop.py
+	$(PY) bench/policy_decision.py
 
 stop:
 	-$(PY) -m config.embedded stop

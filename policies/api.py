@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied, ValidationError
@@ -107,28 +108,27 @@ _OFFERS_DOC = (
 class CustomerOffersView(StrictQueryParams, APIView):
     query_serializers = {"get": OffersQuerySerializer}
 
-    def get(self, request: Request, customer_id: int) -> Response:
+    def get(self, request: Request, id: int) -> Response:  # noqa: A002  (the path's name)
         user = _user(request)
         _no_integrations(user)
-        customer = get_object_or_404(crm_selectors.customers_visible_to(user), pk=customer_id)
+        customer = get_object_or_404(crm_selectors.customers_visible_to(user), pk=id)
         return _render(user, selectors.customer_offers(customer_id=customer.pk, after=_after(self, request)))
 
 
-@extend_schema(tags=["offers"], description=_OFFERS_DOC, responses={200: OffersSerializer})
+@extend_schema(
+    tags=["offers"],
+    description="The offers waiting for the signed-in customer's answer (self-service log-ins only). "
+    "A page that reconnects asks GET /customers/{id}/offers/?after=<last sequence seen>.",
+    responses={200: OffersSerializer},
+)
 class MyOffersView(StrictQueryParams, APIView):
-    """The signed-in customer's own offers (self-service log-ins only)."""
-
-    query_serializers = {"get": OffersQuerySerializer}
-
     def get(self, request: Request) -> Response:
         user = _user(request)
         if user.customer_id is None:
             raise PermissionDenied(
                 "Only a customer's own log-in has offers here; staff use /customers/{id}/offers/."
             )
-        return _render(
-            user, selectors.customer_offers(customer_id=user.customer_id, after=_after(self, request))
-        )
+        return _render(user, selectors.customer_offers(customer_id=user.customer_id))
 
 
 class _Respond(StrictQueryParams, APIView):
@@ -154,7 +154,10 @@ class _Respond(StrictQueryParams, APIView):
 
 _ANSWER_RESPONSES: dict[int, Any] = {
     200: AgentPresentationSerializer,
-    409: OpenApiResponse(description="The offer was already answered, or has expired."),
+    409: OpenApiResponse(
+        response=OpenApiTypes.OBJECT,
+        description="The offer was already answered, or has expired (under status).",
+    ),
 }
 
 
@@ -162,8 +165,8 @@ _ANSWER_RESPONSES: dict[int, Any] = {
 class OfferAcceptView(_Respond):
     """Accept an offer: the customer themselves, or an agent on their behalf."""
 
-    def post(self, request: Request, presentation_id: int) -> Response:
-        return self._answer(request, presentation_id)
+    def post(self, request: Request, id: int) -> Response:  # noqa: A002  (the path's name)
+        return self._answer(request, id)
 
 
 @extend_schema(tags=["offers"], request=DeclineSerializer, responses=_ANSWER_RESPONSES)
@@ -172,7 +175,7 @@ class OfferDeclineView(_Respond):
 
     accepted = False
 
-    def post(self, request: Request, presentation_id: int) -> Response:
+    def post(self, request: Request, id: int) -> Response:  # noqa: A002  (the path's name)
         incoming = DeclineSerializer(data=request.data if isinstance(request.data, dict) else {})
         incoming.is_valid(raise_exception=True)
-        return self._answer(request, presentation_id, reason=incoming.validated_data["reason"])
+        return self._answer(request, id, reason=incoming.validated_data["reason"])

@@ -231,7 +231,7 @@ def _candidate(policy: Policy, offers: dict[str, OfferInfo]) -> Candidate | None
 # --- Facts ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PastPresentation:
     offer_id: int
     channel: str
@@ -331,22 +331,22 @@ def facts_load(event: BusinessEvent, customer: Customer, now: dt.datetime) -> Fa
 # --- Evaluation (pure) ---------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class Proposal:
     candidate: Candidate
     offer: OfferInfo
     channel: str
     score: float
     suppressed: str = ""
-    outranked_by: str = ""
+    outranked_by: list[Proposal] = field(default_factory=list)
     chosen: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Verdict:
     candidate: Candidate
     outcome: str
-    reason: str = ""
+    note: str = ""
     proposals: list[Proposal] = field(default_factory=list)
     run_others: tuple[tuple[str, dict[str, Any]], ...] = ()
 
@@ -375,6 +375,12 @@ def evaluate(candidates: Sequence[Candidate], facts: Facts, now: dt.datetime) ->
     customer_id = facts.customer["id"]
     verdicts: list[Verdict] = []
     proposals: list[Proposal] = []
+    # Many policies offer the same few offers: each (offer, channel) is judged once,
+    # over that offer's own past presentations only.
+    rules: dict[tuple[int, str], str] = {}
+    by_offer: dict[int, list[PastPresentation]] = defaultdict(list)
+    for past in facts.presentations:
+        by_offer[past.offer_id].append(past)
     for candidate in candidates:
         if candidate.program is not None:
             try:
@@ -384,27 +390,31 @@ def evaluate(candidates: Sequence[Candidate], facts: Facts, now: dt.datetime) ->
                 continue
             if matched is not True:
                 continue
-        if in_holdout(customer_id, candidate.id, candidate.holdout_percent):
+        if candidate.holdout_percent and in_holdout(customer_id, candidate.id, candidate.holdout_percent):
             verdicts.append(
                 Verdict(candidate, DecisionOutcome.HELD_OUT, f"Control group ({candidate.holdout_percent}%).")
             )
             continue
         verdict = Verdict(candidate, DecisionOutcome.ACTED)
         others = []
-        for name, action_settings in candidate.others:
+        for name, action_settings in candidate.others:  # usually none: offers are the common action
             if (
                 name == "create_task"
                 and action_settings.get("kind") == "sales_call"
                 and facts.customer["do_not_call"]
             ):
-                verdict.reason = "No sales call: the customer asked not to be called."
+                verdict.note = "No sales call: the customer asked not to be called."
                 continue
             others.append((name, action_settings))
         verdict.run_others = tuple(others)
         for offer, channels in candidate.offers:
             for channel in channels:
                 proposal = Proposal(candidate, offer, channel, score=candidate.priority * offer.value)
-                proposal.suppressed = _contact_rule(offer, channel, facts, now)
+                key = (offer.id, channel)
+                rule = rules.get(key)
+                if rule is None:
+                    rule = rules[key] = _contact_rule(offer, channel, facts, by_offer.get(offer.id, ()), now)
+                proposal.suppressed = rule
                 verdict.proposals.append(proposal)
                 proposals.append(proposal)
         verdicts.append(verdict)
@@ -415,7 +425,9 @@ def evaluate(candidates: Sequence[Candidate], facts: Facts, now: dt.datetime) ->
     return Plan(verdicts)
 
 
-def _contact_rule(offer: OfferInfo, channel: str, facts: Facts, now: dt.datetime) -> str:
+def _contact_rule(
+    offer: OfferInfo, channel: str, facts: Facts, history: Sequence[PastPresentation], now: dt.datetime
+) -> str:
     """The first contact rule that stops this offer on this channel, or ""."""
     customer = facts.customer
     if not offer.is_live(now):
@@ -433,9 +445,7 @@ def _contact_rule(offer: OfferInfo, channel: str, facts: Facts, now: dt.datetime
     period_start = now - dt.timedelta(days=offer.period_days)
     cooling_start = now - dt.timedelta(days=offer.cooling_off_days)
     shown = 0
-    for past in facts.presentations:
-        if past.offer_id != offer.id:
-            continue
+    for past in history:
         if past.status == PresentationStatus.PRESENTED and past.channel == channel and past.expires_at > now:
             return f"The offer {offer.code} is already waiting for an answer on {channel}."
         if (
@@ -474,33 +484,40 @@ def _arbitrate(proposals: list[Proposal], facts: Facts, now: dt.datetime) -> Non
         contenders.sort(key=lambda p: (-p.score, -p.candidate.priority, p.candidate.id))
         kept: list[Proposal] = []
         for proposal in contenders:
-            if any(k.offer.id == proposal.offer.id for k in kept):
-                proposal.outranked_by = proposal.offer.code  # the same offer, from a stronger policy
+            same = next((k for k in kept if k.offer.id == proposal.offer.id), None)
+            if same is not None:
+                proposal.outranked_by = [same]  # the same offer, from a stronger policy
             elif len(kept) < room:
                 proposal.chosen = True
                 kept.append(proposal)
             else:
-                proposal.outranked_by = ", ".join(k.offer.code for k in kept)
+                proposal.outranked_by = kept  # full from here on: the list no longer changes
 
 
 def _conclude(verdict: Verdict) -> None:
-    chosen = [p for p in verdict.proposals if p.chosen]
-    if chosen:
-        verdict.reason = "Presented " + "; ".join(f"{p.offer.code} on {p.channel}" for p in chosen) + "."
+    if verdict.run_others or any(p.chosen for p in verdict.proposals):
         return
+    if any(p.outranked_by for p in verdict.proposals):
+        verdict.outcome = DecisionOutcome.OUTRANKED
+    else:
+        verdict.outcome = DecisionOutcome.SUPPRESSED
+
+
+def verdict_reason(verdict: Verdict) -> str:
+    """Why, in words, for the decision row (built only when the row is written)."""
+    if verdict.outcome in (DecisionOutcome.FAILED, DecisionOutcome.HELD_OUT):
+        return verdict.note
+    chosen = [p for p in verdict.proposals if p.chosen]
+    stopped = next((p.suppressed for p in verdict.proposals if p.suppressed), "")
+    if chosen:
+        return "Presented " + "; ".join(f"{p.offer.code} on {p.channel}" for p in chosen) + "."
     if verdict.run_others:
         names = ", ".join(name for name, _ in verdict.run_others)
-        stopped = next((p.suppressed for p in verdict.proposals if p.suppressed), "")
-        verdict.reason = f"Ran {names}." + (f" Offer stopped: {stopped}" if stopped else "")
-        return
-    outranked = [p for p in verdict.proposals if p.outranked_by]
-    if outranked:
-        verdict.outcome = DecisionOutcome.OUTRANKED
-        verdict.reason = f"Outranked on {outranked[0].channel} by {outranked[0].outranked_by}."
-        return
-    verdict.outcome = DecisionOutcome.SUPPRESSED
-    stopped = next((p.suppressed for p in verdict.proposals if p.suppressed), "")
-    verdict.reason = stopped or verdict.reason or "Nothing to do."
+        return f"Ran {names}." + (f" Offer stopped: {stopped}" if stopped else "")
+    if verdict.outcome == DecisionOutcome.OUTRANKED:
+        lost = next(p for p in verdict.proposals if p.outranked_by)
+        return f"Outranked on {lost.channel} by {', '.join(w.offer.code for w in lost.outranked_by)}."
+    return stopped or verdict.note or "Nothing to do."
 
 
 # --- Applying a plan, and the listeners ----------------------------------------------------
@@ -530,7 +547,7 @@ def apply(plan: Plan, *, event: BusinessEvent, now: dt.datetime) -> list[Decisio
                 policy_version=verdict.candidate.version,
                 customer_id=event.customer_id,
                 outcome=verdict.outcome,
-                reason=verdict.reason[:200],
+                reason=verdict_reason(verdict)[:200],
                 task=task,
                 created_at=now,
             )

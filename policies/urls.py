@@ -7,8 +7,8 @@ from django.urls import path
 from policies import api
 
 urlpatterns = [
-    path("customers/<int:customer_id>/offers/", api.CustomerOffersView.as_view(), name="api-customer-offers"),
+    path("customers/<int:id>/offers/", api.CustomerOffersView.as_view(), name="api-customer-offers"),
     path("me/offers/", api.MyOffersView.as_view(), name="api-my-offers"),
-    path("offers/<int:presentation_id>/accept/", api.OfferAcceptView.as_view(), name="api-offer-accept"),
-    path("offers/<int:presentation_id>/decline/", api.OfferDeclineView.as_view(), name="api-offer-decline"),
+    path("offers/<int:id>/accept/", api.OfferAcceptView.as_view(), name="api-offer-accept"),
+    path("offers/<int:id>/decline/", api.OfferDeclineView.as_view(), name="api-offer-decline"),
 ]

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
@@ -95,25 +96,27 @@ _EVENT_OR_BATCH = PolymorphicProxySerializer(
 
 @extend_schema(tags=["events"])
 class EventsView(StrictQueryParams, APIView):
-    """Business events from integrations (only integration tokens may send them)."""
+    """Business events from integrations (only integration tokens may send them: 403
+    for anyone else). A 400 names each refused field; in a batch under
+    events.<index>, and then nothing of the batch was recorded."""
 
     @extend_schema(
         request=_EVENT_OR_BATCH,
         responses={
             201: OpenApiResponse(EventRecordedSerializer, description="One event, recorded now."),
             200: OpenApiResponse(
-                EventBatchRecordedSerializer,
+                PolymorphicProxySerializer(
+                    component_name="EventOrBatchRecorded",
+                    serializers=[EventRecordedSerializer, EventBatchRecordedSerializer],
+                    resource_type_field_name=None,
+                ),
                 description="A batch (each item says whether it was new); or one event whose key was "
                 "already recorded, answered with that first event.",
             ),
-            400: OpenApiResponse(
-                description="Fields refused, each named: for a batch under events.<index>, and nothing "
-                "of the batch was recorded."
-            ),
-            403: OpenApiResponse(description="Only an integration's token may send events."),
             409: OpenApiResponse(
+                response=OpenApiTypes.OBJECT,
                 description="Your source already used this idempotency_key for another customer or "
-                "event type."
+                "event type.",
             ),
         },
         examples=[

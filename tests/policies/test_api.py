@@ -172,10 +172,11 @@ def test_a_page_that_reconnects_gets_what_it_missed_once_in_order(
     )  # fmt: skip
     engine.decide(event)
     client = api_as(dave)
-    missed = client.get("/api/v1/me/offers/?after=0").json()
+    url = f"/api/v1/customers/{dave_customer.pk}/offers/"
+    missed = client.get(f"{url}?after=0").json()
     assert [o["sequence"] for o in missed["offers"]] == [1, 2] and missed["last_sequence"] == 2
-    assert client.get("/api/v1/me/offers/?after=2").json()["offers"] == []
-    ahead = client.get("/api/v1/me/offers/?after=9").json()
+    assert client.get(f"{url}?after=2").json()["offers"] == []
+    ahead = client.get(f"{url}?after=9").json()
     assert ahead["reload"] is True and len(ahead["offers"]) == 2
     assert client.get("/api/v1/me/offers/?since=1").status_code == 400
 
@@ -190,6 +191,6 @@ def test_staff_have_no_own_offers(alice: User) -> None:
     assert api_as(alice).get("/api/v1/me/offers/").status_code == 403
 
 
-def test_after_is_given_once(dave: User) -> None:
-    response = api_as(dave).get("/api/v1/me/offers/?after=1&after=2")
+def test_after_is_given_once(dave: User, dave_customer: Customer) -> None:
+    response = api_as(dave).get(f"/api/v1/customers/{dave_customer.pk}/offers/?after=1&after=2")
     assert response.status_code == 400 and "once" in response.json()["after"][0]

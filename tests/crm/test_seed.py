@@ -146,6 +146,10 @@ class TestSeedDemo:
         dialled = f"({number[2:5]}) {number[5:8]}-{number[8:]}"
         assert customer in selectors.customers_by_phone(dialled)
 
+    def test_seed_demo_adds_the_other_apps_demo_data(self, demo_db):
+        # policies.demo through CRM_DEMO_SEEDERS: the offers and the example policies.
+        assert "4 offers and 5 interaction policies (active)" in demo_db
+
     def test_running_seed_demo_again_changes_nothing(self, demo_db):
         before = counts()
         assert "already there" in run("seed_demo")

@@ -35,6 +35,7 @@ import time
 import warnings
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -70,7 +71,7 @@ EVENT_TYPES = (
     "complaint.resolved",
     "account.opened",
 )
-PAYLOADS = {
+PAYLOADS: dict[str, dict[str, Any]] = {
     "transaction.withdrawal": {"amount": 15000, "account_number": "A-1", "channel": "atm"},
     "transaction.deposit": {"amount": 15000, "account_number": "A-1", "channel": "branch"},
     "transaction.purchase": {"amount": 900, "channel": "pos", "merchant_category": "travel"},

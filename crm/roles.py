@@ -24,6 +24,8 @@ AGENT = [
     "crm.view_businessevent",
     "crm.view_task", "crm.add_task", "crm.change_task",
     "crm.view_sourcerecord",
+    # Interaction policies (named as strings: crm imports no other app).
+    "policies.view_offer", "policies.view_offerpresentation",
 ]  # fmt: skip
 SUPERVISOR = [
     *AGENT,
@@ -33,9 +35,11 @@ SUPERVISOR = [
     "crm.view_accesslogentry",
     "crm.change_customer_standing",  # tier, lifetime value, status (crm.field_access)
     "crm.view_customerchange",
+    "policies.add_policy", "policies.change_policy", "policies.view_policy",
+    "policies.add_offer", "policies.change_offer", "policies.view_decision",
 ]  # fmt: skip
 # Administrators hold every permission of these apps, except writing the audit trails.
-ADMINISTRATOR_APPS = ["crm", "auth"]
+ADMINISTRATOR_APPS = ["crm", "auth", "policies"]
 NEVER_GRANTED = [
     "crm.add_accesslogentry", "crm.change_accesslogentry", "crm.delete_accesslogentry",
     "crm.add_customerchange", "crm.change_customerchange", "crm.delete_customerchange",

@@ -89,4 +89,5 @@ def test_history_counts_and_recency_come_from_the_customers_events() -> None:
     context = conditions.evaluation_context(event={"amount": 1.0}, customer={"tier": "gold"}, history=history)
     assert program is not None and program.execute(context) is True
     never = conditions.evaluation_context(event={}, customer={}, history=conditions.History())
-    assert conditions.compiled(1, 1, 'history.days_since("offer.declined") > 365').execute(never) is True
+    recency = conditions.compiled(1, 1, 'history.days_since("offer.declined") > 365')
+    assert recency is not None and recency.execute(never) is True

@@ -13,7 +13,8 @@ def test_the_demo_policies_are_valid_active_and_seeded_once(bob: User) -> None:
     lines = demo.seed(author=bob)
     assert "4 offers and 5 interaction policies" in lines[0]
     assert Policy.objects.filter(status="active").count() == 5
-    assert Offer.objects.get(code="home-mortgage").product.code == "mortgage-30-fixed"
+    product = Offer.objects.get(code="home-mortgage").product
+    assert product is not None and product.code == "mortgage-30-fixed"
     platinum = Policy.objects.get(name__startswith="Platinum withdraws")
     assert platinum.condition == 'customer.tier == "platinum" && event.amount > 10000.0'
     assert demo.seed(author=bob) == []

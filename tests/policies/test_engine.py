@@ -50,6 +50,7 @@ def test_a_platinum_withdrawal_over_10000_gets_a_sales_call_within_a_day(
     assert task.customer == erin_customer and task.kind == "sales_call"
     assert task.origin == f"policy:{sales_call_policy.pk}"
     assert task.description == "For the sales queue."
+    assert task.due_at is not None
     assert timezone.now() < task.due_at <= timezone.now() + dt.timedelta(hours=24)
     decision = Decision.objects.get()
     assert (decision.event_id, decision.outcome, decision.task) == (event.pk, "acted", task)
@@ -314,3 +315,18 @@ def test_an_old_event_decides_nothing(
     )  # fmt: skip
     assert engine.decide(event) is None
     assert not Task.objects.exists() and not EventEvaluation.objects.exists()
+
+
+def test_a_channels_daily_limit_holds_back_further_offers(
+    live_engine: None, record: Any, bob: User, dave_customer: Customer, settings: Any
+) -> None:
+    settings.POLICIES_CHANNEL_DAILY_LIMITS = {**settings.POLICIES_CHANNEL_DAILY_LIMITS, "agent_screen": 1}
+    make_offer("first-offer")
+    make_offer("second-offer")
+    make_policy(bob, trigger_types=["web.page_view"], actions=present("first-offer", "agent_screen"))
+    make_policy(bob, trigger_types=["email.clicked"], actions=present("second-offer", "agent_screen"))
+    customer = opted_in(dave_customer)
+    record(customer, "web.page_view", {"url": "/"})
+    record(customer, "email.clicked", {"url": "/"})
+    assert list(OfferPresentation.objects.values_list("offer__code", flat=True)) == ["first-offer"]
+    assert Decision.objects.latest("id").reason == "Channel limit: 1 a day on agent_screen reached."

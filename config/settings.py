@@ -181,6 +181,8 @@ CRM_EVENT_LISTENERS: dict[str, list[str]] = {
     "deferred": ["policies.engine.decide_events"],
 }
 POLICIES_DECIDE_ON_COMMIT = env_bool("POLICIES_DECIDE_ON_COMMIT", True)
+# A transaction that recorded more events than this leaves them all to the worker.
+POLICIES_DECIDE_ON_COMMIT_MAX_EVENTS = env_int("POLICIES_DECIDE_ON_COMMIT_MAX_EVENTS", 20, minimum=0)
 # Policies react to what a customer just did: an older event (a replayed history,
 # an import of last year's transactions) is recorded and decides nothing.
 POLICIES_EVENT_MAX_AGE_HOURS = env_int("POLICIES_EVENT_MAX_AGE_HOURS", 24, minimum=1)

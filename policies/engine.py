@@ -599,7 +599,9 @@ def decide_events(events: Sequence[BusinessEvent]) -> None:
 def decide_on_commit(events: Sequence[BusinessEvent]) -> None:
     """The real-time listener: the same decisions, right after the recording commit.
     An event whose pass fails here is decided by the worker's pass."""
-    if not settings.POLICIES_DECIDE_ON_COMMIT:
+    if not settings.POLICIES_DECIDE_ON_COMMIT or len(events) > settings.POLICIES_DECIDE_ON_COMMIT_MAX_EVENTS:
+        # A bulk load (an import, a batch of 500 from an integration) would hold its
+        # request for seconds: the worker decides those.
         return
     for event in events:
         try:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.utils import timezone
 
+from config.celery import app as celery_app
 from crm import services
 from crm.models import BusinessEvent, Customer, SourceSystem, User
-from policies.models import OfferPresentation
+from policies.models import Decision, OfferPresentation
 from tests.conftest import api_as
 from tests.policies.conftest import forget_pending_dispatch, make_offer, make_policy, present
 
@@ -194,3 +196,46 @@ def test_staff_have_no_own_offers(alice: User) -> None:
 def test_after_is_given_once(dave: User, dave_customer: Customer) -> None:
     response = api_as(dave).get(f"/api/v1/customers/{dave_customer.pk}/offers/?after=1&after=2")
     assert response.status_code == 400 and "once" in response.json()["after"][0]
+
+
+@pytest.mark.usefixtures("live_engine")
+def test_an_event_posted_by_an_integration_reaches_the_engine(
+    frank: User, bob: User, erin_customer: Customer, django_capture_on_commit_callbacks: Any
+) -> None:
+    policy = make_policy(
+        bob, trigger_types=["transaction.withdrawal"], condition="event.amount > 10000.0",
+        actions=[{"action": "tag_customer", "settings": {"tag": "large-withdrawal"}}],
+    )  # fmt: skip
+    client = api_as(frank)
+    forget_pending_dispatch()
+    recent = {**WITHDRAWAL, "customer": erin_customer.pk, "occurred_at": timezone.now().isoformat()}
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/api/v1/events", recent, format="json")
+    assert response.status_code == 201
+    assert list(erin_customer.policy_tags.values_list("tag", "policy")) == [("large-withdrawal", policy.pk)]
+
+
+@pytest.mark.usefixtures("live_engine")
+def test_a_large_batch_is_left_to_the_worker_not_decided_in_the_request(
+    frank: User, bob: User, erin_customer: Customer, django_capture_on_commit_callbacks: Any, settings: Any
+) -> None:
+    settings.POLICIES_DECIDE_ON_COMMIT_MAX_EVENTS = 2
+    make_policy(bob, trigger_types=["transaction.withdrawal"],
+                actions=[{"action": "tag_customer", "settings": {"tag": "withdrew"}}])  # fmt: skip
+    celery_app.conf.task_always_eager = False  # the worker is away: only the on-commit pass runs
+    now = timezone.now().isoformat()
+    events = [{**WITHDRAWAL, "customer": erin_customer.pk, "occurred_at": now, "idempotency_key": f"b{i}"}
+              for i in range(3)]  # fmt: skip
+    forget_pending_dispatch()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api_as(frank).post("/api/v1/events", {"events": events}, format="json").status_code == 200
+    assert not Decision.objects.exists()
+    forget_pending_dispatch()
+    with django_capture_on_commit_callbacks(execute=True):
+        single = {**events[0], "idempotency_key": "single"}
+        assert api_as(frank).post("/api/v1/events", single, format="json").status_code == 201
+    assert Decision.objects.count() == 1  # a small request is decided in it
+    ids = list(BusinessEvent.objects.filter(source_system__code="ivr").values_list("pk", flat=True))
+    BusinessEvent.objects.filter(pk__in=ids).update(dispatched_at=None)
+    assert services.business_events_dispatch(event_ids=ids) == 4  # the worker decides the other three
+    assert Decision.objects.count() == 4

@@ -7,19 +7,20 @@ from typing import Any
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from crm import events
 from crm import selectors as crm_selectors
 from crm.api.base import StrictQueryParams
 from crm.api.serializers import JsonTypes
 from crm.models import User
-from policies import selectors, services
-from policies.models import OfferPresentation
+from policies import actions, conditions, selectors, services
+from policies.models import OfferPresentation, Policy
 
 RESPOND_PERMISSION = "crm.change_customer"
 
@@ -179,3 +180,96 @@ class OfferDeclineView(_Respond):
         incoming = DeclineSerializer(data=request.data if isinstance(request.data, dict) else {})
         incoming.is_valid(raise_exception=True)
         return self._answer(request, id, reason=incoming.validated_data["reason"])
+
+
+# --- Authoring aids (the supervisor pages build on these) -------------------------------------
+
+AUTHOR_PERMISSION = "policies.change_policy"
+
+
+def _author(request: Request) -> User:
+    user = _user(request)
+    if not user.has_perm(AUTHOR_PERMISSION):
+        raise PermissionDenied("Only supervisors and administrators write policies.")
+    return user
+
+
+class FieldSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    type = serializers.CharField(help_text="The CEL type: string, double, int or bool.")
+
+
+class EventTypeSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    event_fields = FieldSerializer(
+        many=True, help_text="event.<name> in a condition; type and source are on every event."
+    )
+
+
+class ActionSpecSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    settings = serializers.DictField(
+        child=serializers.CharField(), help_text="Each setting and what it takes."
+    )
+
+
+class VocabularySerializer(serializers.Serializer):
+    event_types = EventTypeSerializer(many=True)
+    customer_fields = FieldSerializer(many=True)
+    history_functions = serializers.ListField(child=serializers.CharField())
+    actions = ActionSpecSerializer(many=True)
+
+
+@extend_schema(tags=["policies"], responses={200: VocabularySerializer})
+class PolicyVocabularyView(StrictQueryParams, APIView):
+    """What a policy may say: the event catalog with each type's fields, the
+    customer's fields, the history functions and the actions with their settings."""
+
+    def get(self, request: Request) -> Response:
+        _author(request)
+
+        def fields(mapping: dict[str, str]) -> list[dict[str, str]]:
+            return [{"name": name, "type": kind} for name, kind in mapping.items()]
+
+        body = {
+            "event_types": [
+                {"name": t.name, "description": t.description,
+                 "event_fields": fields(conditions.event_fields([t.name]))}
+                for t in sorted(events.CATALOG.values(), key=lambda t: t.name)
+            ],
+            "customer_fields": fields(conditions.CUSTOMER_FIELDS),
+            "history_functions": list(conditions.HISTORY_FUNCTIONS.values()),
+            "actions": [
+                {"name": name, "description": spec.description,
+                 "settings": {k: s.help or s.kind for k, s in spec.settings.items()}}
+                for name, spec in actions.ACTIONS.items()
+            ],
+        }  # fmt: skip
+        return Response(VocabularySerializer(body).data)
+
+
+class PolicyCheckSerializer(serializers.Serializer):
+    trigger_types = serializers.ListField(
+        child=serializers.CharField(max_length=60), min_length=1, max_length=20
+    )
+    condition = serializers.CharField(required=False, allow_blank=True, default="", max_length=4000)
+    actions = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=20)
+
+
+@extend_schema(
+    tags=["policies"],
+    request=PolicyCheckSerializer,
+    responses={200: inline_serializer("PolicyCheckOk", {"ok": serializers.BooleanField()})},
+)
+class PolicyCheckView(StrictQueryParams, APIView):
+    """Check a policy as it would be saved, without saving it: a 400 names each
+    problem (a condition's with its line and column)."""
+
+    def post(self, request: Request) -> Response:
+        _author(request)
+        incoming = PolicyCheckSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        services.policy_validate(Policy(**incoming.validated_data))
+        return Response({"ok": True})

@@ -11,4 +11,6 @@ urlpatterns = [
     path("me/offers/", api.MyOffersView.as_view(), name="api-my-offers"),
     path("offers/<int:id>/accept/", api.OfferAcceptView.as_view(), name="api-offer-accept"),
     path("offers/<int:id>/decline/", api.OfferDeclineView.as_view(), name="api-offer-decline"),
+    path("policies/vocabulary/", api.PolicyVocabularyView.as_view(), name="api-policy-vocabulary"),
+    path("policies/check/", api.PolicyCheckView.as_view(), name="api-policy-check"),
 ]

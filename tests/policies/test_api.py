@@ -11,7 +11,7 @@ from django.utils import timezone
 from config.celery import app as celery_app
 from crm import services
 from crm.models import BusinessEvent, Customer, SourceSystem, User
-from policies.models import Decision, OfferPresentation
+from policies.models import Decision, OfferPresentation, Policy
 from tests.conftest import api_as
 from tests.policies.conftest import forget_pending_dispatch, make_offer, make_policy, present
 
@@ -239,3 +239,35 @@ def test_a_large_batch_is_left_to_the_worker_not_decided_in_the_request(
     BusinessEvent.objects.filter(pk__in=ids).update(dispatched_at=None)
     assert services.business_events_dispatch(event_ids=ids) == 4  # the worker decides the other three
     assert Decision.objects.count() == 4
+
+
+def test_supervisors_read_what_a_policy_may_say(bob: User, alice: User) -> None:
+    body = api_as(bob).get("/api/v1/policies/vocabulary/").json()
+    withdrawal = next(t for t in body["event_types"] if t["name"] == "transaction.withdrawal")
+    assert {"name": "amount", "type": "double"} in withdrawal["event_fields"]
+    assert {"name": "source", "type": "string"} in withdrawal["event_fields"]
+    assert {"name": "tier", "type": "string"} in body["customer_fields"]
+    assert {a["name"] for a in body["actions"]} == {
+        "present_offer",
+        "create_task",
+        "notify_agent",
+        "tag_customer",
+    }
+    assert api_as(alice).get("/api/v1/policies/vocabulary/").status_code == 403
+
+
+def test_a_policy_is_checked_before_it_is_saved(bob: User) -> None:
+    tag = [{"action": "tag_customer", "settings": {"tag": "big"}}]
+    client = api_as(bob)
+    good = {
+        "trigger_types": ["transaction.withdrawal"],
+        "condition": "event.amount > 10000.0",
+        "actions": tag,
+    }
+    assert client.post("/api/v1/policies/check/", good, format="json").json() == {"ok": True}
+    bad = {**good, "condition": 'event.amount > "10000"', "actions": [{"action": "send_fax", "settings": {}}]}
+    response = client.post("/api/v1/policies/check/", bad, format="json")
+    assert response.status_code == 400
+    assert response.json()["condition"][0].startswith("Line 1, column 14: event.amount is a number")
+    assert "unknown action “send_fax”" in response.json()["actions"][0]
+    assert not Policy.objects.exists()

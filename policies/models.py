@@ -97,13 +97,6 @@ class Offer(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def is_live(self, moment: object) -> bool:
-        if self.status != OfferStatus.ACTIVE:
-            return False
-        if self.valid_from is not None and moment < self.valid_from:  # type: ignore[operator]
-            return False
-        return self.valid_to is None or moment < self.valid_to  # type: ignore[operator]
-
 
 class PolicyStatus(models.TextChoices):
     DRAFT = "draft", "Draft"

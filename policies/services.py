@@ -43,6 +43,25 @@ class ActionRun:
 
 # --- Authoring ------------------------------------------------------------------------------
 
+POLICY_FIELDS = frozenset(
+    {"name", "description", "trigger_types", "condition", "actions", "priority", "active_from",
+     "active_until", "status", "holdout_percent"}
+)  # fmt: skip
+OFFER_FIELDS = frozenset(
+    {"code", "name", "product", "talking_points", "self_service_text", "channels", "value", "marketing",
+     "max_presentations", "period_days", "cooling_off_days", "expires_after_hours", "valid_from", "valid_to",
+     "status"}
+)  # fmt: skip
+
+
+def _only_fields(model: type[Any], allowed: frozenset[str], fields: dict[str, Any]) -> None:
+    unknown = sorted(set(fields) - allowed)
+    if unknown:
+        # A misspelt name would otherwise be set on the instance and silently never saved.
+        raise TypeError(
+            f"{model.__name__} has no settable {', '.join(unknown)}; use {', '.join(sorted(allowed))}."
+        )
+
 
 def policy_save(
     *,
@@ -58,6 +77,7 @@ def policy_save(
     3. The actions are checked against the registry (policies.actions): known
        names, complete settings, existing offers made for the channels asked.
     4. Saved with its version increased; the engine's index is refreshed on commit."""
+    _only_fields(Policy, POLICY_FIELDS, fields)
     with transaction.atomic():
         if policy_id is None:
             policy = Policy(created_by=actor)
@@ -120,6 +140,7 @@ def policy_set_status(*, policy_id: int, status: str, actor: User | None) -> Pol
 
 def offer_save(*, offer_id: int | None = None, **fields: Any) -> Offer:
     """Create or change an offer; the engine's index is refreshed on commit."""
+    _only_fields(Offer, OFFER_FIELDS, fields)
     with transaction.atomic():
         offer = Offer() if offer_id is None else Offer.objects.select_for_update().get(pk=offer_id)
         for name, value in fields.items():

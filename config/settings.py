@@ -160,6 +160,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "crm.tasks.access_log_partitions_ensure",
         "schedule": 86_400.0,
     },
+    # Calls that rang too long without their timeout message, waiting calls a lock skipped.
+    "sweep-calls": {
+        "task": "agents.tasks.calls_sweep",
+        "schedule": 5.0,
+    },
     # The outbox's safety net: events whose dispatch message was lost go again.
     "dispatch-events-left-behind": {
         "task": "crm.tasks.business_events_sweep",

@@ -1,0 +1,343 @@
+"""Presence and routing: every write about agents' states and calls.
+
+Two rules hold under any concurrency, and each is kept by row locks taken in
+one order (the call first, then the agent):
+
+- a call rings at most one agent at a time, and is connected to at most one;
+- an agent is rung by at most one call at a time, and is on at most one.
+
+A call goes to the available agent with the queue's skill who has been idle
+longest; with nobody available it waits in its queue, and the next agent of
+that queue to become available takes the call that has waited longest. A call
+not answered within the queue's ring time moves on to the next agent, and the
+agent who missed it is put on a break so that they are not rung again unseen.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from agents import realtime
+from agents.models import Agent, AgentState, AgentStateChange, BreakReason, Call, CallEvent, CallState, Queue
+from crm import selectors
+from crm.exceptions import Conflict
+from crm.models import SourceSystem, User
+from crm.validation import normalize_phone
+
+logger = logging.getLogger(__name__)
+
+# States an agent may choose for themselves; the others follow from calls.
+SELF_STATES = {AgentState.AVAILABLE, AgentState.BREAK, AgentState.OFFLINE}
+BUSY_STATES = {AgentState.RINGING, AgentState.ON_CALL}
+# Beyond this many matches the pop shows a search instead of a list.
+MAX_CANDIDATES = 20
+
+
+class CallNotFound(Exception):
+    """The telephony system named a call the CRM never received."""
+
+
+# --- Agents --------------------------------------------------------------------------
+
+
+def agent_for(*, user: User) -> Agent:
+    """The user's presence row, created offline on first use."""
+    agent, _ = Agent.objects.get_or_create(user=user)
+    return agent
+
+
+def agent_set_state(
+    *, user: User, state: str, reason: str = "", by: User | None = None, now: dt.datetime | None = None
+) -> Agent:
+    """Change an agent's own state (available, a break with its reason, offline).
+
+    1. Lock the agent; refuse a change while a call rings or is connected (the
+       call decides: it ends, or moves on).
+    2. Record the change; an agent becoming available is idle from now.
+    3. Going available takes the longest-waiting call of the agent's queues."""
+    if state not in SELF_STATES:
+        raise ValidationError({"state": f"Choose one of {', '.join(sorted(SELF_STATES))}."})
+    if state == AgentState.BREAK and reason not in BreakReason.values:
+        raise ValidationError({"reason": f"Say why: one of {', '.join(BreakReason.values)}."})
+    now = now or timezone.now()
+    with transaction.atomic():
+        agent = agent_for(user=user)
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        if agent.state in BUSY_STATES and by is None:
+            raise Conflict({"state": f"You are {agent.get_state_display().lower()}: finish the call first."})
+        _change(agent, state, reason=reason if state == AgentState.BREAK else "", by=by, now=now)
+        if state == AgentState.AVAILABLE:
+            _take_waiting_call(agent, now=now)
+    return agent
+
+
+def _change(
+    agent: Agent,
+    state: str,
+    *,
+    reason: str = "",
+    call: Call | None = None,
+    by: User | None = None,
+    now: dt.datetime,
+) -> None:
+    """Write ``agent``'s new state (locked by the caller) and its history row, and
+    tell the agent's screens and the floor view once it commits."""
+    agent.state = state
+    agent.state_since = now
+    agent.break_reason = reason if state == AgentState.BREAK else ""
+    if state == AgentState.AVAILABLE:
+        agent.idle_since = now
+        agent.call = None
+    elif state in (AgentState.OFFLINE, AgentState.BREAK):
+        agent.call = None
+    elif call is not None:
+        agent.call = call
+    agent.save(update_fields=["state", "state_since", "break_reason", "idle_since", "call"])
+    AgentStateChange.objects.create(agent=agent, state=state, reason=reason, call=call, changed_by=by, at=now)
+    realtime.agent_state_changed(agent)
+
+
+# --- Calls ----------------------------------------------------------------------------
+
+
+def call_arrive(
+    *,
+    source: SourceSystem,
+    telephony_id: str,
+    ani: str,
+    dnis: str = "",
+    queue_code: str,
+    now: dt.datetime | None = None,
+) -> tuple[Call, bool]:
+    """A new inbound call: match the caller, then ring the longest-idle agent of
+    the queue, or wait in it. Sent twice, the same call is returned (False)."""
+    queue = Queue.objects.filter(code=queue_code, active=True).first()
+    if queue is None:
+        raise ValidationError({"queue": f"No active queue “{queue_code}”: use the code of an active queue."})
+    existing = Call.objects.filter(source_system=source, telephony_id=telephony_id).first()
+    if existing is not None:
+        return existing, False
+    now = now or timezone.now()
+    caller_number, customer_ids = _match_caller(ani)
+    with transaction.atomic():
+        call, created = Call.objects.get_or_create(
+            source_system=source,
+            telephony_id=telephony_id,
+            defaults={
+                "ani": ani[:40], "caller_number": caller_number, "dnis": dnis[:40], "queue": queue,
+                "customer_id": customer_ids[0] if len(customer_ids) == 1 else None,
+                "candidates": customer_ids[:MAX_CANDIDATES] if len(customer_ids) > 1 else [],
+                "arrived_at": now,
+            },
+        )  # fmt: skip
+        if created:
+            _route(call, now=now, new=True)
+    return call, created
+
+
+def _match_caller(ani: str) -> tuple[str, list[int]]:
+    try:
+        number = normalize_phone(ani)
+    except ValidationError:
+        return "", []  # withheld or unreadable: a new-customer form without a number
+    ids = sorted(selectors.customers_by_phone(number).values_list("pk", flat=True))
+    return number, ids
+
+
+def _route(call: Call, *, now: dt.datetime, new: bool = False) -> None:
+    """Ring the longest-idle available agent with the call's queue, if any (the
+    call is locked, or new, in the caller's transaction)."""
+    agent = (
+        # Skip an agent another transaction holds: it is being rung, or changing state.
+        Agent.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(state=AgentState.AVAILABLE, queues=call.queue)
+        .order_by("idle_since", "pk")
+        .first()
+    )
+    if agent is None:
+        if call.state != CallState.QUEUED or call.agent_id is not None:
+            call.state = CallState.QUEUED
+            call.agent = None
+            call.save(update_fields=["state", "agent"])
+            realtime.queue_changed(call.queue_id)
+        elif new:
+            realtime.queue_changed(call.queue_id)  # a new call joins the queue
+        return
+    _ring(call, agent, now=now)
+
+
+def _ring(call: Call, agent: Agent, *, now: dt.datetime) -> None:
+    call.state = CallState.RINGING
+    call.agent = agent
+    call.offers += 1
+    call.ring_started_at = now
+    call.save(update_fields=["state", "agent", "offers", "ring_started_at"])
+    _change(agent, AgentState.RINGING, call=call, now=now)
+    realtime.call_offered(call)
+    offer = call.offers
+    ring = call.queue.ring_seconds
+
+    def schedule_timeout() -> None:
+        from agents.tasks import call_ring_timeout  # noqa: PLC0415  (tasks import services)
+
+        try:
+            call_ring_timeout.apply_async(args=(call.pk, offer), countdown=ring)
+        except Exception:
+            # The beat sweep finds calls ringing too long without the message.
+            logger.exception("could not schedule the ring timeout of call %s", call.pk)
+
+    transaction.on_commit(schedule_timeout)
+
+
+def _take_waiting_call(agent: Agent, *, now: dt.datetime) -> None:
+    """The agent (locked, just available) takes the longest-waiting call of their queues."""
+    call = (
+        Call.objects.select_for_update(skip_locked=True)
+        .filter(state=CallState.QUEUED, queue__in=agent.queues.all())
+        .order_by("arrived_at", "pk")
+        .first()
+    )
+    if call is not None:
+        _ring(call, agent, now=now)
+        realtime.queue_changed(call.queue_id)
+
+
+def call_ring_timeout(*, call_id: int, offer: int, now: dt.datetime | None = None) -> bool:
+    """The ``offer``-th ring of the call went unanswered: put that agent on a break
+    (missed call) and ring the next. False when the call has moved on since."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        call = Call.objects.select_for_update().filter(pk=call_id).first()
+        if call is None or call.state != CallState.RINGING or call.offers != offer or call.agent_id is None:
+            return False
+        agent = Agent.objects.select_for_update().get(pk=call.agent_id)
+        _change(agent, AgentState.BREAK, reason=BreakReason.MISSED_CALL, now=now)
+        _route(call, now=now)
+    return True
+
+
+def calls_sweep(*, now: dt.datetime | None = None) -> int:
+    """Beat's safety net, every few seconds: a call that has rung longer than its
+    queue allows moves on (its timeout message was lost), and a waiting call is
+    offered to an available agent the router skipped while another transaction
+    held that agent's row. Returns how many calls moved."""
+    now = now or timezone.now()
+    moved = 0
+    for call in Call.objects.filter(state=CallState.RINGING).select_related("queue"):
+        started = call.ring_started_at or call.arrived_at
+        if now - started > dt.timedelta(seconds=call.queue.ring_seconds + 1):
+            moved += call_ring_timeout(call_id=call.pk, offer=call.offers, now=now)
+    waiting = Call.objects.filter(state=CallState.QUEUED).order_by("arrived_at").values_list("pk", flat=True)
+    for call_id in waiting[:200]:
+        with transaction.atomic():
+            locked = (
+                # The call's row only: a lock on its queue's row would serialize the queue.
+                Call.objects.select_for_update(skip_locked=True, of=("self",))
+                .filter(pk=call_id, state=CallState.QUEUED)
+                .select_related("queue")
+                .first()
+            )
+            if locked is not None:
+                _route(locked, now=now)
+                moved += locked.state == CallState.RINGING
+    return moved
+
+
+# The telephony events a call accepts in each state: anything else is out of order.
+_ALLOWED: dict[str, set[str]] = {
+    "answered": {CallState.RINGING},
+    "held": {CallState.CONNECTED},
+    "resumed": {CallState.HELD},
+    "transferred": {CallState.CONNECTED, CallState.HELD},
+    "ended": {CallState.QUEUED, CallState.RINGING, CallState.CONNECTED, CallState.HELD},
+}
+CALL_EVENTS = tuple(_ALLOWED)
+
+
+def call_event(
+    *,
+    source: SourceSystem,
+    telephony_id: str,
+    event_id: str,
+    kind: str,
+    payload: dict[str, Any] | None = None,
+    now: dt.datetime | None = None,
+) -> tuple[Call, bool]:
+    """Apply one event the telephony system sent about a call; once per event id.
+
+    1. Lock the call; an unknown call is CallNotFound, an event already applied
+       returns the call unchanged (False).
+    2. Refuse an event the call's state does not allow (a Conflict naming both),
+       changing nothing.
+    3. Apply it: answered connects the ringing agent; held and resumed; transferred
+       to a queue routes it again; ended frees the agent into wrap-up."""
+    if kind not in _ALLOWED:
+        raise ValidationError({"kind": f"“{kind}” is not a call event: use one of {', '.join(CALL_EVENTS)}."})
+    payload = payload or {}
+    now = now or timezone.now()
+    with transaction.atomic():
+        call = (
+            Call.objects.select_for_update(of=("self",))
+            .select_related("queue")
+            .filter(source_system=source, telephony_id=telephony_id)
+            .first()
+        )
+        if call is None:
+            raise CallNotFound(telephony_id)
+        if CallEvent.objects.filter(call=call, event_id=event_id).exists():
+            return call, False
+        if call.state not in _ALLOWED[kind]:
+            raise Conflict(
+                {"kind": f"The call is {call.get_state_display().lower()}: “{kind}” cannot happen now."}
+            )
+        CallEvent.objects.create(call=call, event_id=event_id, kind=kind, payload=payload, at=now)
+        agent = Agent.objects.select_for_update().get(pk=call.agent_id) if call.agent_id else None
+        if kind == "answered":
+            call.state = CallState.CONNECTED
+            call.answered_at = now
+            if agent is not None:
+                _change(agent, AgentState.ON_CALL, call=call, now=now)
+        elif kind == "held":
+            call.state = CallState.HELD
+        elif kind == "resumed":
+            call.state = CallState.CONNECTED
+        elif kind == "transferred":
+            _transfer(call, agent, payload, now=now)
+        elif kind == "ended":
+            was = call.state
+            call.state = CallState.ENDED
+            call.ended_at = now
+            call.end_reason = "abandoned" if was in (CallState.QUEUED, CallState.RINGING) else "completed"
+            if agent is not None:
+                if was == CallState.RINGING:
+                    _change(agent, AgentState.AVAILABLE, now=now)
+                    _take_waiting_call(agent, now=now)
+                else:
+                    _change(agent, AgentState.WRAP_UP, call=call, now=now)
+            if was == CallState.QUEUED:
+                realtime.queue_changed(call.queue_id)
+        call.save()
+        realtime.call_changed(call)
+    return call, True
+
+
+def _transfer(call: Call, agent: Agent | None, payload: dict[str, Any], *, now: dt.datetime) -> None:
+    queue_code = payload.get("queue")
+    if not queue_code:
+        raise ValidationError({"queue": "Name the queue the call is transferred to."})
+    queue = Queue.objects.filter(code=queue_code, active=True).first()
+    if queue is None:
+        raise ValidationError({"queue": f"No active queue “{queue_code}”."})
+    if agent is not None:
+        _change(agent, AgentState.WRAP_UP, call=call, now=now)
+    call.queue = queue
+    call.agent = None
+    call.answered_at = None
+    call.arrived_at = now  # its wait in the new queue starts now
+    _route(call, now=now)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from crm.realtime import agent_group, send_on_commit
+from crm.validation import format_phone
 
 if TYPE_CHECKING:
     from agents.models import Agent, Call
@@ -16,14 +17,17 @@ if TYPE_CHECKING:
 FLOOR_GROUP = "floor"  # supervisors' floor view
 
 
-def _call_shape(call: Call) -> dict[str, Any]:
+def call_shape(call: Call) -> dict[str, Any]:
     return {
         "call_id": call.pk,
         "state": call.state,
         "queue": call.queue.code if call.queue_id else None,
-        "caller_number": call.caller_number or call.ani,
+        "caller_number": format_phone(call.caller_number) if call.caller_number else call.ani,
+        "queue_name": call.queue.name if call.queue_id else None,
         "customer_id": call.customer_id,
         "candidates": list(call.candidates),
+        "answered_at": call.answered_at.isoformat() if call.answered_at else None,
+        "ring_started_at": call.ring_started_at.isoformat() if call.ring_started_at else None,
     }
 
 
@@ -36,6 +40,7 @@ def agent_state_changed(agent: Agent) -> None:
         "reason": agent.break_reason,
         "since": agent.state_since.isoformat(),
         "call_id": agent.call_id,
+        "call": call_shape(agent.call) if agent.call is not None else None,
     }
     send_on_commit(agent_group(agent.pk), message)
     send_on_commit(FLOOR_GROUP, message)
@@ -47,12 +52,12 @@ def call_offered(call: Call) -> None:
     if call.agent_id is None:
         return
     send_on_commit(
-        agent_group(call.agent_id), {"type": "crm.event", "event": "call.offered", **_call_shape(call)}
+        agent_group(call.agent_id), {"type": "crm.event", "event": "call.offered", **call_shape(call)}
     )
 
 
 def call_changed(call: Call) -> None:
-    message = {"type": "crm.event", "event": "call.changed", **_call_shape(call)}
+    message = {"type": "crm.event", "event": "call.changed", **call_shape(call)}
     if call.agent_id is not None:
         send_on_commit(agent_group(call.agent_id), message)
     send_on_commit(FLOOR_GROUP, message)

@@ -103,6 +103,85 @@ def _change(
     realtime.agent_state_changed(agent)
 
 
+def agent_heartbeat(*, user: User, now: dt.datetime | None = None) -> None:
+    """The desk is open: one UPDATE, no lock held beyond it."""
+    Agent.objects.filter(user=user).update(heartbeat_at=now or timezone.now())
+
+
+def agents_gone_quiet(*, silent_seconds: int = 60, now: dt.datetime | None = None) -> int:
+    """Agents whose desk stopped beating (browser closed, network gone) while
+    available or on a break go offline, so no call rings an empty chair. Agents
+    on a call keep it: the call, not the browser, decides."""
+    now = now or timezone.now()
+    cutoff = now - dt.timedelta(seconds=silent_seconds)
+    quiet = Agent.objects.filter(
+        state__in=[AgentState.AVAILABLE, AgentState.BREAK, AgentState.WRAP_UP], heartbeat_at__lt=cutoff
+    ).values_list("user_id", flat=True)
+    moved = 0
+    for user_id in list(quiet):
+        with transaction.atomic():
+            agent = Agent.objects.select_for_update(skip_locked=True).filter(pk=user_id).first()
+            if agent is None or agent.state in BUSY_STATES or agent.heartbeat_at is None:
+                continue
+            if agent.heartbeat_at >= cutoff:
+                continue
+            _change(agent, AgentState.OFFLINE, reason="desk closed", now=now)
+            moved += 1
+    return moved
+
+
+def agent_sign_out(*, user: User) -> None:
+    """Signing out ends availability (a call in progress is the telephony system's)."""
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().filter(user=user).first()
+        if agent is not None and agent.state not in BUSY_STATES and agent.state != AgentState.OFFLINE:
+            _change(agent, AgentState.OFFLINE, reason="signed out", now=timezone.now())
+
+
+def desk_call_control(*, user: User, call_id: int, kind: str) -> Call:
+    """The agent's desk asks for answer, hold, resume or hang-up on their own call.
+
+    Without a switch in the product, the request is applied as the switch's
+    confirmation would be (a real deployment's bridge forwards it and reports
+    back through the telephony API; the event id makes either way count once)."""
+    call = Call.objects.select_related("source_system").filter(pk=call_id, agent__user=user).first()
+    if call is None:
+        raise CallNotFound(str(call_id))
+    updated, _ = call_event(
+        source=call.source_system,
+        telephony_id=call.telephony_id,
+        event_id=f"desk:{kind}:{call.offers}:{call.events.count()}",
+        kind=kind,
+    )
+    return updated
+
+
+def wrap_up_finish(*, user: User) -> Agent:
+    """After-call work done: the agent is available again and takes the next call."""
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(user=user)
+        if agent.state != AgentState.WRAP_UP:
+            raise Conflict({"state": "You are not in wrap-up."})
+        now = timezone.now()
+        _change(agent, AgentState.AVAILABLE, now=now)
+        _take_waiting_call(agent, now=now)
+    return agent
+
+
+def presence_snapshot(*, user: User) -> dict[str, Any]:
+    """What a desk shows when it (re)connects: the agent's state and their call."""
+    agent = Agent.objects.select_related("call__queue").filter(user=user).first()
+    if agent is None:
+        return {"state": AgentState.OFFLINE, "since": None, "reason": "", "call": None}
+    call = agent.call
+    return {
+        "state": agent.state,
+        "since": agent.state_since.isoformat(),
+        "reason": agent.break_reason,
+        "call": realtime.call_shape(call) if call is not None else None,
+    }
+
+
 # --- Calls ----------------------------------------------------------------------------
 
 

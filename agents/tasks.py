@@ -35,3 +35,16 @@ def calls_sweep() -> int:
     """Move on calls whose timeout message was lost; offer waiting calls to agents
     a concurrent lock made the router skip."""
     return services.calls_sweep()
+
+
+@shared_task(
+    name="agents.tasks.agents_gone_quiet",
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=_TRANSIENT_DB_ERRORS,
+    max_retries=1,
+    expires=30,
+)
+def agents_gone_quiet() -> int:
+    """Agents whose desk stopped sending heartbeats go offline."""
+    return services.agents_gone_quiet()

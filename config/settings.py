@@ -165,6 +165,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "agents.tasks.calls_sweep",
         "schedule": 5.0,
     },
+    # A desk that stopped beating (browser closed) ends its agent's availability.
+    "agents-gone-quiet": {
+        "task": "agents.tasks.agents_gone_quiet",
+        "schedule": 20.0,
+    },
     # The outbox's safety net: events whose dispatch message was lost go again.
     "dispatch-events-left-behind": {
         "task": "crm.tasks.business_events_sweep",

@@ -1,30 +1,173 @@
-// The live customer screen: one WebSocket to the desktop consumer, watching the
-// customer on screen. A frame only says that something changed; the page then
-// re-reads the screen from the server (rows are the truth), so a missed frame
-// can never leave it wrong. After a dropped connection it reconnects by itself
-// (backing off up to 30 s) and re-reads once it watches again, which makes the
-// page after a reconnect the same as a fresh load.
+// The desk's one WebSocket (/ws/desktop/), on every staff page.
+//
+// - Presence: the socket's first frame is the agent's state and call (a snapshot);
+//   later frames say what changed. The top bar and the call bar show them, with
+//   timers, and the keys a / b / o, Enter, h, x and w work them.
+// - Screen pop: a call offered to this agent opens the caller's record (or the
+//   pick list, or the number to search) before the agent says hello.
+// - The customer screen: the page watches its customer; a frame saying the record
+//   changed makes it re-read the screen from the server (rows are the truth), and
+//   so does every reconnect, so the page always equals a fresh load.
+// The socket reconnects by itself, backing off up to 30 s; a heartbeat every 20 s
+// tells the server the desk is still open.
 (function () {
   "use strict";
 
+  var presence = document.getElementById("presence");
+  if (!presence || !window.WebSocket) return;
+
   var screen = document.getElementById("screen");
-  if (!screen || !screen.dataset.liveCustomer || !window.WebSocket) return;
+  var customerId = screen && screen.dataset.liveCustomer ? parseInt(screen.dataset.liveCustomer, 10) : null;
+  var liveState = document.getElementById("live-state");
+  var callbar = document.getElementById("callbar");
+  var csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+  var socket = null, attempt = 0, everConnected = false, heartbeat = null;
+  var current = { state: "unknown", since: null, reason: "", call: null };
+  var refreshTimer = null, refreshing = false, refreshAgain = false;
 
-  var customerId = parseInt(screen.dataset.liveCustomer, 10);
-  var state = document.getElementById("live-state");
-  var socket = null;
-  var attempt = 0;
-  var everWatched = false;
-  var refreshTimer = null;
-  var refreshing = false;
-  var refreshAgain = false;
+  var LABELS = {
+    offline: "Offline", available: "Available", ringing: "Ringing", on_call: "On a call",
+    wrap_up: "Wrap-up", "break": "On a break", unknown: "Connecting…",
+  };
+  var CALL_LABELS = { ringing: "Incoming call", connected: "On call", held: "On hold", ended: "Call ended", queued: "Waiting" };
 
-  function show(kind, text) {
-    if (!state) return;
-    state.dataset.state = kind;
-    state.querySelector(".live-text").textContent = text;
-    state.hidden = false;
+  function typing(el) {
+    if (!el) return false;
+    var tag = el.tagName;
+    return tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || el.isContentEditable;
   }
+
+  function showLive(kind, text) {
+    if (!liveState) return;
+    liveState.dataset.state = kind;
+    liveState.querySelector(".live-text").textContent = text;
+    liveState.hidden = false;
+  }
+
+  function clock(since) {
+    if (!since) return "";
+    var seconds = Math.max(0, Math.floor((Date.now() - new Date(since).getTime()) / 1000));
+    var h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+    var mm = (h ? String(m).padStart(2, "0") : String(m)) + ":" + String(s).padStart(2, "0");
+    return h ? h + ":" + mm : mm;
+  }
+
+  // --- Presence and the call bar ------------------------------------------------------
+
+  function render() {
+    presence.dataset.state = current.state;
+    var label = LABELS[current.state] || current.state;
+    if (current.state === "break" && current.reason) label += " (" + current.reason.replace("_", " ") + ")";
+    presence.querySelector(".presence-label").textContent = label;
+    var busy = current.state === "ringing" || current.state === "on_call";
+    presence.querySelector("[data-break-reason]").disabled = busy;
+    presence.querySelectorAll("[data-set-state]").forEach(function (button) {
+      button.disabled = busy;
+      button.setAttribute("aria-pressed", String(button.dataset.setState === current.state));
+    });
+    renderCall();
+    tick();
+  }
+
+  function renderCall() {
+    if (!callbar) return;
+    var call = current.call;
+    var wrap = current.state === "wrap_up";
+    if (!call && !wrap) { callbar.hidden = true; return; }
+    callbar.hidden = false;
+    var state = call ? call.state : "ended";
+    callbar.dataset.state = state;
+    callbar.querySelector(".callbar-state").textContent = wrap ? "Wrap-up" : (CALL_LABELS[state] || state);
+    callbar.querySelector(".callbar-who").textContent = call
+      ? (call.caller_number || "Withheld number") + (call.queue_name ? " · " + call.queue_name : "") : "";
+    var show = {
+      answer: state === "ringing", hold: state === "connected", resume: state === "held",
+      hangup: state === "connected" || state === "held", wrap: wrap,
+    };
+    callbar.querySelectorAll("[data-call]").forEach(function (button) { button.hidden = !show[button.dataset.call]; });
+  }
+
+  function tick() {
+    presence.querySelector(".presence-timer").textContent = clock(current.since);
+    if (callbar && !callbar.hidden) {
+      var call = current.call;
+      var from = call && (call.answered_at || call.ring_started_at);
+      callbar.querySelector(".callbar-timer").textContent = current.state === "wrap_up" ? clock(current.since) : clock(from);
+    }
+  }
+  setInterval(tick, 1000);
+
+  function apply(snapshot) {
+    var before = current.call;
+    current = { state: snapshot.state, since: snapshot.since, reason: snapshot.reason || "", call: snapshot.call || null };
+    render();
+    return before;
+  }
+
+  function post(url, body) {
+    var error = callbar && callbar.querySelector(".callbar-error");
+    if (error) error.textContent = "";
+    return fetch(url, {
+      method: "POST", credentials: "same-origin",
+      headers: { "X-CSRFToken": csrf, "Content-Type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams(body || {}).toString(),
+    }).then(function (response) {
+      return response.json().then(function (data) {
+        if (!response.ok) throw new Error(data.error || "The request failed (" + response.status + ").");
+        apply(data);
+      });
+    }).catch(function (exc) {
+      if (error) error.textContent = exc.message;
+      else window.alert(exc.message);
+    });
+  }
+
+  function setState(state) {
+    var body = { state: state };
+    if (state === "break") body.reason = presence.querySelector("[data-break-reason]").value;
+    return post(presence.dataset.stateUrl, body);
+  }
+
+  function callControl(kind) {
+    if (kind === "wrap") return post(presence.dataset.wrapUrl);
+    if (!current.call) return null;
+    return post(callbar.dataset.callUrl + current.call.call_id + "/" + kind + "/");
+  }
+
+  presence.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-set-state]");
+    if (button) setState(button.dataset.setState);
+  });
+  if (callbar) callbar.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-call]");
+    if (button) callControl(button.dataset.call);
+  });
+
+  document.addEventListener("keydown", function (event) {
+    if (event.altKey || event.ctrlKey || event.metaKey || event.defaultPrevented || typing(document.activeElement)) return;
+    var call = current.call, key = event.key;
+    var busy = current.state === "ringing" || current.state === "on_call";
+    if (key === "Enter" && call && call.state === "ringing" && !document.activeElement.closest("a, button")) {
+      event.preventDefault(); callControl("answer");
+    } else if (key === "h" && call && (call.state === "connected" || call.state === "held")) {
+      event.preventDefault(); callControl(call.state === "held" ? "resume" : "hold");
+    } else if (key === "x" && call && (call.state === "connected" || call.state === "held")) {
+      event.preventDefault(); callControl("hangup");
+    } else if (key === "w" && current.state === "wrap_up") {
+      event.preventDefault(); callControl("wrap");
+    } else if (!busy && (key === "a" || key === "b" || key === "o")) {
+      event.preventDefault(); setState({ a: "available", b: "break", o: "offline" }[key]);
+    }
+  });
+
+  // --- Screen pop ---------------------------------------------------------------------
+
+  function pop(call) {
+    if (customerId !== null && call.customer_id === customerId) return; // already on screen
+    window.location.href = callbar.dataset.callUrl + call.call_id + "/";
+  }
+
+  // --- The customer screen ------------------------------------------------------------
 
   function version() { return parseInt(screen.dataset.version || "0", 10); }
 
@@ -41,12 +184,13 @@
   }
 
   function refresh() {
+    if (!screen) return;
     if (refreshing) { refreshAgain = true; return; }
     refreshing = true;
     var before = knownInteractions();
     fetch(screen.dataset.partUrl, { credentials: "same-origin", headers: { "X-Requested-With": "live" } })
       .then(function (response) {
-        if (response.status === 404) { show("gone", "This customer is no longer available to you."); return null; }
+        if (response.status === 404) { showLive("gone", "This customer is no longer available to you."); return null; }
         if (response.redirected || !response.ok) throw new Error("screen " + response.status);
         return response.text();
       })
@@ -70,46 +214,75 @@
         });
         if (window.htmx) window.htmx.process(screen);
       })
-      .catch(function () { show("stale", "Could not refresh: retrying…"); setTimeout(scheduleRefresh, 3000); })
+      .catch(function () { showLive("stale", "Could not refresh: retrying…"); setTimeout(scheduleRefresh, 3000); })
       .then(function () {
         refreshing = false;
         if (refreshAgain) { refreshAgain = false; scheduleRefresh(); }
       });
   }
 
+  // --- The socket -----------------------------------------------------------------------
+
+  function onFrame(frame) {
+    if (frame.event === "presence") {
+      apply(frame);
+      if (frame.call && frame.state === "ringing") pop(frame.call);
+      if (customerId !== null) socket.send(JSON.stringify({ action: "watch", customer_id: customerId }));
+      return;
+    }
+    if (frame.event === "agent.state") { apply(frame); return; }
+    if (frame.event === "call.offered") { current.call = frame; renderCall(); pop(frame); return; }
+    if (frame.event === "call.changed") {
+      if (current.call && current.call.call_id === frame.call_id) { current.call = frame; renderCall(); }
+      return;
+    }
+    if (frame.event === "watching" && frame.customer_id === customerId) {
+      showLive("live", "Live");
+      // Anything that changed while the socket was down is in the rows: re-read them.
+      if (everConnected) scheduleRefresh();
+      everConnected = true;
+      return;
+    }
+    if (frame.error) { if (customerId !== null) showLive("gone", frame.error); return; }
+    if (customerId === null || frame.customer_id !== customerId) return;
+    if (frame.event === "customer.updated" && frame.version && frame.version <= version()) return;
+    scheduleRefresh();
+  }
+
   function connect() {
     var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
     socket = new WebSocket(scheme + window.location.host + "/ws/desktop/");
     socket.onopen = function () {
-      socket.send(JSON.stringify({ action: "watch", customer_id: customerId }));
+      attempt = 0;
+      clearInterval(heartbeat);
+      heartbeat = setInterval(function () {
+        if (socket && socket.readyState === 1) socket.send(JSON.stringify({ action: "heartbeat" }));
+      }, 20000);
+      socket.send(JSON.stringify({ action: "heartbeat" }));
     };
     socket.onmessage = function (message) {
       var frame;
       try { frame = JSON.parse(message.data); } catch (e) { return; }
-      if (frame.event === "watching" && frame.customer_id === customerId) {
-        attempt = 0;
-        show("live", "Live");
-        // Anything that changed while the socket was down is in the rows: re-read them.
-        if (everWatched) scheduleRefresh();
-        everWatched = true;
-        return;
-      }
-      if (frame.error) { show("gone", frame.error); return; }
-      if (frame.customer_id !== customerId) return;
-      if (frame.event === "customer.updated" && frame.version && frame.version <= version()) return;
-      scheduleRefresh();
+      onFrame(frame);
     };
     socket.onclose = function (event) {
       socket = null;
-      if (event.code === 4403) { show("gone", "Signed out: sign in again to see live changes."); return; }
+      clearInterval(heartbeat);
+      if (event.code === 4403) {
+        current.state = "unknown"; render();
+        showLive("gone", "Signed out: sign in again to see live changes.");
+        return;
+      }
       attempt += 1;
       var delay = Math.min(30000, 1000 * Math.pow(2, attempt - 1)) * (0.75 + Math.random() / 2);
-      show("reconnecting", "Reconnecting…");
+      if (customerId !== null) showLive("reconnecting", "Reconnecting…");
+      presence.querySelector(".presence-label").textContent = "Reconnecting…";
       setTimeout(connect, delay);
     };
   }
 
   // A laptop waking up or a network coming back: try at once rather than wait out the back-off.
   window.addEventListener("online", function () { if (!socket) { attempt = 0; connect(); } });
+  render();
   connect();
 })();

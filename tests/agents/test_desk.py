@@ -123,6 +123,6 @@ def test_a_desk_that_stopped_beating_goes_offline_but_a_call_keeps_its_agent(
     Agent.objects.update(heartbeat_at=long_ago)
     assert services.agents_gone_quiet() == 1
     states = dict(Agent.objects.values_list("user__username", "state"))
-    ringing = Call.objects.get().agent.user.username
+    ringing = Agent.objects.get(pk=Call.objects.get().agent_id).user.username
     assert states[ringing] == AgentState.RINGING
     assert next(s for name, s in states.items() if name != ringing) == AgentState.OFFLINE

@@ -68,6 +68,36 @@ class Queue(models.Model):
         return self.name
 
 
+class Disposition(models.Model):
+    """How a call ended, as the agent records it at wrap-up; supervisors choose
+    which a queue offers and what each counts as."""
+
+    queue = models.ForeignKey(
+        Queue, null=True, blank=True, on_delete=models.CASCADE, related_name="dispositions",
+        help_text="Empty: offered in every queue.",
+    )  # fmt: skip
+    code = models.CharField(
+        max_length=40, validators=[RegexValidator(r"^[a-z0-9_]+$", "Use lower-case letters, digits and _.")]
+    )
+    label = models.CharField(max_length=80)
+    counts_as_contact = models.BooleanField(default=True, help_text="The customer was reached.")
+    is_sale = models.BooleanField(default=False)
+    sets_do_not_call = models.BooleanField(
+        default=False, help_text="The customer asked not to be called: sets their do-not-call consent."
+    )
+    position = models.PositiveSmallIntegerField(default=0)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["position", "label"]
+        constraints = [
+            models.UniqueConstraint(fields=["queue", "code"], name="disposition_unique_code_per_queue"),
+        ]
+
+    def __str__(self) -> str:
+        return self.label
+
+
 class Agent(models.Model):
     """A staff member's presence on the floor and the queues they answer."""
 
@@ -151,9 +181,12 @@ class Call(models.Model):
     answered_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     end_reason = models.CharField(max_length=40, blank=True)
-    last_event_sequence = models.BigIntegerField(
-        default=0, help_text="The telephony system's sequence of the last event applied."
-    )
+    disposition = models.CharField(max_length=40, blank=True)
+    notes = models.TextField(blank=True)
+    interaction = models.ForeignKey(
+        "crm.Interaction", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The call's entry in the contact history, written at wrap-up.",
+    )  # fmt: skip
 
     class Meta:
         constraints = [

@@ -31,8 +31,9 @@ def call_shape(call: Call) -> dict[str, Any]:
     }
 
 
-def agent_state_changed(agent: Agent) -> None:
+def agent_state_changed(agent: Agent, **extra: Any) -> None:
     message = {
+        **extra,
         "type": "crm.event",
         "event": "agent.state",
         "agent_id": agent.pk,

@@ -17,15 +17,28 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import zoneinfo
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from agents import realtime
-from agents.models import Agent, AgentState, AgentStateChange, BreakReason, Call, CallEvent, CallState, Queue
+from agents.models import (
+    Agent,
+    AgentState,
+    AgentStateChange,
+    BreakReason,
+    Call,
+    CallEvent,
+    CallState,
+    Disposition,
+    Queue,
+)
 from crm import selectors
+from crm import services as crm_services
 from crm.exceptions import Conflict
 from crm.models import SourceSystem, User
 from crm.validation import normalize_phone
@@ -35,6 +48,8 @@ logger = logging.getLogger(__name__)
 # States an agent may choose for themselves; the others follow from calls.
 SELF_STATES = {AgentState.AVAILABLE, AgentState.BREAK, AgentState.OFFLINE}
 BUSY_STATES = {AgentState.RINGING, AgentState.ON_CALL}
+# Outbound calls and callbacks only 08:00-21:00 on the customer's clock (US TCPA).
+CALLING_HOURS = (8, 21)
 # Beyond this many matches the pop shows a search instead of a list.
 MAX_CANDIDATES = 20
 
@@ -71,6 +86,8 @@ def agent_set_state(
         agent = Agent.objects.select_for_update().get(pk=agent.pk)
         if agent.state in BUSY_STATES and by is None:
             raise Conflict({"state": f"You are {agent.get_state_display().lower()}: finish the call first."})
+        if agent.state == AgentState.WRAP_UP and by is None:
+            raise Conflict({"state": "Finish the wrap-up first: choose how the call ended."})
         _change(agent, state, reason=reason if state == AgentState.BREAK else "", by=by, now=now)
         if state == AgentState.AVAILABLE:
             _take_waiting_call(agent, now=now)
@@ -100,7 +117,11 @@ def _change(
         agent.call = call
     agent.save(update_fields=["state", "state_since", "break_reason", "idle_since", "call"])
     AgentStateChange.objects.create(agent=agent, state=state, reason=reason, call=call, changed_by=by, at=now)
-    realtime.agent_state_changed(agent)
+    extra: dict[str, Any] = {}
+    if state == AgentState.WRAP_UP and call is not None:
+        # The wrap-up form needs them at once, whoever ended the call.
+        extra["dispositions"] = [{"code": d.code, "label": d.label} for d in dispositions_for(call.queue_id)]
+    realtime.agent_state_changed(agent, **extra)
 
 
 def agent_heartbeat(*, user: User, now: dt.datetime | None = None) -> None:
@@ -156,16 +177,105 @@ def desk_call_control(*, user: User, call_id: int, kind: str) -> Call:
     return updated
 
 
-def wrap_up_finish(*, user: User) -> Agent:
-    """After-call work done: the agent is available again and takes the next call."""
+def dispositions_for(queue_id: int) -> list[Disposition]:
+    """The queue's own dispositions and those offered in every queue."""
+    return list(
+        Disposition.objects.filter(active=True)
+        .filter(Q(queue_id=queue_id) | Q(queue__isnull=True))
+        .order_by("position", "label")
+    )
+
+
+def call_wrap_up(
+    *,
+    user: User,
+    disposition: str,
+    notes: str = "",
+    callback_at: dt.datetime | None = None,
+    now: dt.datetime | None = None,
+) -> Agent:
+    """The agent finishes after-call work.
+
+    1. Lock the agent (in wrap-up) and read its call.
+    2. Check the disposition is one the call's queue offers, and a callback is
+       in the future and within calling hours on the customer's clock.
+    3. Record the call in the customer's contact history (phone, inbound, its
+       length, the agent, the disposition, the notes), once per call.
+    4. A do-not-call disposition sets the customer's consent; a callback becomes
+       a task for this agent at that time.
+    5. The agent is available again and takes the longest-waiting call."""
+    now = now or timezone.now()
     with transaction.atomic():
-        agent = Agent.objects.select_for_update().get(user=user)
-        if agent.state != AgentState.WRAP_UP:
-            raise Conflict({"state": "You are not in wrap-up."})
-        now = timezone.now()
+        agent = Agent.objects.select_for_update().filter(user=user).first()
+        if agent is None or agent.state != AgentState.WRAP_UP or agent.call_id is None:
+            raise Conflict({"state": "You are not wrapping up a call."})
+        call = (
+            Call.objects.select_for_update(of=("self",))
+            .select_related("queue", "customer")
+            .get(pk=agent.call_id)
+        )
+        chosen = next((d for d in dispositions_for(call.queue_id) if d.code == disposition), None)
+        if chosen is None:
+            offered = ", ".join(d.code for d in dispositions_for(call.queue_id)) or "none configured"
+            raise ValidationError({"disposition": f"Choose how the call ended: one of {offered}."})
+        customer = call.customer
+        if callback_at is not None:
+            _check_callback(callback_at, zone=customer.time_zone if customer else "", now=now)
+        call.disposition = chosen.code
+        call.notes = notes.strip()
+        if customer is not None:
+            answered = call.answered_at or call.arrived_at
+            ended = call.ended_at or now
+            interaction, _ = crm_services.interaction_record(
+                customer_id=customer.pk, channel="phone", direction=call.direction, occurred_at=answered,
+                source=call.source_system, external_id=f"call:{call.telephony_id}", agent=user,
+                disposition=chosen.code, subject=f"Call · {call.queue.name}", notes=call.notes,
+                duration_seconds=max(0, int((ended - answered).total_seconds())),
+            )  # fmt: skip
+            call.interaction = interaction
+            if chosen.sets_do_not_call and not customer.do_not_call:
+                crm_services.customer_update(
+                    customer_id=customer.pk, expected_version=customer.version,
+                    changes={"do_not_call": True}, actor=user,
+                )  # fmt: skip
+            if callback_at is not None:
+                crm_services.task_create(
+                    customer_id=customer.pk, kind="callback", title=f"Call back {customer.display_name}",
+                    description=call.notes, due_at=callback_at, assigned_to=user, created_by=user,
+                    origin=f"call:{call.pk}",
+                )  # fmt: skip
+        call.save(update_fields=["disposition", "notes", "interaction"])
         _change(agent, AgentState.AVAILABLE, now=now)
         _take_waiting_call(agent, now=now)
     return agent
+
+
+def wrap_up_zone(*, user: User) -> str:
+    """The clock a callback is typed on: the customer's of the call in wrap-up."""
+    zone = (
+        Agent.objects.filter(user=user, call__customer__isnull=False)
+        .values_list("call__customer__time_zone", flat=True)
+        .first()
+    )
+    return zone or "UTC"
+
+
+def _check_callback(when: dt.datetime, *, zone: str, now: dt.datetime) -> None:
+    if timezone.is_naive(when):
+        raise ValidationError({"callback_at": "Give the callback time with its zone."})
+    if when <= now:
+        raise ValidationError({"callback_at": "The callback time has passed: choose a time ahead."})
+    try:
+        local = when.astimezone(zoneinfo.ZoneInfo(zone)) if zone else when
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        local = when
+    if not CALLING_HOURS[0] <= local.hour < CALLING_HOURS[1]:
+        raise ValidationError(
+            {
+                "callback_at": f"That is {local:%H:%M} for the customer ({zone or 'UTC'}): calls are allowed "
+                f"{CALLING_HOURS[0]:02d}:00-{CALLING_HOURS[1]:02d}:00 their time."
+            }
+        )
 
 
 def presence_snapshot(*, user: User) -> dict[str, Any]:
@@ -174,12 +284,16 @@ def presence_snapshot(*, user: User) -> dict[str, Any]:
     if agent is None:
         return {"state": AgentState.OFFLINE, "since": None, "reason": "", "call": None}
     call = agent.call
-    return {
+    snapshot: dict[str, Any] = {
         "state": agent.state,
         "since": agent.state_since.isoformat(),
         "reason": agent.break_reason,
         "call": realtime.call_shape(call) if call is not None else None,
     }
+    if agent.state == AgentState.WRAP_UP and call is not None:
+        offered = dispositions_for(call.queue_id)
+        snapshot["dispositions"] = [{"code": d.code, "label": d.label} for d in offered]
+    return snapshot
 
 
 # --- Calls ----------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from django.utils.translation import get_language_info
 from django.views.decorators.http import require_POST
 
 from agents import services as agents_services
-from agents.forms import CustomerSearchForm, SearchField, SearchPlan, StaffLoginForm
+from agents.forms import CustomerSearchForm, SearchField, SearchPlan, StaffLoginForm, WrapUpForm
 from agents.models import Call
 from crm import selectors, services
 from crm.api.pagination import CappedCountPaginator
@@ -47,9 +47,8 @@ RESULTS_PER_PAGE = 25
 # nobody (the page says "more than 1,000" and asks for another detail), and
 # counting stops there instead of at the API's ten thousand.
 SEARCH_COUNT_CAP = 1_000
-# Outbound calls are allowed 08:00-21:00 in the customer's own zone (US TCPA);
-# agents call across zones, so the screen says when it is outside that window.
-CALLING_HOURS = (8, 21)
+# Agents call across zones: the screen says when it is outside calling hours.
+CALLING_HOURS = agents_services.CALLING_HOURS
 # Only these keys travel from the results to the customer page and back, so
 # the "back to results" link can never point anywhere but the search page.
 _BACK_KEYS = ("q", "field", "page")
@@ -416,11 +415,26 @@ def desk_call_control(request: HttpRequest, call_id: int, kind: str) -> HttpResp
 @staff_required
 @require_POST
 def desk_wrap_up_done(request: HttpRequest) -> HttpResponse:
+    """The disposition, notes and an optional callback (a local date and time on
+    the customer's clock, from the form's datetime-local field)."""
+    form = WrapUpForm(request.POST)
+    if not form.is_valid():
+        return JsonResponse(
+            {"error": " ".join(str(m) for ms in form.errors.values() for m in ms)}, status=400
+        )
+    user = _staff(request)
     try:
-        agents_services.wrap_up_finish(user=_staff(request))
+        agents_services.call_wrap_up(
+            user=user,
+            disposition=form.cleaned_data["disposition"],
+            notes=form.cleaned_data["notes"],
+            callback_at=form.callback_moment(agents_services.wrap_up_zone(user=user)),
+        )
+    except ValidationError as exc:
+        return _json_error(exc, 400)
     except Conflict as exc:
         return _json_error(exc, 409)
-    return JsonResponse(agents_services.presence_snapshot(user=_staff(request)))
+    return JsonResponse(agents_services.presence_snapshot(user=user))
 
 
 @staff_required

@@ -59,7 +59,7 @@
     var label = LABELS[current.state] || current.state;
     if (current.state === "break" && current.reason) label += " (" + current.reason.replace("_", " ") + ")";
     presence.querySelector(".presence-label").textContent = label;
-    var busy = current.state === "ringing" || current.state === "on_call";
+    var busy = current.state === "ringing" || current.state === "on_call" || current.state === "wrap_up";
     presence.querySelector("[data-break-reason]").disabled = busy;
     presence.querySelectorAll("[data-set-state]").forEach(function (button) {
       button.disabled = busy;
@@ -84,7 +84,23 @@
       answer: state === "ringing", hold: state === "connected", resume: state === "held",
       hangup: state === "connected" || state === "held", wrap: wrap,
     };
-    callbar.querySelectorAll("[data-call]").forEach(function (button) { button.hidden = !show[button.dataset.call]; });
+    callbar.querySelectorAll(".callbar-actions [data-call]").forEach(function (button) {
+      button.hidden = !show[button.dataset.call];
+    });
+    var form = document.getElementById("wrap-up");
+    if (!form) return;
+    var wasHidden = form.hidden;
+    form.hidden = !wrap;
+    if (wrap && wasHidden) {
+      var select = form.querySelector("select");
+      select.innerHTML = "";
+      (current.dispositions || []).forEach(function (d) {
+        var option = document.createElement("option");
+        option.value = d.code; option.textContent = d.label;
+        select.appendChild(option);
+      });
+      form.reset();
+    }
   }
 
   function tick() {
@@ -99,7 +115,10 @@
 
   function apply(snapshot) {
     var before = current.call;
-    current = { state: snapshot.state, since: snapshot.since, reason: snapshot.reason || "", call: snapshot.call || null };
+    current = {
+      state: snapshot.state, since: snapshot.since, reason: snapshot.reason || "", call: snapshot.call || null,
+      dispositions: snapshot.dispositions || current.dispositions || [],
+    };
     render();
     return before;
   }
@@ -129,7 +148,10 @@
   }
 
   function callControl(kind) {
-    if (kind === "wrap") return post(presence.dataset.wrapUrl);
+    if (kind === "wrap") {
+      var form = document.getElementById("wrap-up");
+      return post(presence.dataset.wrapUrl, Object.fromEntries(new FormData(form)));
+    }
     if (!current.call) return null;
     return post(callbar.dataset.callUrl + current.call.call_id + "/" + kind + "/");
   }
@@ -139,8 +161,13 @@
     if (button) setState(button.dataset.setState);
   });
   if (callbar) callbar.addEventListener("click", function (event) {
-    var button = event.target.closest("[data-call]");
+    var button = event.target.closest(".callbar-actions [data-call]");
     if (button) callControl(button.dataset.call);
+  });
+  var wrapForm = document.getElementById("wrap-up");
+  if (wrapForm) wrapForm.addEventListener("submit", function (event) {
+    event.preventDefault();
+    callControl("wrap");
   });
 
   document.addEventListener("keydown", function (event) {

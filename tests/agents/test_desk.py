@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from agents import services
-from agents.models import Agent, AgentState, Call, CallState, Queue
+from agents.models import Agent, AgentState, Call, CallState, Disposition, Queue
 from crm.models import AccessLogEntry, Customer, SourceSystem, User
 from tests.conftest import make_customer
 
@@ -19,7 +21,19 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def queue() -> Queue:
-    return Queue.objects.create(code="service", name="Customer service")
+    queue = Queue.objects.create(code="service", name="Customer service")
+    Disposition.objects.create(code="resolved", label="Resolved")  # every queue
+    Disposition.objects.create(queue=queue, code="do_not_call", label="Asked not to be called",
+                               sets_do_not_call=True)  # fmt: skip
+    return queue
+
+
+def on_wrap_up(user: User, queue: Queue, ivr: SourceSystem, call_id: str = "c1") -> Call:
+    ready(user, queue)
+    call, _ = services.call_arrive(source=ivr, telephony_id=call_id, ani="+12025550143", queue_code="service")
+    services.desk_call_control(user=user, call_id=call.pk, kind="answered")
+    services.desk_call_control(user=user, call_id=call.pk, kind="ended")
+    return Call.objects.get(pk=call.pk)
 
 
 def desk(user: User) -> Client:
@@ -59,7 +73,12 @@ def test_the_desk_answers_holds_and_hangs_up_its_own_call_then_wraps_up(
     client.post(reverse("desk-call-control", args=[call.pk, "resume"]))
     ended = client.post(reverse("desk-call-control", args=[call.pk, "hangup"])).json()
     assert ended["state"] == "wrap_up"
-    assert client.post(reverse("desk-wrap-up-done")).json()["state"] == "available"
+    assert [d["code"] for d in ended["dispositions"]] == ["do_not_call", "resolved"]
+    refused = client.post(reverse("desk-wrap-up-done"), {"disposition": "sold_a_yacht"})
+    assert refused.status_code == 400
+    assert "Choose how the call ended" in refused.json()["error"]
+    done = client.post(reverse("desk-wrap-up-done"), {"disposition": "resolved", "notes": "Reset PIN"})
+    assert done.json()["state"] == "available"
     assert Call.objects.get(pk=call.pk).state == CallState.ENDED
 
 
@@ -126,3 +145,82 @@ def test_a_desk_that_stopped_beating_goes_offline_but_a_call_keeps_its_agent(
     ringing = Agent.objects.get(pk=Call.objects.get().agent_id).user.username
     assert states[ringing] == AgentState.RINGING
     assert next(s for name, s in states.items() if name != ringing) == AgentState.OFFLINE
+
+
+# --- Wrap-up ---------------------------------------------------------------------------------
+
+
+def test_wrap_up_puts_the_call_in_the_contact_history_once(
+    alice: User, queue: Queue, ivr: SourceSystem, dave_customer: Customer
+) -> None:
+    call = on_wrap_up(alice, queue, ivr)
+    services.call_wrap_up(user=alice, disposition="resolved", notes="Reset the card PIN")
+    entry = dave_customer.interactions.get()
+    assert (entry.channel, entry.direction, entry.disposition, entry.agent_id) == (
+        "phone",
+        "inbound",
+        "resolved",
+        alice.pk,
+    )
+    assert entry.notes == "Reset the card PIN"
+    assert entry.external_id == f"call:{call.telephony_id}"
+    assert entry.duration_seconds is not None
+    assert Call.objects.get(pk=call.pk).interaction_id == entry.pk
+    assert Agent.objects.get(user=alice).state == AgentState.AVAILABLE
+
+
+def test_a_do_not_call_disposition_sets_the_consent(
+    alice: User, queue: Queue, ivr: SourceSystem, dave_customer: Customer
+) -> None:
+    on_wrap_up(alice, queue, ivr)
+    services.call_wrap_up(user=alice, disposition="do_not_call")
+    dave_customer.refresh_from_db()
+    assert dave_customer.do_not_call
+    assert dave_customer.change_history.filter(field="do_not_call", actor=alice).exists()
+
+
+def test_a_callback_becomes_a_task_at_a_time_within_the_customers_calling_hours(
+    alice: User, queue: Queue, ivr: SourceSystem, dave_customer: Customer
+) -> None:
+    on_wrap_up(alice, queue, ivr)
+    new_york = zoneinfo.ZoneInfo("America/New_York")
+    tomorrow = (timezone.now().astimezone(new_york) + dt.timedelta(days=1)).date()
+    too_late = dt.datetime.combine(tomorrow, dt.time(22, 30), tzinfo=new_york)
+    with pytest.raises(ValidationError, match="22:30 for the customer"):
+        services.call_wrap_up(user=alice, disposition="resolved", callback_at=too_late)
+    with pytest.raises(ValidationError, match="passed"):
+        services.call_wrap_up(
+            user=alice, disposition="resolved", callback_at=timezone.now() - dt.timedelta(hours=1)
+        )
+    assert not dave_customer.interactions.exists()  # nothing kept from the refused attempts
+    good = dt.datetime.combine(tomorrow, dt.time(10, 30), tzinfo=new_york)
+    services.call_wrap_up(user=alice, disposition="resolved", callback_at=good)
+    task = dave_customer.tasks.get()
+    assert (task.kind, task.due_at, task.assigned_to_id) == ("callback", good, alice.pk)
+
+
+def test_the_callback_field_is_read_on_the_customers_clock(
+    alice: User, queue: Queue, ivr: SourceSystem, dave_customer: Customer
+) -> None:
+    on_wrap_up(alice, queue, ivr)
+    tomorrow = (
+        (timezone.now() + dt.timedelta(days=1)).astimezone(zoneinfo.ZoneInfo("America/New_York")).date()
+    )
+    response = desk(alice).post(
+        reverse("desk-wrap-up-done"), {"disposition": "resolved", "callback_at": f"{tomorrow:%Y-%m-%d}T09:15"}
+    )
+    assert response.status_code == 200, response.content
+    due_at = dave_customer.tasks.get().due_at
+    assert due_at is not None
+    due = due_at.astimezone(zoneinfo.ZoneInfo("America/New_York"))
+    assert (due.date(), due.hour, due.minute) == (tomorrow, 9, 15)
+
+
+def test_wrap_up_is_finished_with_an_outcome_not_skipped(
+    alice: User, queue: Queue, ivr: SourceSystem
+) -> None:
+    on_wrap_up(alice, queue, ivr)
+    response = desk(alice).post(reverse("desk-state"), {"state": "available"})
+    assert response.status_code == 409
+    assert "Finish the wrap-up" in response.json()["error"]
+    assert Agent.objects.get(user=alice).state == AgentState.WRAP_UP

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from agents import services as agents_services
-from agents.models import Agent, AgentState, Call, CallState, Queue
+from agents.models import Agent, AgentState, Call, CallState, Disposition, Queue
 from crm import services
 from crm.models import Customer, SourceSystem, User
 from tests.conftest import PASSWORD
@@ -37,6 +37,7 @@ def test_an_agent_goes_available_gets_a_call_popped_answers_and_wraps_up(
     uvicorn_server: Server, alice: User, dave_customer: Customer, ivr: SourceSystem, frank: User
 ) -> None:
     queue = Queue.objects.create(code="service", name="Customer service")
+    Disposition.objects.create(code="resolved", label="Resolved")
     agents_services.agent_for(user=alice).queues.set([queue])
     _, token = services.api_token_create(user=frank, name="pbx bridge")
     from playwright.sync_api import expect, sync_playwright
@@ -81,6 +82,9 @@ def test_an_agent_goes_available_gets_a_call_popped_answers_and_wraps_up(
 
         page.keyboard.press("x")
         expect(presence).to_have_attribute("data-state", "wrap_up")
+        page.fill("#wrap-notes", "Asked about the new card")
+        page.screenshot(path=str(shots / "desk-wrap-up.png"))
+        page.locator("body").click()
         page.keyboard.press("w")
         expect(presence).to_have_attribute("data-state", "available")
         expect(callbar).to_be_hidden()
@@ -89,3 +93,9 @@ def test_an_agent_goes_available_gets_a_call_popped_answers_and_wraps_up(
     call = Call.objects.get(telephony_id="pbx-1")
     assert (call.state, call.end_reason, call.customer_id) == (CallState.ENDED, "completed", dave_customer.pk)
     assert Agent.objects.get(user=alice).state == AgentState.AVAILABLE
+    entry = dave_customer.interactions.get()
+    assert (entry.disposition, entry.notes, entry.agent_id) == (
+        "resolved",
+        "Asked about the new card",
+        alice.pk,
+    )

@@ -15,6 +15,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from agents import realtime as floor_realtime
 from agents import services as agents_services
 from crm import realtime, selectors, services
 from crm.models.choices import AccessChannel
@@ -30,11 +31,16 @@ class DesktopConsumer(AsyncJsonWebsocketConsumer):
             return
         self.personal = realtime.agent_group(user.pk)
         await self.channel_layer.group_add(self.personal, self.channel_name)
+        self.floor = await _watches_floor(user)
+        if self.floor:
+            await self.channel_layer.group_add(floor_realtime.FLOOR_GROUP, self.channel_name)
         await self.accept()
         # The snapshot first; frames after it only tell what changed since.
         await self.send_json({"event": "presence", **await _presence(user)})
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "floor", False):
+            await self.channel_layer.group_discard(floor_realtime.FLOOR_GROUP, self.channel_name)
         if getattr(self, "personal", None):
             await self.channel_layer.group_discard(self.personal, self.channel_name)
         if self.watching:
@@ -74,6 +80,11 @@ class DesktopConsumer(AsyncJsonWebsocketConsumer):
 @database_sync_to_async
 def _presence(user: Any) -> dict[str, Any]:
     return agents_services.presence_snapshot(user=user)
+
+
+@database_sync_to_async
+def _watches_floor(user: Any) -> bool:
+    return bool(user.has_perm("agents.view_floor"))
 
 
 @database_sync_to_async

@@ -124,6 +124,10 @@ class Agent(models.Model):
                 name="agent_available_longest_idle",
             ),
         ]
+        permissions = [
+            ("view_floor", "Can watch the floor: agents' states, queues and service level"),
+            ("manage_floor", "Can set another agent's state (e.g. offline)"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.user} ({self.state})"

@@ -124,6 +124,20 @@ def _change(
     realtime.agent_state_changed(agent, **extra)
 
 
+def agent_force_offline(*, user: User, by: User) -> Agent:
+    """A supervisor takes an agent off the floor. Never one with a call ringing or
+    connected (the caller is real); from a break or wrap-up, yes."""
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent_for(user=user).pk)
+        if agent.state in BUSY_STATES:
+            raise Conflict(
+                {"state": f"{user.get_full_name() or user.username} is on a call: wait for it to end."}
+            )
+        if agent.state != AgentState.OFFLINE:
+            _change(agent, AgentState.OFFLINE, reason="set by supervisor", by=by, now=timezone.now())
+    return agent
+
+
 def agent_heartbeat(*, user: User, now: dt.datetime | None = None) -> None:
     """The desk is open: one UPDATE, no lock held beyond it."""
     Agent.objects.filter(user=user).update(heartbeat_at=now or timezone.now())

@@ -29,9 +29,10 @@ from django.utils.cache import patch_vary_headers
 from django.utils.translation import get_language_info
 from django.views.decorators.http import require_POST
 
+from agents import selectors as agents_selectors
 from agents import services as agents_services
 from agents.forms import CustomerSearchForm, SearchField, SearchPlan, StaffLoginForm, WrapUpForm
-from agents.models import Call
+from agents.models import Agent, Call
 from crm import selectors, services
 from crm.api.pagination import CappedCountPaginator
 from crm.exceptions import Conflict
@@ -479,3 +480,51 @@ def _result_rows_of(customers: list[Customer]) -> list[ResultRow]:
         )
         for c in customers
     ]
+
+
+# --- The supervisor's floor view ---------------------------------------------------------------
+
+
+def _floor_context(request: HttpRequest) -> dict[str, Any]:
+    user = _staff(request)
+    return _desktop(
+        request,
+        floor=agents_selectors.floor(zone=user.time_zone),
+        now=timezone.now(),
+        can_manage=user.has_perm("agents.manage_floor"),
+    )
+
+
+@staff_required
+def floor_view(request: HttpRequest) -> HttpResponse:
+    """Who is available, on a call or away; calls waiting; today's service level.
+    Kept current over the desk socket (a frame makes it re-read the part below)."""
+    if not _staff(request).has_perm("agents.view_floor"):
+        return render(request, "agents/forbidden.html", {"who": "an agent"}, status=403)
+    return render(request, "agents/floor.html", _floor_context(request))
+
+
+@staff_required
+def floor_part(request: HttpRequest) -> HttpResponse:
+    if not _staff(request).has_perm("agents.view_floor"):
+        return HttpResponse(status=403)
+    response = render(request, "agents/_floor.html", _floor_context(request))
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@staff_required
+@require_POST
+def floor_agent_offline(request: HttpRequest, user_id: int) -> HttpResponse:
+    """A supervisor signs an idle agent off the floor (a desk left open)."""
+    supervisor = _staff(request)
+    if not supervisor.has_perm("agents.manage_floor"):
+        return JsonResponse({"error": "Only supervisors may change another agent's state."}, status=403)
+    agent = Agent.objects.select_related("user").filter(pk=user_id).first()
+    if agent is None:
+        return JsonResponse({"error": "No such agent."}, status=404)
+    try:
+        agents_services.agent_force_offline(user=agent.user, by=supervisor)
+    except Conflict as exc:
+        return _json_error(exc, 409)
+    return JsonResponse({"state": "offline"})

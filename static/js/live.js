@@ -17,6 +17,8 @@
   if (!presence || !window.WebSocket) return;
 
   var screen = document.getElementById("screen");
+  var floor = document.getElementById("floor");
+  var userId = parseInt(presence.dataset.userId || "0", 10);
   var customerId = screen && screen.dataset.liveCustomer ? parseInt(screen.dataset.liveCustomer, 10) : null;
   var liveState = document.getElementById("live-state");
   var callbar = document.getElementById("callbar");
@@ -248,16 +250,51 @@
       });
   }
 
+  // --- The floor view (supervisors) ---------------------------------------------------------
+
+  var floorTimer = null;
+  function scheduleFloor() {
+    clearTimeout(floorTimer);
+    floorTimer = setTimeout(function () {
+      fetch(floor.dataset.partUrl, { credentials: "same-origin" })
+        .then(function (response) { if (!response.ok) throw new Error(String(response.status)); return response.text(); })
+        .then(function (html) { floor.innerHTML = html; sinceTick(); })
+        .catch(function () { setTimeout(scheduleFloor, 3000); });
+    }, 400);
+  }
+
+  function sinceTick() {
+    document.querySelectorAll("time[data-since]").forEach(function (el) { el.textContent = clock(el.dataset.since); });
+  }
+  if (document.querySelector("time[data-since]") || floor) { sinceTick(); setInterval(sinceTick, 1000); }
+
+  if (floor) floor.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-offline]");
+    if (!button) return;
+    button.disabled = true;
+    fetch(floor.dataset.offlineUrl + button.dataset.offline + "/offline/", {
+      method: "POST", credentials: "same-origin", headers: { "X-CSRFToken": csrf },
+    }).then(function (response) {
+      return response.json().then(function (data) {
+        if (!response.ok) { window.alert(data.error || "Could not sign the agent off."); button.disabled = false; }
+        scheduleFloor();
+      });
+    });
+  });
+
   // --- The socket -----------------------------------------------------------------------
 
   function onFrame(frame) {
     if (frame.event === "presence") {
       apply(frame);
+      if (floor && everConnected) scheduleFloor();
+      if (floor) everConnected = true;
       if (frame.call && frame.state === "ringing") pop(frame.call);
       if (customerId !== null) socket.send(JSON.stringify({ action: "watch", customer_id: customerId }));
       return;
     }
-    if (frame.event === "agent.state") { apply(frame); return; }
+    if (floor && /^(agent\.state|call\.changed|queue\.changed)$/.test(frame.event)) scheduleFloor();
+    if (frame.event === "agent.state") { if (frame.agent_id === userId) apply(frame); return; }
     if (frame.event === "call.offered") { current.call = frame; renderCall(); pop(frame); return; }
     if (frame.event === "call.changed") {
       if (current.call && current.call.call_id === frame.call_id) { current.call = frame; renderCall(); }

@@ -33,9 +33,11 @@ def _post(server: Server, path: str, token: str, body: dict[str, Any]) -> Any:
         return json.loads(response.read())
 
 
+@pytest.mark.usefixtures("alice", "bob", "ivr")
 def test_an_agent_goes_available_gets_a_call_popped_answers_and_wraps_up(
-    uvicorn_server: Server, alice: User, dave_customer: Customer, ivr: SourceSystem, frank: User
+    uvicorn_server: Server, dave_customer: Customer, frank: User
 ) -> None:
+    alice = User.objects.get(username="alice")
     queue = Queue.objects.create(code="service", name="Customer service")
     Disposition.objects.create(code="resolved", label="Resolved")
     agents_services.agent_for(user=alice).queues.set([queue])
@@ -46,14 +48,23 @@ def test_an_agent_goes_available_gets_a_call_popped_answers_and_wraps_up(
     shots.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_context(viewport={"width": 1366, "height": 768}, locale="en-US").new_page()
         errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{uvicorn_server.origin}/login/")
-        page.fill("#id_username", "alice")
-        page.fill("#id_password", PASSWORD)
-        page.press("#id_password", "Enter")
-        page.wait_for_url(f"{uvicorn_server.origin}/")
+
+        def signed_in(username: str) -> Any:
+            page = browser.new_context(viewport={"width": 1366, "height": 768}, locale="en-US").new_page()
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{uvicorn_server.origin}/login/")
+            page.fill("#id_username", username)
+            page.fill("#id_password", PASSWORD)
+            page.press("#id_password", "Enter")
+            page.wait_for_url(f"{uvicorn_server.origin}/")
+            return page
+
+        # The supervisor watches the floor in another browser while the agent works.
+        floor = signed_in("bob")
+        floor.goto(f"{uvicorn_server.origin}/floor/")
+        expect(floor.locator(".tile-available .tile-n")).to_have_text("0")
+        page = signed_in("alice")
         presence = page.locator("#presence")
         expect(presence).to_have_attribute("data-state", "offline", timeout=10_000)
 
@@ -61,6 +72,7 @@ def test_an_agent_goes_available_gets_a_call_popped_answers_and_wraps_up(
         page.keyboard.press("a")
         expect(presence).to_have_attribute("data-state", "available")
         page.screenshot(path=str(shots / "desk-available.png"))
+        expect(floor.locator(".tile-available .tile-n")).to_have_text("1", timeout=5_000)
 
         _post(
             uvicorn_server,
@@ -79,6 +91,8 @@ def test_an_agent_goes_available_gets_a_call_popped_answers_and_wraps_up(
         expect(callbar).to_have_attribute("data-state", "connected")
         expect(presence).to_have_attribute("data-state", "on_call")
         page.screenshot(path=str(shots / "desk-on-call.png"))
+        expect(floor.locator(".tile-on_call .tile-n")).to_have_text("1", timeout=5_000)
+        floor.screenshot(path=str(shots / "floor.png"), full_page=True)
 
         page.keyboard.press("x")
         expect(presence).to_have_attribute("data-state", "wrap_up")

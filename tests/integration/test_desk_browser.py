@@ -14,7 +14,7 @@ import pytest
 from agents import services as agents_services
 from agents.models import Agent, AgentState, Call, CallState, Disposition, Queue
 from crm import services
-from crm.models import Customer, SourceSystem, User
+from crm.models import Customer, User
 from tests.conftest import PASSWORD
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, SCREENSHOTS
 from tests.integration.conftest import COMMITTED, Server

@@ -6,7 +6,7 @@ import datetime as dt
 import zoneinfo
 from dataclasses import dataclass
 
-from django.db.models import Avg, Count, DateTimeField, ExpressionWrapper, F, Min, Q
+from django.db.models import Avg, Count, DateTimeField, ExpressionWrapper, F, Min, Q, Value
 from django.utils import timezone
 
 from agents.models import Agent, AgentState, Call, CallState, Queue
@@ -105,7 +105,7 @@ def floor(*, zone: str, now: dt.datetime | None = None) -> Floor:
                     calls__arrived_at__gte=day_start,
                     calls__answered_at__isnull=False,
                     calls__answered_at__lte=ExpressionWrapper(
-                        F("calls__arrived_at") + dt.timedelta(seconds=1) * F("service_level_seconds"),
+                        F("calls__arrived_at") + Value(dt.timedelta(seconds=1)) * F("service_level_seconds"),
                         output_field=DateTimeField(),
                     ),
                 ),

@@ -12,6 +12,7 @@ import datetime as dt
 import re
 import zoneinfo
 from dataclasses import dataclass, field
+from typing import Any
 
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
@@ -167,3 +168,26 @@ class WrapUpForm(forms.Form):
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             tz = dt.UTC
         return local.replace(tzinfo=tz)
+
+
+class NewCustomerForm(forms.Form):
+    """A caller the CRM does not know yet: what an agent takes down on the phone."""
+
+    given_name = forms.CharField(max_length=100, label="Given name")
+    family_name = forms.CharField(max_length=100, label="Family name")
+    phone = forms.CharField(max_length=40, required=False, label="Phone")
+    email = forms.CharField(max_length=254, required=False, label="E-mail")
+    time_zone = forms.CharField(max_length=64, initial="America/New_York", label="Time zone")
+
+    def customer_fields(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        fields: dict[str, Any] = {
+            "given_name": data["given_name"].strip(),
+            "family_name": data["family_name"].strip(),
+            "time_zone": data["time_zone"].strip(),
+        }
+        if data.get("phone"):
+            fields["phones"] = [{"number": data["phone"], "kind": "mobile", "primary": True}]
+        if data.get("email"):
+            fields["emails"] = [{"address": data["email"], "kind": "personal", "primary": True}]
+        return fields

@@ -415,6 +415,12 @@ def _take_waiting_call(agent: Agent, *, now: dt.datetime) -> None:
         realtime.queue_changed(call.queue_id)
 
 
+def call_attach_customer(*, call_id: int, customer_id: int) -> None:
+    """The agent found or created the caller's record: the call (and its wrap-up
+    entry in the contact history) belongs to that customer."""
+    Call.objects.filter(pk=call_id, customer__isnull=True).update(customer_id=customer_id, candidates=[])
+
+
 def call_ring_timeout(*, call_id: int, offer: int, now: dt.datetime | None = None) -> bool:
     """The ``offer``-th ring of the call went unanswered: put that agent on a break
     (missed call) and ring the next. False when the call has moved on since."""

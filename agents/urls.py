@@ -11,6 +11,7 @@ urlpatterns = [
     path("customer/<int:customer_id>/", views.customer_detail, name="customer"),
     path("customer/<int:customer_id>/screen/", views.customer_screen_part, name="customer-screen"),
     path("desk/state/", views.desk_state, name="desk-state"),
+    path("desk/customers/new/", views.desk_new_customer, name="desk-new-customer"),
     path("floor/", views.floor_view, name="floor"),
     path("floor/part/", views.floor_part, name="floor-part"),
     path("floor/agents/<int:user_id>/offline/", views.floor_agent_offline, name="floor-agent-offline"),

@@ -31,7 +31,14 @@ from django.views.decorators.http import require_POST
 
 from agents import selectors as agents_selectors
 from agents import services as agents_services
-from agents.forms import CustomerSearchForm, SearchField, SearchPlan, StaffLoginForm, WrapUpForm
+from agents.forms import (
+    CustomerSearchForm,
+    NewCustomerForm,
+    SearchField,
+    SearchPlan,
+    StaffLoginForm,
+    WrapUpForm,
+)
 from agents.models import Agent, Call
 from crm import selectors, services
 from crm.api.pagination import CappedCountPaginator
@@ -528,3 +535,36 @@ def floor_agent_offline(request: HttpRequest, user_id: int) -> HttpResponse:
     except Conflict as exc:
         return _json_error(exc, 409)
     return JsonResponse({"state": "offline"})
+
+
+@staff_required
+def desk_new_customer(request: HttpRequest) -> HttpResponse:
+    """Take down a new caller: the form comes prefilled with the number they
+    called from; saving opens their record and, during a call, attaches it."""
+    user = _staff(request)
+    if not user.has_perm("crm.add_customer"):
+        return render(
+            request, "agents/forbidden.html", {"who": "a role that cannot add customers"}, status=403
+        )
+    call = None
+    call_id = request.GET.get("call") or request.POST.get("call")
+    if call_id and call_id.isdigit():
+        call = Call.objects.filter(pk=int(call_id), agent__user=user).first()
+    if request.method == "POST":
+        form = NewCustomerForm(request.POST)
+        if form.is_valid():
+            try:
+                customer = services.customer_create(actor=user, **form.customer_fields())
+            except ValidationError as exc:
+                for field, messages in exc.message_dict.items():
+                    target = {"phones": "phone", "emails": "email"}.get(field, field)
+                    form.add_error(target if target in form.fields else None, messages)
+            else:
+                if call is not None:
+                    agents_services.call_attach_customer(call_id=call.pk, customer_id=customer.pk)
+                return redirect(reverse("customer", args=[customer.pk]))
+    else:
+        number = format_phone(call.caller_number) if call is not None and call.caller_number else ""
+        form = NewCustomerForm(initial={"phone": request.GET.get("phone", number)})
+    caller = format_phone(call.caller_number) if call is not None and call.caller_number else ""
+    return render(request, "agents/new_customer.html", _desktop(request, form=form, call=call, caller=caller))

@@ -191,7 +191,14 @@
 
   // --- Screen pop ---------------------------------------------------------------------
 
+  // Once per offered call: the agent may then go anywhere (the new-customer form,
+  // a search) without the next page's snapshot pulling them back.
   function pop(call) {
+    var key = "crm.popped." + call.call_id + "." + (call.ring_started_at || "");
+    try {
+      if (window.sessionStorage.getItem(key)) return;
+      window.sessionStorage.setItem(key, "1");
+    } catch (e) { /* storage off: pop anyway */ }
     if (customerId !== null && call.customer_id === customerId) return; // already on screen
     window.location.href = callbar.dataset.callUrl + call.call_id + "/";
   }

@@ -224,3 +224,27 @@ def test_wrap_up_is_finished_with_an_outcome_not_skipped(
     assert response.status_code == 409
     assert "Finish the wrap-up" in response.json()["error"]
     assert Agent.objects.get(user=alice).state == AgentState.WRAP_UP
+
+
+def test_a_new_caller_is_taken_down_with_the_number_they_called_from(
+    alice: User, queue: Queue, ivr: SourceSystem
+) -> None:
+    ready(alice, queue)
+    call, _ = services.call_arrive(source=ivr, telephony_id="c1", ani="+13125550100", queue_code="service")
+    client = desk(alice)
+    form = client.get(reverse("desk-new-customer"), {"call": call.pk}).content.decode()
+    assert 'value="+1 312-555-0100"' in form
+    refused = client.post(reverse("desk-new-customer"), {"call": call.pk, "given_name": "Ola", "family_name": "",
+                                                         "phone": "12", "time_zone": "America/Chicago"})  # fmt: skip
+    assert refused.status_code == 200
+    assert "This field is required" in refused.content.decode()
+    bad_phone = client.post(reverse("desk-new-customer"), {"call": call.pk, "given_name": "Ola", "family_name": "Nordmann",
+                                                           "phone": "12", "time_zone": "America/Chicago"})  # fmt: skip
+    assert "digits" in bad_phone.content.decode()
+    assert not Customer.objects.filter(family_name="Nordmann").exists()
+    saved = client.post(reverse("desk-new-customer"), {"call": call.pk, "given_name": "Ola", "family_name": "Nordmann",
+                                                       "phone": "+1 312 555 0100", "time_zone": "America/Chicago"})  # fmt: skip
+    customer = Customer.objects.get(family_name="Nordmann")
+    assert saved["Location"] == reverse("customer", args=[customer.pk])
+    assert customer.primary_phone == "+13125550100"
+    assert Call.objects.get(pk=call.pk).customer_id == customer.pk

@@ -102,11 +102,27 @@ def test_an_agent_goes_available_gets_a_call_popped_answers_and_wraps_up(
         page.keyboard.press("w")
         expect(presence).to_have_attribute("data-state", "available")
         expect(callbar).to_be_hidden()
+
+        # A caller nobody knows: the pop offers the search and a new record with the number.
+        _post(
+            uvicorn_server,
+            "/api/v1/calls/",
+            token,
+            {"call_id": "pbx-2", "ani": "312-555-0100", "queue": "service"},
+        )
+        expect(page.locator("h2", has_text="No customer has this number")).to_be_visible(timeout=10_000)
+        page.screenshot(path=str(shots / "desk-pop-unknown.png"))
+        page.locator("body").click()
+        page.keyboard.press("n")
+        expect(page.locator("#id_phone")).to_have_value("+1 312-555-0100")
+        page.screenshot(path=str(shots / "desk-new-customer.png"))
         browser.close()
     assert not errors, errors
     call = Call.objects.get(telephony_id="pbx-1")
     assert (call.state, call.end_reason, call.customer_id) == (CallState.ENDED, "completed", dave_customer.pk)
-    assert Agent.objects.get(user=alice).state == AgentState.AVAILABLE
+    # The second caller rings her now, from a number no record has.
+    assert Agent.objects.get(user=alice).state == AgentState.RINGING
+    assert Call.objects.get(telephony_id="pbx-2").customer_id is None
     entry = dave_customer.interactions.get()
     assert (entry.disposition, entry.notes, entry.agent_id) == (
         "resolved",

@@ -234,16 +234,15 @@ def test_a_new_caller_is_taken_down_with_the_number_they_called_from(
     client = desk(alice)
     form = client.get(reverse("desk-new-customer"), {"call": call.pk}).content.decode()
     assert 'value="+1 312-555-0100"' in form
-    refused = client.post(reverse("desk-new-customer"), {"call": call.pk, "given_name": "Ola", "family_name": "",
-                                                         "phone": "12", "time_zone": "America/Chicago"})  # fmt: skip
+    url = reverse("desk-new-customer")
+    person = {"call": call.pk, "given_name": "Ola", "family_name": "Nordmann", "time_zone": "America/Chicago"}
+    refused = client.post(url, {**person, "family_name": "", "phone": "12"})
     assert refused.status_code == 200
     assert "This field is required" in refused.content.decode()
-    bad_phone = client.post(reverse("desk-new-customer"), {"call": call.pk, "given_name": "Ola", "family_name": "Nordmann",
-                                                           "phone": "12", "time_zone": "America/Chicago"})  # fmt: skip
+    bad_phone = client.post(url, {**person, "phone": "12"})
     assert "digits" in bad_phone.content.decode()
     assert not Customer.objects.filter(family_name="Nordmann").exists()
-    saved = client.post(reverse("desk-new-customer"), {"call": call.pk, "given_name": "Ola", "family_name": "Nordmann",
-                                                       "phone": "+1 312 555 0100", "time_zone": "America/Chicago"})  # fmt: skip
+    saved = client.post(url, {**person, "phone": "+1 312 555 0100"})
     customer = Customer.objects.get(family_name="Nordmann")
     assert saved["Location"] == reverse("customer", args=[customer.pk])
     assert customer.primary_phone == "+13125550100"

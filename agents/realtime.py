@@ -66,3 +66,19 @@ def call_changed(call: Call) -> None:
 
 def queue_changed(queue_id: int) -> None:
     send_on_commit(FLOOR_GROUP, {"type": "crm.event", "event": "queue.changed", "queue_id": queue_id})
+
+
+def callback_due(*, agent_id: int, task_id: int, customer_id: int, title: str) -> None:
+    from crm.realtime import send_now  # noqa: PLC0415
+
+    # Sent at once: the beat task that finds it writes nothing to wait for.
+    send_now(
+        agent_group(agent_id),
+        {
+            "type": "crm.event",
+            "event": "callback.due",
+            "task_id": task_id,
+            "customer_id": customer_id,
+            "title": title,
+        },
+    )

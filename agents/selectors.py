@@ -132,3 +132,45 @@ def floor(*, zone: str, now: dt.datetime | None = None) -> Floor:
     for row in agent_rows:
         states[row.agent.state] += 1
     return Floor(agents=agent_rows, queues=queue_rows, states=states, day_start=day_start)
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    task_id: int
+    title: str
+    kind: str
+    due_at: dt.datetime | None
+    priority: int
+    customer_id: int
+    customer_name: str
+    mine: bool
+
+    def overdue(self, now: dt.datetime) -> bool:
+        return self.due_at is not None and self.due_at < now
+
+
+def work_list(*, user_id: int, limit: int = 15) -> list[WorkItem]:
+    """The agent's open tasks and the callbacks anyone may take (escalated ones
+    among them), most urgent first: one query."""
+    from crm.models import Task  # noqa: PLC0415  (crm's rows, read for the desk)
+
+    rows = (
+        Task.objects.filter(status__in=["open", "in_progress"])
+        .filter(Q(assigned_to_id=user_id) | Q(assigned_to__isnull=True, kind="callback"))
+        .select_related("customer")
+        .only("pk", "title", "kind", "due_at", "priority", "assigned_to_id", "customer__display_name")
+        .order_by("priority", F("due_at").asc(nulls_last=True), "pk")[:limit]
+    )
+    return [
+        WorkItem(
+            task_id=t.pk,
+            title=t.title,
+            kind=t.get_kind_display(),
+            due_at=t.due_at,
+            priority=t.priority,
+            customer_id=t.customer_id,
+            customer_name=t.customer.display_name,
+            mine=t.assigned_to_id == user_id,
+        )
+        for t in rows
+    ]

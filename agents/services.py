@@ -138,6 +138,26 @@ def agent_force_offline(*, user: User, by: User) -> Agent:
     return agent
 
 
+def callbacks_due(*, now: dt.datetime | None = None, window: dt.timedelta = dt.timedelta(minutes=1)) -> int:
+    """Every minute: each callback that fell due in the last minute pops up on its
+    agent's desk; overdue ones are escalated (crm.services.tasks_escalate_overdue)."""
+    from crm.models import Task  # noqa: PLC0415  (crm's model, read here only)
+
+    now = now or timezone.now()
+    due = Task.objects.filter(
+        kind="callback", status="open", assigned_to__isnull=False, due_at__gt=now - window, due_at__lte=now
+    ).values("pk", "customer_id", "assigned_to_id", "title")
+    told = 0
+    for task in due:
+        realtime.callback_due(agent_id=task["assigned_to_id"], task_id=task["pk"],
+                              customer_id=task["customer_id"], title=task["title"])  # fmt: skip
+        told += 1
+    escalated = crm_services.tasks_escalate_overdue(now=now)
+    if escalated:
+        realtime.queue_changed(0)  # the floor re-reads itself
+    return told + len(escalated)
+
+
 def agent_heartbeat(*, user: User, now: dt.datetime | None = None) -> None:
     """The desk is open: one UPDATE, no lock held beyond it."""
     Agent.objects.filter(user=user).update(heartbeat_at=now or timezone.now())

@@ -48,3 +48,16 @@ def calls_sweep() -> int:
 def agents_gone_quiet() -> int:
     """Agents whose desk stopped sending heartbeats go offline."""
     return services.agents_gone_quiet()
+
+
+@shared_task(
+    name="agents.tasks.callbacks_due",
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=_TRANSIENT_DB_ERRORS,
+    max_retries=1,
+    expires=60,
+)
+def callbacks_due() -> int:
+    """Tell agents their callbacks are due; escalate the ones nobody made."""
+    return services.callbacks_due()

@@ -89,6 +89,11 @@ def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
     return wrapper
 
 
+def partial_request(request: HttpRequest) -> bool:
+    """An htmx swap of part of a page (not a history restore, which wants it whole)."""
+    return bool(request.headers.get("HX-Request")) and not request.headers.get("HX-History-Restore-Request")
+
+
 def _who(user: User) -> str:
     if user.is_customer:
         return "a self-service customer"
@@ -233,6 +238,8 @@ def home(request: HttpRequest) -> HttpResponse:
     page_query = urlencode({k: request.GET[k] for k in ("q", "field") if request.GET.get(k)})
     context = _desktop(
         request,
+        work=[] if partial_request(request) else agents_selectors.work_list(user_id=_staff(request).pk),
+        now=timezone.now(),
         form=form,
         plan=plan,
         outcome=outcome,
@@ -243,7 +250,7 @@ def home(request: HttpRequest) -> HttpResponse:
         count_cap=f"{SEARCH_COUNT_CAP:,}",
     )
     # htmx swaps only the results; a history restore or a plain load gets the page.
-    partial = request.headers.get("HX-Request") and not request.headers.get("HX-History-Restore-Request")
+    partial = partial_request(request)
     response = render(request, "agents/_results.html" if partial else "agents/home.html", context)
     patch_vary_headers(response, ["HX-Request"])
     return response

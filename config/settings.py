@@ -165,6 +165,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "agents.tasks.calls_sweep",
         "schedule": 5.0,
     },
+    # Callbacks falling due pop up on their agent's desk; overdue ones escalate.
+    "callbacks-due": {
+        "task": "agents.tasks.callbacks_due",
+        "schedule": 60.0,
+    },
     # A desk that stopped beating (browser closed) ends its agent's availability.
     "agents-gone-quiet": {
         "task": "agents.tasks.agents_gone_quiet",

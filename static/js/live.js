@@ -189,6 +189,18 @@
     }
   });
 
+  // --- Notices ------------------------------------------------------------------------
+
+  function showToast(text, href) {
+    var toast = document.createElement("a");
+    toast.className = "toast";
+    toast.setAttribute("role", "status");
+    toast.href = href;
+    toast.textContent = text;
+    document.body.appendChild(toast);
+    setTimeout(function () { toast.remove(); }, 30000);
+  }
+
   // --- Screen pop ---------------------------------------------------------------------
 
   // Once per offered call: the agent may then go anywhere (the new-customer form,
@@ -302,6 +314,10 @@
     }
     if (floor && /^(agent\.state|call\.changed|queue\.changed)$/.test(frame.event)) scheduleFloor();
     if (frame.event === "agent.state") { if (frame.agent_id === userId) apply(frame); return; }
+    if (frame.event === "callback.due") {
+      showToast("Callback due: " + frame.title, "/customer/" + frame.customer_id + "/");
+      return;
+    }
     if (frame.event === "call.offered") { current.call = frame; renderCall(); pop(frame); return; }
     if (frame.event === "call.changed") {
       if (current.call && current.call.call_id === frame.call_id) { current.call = frame; renderCall(); }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -247,3 +248,56 @@ def test_a_new_caller_is_taken_down_with_the_number_they_called_from(
     assert saved["Location"] == reverse("customer", args=[customer.pk])
     assert customer.primary_phone == "+13125550100"
     assert Call.objects.get(pk=call.pk).customer_id == customer.pk
+
+
+# --- Callbacks ---------------------------------------------------------------------------------
+
+
+def _callback(customer: Customer, agent: User, due: dt.datetime) -> Any:
+    from crm import services as crm_services
+
+    return crm_services.task_create(
+        customer_id=customer.pk,
+        kind="callback",
+        title="Call back about the card",
+        due_at=due,
+        assigned_to=agent,
+    )
+
+
+def test_an_overdue_callback_goes_to_anyone_then_to_the_top(alice: User, dave_customer: Customer) -> None:
+    from crm import services as crm_services
+
+    now = timezone.now()
+    task = _callback(dave_customer, alice, now - dt.timedelta(minutes=20))
+    assert [t.pk for t in crm_services.tasks_escalate_overdue(now=now)] == [task.pk]
+    task.refresh_from_db()
+    assert (task.assigned_to_id, task.priority) == (None, 3)
+    assert crm_services.tasks_escalate_overdue(now=now) == []  # once per step
+    crm_services.tasks_escalate_overdue(now=now + dt.timedelta(hours=1))
+    task.refresh_from_db()
+    assert task.priority == 1
+
+
+def test_the_work_list_shows_my_tasks_and_callbacks_anyone_may_take(
+    alice: User, bob: User, dave_customer: Customer, erin_customer: Customer
+) -> None:
+    now = timezone.now()
+    _callback(dave_customer, alice, now + dt.timedelta(hours=2))
+    _callback(erin_customer, bob, now + dt.timedelta(hours=1))  # bob's: not in alice's list
+    escalated = _callback(erin_customer, bob, now - dt.timedelta(hours=2))
+    from crm import services as crm_services
+
+    crm_services.tasks_escalate_overdue(now=now)
+    html = desk(alice).get(reverse("home")).content.decode()
+    assert "Your work" in html
+    assert html.count("Call back about the card") == 2
+    assert "Overdue since" in html and "anyone" in html
+    assert escalated.customer.display_name in html
+
+
+def test_callbacks_falling_due_are_counted_once(alice: User, dave_customer: Customer) -> None:
+    now = timezone.now()
+    _callback(dave_customer, alice, now - dt.timedelta(seconds=30))
+    assert services.callbacks_due(now=now) == 1
+    assert services.callbacks_due(now=now + dt.timedelta(minutes=2)) == 0

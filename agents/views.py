@@ -34,6 +34,7 @@ from agents import services as agents_services
 from agents.forms import (
     CustomerSearchForm,
     NewCustomerForm,
+    ProfileForm,
     SearchField,
     SearchPlan,
     StaffLoginForm,
@@ -42,7 +43,7 @@ from agents.forms import (
 from agents.models import Agent, Call
 from crm import selectors, services
 from crm.api.pagination import CappedCountPaginator
-from crm.exceptions import Conflict
+from crm.exceptions import Conflict, StaleVersion
 from crm.models import Customer, Interaction, User
 from crm.models.choices import AccessChannel
 from crm.models.users import Role
@@ -575,3 +576,101 @@ def desk_new_customer(request: HttpRequest) -> HttpResponse:
         form = NewCustomerForm(initial={"phone": request.GET.get("phone", number)})
     caller = format_phone(call.caller_number) if call is not None and call.caller_number else ""
     return render(request, "agents/new_customer.html", _desktop(request, form=form, call=call, caller=caller))
+
+
+# --- Editing the profile in place --------------------------------------------------------------
+
+_FIELD_LABELS = {name: str(field.label) for name, field in ProfileForm.base_fields.items()}
+_FIELD_LABELS.update(phones="Phones", emails="E-mails")
+
+
+@dataclass(frozen=True)
+class ConflictRow:
+    field: str
+    theirs: str
+    yours: str
+    by: str
+    at: dt.datetime
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        primary = next((e for e in value if isinstance(e, dict) and e.get("primary")), None)
+        entry = primary or (value[0] if value else None)
+        if not entry:
+            return "—"
+        shown = entry.get("number") or entry.get("address") or ""
+        return format_phone(shown) if str(shown).startswith("+") else str(shown)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value) if value not in (None, "") else "—"
+
+
+def _conflicts(customer: Customer, since_version: int, yours: dict[str, Any]) -> list[ConflictRow]:
+    """What others changed since the version the agent edited, next to what the
+    agent wants for the same fields (their other changes do not clash)."""
+    rows = (
+        customer.change_history.filter(version__gt=since_version)
+        .select_related("actor")
+        .order_by("-version", "-id")
+    )
+    seen: dict[str, ConflictRow] = {}
+    for change in rows:
+        if change.field in seen:
+            continue
+        actor = change.actor
+        by = (actor.get_full_name() or actor.username) if actor else "the system"
+        seen[change.field] = ConflictRow(
+            field=_FIELD_LABELS.get(change.field, change.field.replace("_", " ")),
+            theirs=_shown(change.new_value),
+            yours=_shown(yours[change.field]) if change.field in yours else "(not changed by you)",
+            by=by,
+            at=change.at,
+        )
+    return list(seen.values())
+
+
+@staff_required
+def customer_profile(request: HttpRequest, customer_id: int) -> HttpResponse:
+    """GET: the contact panel as a form. POST: save it against the version the
+    form was read at; a stale version shows who changed what since, next to the
+    agent's values, and lets them apply theirs over it."""
+    user = _staff(request)
+    customer = selectors.customers_visible_to(user).filter(pk=customer_id).first()
+    if customer is None:
+        return HttpResponse(status=404)
+    if not user.has_perm("crm.change_customer"):
+        return HttpResponse("Your role cannot change customers.", status=403)
+    if request.method != "POST":
+        context = _desktop(request, customer=customer, form=ProfileForm.of(customer), conflicts=[])
+        return render(request, "agents/_profile_form.html", context)
+    form = ProfileForm(request.POST)
+    conflicts: list[ConflictRow] = []
+    if form.is_valid():
+        changes = form.changes(customer)
+        try:
+            if changes:
+                services.customer_update(
+                    customer_id=customer.pk, expected_version=form.cleaned_data["version"],
+                    changes=changes, actor=user,
+                )  # fmt: skip
+        except StaleVersion as exc:
+            conflicts = _conflicts(customer, exc.expected_version, changes)
+            # Applying "mine" means saving over the version now current.
+            data = request.POST.copy()
+            data["version"] = str(exc.current_version)
+            form = ProfileForm(data)
+            form.is_valid()
+        except ValidationError as exc:
+            for field, messages in exc.message_dict.items():
+                target = {"phones": "phone", "emails": "email"}.get(field.split(".")[0], field)
+                form.add_error(target if target in form.fields else None, messages)
+        else:
+            # Saved: the whole screen again, as it now is.
+            screen_context = _screen_context(request, customer_id)
+            response = render(request, "agents/_screen.html", screen_context)
+            response["HX-Retarget"] = "#screen"
+            response["HX-Reswap"] = "innerHTML"
+            return response
+    context = _desktop(request, customer=customer, form=form, conflicts=conflicts)
+    return render(request, "agents/_profile_form.html", context)

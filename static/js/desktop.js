@@ -71,7 +71,7 @@
       if (create) { event.preventDefault(); window.location.href = create.href; return; }
     }
 
-    if (event.key === "Escape" && !typing(active)) {
+    if (event.key === "Escape" && !typing(active) && !document.querySelector("form[data-editing]")) {
       var back = document.querySelector("[data-back]");
       if (back) { event.preventDefault(); window.location.href = back.href; }
     }

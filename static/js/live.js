@@ -173,7 +173,20 @@
   });
 
   document.addEventListener("keydown", function (event) {
+    var editing = document.querySelector("form[data-editing]");
+    if (editing && editing.contains(document.activeElement)) {
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) { event.preventDefault(); editing.requestSubmit(); }
+      else if (event.key === "Escape") {
+        event.preventDefault();
+        var cancel = editing.querySelector(".form-actions button[type=button]");
+        if (cancel) cancel.click();
+      }
+      return;
+    }
     if (event.altKey || event.ctrlKey || event.metaKey || event.defaultPrevented || typing(document.activeElement)) return;
+    if (event.key === "e" && document.getElementById("edit-profile")) {
+      event.preventDefault(); document.getElementById("edit-profile").click(); return;
+    }
     var call = current.call, key = event.key;
     var busy = current.state === "ringing" || current.state === "on_call";
     if (key === "Enter" && call && call.state === "ringing" && !document.activeElement.closest("a, button")) {
@@ -233,6 +246,8 @@
 
   function refresh() {
     if (!screen) return;
+    // Never under an agent's open edit: saving it shows what changed meanwhile.
+    if (screen.querySelector("form[data-editing]")) return;
     if (refreshing) { refreshAgain = true; return; }
     refreshing = true;
     var before = knownInteractions();

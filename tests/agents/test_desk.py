@@ -301,3 +301,70 @@ def test_callbacks_falling_due_are_counted_once(alice: User, dave_customer: Cust
     _callback(dave_customer, alice, now - dt.timedelta(seconds=30))
     assert services.callbacks_due(now=now) == 1
     assert services.callbacks_due(now=now + dt.timedelta(minutes=2)) == 0
+
+
+# --- Editing the profile in place --------------------------------------------------------------
+
+
+def _profile_post(customer: Customer, version: int, **changes: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "version": version, "given_name": customer.given_name, "family_name": customer.family_name,
+        "phone": customer.primary_phone, "email": customer.primary_email,
+        "preferred_channel": customer.preferred_channel, "language": customer.language,
+        "time_zone": customer.time_zone,
+    }  # fmt: skip
+    for flag in ("do_not_call", "do_not_email", "marketing_opt_in"):
+        if getattr(customer, flag):
+            data[flag] = "on"
+    data.update(changes)
+    return data
+
+
+def test_an_agent_edits_the_profile_in_place(alice: User, dave_customer: Customer) -> None:
+    client = desk(alice)
+    url = reverse("customer-profile", args=[dave_customer.pk])
+    assert 'name="version"' in client.get(url).content.decode()
+    response = client.post(url, _profile_post(dave_customer, dave_customer.version, phone="+1 202 555 0199"))
+    assert response.status_code == 200
+    assert response["HX-Retarget"] == "#screen"
+    dave_customer.refresh_from_db()
+    assert dave_customer.primary_phone == "+12025550199"
+    assert dave_customer.change_history.filter(field="phones", actor=alice).exists()
+
+
+def test_a_bad_phone_is_shown_on_its_field_and_nothing_is_saved(alice: User, dave_customer: Customer) -> None:
+    response = desk(alice).post(
+        reverse("customer-profile", args=[dave_customer.pk]),
+        _profile_post(dave_customer, dave_customer.version, phone="12"),
+    )
+    html = response.content.decode()
+    assert "digits" in html and "field-error" in html
+    dave_customer.refresh_from_db()
+    assert dave_customer.primary_phone == "+12025550143"
+
+
+def test_a_stale_edit_shows_who_changed_what_and_applies_mine_on_request(
+    alice: User, bob: User, dave_customer: Customer
+) -> None:
+    read_at = dave_customer.version
+    from crm import services as crm_services
+
+    crm_services.customer_update(
+        customer_id=dave_customer.pk, expected_version=read_at, changes={"given_name": "David"}, actor=bob
+    )
+    url = reverse("customer-profile", args=[dave_customer.pk])
+    stale = desk(alice).post(url, _profile_post(dave_customer, read_at, given_name="Davey"))
+    html = stale.content.decode()
+    assert "Someone changed this record" in html
+    assert "David" in html and "Davey" in html and "Bob" in html
+    assert f'value="{read_at + 1}"' in html  # applying mine saves over the version now current
+    dave_customer.refresh_from_db()
+    assert dave_customer.given_name == "David"
+    applied = desk(alice).post(url, _profile_post(dave_customer, read_at + 1, given_name="Davey"))
+    assert applied["HX-Retarget"] == "#screen"
+    dave_customer.refresh_from_db()
+    assert dave_customer.given_name == "Davey"
+
+
+def test_a_customer_login_cannot_use_the_profile_form(dave: User, dave_customer: Customer) -> None:
+    assert desk(dave).get(reverse("customer-profile", args=[dave_customer.pk])).status_code == 403

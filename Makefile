@@ -53,6 +53,7 @@ format: setup
 
 bench: setup
 	$(PY) bench/screen_pop.py
+	$(PY) bench/call_pop.py
 
 stop:
 	-$(PY) -m config.embedded stop

@@ -24,6 +24,7 @@ def call_shape(call: Call) -> dict[str, Any]:
         "queue": call.queue.code if call.queue_id else None,
         "caller_number": format_phone(call.caller_number) if call.caller_number else call.ani,
         "queue_name": call.queue.name if call.queue_id else None,
+        "wrap_up_seconds": call.queue.wrap_up_seconds if call.queue_id else None,
         "customer_id": call.customer_id,
         "candidates": list(call.candidates),
         "answered_at": call.answered_at.isoformat() if call.answered_at else None,

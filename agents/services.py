@@ -258,15 +258,9 @@ def call_wrap_up(
         call.disposition = chosen.code
         call.notes = notes.strip()
         if customer is not None:
-            answered = call.answered_at or call.arrived_at
-            ended = call.ended_at or now
-            interaction, _ = crm_services.interaction_record(
-                customer_id=customer.pk, channel="phone", direction=call.direction, occurred_at=answered,
-                source=call.source_system, external_id=f"call:{call.telephony_id}", agent=user,
-                disposition=chosen.code, subject=f"Call · {call.queue.name}", notes=call.notes,
-                duration_seconds=max(0, int((ended - answered).total_seconds())),
-            )  # fmt: skip
-            call.interaction = interaction
+            call.interaction = _record_call(
+                call, user=user, disposition=chosen.code, notes=call.notes, now=now
+            )
             if chosen.sets_do_not_call and not customer.do_not_call:
                 crm_services.customer_update(
                     customer_id=customer.pk, expected_version=customer.version,
@@ -292,6 +286,47 @@ def wrap_up_zone(*, user: User) -> str:
         .first()
     )
     return zone or "UTC"
+
+
+def wrap_ups_overdue(*, now: dt.datetime | None = None) -> int:
+    """After-call work past its queue's limit ends by itself: the call goes into
+    the contact history without an outcome (the agent may add notes later), and
+    the agent is available again, so the queue is not left waiting on a form."""
+    now = now or timezone.now()
+    finished = 0
+    wrapping = Agent.objects.filter(state=AgentState.WRAP_UP, call__isnull=False).select_related(
+        "call__queue"
+    )
+    for agent in wrapping:
+        call = agent.call
+        if call is None or now - agent.state_since <= dt.timedelta(seconds=call.queue.wrap_up_seconds):
+            continue
+        with transaction.atomic():
+            locked = Agent.objects.select_for_update(skip_locked=True).filter(pk=agent.pk).first()
+            if locked is None or locked.state != AgentState.WRAP_UP or locked.call_id != call.pk:
+                continue
+            _record_call(call, user=locked.user, disposition="", notes="", now=now)
+            _change(locked, AgentState.AVAILABLE, reason="wrap-up time over", now=now)
+            _take_waiting_call(locked, now=now)
+            finished += 1
+    return finished
+
+
+def _record_call(call: Call, *, user: User, disposition: str, notes: str, now: dt.datetime) -> Any:
+    """The call's entry in its customer's contact history (once per call)."""
+    customer = call.customer
+    if customer is None:
+        return None
+    answered = call.answered_at or call.arrived_at
+    ended = call.ended_at or now
+    interaction, _ = crm_services.interaction_record(
+        customer_id=customer.pk, channel="phone", direction=call.direction, occurred_at=answered,
+        source=call.source_system, external_id=f"call:{call.telephony_id}", agent=user,
+        disposition=disposition, subject=f"Call · {call.queue.name}", notes=notes,
+        duration_seconds=max(0, int((ended - answered).total_seconds())),
+    )  # fmt: skip
+    Call.objects.filter(pk=call.pk).update(interaction=interaction)
+    return interaction
 
 
 def _check_callback(when: dt.datetime, *, zone: str, now: dt.datetime) -> None:
@@ -466,6 +501,7 @@ def calls_sweep(*, now: dt.datetime | None = None) -> int:
         started = call.ring_started_at or call.arrived_at
         if now - started > dt.timedelta(seconds=call.queue.ring_seconds + 1):
             moved += call_ring_timeout(call_id=call.pk, offer=call.offers, now=now)
+    moved += wrap_ups_overdue(now=now)
     waiting = Call.objects.filter(state=CallState.QUEUED).order_by("arrived_at").values_list("pk", flat=True)
     for call_id in waiting[:200]:
         with transaction.atomic():

@@ -110,7 +110,14 @@
     if (callbar && !callbar.hidden) {
       var call = current.call;
       var from = call && (call.answered_at || call.ring_started_at);
-      callbar.querySelector(".callbar-timer").textContent = current.state === "wrap_up" ? clock(current.since) : clock(from);
+      var text = clock(from);
+      if (current.state === "wrap_up" && current.since) {
+        // After-call work counts down to the queue's limit, when it ends by itself.
+        var limit = (call && call.wrap_up_seconds) || 0;
+        var used = Math.floor((Date.now() - new Date(current.since).getTime()) / 1000);
+        text = limit ? clock(new Date(Date.now() - Math.max(0, limit - used) * 1000).toISOString()) + " left" : clock(current.since);
+      }
+      callbar.querySelector(".callbar-timer").textContent = text;
     }
   }
   setInterval(tick, 1000);

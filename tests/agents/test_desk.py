@@ -368,3 +368,22 @@ def test_a_stale_edit_shows_who_changed_what_and_applies_mine_on_request(
 
 def test_a_customer_login_cannot_use_the_profile_form(dave: User, dave_customer: Customer) -> None:
     assert desk(dave).get(reverse("customer-profile", args=[dave_customer.pk])).status_code == 403
+
+
+def test_wrap_up_past_its_limit_ends_by_itself_and_keeps_the_call_in_the_history(
+    alice: User, queue: Queue, ivr: SourceSystem, dave_customer: Customer
+) -> None:
+    on_wrap_up(alice, queue, ivr)
+    agent = Agent.objects.get(user=alice)
+    assert (
+        services.wrap_ups_overdue(now=agent.state_since + dt.timedelta(seconds=queue.wrap_up_seconds - 1))
+        == 0
+    )
+    assert (
+        services.wrap_ups_overdue(now=agent.state_since + dt.timedelta(seconds=queue.wrap_up_seconds + 1))
+        == 1
+    )
+    agent.refresh_from_db()
+    assert (agent.state, agent.call_id) == (AgentState.AVAILABLE, None)
+    entry = dave_customer.interactions.get()
+    assert (entry.disposition, entry.agent_id) == ("", alice.pk)

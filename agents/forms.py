@@ -8,8 +8,11 @@ keyword arguments of ``crm.selectors.customer_search``.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+import zoneinfo
 from dataclasses import dataclass, field
+from typing import Any
 
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
@@ -17,6 +20,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from crm import services
+from crm.models.choices import PreferredChannel
 
 _CUSTOMER_NUMBER_RE = re.compile(r"^\s*C-?\d{1,12}\s*$", re.IGNORECASE)
 _BARE_NUMBER_RE = re.compile(r"^\s*\d{1,12}\s*$")
@@ -133,3 +137,115 @@ class StaffLoginForm(AuthenticationForm):
         if lockout is not None:
             return ValidationError(lockout.message, code="locked_out")
         return super().get_invalid_login_error()
+
+
+class WrapUpForm(forms.Form):
+    """After-call work. The callback time is typed on the customer's clock (the
+    screen shows it), as a browser's datetime-local field sends it."""
+
+    disposition = forms.CharField(max_length=40, error_messages={"required": "Choose how the call ended."})
+    notes = forms.CharField(max_length=4000, required=False)
+    callback_at = forms.CharField(max_length=20, required=False)
+
+    def clean_callback_at(self) -> dt.datetime | None:
+        raw = (self.cleaned_data.get("callback_at") or "").strip()
+        if not raw:
+            return None
+        try:
+            # A wall-clock time on purpose: its zone (the customer's) is given in callback_moment.
+            return dt.datetime.strptime(raw, "%Y-%m-%dT%H:%M")  # noqa: DTZ007
+        except ValueError:
+            raise forms.ValidationError(
+                "Give the callback as a date and time, e.g. 2026-12-03T10:30."
+            ) from None
+
+    def callback_moment(self, zone: str) -> dt.datetime | None:
+        """The callback as an instant: the wall-clock time read in ``zone``."""
+        local: dt.datetime | None = self.cleaned_data.get("callback_at")
+        if local is None:
+            return None
+        try:
+            tz = zoneinfo.ZoneInfo(zone) if zone else dt.UTC
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            tz = dt.UTC
+        return local.replace(tzinfo=tz)
+
+
+class NewCustomerForm(forms.Form):
+    """A caller the CRM does not know yet: what an agent takes down on the phone."""
+
+    given_name = forms.CharField(max_length=100, label="Given name")
+    family_name = forms.CharField(max_length=100, label="Family name")
+    phone = forms.CharField(max_length=40, required=False, label="Phone")
+    email = forms.CharField(max_length=254, required=False, label="E-mail")
+    time_zone = forms.CharField(max_length=64, initial="America/New_York", label="Time zone")
+
+    def customer_fields(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        fields: dict[str, Any] = {
+            "given_name": data["given_name"].strip(),
+            "family_name": data["family_name"].strip(),
+            "time_zone": data["time_zone"].strip(),
+        }
+        if data.get("phone"):
+            fields["phones"] = [{"number": data["phone"], "kind": "mobile", "primary": True}]
+        if data.get("email"):
+            fields["emails"] = [{"address": data["email"], "kind": "personal", "primary": True}]
+        return fields
+
+
+class ProfileForm(forms.Form):
+    """The profile as an agent edits it on the customer screen: names, the primary
+    phone and e-mail, preferences and consents, against the version read."""
+
+    version = forms.IntegerField(widget=forms.HiddenInput, min_value=1)
+    given_name = forms.CharField(max_length=100, required=False, label="Given name")
+    family_name = forms.CharField(max_length=100, required=False, label="Family name")
+    phone = forms.CharField(max_length=40, required=False, label="Primary phone")
+    email = forms.CharField(max_length=254, required=False, label="Primary e-mail")
+    preferred_channel = forms.ChoiceField(choices=PreferredChannel.choices, label="Prefers")
+    language = forms.CharField(max_length=10, label="Language")
+    time_zone = forms.CharField(max_length=64, label="Time zone")
+    do_not_call = forms.BooleanField(required=False, label="Do not call")
+    do_not_email = forms.BooleanField(required=False, label="Do not e-mail")
+    marketing_opt_in = forms.BooleanField(required=False, label="Marketing opt-in")
+
+    SIMPLE = ("given_name", "family_name", "preferred_channel", "language", "time_zone",
+              "do_not_call", "do_not_email", "marketing_opt_in")  # fmt: skip
+
+    @classmethod
+    def of(cls, customer: Any) -> ProfileForm:
+        initial = {name: getattr(customer, name) for name in cls.SIMPLE}
+        initial.update(version=customer.version, phone=customer.primary_phone, email=customer.primary_email)
+        return cls(initial=initial)
+
+    def changes(self, customer: Any) -> dict[str, Any]:
+        """Only what differs from the record as it is now: the fields an agent
+        did not touch are not sent, so nobody's newer value is overwritten."""
+        data = self.cleaned_data
+        out: dict[str, Any] = {
+            name: data[name].strip() if isinstance(data[name], str) else data[name]
+            for name in self.SIMPLE
+            if (data[name].strip() if isinstance(data[name], str) else data[name]) != getattr(customer, name)
+        }
+        phone = data["phone"].strip()
+        if phone != customer.primary_phone:
+            out["phones"] = _with_primary(customer.phones, "number", phone, kind="mobile")
+        email = data["email"].strip()
+        if email.lower() != (customer.primary_email or "").lower():
+            out["emails"] = _with_primary(customer.emails, "address", email, kind="personal")
+        return out
+
+
+def _with_primary(entries: list[dict[str, Any]], key: str, value: str, *, kind: str) -> list[dict[str, Any]]:
+    """The list with its primary entry's value replaced (added when there is none,
+    removed when emptied); the other entries are kept as they are."""
+    rest = [dict(e) for e in entries if not e.get("primary")]
+    if not value:
+        if rest:
+            rest[0]["primary"] = True
+        return rest
+    primary: dict[str, Any] = next((dict(e) for e in entries if e.get("primary")), {"kind": kind})
+    primary[key] = value
+    primary["primary"] = True
+    return [primary, *rest]

@@ -164,6 +164,21 @@ CELERY_BEAT_SCHEDULE = {
         "task": "crm.tasks.access_log_partitions_ensure",
         "schedule": 86_400.0,
     },
+    # Calls that rang too long without their timeout message, waiting calls a lock skipped.
+    "sweep-calls": {
+        "task": "agents.tasks.calls_sweep",
+        "schedule": 5.0,
+    },
+    # Callbacks falling due pop up on their agent's desk; overdue ones escalate.
+    "callbacks-due": {
+        "task": "agents.tasks.callbacks_due",
+        "schedule": 60.0,
+    },
+    # A desk that stopped beating (browser closed) ends its agent's availability.
+    "agents-gone-quiet": {
+        "task": "agents.tasks.agents_gone_quiet",
+        "schedule": 20.0,
+    },
     # The outbox's safety net: events whose dispatch message was lost go again.
     "dispatch-events-left-behind": {
         "task": "crm.tasks.business_events_sweep",

@@ -37,9 +37,14 @@ SUPERVISOR = [
     "crm.view_customerchange",
     "policies.add_policy", "policies.change_policy", "policies.view_policy",
     "policies.add_offer", "policies.change_offer", "policies.view_decision",
+    # The floor (agents app): watch it, set an idle agent offline, run queues and outcomes.
+    "agents.view_floor", "agents.manage_floor", "agents.view_agent", "agents.change_agent",
+    "agents.view_queue", "agents.add_queue", "agents.change_queue",
+    "agents.view_disposition", "agents.add_disposition", "agents.change_disposition",
+    "agents.view_call", "agents.view_agentstatechange",
 ]  # fmt: skip
 # Administrators hold every permission of these apps, except writing the audit trails.
-ADMINISTRATOR_APPS = ["crm", "auth", "policies"]
+ADMINISTRATOR_APPS = ["crm", "auth", "agents", "policies"]
 NEVER_GRANTED = [
     "crm.add_accesslogentry", "crm.change_accesslogentry", "crm.delete_accesslogentry",
     "crm.add_customerchange", "crm.change_customerchange", "crm.delete_customerchange",

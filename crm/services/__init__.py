@@ -32,7 +32,7 @@ from crm.services.event_dispatch import (
     events_dispatch_on_commit,
 )
 from crm.services.events import business_event_record
-from crm.services.history import interaction_record, task_create, task_set_status
+from crm.services.history import interaction_record, task_create, task_set_status, tasks_escalate_overdue
 from crm.services.households import household_add_member, household_create, household_remove_member
 from crm.services.logins import (
     Lockout,
@@ -99,4 +99,5 @@ __all__ = [
     "staff_user_create",
     "task_create",
     "task_set_status",
+    "tasks_escalate_overdue",
 ]

@@ -132,3 +132,50 @@ def task_set_status(*, task_id: int, status: str, actor: User | None = None) -> 
         task.completed_at = timezone.now() if status in (TaskStatus.DONE, TaskStatus.CANCELLED) else None
         task.save(update_fields=["status", "completed_at"])
     return task
+
+
+# An overdue callback first goes to anyone who can take it, then to the top of the list.
+ESCALATE_TO_ANYONE_AFTER = dt.timedelta(minutes=15)
+ESCALATE_TO_TOP_AFTER = dt.timedelta(minutes=60)
+
+
+def tasks_escalate_overdue(*, now: dt.datetime | None = None) -> list[Task]:
+    """Escalate open callbacks that nobody called back in time.
+
+    1. Overdue by ESCALATE_TO_ANYONE_AFTER and still assigned: unassigned, so
+       any agent of the floor can take it (the owner is told).
+    2. Overdue by ESCALATE_TO_TOP_AFTER: priority 1, which puts it first in
+       every work list and on the supervisors' floor.
+    Each step changes a row once, so running this every minute is harmless.
+    Returns the tasks changed."""
+    now = now or timezone.now()
+    open_callbacks = Task.objects.filter(
+        kind="callback", status__in=[TaskStatus.OPEN, TaskStatus.IN_PROGRESS], due_at__isnull=False
+    )
+    changed: list[Task] = []
+    with transaction.atomic():
+        to_anyone = open_callbacks.select_for_update(skip_locked=True).filter(
+            assigned_to__isnull=False, due_at__lt=now - ESCALATE_TO_ANYONE_AFTER
+        )
+        for task in to_anyone:
+            owner = task.assigned_to_id
+            task.assigned_to = None
+            task.save(update_fields=["assigned_to"])
+            realtime.send_on_commit(
+                realtime.agent_group(owner),  # type: ignore[arg-type]
+                {
+                    "type": "crm.event",
+                    "event": "task.escalated",
+                    "task_id": task.pk,
+                    "customer_id": task.customer_id,
+                },
+            )
+            changed.append(task)
+        to_top = open_callbacks.select_for_update(skip_locked=True).filter(
+            priority__gt=1, due_at__lt=now - ESCALATE_TO_TOP_AFTER
+        )
+        for task in to_top:
+            task.priority = 1
+            task.save(update_fields=["priority"])
+            changed.append(task)
+    return changed

@@ -66,7 +66,12 @@
       return;
     }
 
-    if (event.key === "Escape" && !typing(active)) {
+    if (event.key === "n" && !typing(active)) {
+      var create = document.querySelector("[data-new-customer]");
+      if (create) { event.preventDefault(); window.location.href = create.href; return; }
+    }
+
+    if (event.key === "Escape" && !typing(active) && !document.querySelector("form[data-editing]")) {
       var back = document.querySelector("[data-back]");
       if (back) { event.preventDefault(); window.location.href = back.href; }
     }

@@ -84,3 +84,46 @@ def test_a_synced_contact_and_a_profile_change_appear_on_an_open_screen(
         page.screenshot(path=str(Path(SCREENSHOTS) / "customer-live-update.png"), full_page=True)
         browser.close()
     assert not errors, errors
+
+
+def test_an_agent_edits_in_place_and_a_clash_shows_both_sides(
+    uvicorn_server: Server, alice: User, dave_customer: Customer, ivr: SourceSystem, frank: User
+) -> None:
+    _, token = services.api_token_create(user=frank, name="web sync")
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_context(viewport={"width": 1366, "height": 768}, locale="en-US").new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{uvicorn_server.origin}/login/")
+        page.fill("#id_username", "alice")
+        page.fill("#id_password", PASSWORD)
+        page.press("#id_password", "Enter")
+        page.wait_for_url(f"{uvicorn_server.origin}/")
+        page.goto(f"{uvicorn_server.origin}/customer/{dave_customer.pk}/")
+        expect(page.locator("#live-state")).to_have_attribute("data-state", "live", timeout=10_000)
+        page.locator("body").click()
+        page.keyboard.press("e")
+        given = page.locator("#id_given_name")
+        expect(given).to_be_visible()
+        given.fill("Davey")
+        # Meanwhile the web site changes the same name: the open form is left alone.
+        _api(
+            uvicorn_server, "PATCH", f"/api/v1/customers/{dave_customer.pk}/", token,
+            {"given_name": "David"}, **{"If-Match": f'"{dave_customer.version}"'},
+        )  # fmt: skip
+        page.wait_for_timeout(800)
+        expect(given).to_have_value("Davey")
+        given.press("Control+Enter")
+        conflict = page.locator(".conflict")
+        expect(conflict).to_contain_text("David")
+        expect(conflict).to_contain_text("Davey")
+        page.screenshot(path=str(Path(SCREENSHOTS) / "customer-edit-conflict.png"))
+        page.locator(".profile-form button[type=submit]").click()
+        expect(page.locator(".cust-title h1")).to_have_text("Davey Miller", timeout=5_000)
+        browser.close()
+    assert not errors, errors
+    dave_customer.refresh_from_db()
+    assert dave_customer.given_name == "Davey"

@@ -1,0 +1,255 @@
+"""Call pop: from the telephony system's POST /api/v1/calls/ to the pop frame on
+the chosen agent's WebSocket, with a floor of agents connected.
+
+    .venv/bin/python bench/call_pop.py [--size small] [--agents 200] [--rate 50] [--seconds 20]
+
+Uses the screen_pop bench database of the same size (built by bench/screen_pop.py
+when missing: the caller's number is looked up among its customers). Starts a
+real uvicorn on the loopback with the production settings, connects the agents'
+desks (session cookies, as browsers do) through channels-redis, makes them all
+available in one queue, then sends calls from customers' numbers at the given
+rate through the API, as a phone system would. Each call rings the longest-idle
+agent; the time is taken from just before the POST leaves to the moment the
+``call.offered`` frame arrives on that agent's socket. The bench then hangs the
+call up (a caller giving up while it rings), which frees the agent.
+
+The last line is one JSON object: pop_ws_p50_ms, pop_ws_p99_ms, calls, popped,
+lost, agents, rate_per_s, api_p50_ms, peak_rss_mb of the web process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.screen_pop import SIZES, bench_database_url, percentile
+
+QUEUE = "bench-pop"
+SOURCE = "bench-pbx"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return 0.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="default")
+    parser.add_argument("--agents", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=50.0, help="Calls per second.")
+    parser.add_argument("--seconds", type=float, default=20.0, help="How long calls keep arriving.")
+    args = parser.parse_args()
+    database = "crm_bench" if args.size == "default" else f"crm_bench_{args.size}"
+
+    os.environ.setdefault("SECRET_KEY", "bench-secret-key-not-for-production-0123456789-abcdefghijkl")
+    os.environ["SECURE_SSL_REDIRECT"] = "false"
+    os.environ["SESSION_COOKIE_SECURE"] = "false"
+    os.environ["ALLOWED_HOSTS"] = "127.0.0.1"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("CRM_EMBEDDED_SERVERS", "true")
+    url = bench_database_url(database)
+    os.environ["DATABASE_URL"] = url
+
+    import django
+
+    warnings.filterwarnings("ignore", "No directory at", UserWarning)
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from crm.models import Customer
+
+    if not Customer.objects.exists():
+        raise SystemExit(
+            f"{database} is empty: run bench/screen_pop.py --size {args.size} first to build it."
+        )
+    os.environ["REDIS_URL"] = settings.REDIS_URL
+    numbers, cookies, token = _prepare(args.agents)
+    port = _free_port()
+    env = dict(os.environ, DEBUG="false", DJANGO_SETTINGS_MODULE="config.settings")
+    web = subprocess.Popen(
+        [str(Path(sys.executable).parent / "uvicorn"), "config.asgi:application", "--host", "127.0.0.1",
+         "--port", str(port), "--lifespan", "off", "--log-level", "warning"],
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    try:
+        _wait_for(port)
+        result = asyncio.run(_run(port, cookies, token, numbers, args))
+        result["peak_rss_mb"] = _rss_mb(web.pid)
+    finally:
+        web.terminate()
+        web.wait(timeout=20)
+    result.update(agents=args.agents, rate_per_s=args.rate, size=args.size, database=database)
+    print(json.dumps(result))
+    return 0
+
+
+def _prepare(agent_count: int) -> tuple[list[str], list[str], str]:
+    """Agents available in one queue, each with a signed-in session; a phone
+    system's integration with a token; numbers of real customers to call from."""
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from agents import services as agents_services
+    from agents.models import Agent, AgentState, Call, Queue
+    from crm import services
+    from crm.models import Customer, SourceSystem, User
+
+    queue, _ = Queue.objects.update_or_create(code=QUEUE, defaults={"name": "Bench pop", "ring_seconds": 60})
+    Call.objects.filter(queue=queue).exclude(state="ended").update(state="ended", end_reason="bench reset")
+    source = SourceSystem.objects.filter(code=SOURCE).first() or services.source_system_create(
+        code=SOURCE, name="Bench phone system", kind="ivr"
+    )
+    _, token = services.api_token_create(user=source.api_user, name="bench call_pop")
+    cookies = []
+    for n in range(agent_count):
+        user = User.objects.filter(username=f"bench-agent-{n}").first() or services.staff_user_create(
+            username=f"bench-agent-{n}",
+            password="bench-password-not-used-1",
+            role="agent",
+            first_name=f"Agent {n}",
+        )
+        agent = agents_services.agent_for(user=user)
+        agent.queues.set([queue])
+        Agent.objects.filter(pk=agent.pk).update(state=AgentState.OFFLINE, call=None)
+        agents_services.agent_set_state(user=user, state=AgentState.AVAILABLE)
+        session = SessionStore()
+        session[SESSION_KEY] = str(user.pk)
+        session[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
+        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        session.create()
+        cookies.append(session.session_key or "")
+    rng = random.Random(7)
+    rows = Customer.objects.exclude(phones=[]).values_list("phone_keys", flat=True)[:5000]
+    numbers = [rng.choice(keys) for keys in rows if keys]
+    return numbers, cookies, token
+
+
+def _wait_for(port: int) -> None:
+    for _ in range(200):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("uvicorn did not start")
+
+
+async def _run(port: int, cookies: list[str], token: str, numbers: list[str], args: Any) -> dict[str, Any]:
+    import websockets
+
+    origin = f"http://127.0.0.1:{port}"
+    arrived: dict[int, float] = {}
+    sockets = []
+    for cookie in cookies:
+        ws = await websockets.connect(
+            f"ws://127.0.0.1:{port}/ws/desktop/",
+            additional_headers={"Cookie": f"sessionid={cookie}", "Origin": origin},
+            max_size=2**20,
+        )
+        first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if first.get("event") != "presence":
+            raise SystemExit(f"the desk socket answered {first}")
+        sockets.append(ws)
+
+    async def listen(ws: Any) -> None:
+        async for raw in ws:
+            frame = json.loads(raw)
+            if frame.get("event") == "call.offered":
+                arrived.setdefault(int(frame["call_id"]), time.perf_counter())
+
+    listeners = [asyncio.create_task(listen(ws)) for ws in sockets]
+    pool = ThreadPoolExecutor(max_workers=16)
+    loop = asyncio.get_running_loop()
+
+    def post(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(  # noqa: S310  (loopback, the bench's own server)
+            f"{origin}{path}", data=json.dumps(body).encode(), method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+
+    sent: dict[int, float] = {}
+    api_ms: list[float] = []
+    rng = random.Random(11)
+    run_id = f"{int(time.time())}"
+    total = int(args.rate * args.seconds)
+
+    async def one_call(n: int) -> None:
+        t0 = time.perf_counter()
+        status, body = await loop.run_in_executor(
+            pool,
+            post,
+            "/api/v1/calls/",
+            {"call_id": f"pop-{run_id}-{n}", "ani": rng.choice(numbers), "queue": QUEUE},
+        )
+        api_ms.append((time.perf_counter() - t0) * 1000)
+        if status == 201 and body.get("agent"):
+            sent[int(body["id"])] = t0
+            # Wait for the pop, then the caller hangs up while it rings: the agent is free again.
+            for _ in range(200):
+                if int(body["id"]) in arrived:
+                    break
+                await asyncio.sleep(0.01)
+            await loop.run_in_executor(
+                pool, post, f"/api/v1/calls/pop-{run_id}-{n}/events/", {"event_id": "bye", "kind": "ended"}
+            )
+
+    tasks = []
+    start = time.perf_counter()
+    for n in range(total):
+        target = start + n / args.rate
+        delay = target - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one_call(n)))
+    await asyncio.gather(*tasks)
+    await asyncio.sleep(1.0)
+    for task in listeners:
+        task.cancel()
+    for ws in sockets:
+        await ws.close()
+    latencies = [(arrived[pk] - t0) * 1000 for pk, t0 in sent.items() if pk in arrived]
+    return {
+        "pop_ws_p50_ms": round(statistics.median(latencies), 2) if latencies else None,
+        "pop_ws_p99_ms": round(percentile(latencies, 0.99), 2) if latencies else None,
+        "calls": total,
+        "popped": len(latencies),
+        "lost": len(sent) - len(latencies),
+        "api_p50_ms": round(statistics.median(api_ms), 2) if api_ms else None,
+    }
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

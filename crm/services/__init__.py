@@ -49,11 +49,21 @@ from crm.services.tokens import (
     customer_login_create,
     staff_user_create,
 )
+from crm.services.touchpoints import (
+    MAX_BATCH_ITEMS,
+    touchpoint_apply_enqueue,
+    touchpoint_batch_receive,
+    touchpoint_results_apply,
+    touchpoint_results_overdue,
+    touchpoint_results_pending,
+    touchpoint_results_sweep,
+)
 
 __all__ = [
     "CONSENT_FIELDS",
     "CRM_SOURCE_CODE",
     "CUSTOMER_FIELDS",
+    "MAX_BATCH_ITEMS",
     "Lockout",
     "access_log_partitions",
     "access_log_partitions_ensure",
@@ -91,4 +101,10 @@ __all__ = [
     "staff_user_create",
     "task_create",
     "task_set_status",
+    "touchpoint_apply_enqueue",
+    "touchpoint_batch_receive",
+    "touchpoint_results_apply",
+    "touchpoint_results_overdue",
+    "touchpoint_results_pending",
+    "touchpoint_results_sweep",
 ]

@@ -237,6 +237,18 @@ def _record_profile_events(
             payload={k: address.get(k, "") for k in ("city", "region", "country")}, source=source,
             idempotency_key=f"customer.address_changed:{key}", actor=actor,
         )  # fmt: skip
+    if "phones" in changed:
+        business_event_record(
+            type=events.CUSTOMER_PHONE_CHANGED.name, customer=customer, occurred_at=now,
+            payload={"phone": customer.primary_phone}, source=source,
+            idempotency_key=f"customer.phone_changed:{key}", actor=actor,
+        )  # fmt: skip
+    if "emails" in changed:
+        business_event_record(
+            type=events.CUSTOMER_EMAIL_CHANGED.name, customer=customer, occurred_at=now,
+            payload={"email": customer.primary_email}, source=source,
+            idempotency_key=f"customer.email_changed:{key}", actor=actor,
+        )  # fmt: skip
     for consent in CONSENT_FIELDS:
         if consent in changed:
             business_event_record(

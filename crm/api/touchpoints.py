@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig
@@ -71,7 +71,7 @@ class ResultsRequestSerializer(serializers.Serializer):
 class IntakeErrorSerializer(serializers.Serializer):
     index = serializers.IntegerField(help_text="Position of the item in the results list, from 0.")
     external_id = serializers.CharField(allow_null=True)
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))  # type: ignore[assignment]
 
 
 class BatchReceivedSerializer(serializers.Serializer):
@@ -80,7 +80,7 @@ class BatchReceivedSerializer(serializers.Serializer):
     accepted = serializers.IntegerField(help_text="New results stored, to be applied.")
     duplicates = serializers.IntegerField(help_text="Results whose external_id was sent before: kept once.")
     refused = serializers.IntegerField()
-    errors = IntakeErrorSerializer(many=True, help_text="Each refused item, by index and field.")
+    errors = IntakeErrorSerializer(many=True, help_text="Each refused item, by index and field.")  # type: ignore[assignment]
 
 
 class ResultReasonSerializer(serializers.Serializer):
@@ -91,7 +91,7 @@ class ResultReasonSerializer(serializers.Serializer):
 
 class BatchProgressSerializer(serializers.Serializer):
     batch = serializers.IntegerField()
-    source = serializers.CharField()
+    source = serializers.CharField()  # type: ignore[assignment]
     origin = serializers.ChoiceField(choices=BatchOrigin.choices)
     file_name = serializers.CharField(allow_blank=True)
     received_at = serializers.DateTimeField()
@@ -259,7 +259,7 @@ class TouchpointResultsView(APIView):
         if not isinstance(data, dict) or not isinstance(data.get("results"), list):
             raise ValidationError({"results": ['Send {"results": [ ... ]}, a list of 1 to 1,000 results.']})
         batch = services.touchpoint_batch_receive(
-            source=source, items=data["results"], origin=BatchOrigin.API, actor=request.user
+            source=source, items=data["results"], origin=BatchOrigin.API, actor=cast("User", request.user)
         )
         return Response(
             {

@@ -224,11 +224,14 @@ def touchpoint_batch_receive(
         )  # fmt: skip
         accepted = 0
         if rows:
+            params: dict[str, Any] = {
+                "batch": batch.pk,
+                "source": source.pk,
+                "now": now,
+                "rows": _jsonb(rows),
+            }
             with connection.cursor() as cursor:
-                cursor.execute(
-                    _INSERT_RESULTS,
-                    {"batch": batch.pk, "source": source.pk, "now": now, "rows": _jsonb(rows)},
-                )
+                cursor.execute(_INSERT_RESULTS, params)
                 accepted = cursor.rowcount
         batch.accepted = accepted
         batch.duplicates = len(rows) - accepted
@@ -251,7 +254,8 @@ def touchpoint_apply_enqueue() -> bool:
     from crm import tasks  # noqa: PLC0415  (tasks import the services)
 
     try:
-        tasks.touchpoint_results_apply.apply_async(queue=settings.CRM_INGEST_QUEUE or None)
+        options: dict[str, Any] = {"queue": settings.CRM_INGEST_QUEUE} if settings.CRM_INGEST_QUEUE else {}
+        tasks.touchpoint_results_apply.apply_async(**options)
     except Exception:
         logger.warning("could not enqueue touchpoint apply; the sweep will", exc_info=True)
         return False
@@ -365,7 +369,8 @@ def _outcomes_save(outcomes: dict[int, Outcome], *, token: str, batch_ids: set[i
         for pk, o in outcomes.items()
     ]
     with connection.cursor() as cursor:
-        cursor.execute(_UPDATE_OUTCOMES, {"rows": _jsonb(rows), "token": token})
+        params: dict[str, Any] = {"rows": _jsonb(rows), "token": token}
+        cursor.execute(_UPDATE_OUTCOMES, params)
         cursor.execute(_COMPLETE_BATCHES, {"now": now, "ids": sorted(batch_ids)})
 
 

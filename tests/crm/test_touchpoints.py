@@ -1,0 +1,426 @@
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+from crm import services
+from crm.models import (
+    Account,
+    BusinessEvent,
+    Customer,
+    CustomerChange,
+    Interaction,
+    SourceRecord,
+    SourceSystem,
+    TouchpointBatch,
+    TouchpointResult,
+    User,
+)
+from tests.conftest import api_as, make_customer
+from tests.touchpoint_data import body_of, profile, signed_headers, visit, web_source
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def web(db: None) -> SourceSystem:
+    return web_source()
+
+
+@pytest.fixture
+def web_user(web: SourceSystem) -> User:
+    return User.objects.get(source_system=web)
+
+
+def receive(source: SourceSystem, items: list[Any]) -> TouchpointBatch:
+    return services.touchpoint_batch_receive(source=source, items=items)
+
+
+def apply_all() -> int:
+    return services.touchpoint_results_apply(limit=500, worker="test", budget_seconds=60)
+
+
+def statuses(source: SourceSystem) -> dict[str, str]:
+    return dict(TouchpointResult.objects.filter(source_system=source).values_list("external_id", "status"))
+
+
+def row_counts() -> dict[str, int]:
+    return {
+        "customers": Customer.objects.count(),
+        "interactions": Interaction.objects.count(),
+        "events": BusinessEvent.objects.count(),
+        "changes": CustomerChange.objects.count(),
+        "accounts": Account.objects.count(),
+        "source_records": SourceRecord.objects.count(),
+    }
+
+
+# --- Intake ---------------------------------------------------------------------------------
+
+
+def test_each_item_is_checked_on_its_own_and_the_valid_ones_are_stored(web):
+    items = [
+        visit("v-1", "dave@example.com"),
+        {"record_kind": "interaction", "payload": {}},  # no external id
+        {"external_id": "v-3", "record_kind": "fax", "payload": {}},
+        {**visit("v-4", "dave@example.com"), "occurred_at": "2026-03-01T10:00:00"},  # naive
+        profile("p-5", "K5", no_calls="perhaps"),  # the mapping refuses the value
+        "not an object",
+        {**visit("v-7", "dave@example.com"), "colour": "blue"},
+        visit("v-8", "erin@example.org"),
+    ]
+    batch = receive(web, items)
+
+    assert (batch.submitted, batch.accepted, batch.duplicates, batch.refused) == (8, 2, 0, 6)
+    by_index = {e["index"]: e for e in batch.intake_errors}
+    assert set(by_index) == {1, 2, 3, 4, 5, 6}
+    assert list(by_index[1]["errors"]) == ["external_id"]
+    assert list(by_index[2]["errors"]) == ["record_kind"]
+    assert "no time zone" in by_index[3]["errors"]["occurred_at"][0]
+    assert by_index[3]["external_id"] == "v-4"
+    assert "yes or no" in by_index[4]["errors"]["payload.no_calls"][0]
+    assert list(by_index[5]["errors"]) == ["item"]
+    assert list(by_index[6]["errors"]) == ["colour"]
+    assert sorted(statuses(web)) == ["v-1", "v-8"]
+
+
+def test_a_result_sent_twice_is_stored_once(web):
+    first = receive(web, [visit("v-1", "dave@example.com"), visit("v-1", "dave@example.com")])
+    again = receive(web, [visit("v-1", "dave@example.com"), visit("v-2", "dave@example.com")])
+
+    assert (first.accepted, first.duplicates) == (1, 1)
+    assert (again.accepted, again.duplicates) == (1, 1)
+    assert TouchpointResult.objects.filter(source_system=web).count() == 2
+
+
+def test_a_batch_over_the_limit_is_refused_whole(web):
+    with pytest.raises(services.customers.ValidationError) as refused:  # type: ignore[attr-defined]
+        receive(web, [visit(f"v-{i}", "dave@example.com") for i in range(1001)])
+    assert "at most 1000" in str(refused.value)
+    assert not TouchpointBatch.objects.exists()
+
+
+def test_a_record_kind_without_mappings_is_refused_naming_the_fix(web):
+    batch = receive(web, [{"external_id": "x", "record_kind": "customer", "payload": {}}])
+    assert batch.accepted == 1  # customers are mapped
+    ivr = services.source_system_create(code="ivr2", name="IVR", kind="ivr")
+    batch = receive(ivr, [{"external_id": "x", "record_kind": "customer", "payload": {}}])
+    assert batch.refused == 1
+    assert "ask an administrator" in batch.intake_errors[0]["errors"]["record_kind"][0]
+
+
+def test_a_file_import_is_a_batch_with_its_origin_and_name(web):
+    batch = services.touchpoint_batch_receive(
+        source=web, items=[visit("v-1", "dave@example.com")], origin="file", file_name="history.csv"
+    )
+    assert (batch.origin, batch.file_name, batch.accepted) == ("file", "history.csv", 1)
+
+
+# --- API ------------------------------------------------------------------------------------
+
+
+def post(client: APIClient, code: str, items: list[Any], **headers: Any) -> Any:
+    return client.post(
+        f"/api/v1/touchpoints/{code}/results", data=body_of(items), content_type="application/json", **headers
+    )
+
+
+def test_the_source_posts_a_batch_and_reads_its_progress(web, web_user, dave_customer):
+    client = api_as(web_user)
+    response = post(client, "web", [visit("v-1", "dave@example.com"), {"external_id": "", "payload": {}}])
+
+    assert response.status_code == 202
+    assert response.json()["accepted"] == 1
+    assert response.json()["refused"] == 1
+    assert response.json()["errors"][0]["index"] == 1
+    batch_id = response.json()["batch"]
+
+    progress = client.get(f"/api/v1/touchpoints/web/batches/{batch_id}").json()
+    assert (progress["received"], progress["pending"], progress["applied"]) == (1, 1, 0)
+    assert progress["completed_at"] is None
+
+    apply_all()
+    progress = client.get(f"/api/v1/touchpoints/web/batches/{batch_id}").json()
+    assert (progress["pending"], progress["applied"]) == (0, 1)
+    assert progress["completed_at"] is not None
+
+
+def test_another_sources_token_gets_403_and_an_unknown_source_404(web, frank):
+    assert post(api_as(frank), "web", [visit("v-1", "dave@example.com")]).status_code == 403
+    assert post(api_as(frank), "nowhere", [visit("v-1", "dave@example.com")]).status_code == 404
+    web.active = False
+    web.save()
+    assert post(api_as(frank), "web", [visit("v-1", "dave@example.com")]).status_code == 404
+    assert not TouchpointResult.objects.exists()
+
+
+def test_a_malformed_body_or_unknown_parameter_is_a_400(web, web_user):
+    client = api_as(web_user)
+    url = "/api/v1/touchpoints/web/results"
+    assert client.post(url, data=b"{nope", content_type="application/json").status_code == 400
+    assert client.post(url, data=b'{"items": []}', content_type="application/json").status_code == 400
+    assert client.post(url, data=b'{"results": []}', content_type="application/json").status_code == 400
+    response = client.post(url + "?dry_run=1", data=body_of([]), content_type="application/json")
+    assert response.status_code == 400
+    assert "dry_run" in response.json()
+    assert client.get("/api/v1/touchpoints/web/batches/1?page=2").status_code == 400
+
+
+def test_a_signed_source_accepts_a_good_signature_once(web, web_user):
+    web.signing_secret = "s3cret"
+    web.save()
+    client = api_as(web_user)
+    body = body_of([visit("v-1", "dave@example.com")])
+    headers: dict[str, Any] = dict(signed_headers("s3cret", body))
+    url = "/api/v1/touchpoints/web/results"
+
+    assert client.post(url, data=body, content_type="application/json", **headers).status_code == 202
+    replay = client.post(url, data=body, content_type="application/json", **headers)
+    assert replay.status_code == 401
+    assert "used before" in replay.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "says"),
+    [
+        ({}, "X-Signature-Timestamp"),
+        ({"secret": "wrong"}, "does not match"),
+        ({"at": int(time.time()) - 600}, "from our clock"),
+        ({"HTTP_X_SIGNATURE_TIMESTAMP": "yesterday", "HTTP_X_SIGNATURE": "sha256=00"}, "unix seconds"),
+        ({"tamper": True}, "does not match"),
+    ],
+)
+def test_a_signed_source_refuses_a_missing_bad_or_old_signature(web, web_user, headers, says):
+    web.signing_secret = "s3cret"
+    web.save()
+    body = body_of([visit("v-1", "dave@example.com")])
+    sent: dict[str, Any]
+    if "secret" in headers or "at" in headers or "tamper" in headers:
+        sent = signed_headers(headers.get("secret", "s3cret"), body, at=headers.get("at"))
+        if headers.get("tamper"):
+            body = body.replace(b"v-1", b"v-2")
+    else:
+        sent = headers
+    response = api_as(web_user).post(
+        "/api/v1/touchpoints/web/results", data=body, content_type="application/json", **sent
+    )
+    assert response.status_code == 401
+    assert says in response.json()["detail"]
+    assert not TouchpointResult.objects.exists()
+
+
+def test_the_schema_documents_every_status_of_the_endpoints(carol):
+    from drf_spectacular.generators import SchemaGenerator
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    post_op = schema["paths"]["/api/v1/touchpoints/{source_code}/results"]["post"]
+    get_op = schema["paths"]["/api/v1/touchpoints/{source_code}/batches/{batch_id}"]["get"]
+    assert set(post_op["responses"]) == {"202", "400", "401", "403", "404", "413", "429"}
+    assert set(get_op["responses"]) == {"200", "400", "401", "403", "404"}
+    assert all(r.get("description") for r in post_op["responses"].values())
+
+
+# --- Applying -------------------------------------------------------------------------------
+
+
+def test_a_visit_lands_in_the_contact_history_with_its_event(web, dave_customer):
+    receive(web, [visit("v-1", "Dave@Example.com", outcome="bought")])
+    assert apply_all() == 1
+
+    interaction = Interaction.objects.get(source_system=web, external_id="v-1")
+    assert (interaction.customer_id, interaction.channel, interaction.direction) == (
+        dave_customer.pk, "web", "inbound")  # fmt: skip
+    assert (interaction.disposition, interaction.duration_seconds) == ("bought", 42)
+    assert BusinessEvent.objects.filter(type="interaction.recorded", customer=dave_customer).count() == 1
+    result = TouchpointResult.objects.get(external_id="v-1")
+    assert (result.status, result.customer_id, result.applied_at is not None) == (
+        "applied",
+        dave_customer.pk,
+        True,
+    )
+
+
+def test_a_profile_change_updates_the_customer_and_raises_its_events(web, dave_customer):
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    receive(web, [profile("p-1", "K1", street="1 Elm St", city="Springfield", country="us",
+                          phone="202-555-0199", no_calls="yes")])  # fmt: skip
+    apply_all()
+
+    dave = Customer.objects.get(pk=dave_customer.pk)
+    assert dave.primary_address == {"kind": "home", "line1": "1 Elm St", "line2": "", "city": "Springfield",
+                                    "region": "", "postal_code": "", "country": "US"}  # fmt: skip
+    assert dave.primary_phone == "+12025550199"
+    assert dave.do_not_call is True  # the opt-out holds from this commit on
+    types = set(BusinessEvent.objects.filter(customer=dave).values_list("type", flat=True))
+    assert {"customer.address_changed", "customer.phone_changed", "customer.consent_changed",
+            "customer.profile_changed"} <= types  # fmt: skip
+    assert CustomerChange.objects.filter(customer=dave, field="do_not_call", source_system=web).exists()
+
+
+def test_an_unknown_customer_is_created_from_the_source_and_linked_to_its_key(web):
+    receive(web, [profile("p-1", "K9", first="Nia", last="Long", email="nia@example.com")])
+    apply_all()
+
+    record = SourceRecord.objects.get(source_system=web, external_key="K9")
+    assert (record.customer.given_name, record.customer.primary_email) == ("Nia", "nia@example.com")
+    created = BusinessEvent.objects.get(type="customer.created", customer=record.customer)
+    assert created.source_system == web
+
+    receive(web, [visit("v-1", "", key="K9")])  # the key alone finds her now
+    apply_all()
+    assert Interaction.objects.get(external_id="v-1").customer_id == record.customer_id
+
+
+def test_several_matching_customers_send_the_result_to_review_with_the_candidates(web, dave_customer):
+    twin = make_customer(given_name="David", phones=[])  # same e-mail as dave
+    receive(web, [visit("v-1", "dave@example.com")])
+    apply_all()
+
+    result = TouchpointResult.objects.get(external_id="v-1")
+    assert result.status == "review"
+    error: Any = result.error
+    assert error["candidates"] == sorted([dave_customer.pk, twin.pk])
+    assert not Interaction.objects.exists()
+
+
+def test_a_result_whose_data_cannot_apply_is_rejected_with_its_reason(web, dave_customer):
+    item = visit("v-1", "dave@example.com")
+    del item["payload"]["direction"]
+    receive(web, [item, visit("v-2", "dave@example.com")])
+    apply_all()
+
+    assert statuses(web) == {"v-1": "rejected", "v-2": "applied"}
+    error: Any = TouchpointResult.objects.get(external_id="v-1").error
+    assert "interaction.direction" in error["fields"]
+
+
+def test_an_unmatched_result_without_a_name_is_rejected_not_guessed(web):
+    receive(web, [visit("v-1", "nobody@example.com")])
+    apply_all()
+    assert statuses(web) == {"v-1": "rejected"}
+    assert not Customer.objects.exists()
+
+
+def test_purchases_accounts_and_events_raise_one_business_event_each(web, dave_customer, checking):
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    receive(web, [
+        {"external_id": "b-1", "record_kind": "purchase", "customer_key": "K1",
+         "payload": {"amount": "19.90", "currency": "usd", "sku": "mug"}},
+        {"external_id": "a-1", "record_kind": "account", "customer_key": "K1", "sequence": 1,
+         "payload": {"number": "chk-001", "product": "everyday-checking"}},
+        {"external_id": "e-1", "record_kind": "event", "customer_key": "K1", "sequence": 2,
+         "payload": {"type": "account.deposit", "amount": "250", "account": "chk-001"}},
+    ])  # fmt: skip
+    while apply_all():
+        pass
+
+    assert set(statuses(web).values()) == {"applied"}
+    purchase = BusinessEvent.objects.get(type="transaction.purchase")
+    assert purchase.payload == {"amount": 19.9, "currency": "USD", "product": "mug", "channel": "web"}
+    assert Account.objects.get(account_number="CHK-001").customer_id == dave_customer.pk
+    deposit = BusinessEvent.objects.get(type="account.deposit", source_system=web)
+    assert (deposit.idempotency_key, deposit.payload["amount"]) == ("e-1", 250.0)
+
+
+def test_replaying_an_applied_batch_changes_no_row(web, dave_customer):
+    items = [visit(f"v-{i}", "dave@example.com") for i in range(20)] + [
+        profile(
+            "p-1", "K1", first="Dave", last="Miller", email="dave@example.com", city="Reno", street="2 Oak"
+        )
+    ]
+    receive(web, items)
+    apply_all()
+    before = row_counts()
+
+    again = receive(web, items)
+    assert (again.accepted, again.duplicates) == (0, 21)
+    assert apply_all() == 0
+    assert row_counts() == before
+
+
+def test_one_customers_results_apply_in_the_sources_order_across_batches(web, dave_customer):
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    # The later change arrives first; the earlier one comes in a second batch.
+    receive(web, [profile("p-2", "K1", sequence=2, tier="G")])
+    receive(web, [profile("p-1", "K1", sequence=1, tier="S")])
+    claim = services.touchpoints.touchpoint_results_claim  # type: ignore[attr-defined]
+    assert [c.external_id for c in claim(limit=10, token="peek")] == ["p-1"]  # never both at once
+    TouchpointResult.objects.update(claimed_at=None)
+    apply_all()
+
+    assert Customer.objects.get(pk=dave_customer.pk).tier == "gold"
+    changes = list(CustomerChange.objects.filter(customer=dave_customer, field="tier").order_by("version"))
+    assert [c.new_value for c in changes] == ["silver", "gold"]
+
+
+def test_a_result_whose_worker_is_lost_each_time_is_dead_lettered(web, dave_customer, settings):
+    settings.CRM_INGEST_MAX_ATTEMPTS = 2
+    settings.CRM_INGEST_LEASE_SECONDS = 5
+    receive(web, [visit("v-1", "dave@example.com")])
+    for _ in range(2):  # claimed, then the worker vanishes before applying
+        assert len(services.touchpoints.touchpoint_results_claim(limit=10, token="lost")) == 1  # type: ignore[attr-defined]
+        TouchpointResult.objects.update(claimed_at=time_ago(10))
+    apply_all()
+
+    result = TouchpointResult.objects.get(external_id="v-1")
+    error: Any = result.error
+    assert (result.status, result.attempts, error["reason"]) == ("dead", 3, "attempts")
+    assert not Interaction.objects.exists()
+
+
+def time_ago(seconds: int) -> Any:
+    import datetime as dt
+
+    from django.utils import timezone
+
+    return timezone.now() - dt.timedelta(seconds=seconds)
+
+
+def test_a_result_claimed_by_a_live_worker_is_left_alone(web, dave_customer):
+    receive(web, [visit("v-1", "dave@example.com")])
+    services.touchpoints.touchpoint_results_claim(limit=10, token="busy")  # type: ignore[attr-defined]
+    assert apply_all() == 0
+    assert statuses(web) == {"v-1": "pending"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_at_once_apply_each_result_exactly_once(dave_customer, erin_customer):
+    web = web_source()
+    items = [visit(f"v-{i}", "dave@example.com" if i % 2 else "erin@example.org") for i in range(300)]
+    items += [profile(f"p-{i}", f"K{i}", first="New", last=f"Person{i}", email=f"n{i}@example.com")
+              for i in range(100)]  # fmt: skip
+    receive(web, items)
+    start = threading.Barrier(2)
+    applied: list[int] = []
+
+    def work(name: str) -> None:
+        start.wait()
+        try:
+            total = 0
+            while True:
+                n = services.touchpoint_results_apply(limit=25, worker=name, budget_seconds=60)
+                total += n
+                if not n:
+                    break
+            applied.append(total)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert sum(applied) == 400
+    assert Interaction.objects.filter(source_system=web).count() == 300
+    assert Customer.objects.count() == 102
+    assert SourceRecord.objects.filter(source_system=web).count() == 100
+    assert BusinessEvent.objects.filter(type="interaction.recorded").count() == 300
+    assert set(statuses(web).values()) == {"applied"}
+    assert TouchpointBatch.objects.get().completed_at is not None

@@ -49,6 +49,11 @@ from crm.services.tokens import (
     customer_login_create,
     staff_user_create,
 )
+from crm.services.touchpoint_review import (
+    touchpoint_results_retry,
+    touchpoint_review_attach,
+    touchpoint_review_create_new,
+)
 from crm.services.touchpoints import (
     MAX_BATCH_ITEMS,
     touchpoint_apply_enqueue,
@@ -106,5 +111,8 @@ __all__ = [
     "touchpoint_results_apply",
     "touchpoint_results_overdue",
     "touchpoint_results_pending",
+    "touchpoint_results_retry",
     "touchpoint_results_sweep",
+    "touchpoint_review_attach",
+    "touchpoint_review_create_new",
 ]

@@ -424,3 +424,81 @@ def test_two_workers_at_once_apply_each_result_exactly_once(dave_customer, erin_
     assert BusinessEvent.objects.filter(type="interaction.recorded").count() == 300
     assert set(statuses(web).values()) == {"applied"}
     assert TouchpointBatch.objects.get().completed_at is not None
+
+
+# --- The administrator's decisions ----------------------------------------------------------
+
+
+def test_a_rejected_result_is_applied_once_retried_after_its_mapping_is_fixed(web, dave_customer):
+    item = visit("v-1", "dave@example.com")
+    item["payload"]["channel"] = "kiosk"  # unmapped at first: the mapping refuses it at intake...
+    batch = receive(web, [item])
+    assert batch.refused == 1
+    receive(web, [visit("v-2", "dave@example.com")])
+    TouchpointResult.objects.filter(external_id="v-2").update(
+        payload={**item["payload"], "direction": "sideways"}
+    )
+    apply_all()
+    assert statuses(web) == {"v-2": "rejected"}  # ...and a bad value slipped in later is rejected at apply
+
+    TouchpointResult.objects.filter(external_id="v-2").update(
+        payload=visit("v-2", "dave@example.com")["payload"]
+    )
+    assert (
+        services.touchpoint_results_retry(result_ids=TouchpointResult.objects.values_list("pk", flat=True))
+        == 1
+    )
+    result = TouchpointResult.objects.get(external_id="v-2")
+    assert (result.status, result.attempts, result.error) == ("pending", 0, None)
+    apply_all()
+    assert statuses(web) == {"v-2": "applied"}
+    assert Interaction.objects.filter(external_id="v-2").count() == 1
+
+
+def test_review_attaches_to_a_candidate_and_links_the_key(web, dave_customer):
+    twin = make_customer(given_name="David", phones=[])
+    receive(web, [visit("v-1", "dave@example.com", key="W7")])
+    apply_all()
+    result = TouchpointResult.objects.get(external_id="v-1")
+
+    with pytest.raises(services.customers.ValidationError):  # type: ignore[attr-defined]
+        services.touchpoint_review_attach(result_id=result.pk, customer_id=dave_customer.pk + 999)
+    services.touchpoint_review_attach(result_id=result.pk, customer_id=twin.pk)
+    apply_all()
+
+    assert Interaction.objects.get(external_id="v-1").customer_id == twin.pk
+    assert SourceRecord.objects.get(source_system=web, external_key="W7").customer_id == twin.pk
+
+
+def test_review_creates_a_new_customer_from_the_result(web, dave_customer):
+    make_customer(given_name="David", phones=[])
+    receive(web, [profile("p-1", "K1", first="Davina", last="Miller", email="dave@example.com")])
+    apply_all()
+    result = TouchpointResult.objects.get(external_id="p-1")
+    assert result.status == "review"
+
+    services.touchpoint_review_create_new(result_id=result.pk)
+    apply_all()
+
+    result.refresh_from_db()
+    assert result.status == "applied"
+    assert Customer.objects.get(given_name="Davina").pk == result.customer_id
+    assert SourceRecord.objects.get(external_key="K1").customer_id == result.customer_id
+
+
+def test_the_admin_lists_results_and_retries_from_an_action(web, dave_customer, carol, client):
+    item = visit("v-1", "dave@example.com")
+    del item["payload"]["direction"]
+    receive(web, [item])
+    apply_all()
+    client.force_login(carol)
+    page = client.get("/admin/crm/touchpointresult/?status__exact=rejected")
+    assert page.status_code == 200
+    assert b"v-1" in page.content
+    result = TouchpointResult.objects.get()
+    response = client.post(
+        "/admin/crm/touchpointresult/", {"action": "retry", "_selected_action": [result.pk]}, follow=True
+    )
+    assert response.status_code == 200
+    assert TouchpointResult.objects.get().status == "pending"
+    assert client.get(f"/admin/crm/touchpointbatch/{result.batch_id}/change/").status_code == 200

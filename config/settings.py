@@ -185,6 +185,8 @@ CRM_INGEST_MAX_ATTEMPTS = env_int("CRM_INGEST_MAX_ATTEMPTS", 5, minimum=1)
 # One apply task keeps claiming batches for this long, then leaves the rest to the next.
 CRM_INGEST_TASK_BUDGET_SECONDS = env_int("CRM_INGEST_TASK_BUDGET_SECONDS", 30, minimum=1)
 CRM_INGEST_BATCH_SIZE = env_int("CRM_INGEST_BATCH_SIZE", 500, minimum=1)
+# The beat sweep re-enqueues an apply run when a free pending result is older than this.
+CRM_INGEST_SWEEP_AFTER_SECONDS = env_int("CRM_INGEST_SWEEP_AFTER_SECONDS", 60, minimum=1)
 
 # Shared by every web process: the token endpoint's throttle counts attempts per
 # client across processes, not per process.

@@ -499,10 +499,13 @@ def touchpoint_results_apply(
             return total
 
 
-def touchpoint_results_overdue(*, older_than: dt.timedelta = dt.timedelta(minutes=1)) -> bool:
-    """Whether a result has waited longer than ``older_than`` for a worker
-    (its message was lost, or every worker was down)."""
+def touchpoint_results_overdue(*, older_than: dt.timedelta | None = None) -> bool:
+    """Whether a result has waited longer than ``older_than`` (by default
+    CRM_INGEST_SWEEP_AFTER_SECONDS) for a worker: its message was lost, or
+    every worker was down."""
     now = timezone.now()
+    if older_than is None:
+        older_than = dt.timedelta(seconds=settings.CRM_INGEST_SWEEP_AFTER_SECONDS)
     return (
         TouchpointResult.objects.filter(status=ResultStatus.PENDING, received_at__lt=now - older_than)
         .exclude(claimed_at__gte=now - lease())

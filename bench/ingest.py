@@ -110,7 +110,8 @@ def results(n: int, customers: list[int], seed: int) -> list[dict[str, Any]]:
         if roll < 0.60:
             item.update(record_kind="interaction", payload={
                 "channel": rng.choice(("web", "app")), "direction": "Inbound",
-                "page": rng.choice(("/cards", "/loans", "/help", "/pricing")), "seconds": str(rng.randint(5, 900))})  # fmt: skip
+                "page": rng.choice(("/cards", "/loans", "/help", "/pricing")),
+                "seconds": str(rng.randint(5, 900))})  # fmt: skip
         elif roll < 0.80:
             change = rng.random()
             if change < 0.4:
@@ -123,7 +124,8 @@ def results(n: int, customers: list[int], seed: int) -> list[dict[str, Any]]:
             item.update(record_kind="customer", payload=payload)
         elif roll < 0.92:
             item.update(record_kind="purchase", payload={
-                "amount": f"{rng.randint(100, 50_000) / 100:.2f}", "currency": "usd", "sku": "sku-1"})  # fmt: skip
+                "amount": f"{rng.randint(100, 50_000) / 100:.2f}", "currency": "usd",
+                "sku": "sku-1"})  # fmt: skip
         else:
             item.update(
                 record_kind="customer",
@@ -145,10 +147,11 @@ def post_all(port: int, token: str, items: list[dict[str, Any]]) -> tuple[float,
         nonlocal accepted
         if not hasattr(local, "conn"):
             local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        for attempt in range(5):
+        for _attempt in range(5):
             try:
                 local.conn.request("POST", f"/api/v1/touchpoints/{SOURCE}/results", body=body,
-                                   headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})  # fmt: skip
+                                   headers={"Authorization": f"Bearer {token}",
+                                            "Content-Type": "application/json"})  # fmt: skip
                 response = local.conn.getresponse()
                 data = response.read()
             except (http.client.HTTPException, OSError):
@@ -212,20 +215,22 @@ def main() -> int:
     for position, (kind, field, target, transform, targs) in enumerate(MAPPINGS):
         FieldMapping.objects.create(source_system=source, record_kind=kind, source_field=field, target=target,
                                     transform=transform, transform_args=targs, position=position)  # fmt: skip
-    # A fresh run: the inbox, and what earlier runs applied, go; customers stay.
+    # A fresh inbox; what earlier runs applied stays (the change history is
+    # append-only), so this run's results carry ids of their own.
+    run = f"{int(time.time())}-"
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE crm_touchpointresult, crm_touchpointbatch")
-        cursor.execute("DELETE FROM crm_interaction WHERE source_system_id = %s", [source.pk])
-        cursor.execute("DELETE FROM crm_businessevent WHERE source_system_id = %s", [source.pk])
-        cursor.execute("DELETE FROM crm_customerchange WHERE source_system_id = %s", [source.pk])
         cursor.execute(
-            "INSERT INTO crm_sourcerecord (source_system_id, external_key, customer_id, created_at, last_seen_at)"
+            "INSERT INTO crm_sourcerecord"
+            " (source_system_id, external_key, customer_id, created_at, last_seen_at)"
             " SELECT %s, 'C' || id, id, now(), now() FROM crm_customer"
             " ON CONFLICT (source_system_id, external_key) DO NOTHING",
             [source.pk],
         )
     customers = list(Customer.objects.values_list("pk", flat=True))
     items = results(size, customers, seed=size)
+    for item in items:
+        item["external_id"] = run + item["external_id"]
     user = User.objects.get(source_system=source)
     _, token = services.api_token_create(user=user, name="bench ingest")
     connection.close()
@@ -286,7 +291,7 @@ def main() -> int:
             .values_list("status", "n")
         )
         applied = counts.get("applied", 0)
-        effects = _effects(source.pk)
+        effects = _effects(source.pk, run)
         expected_effects = _expected_effects(source.pk)
         duplicated = max(0, effects["interactions"] - expected_effects["interactions"]) + max(
             0, effects["purchases"] - expected_effects["purchases"]
@@ -335,14 +340,17 @@ def _wait_listening(port: int) -> None:
     raise SystemExit("uvicorn did not start")
 
 
-def _effects(source_id: int) -> dict[str, int]:
+def _effects(source_id: int, run: str) -> dict[str, int]:
+    """Contacts and purchases this run wrote (an effect written twice would show here)."""
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT (SELECT count(*) FROM crm_interaction WHERE source_system_id = %s),"
-            " (SELECT count(*) FROM crm_businessevent WHERE source_system_id = %s AND type = 'transaction.purchase')",
-            [source_id, source_id],
+            "SELECT (SELECT count(*) FROM crm_interaction WHERE source_system_id = %(s)s"
+            " AND external_id LIKE %(run)s), (SELECT count(*) FROM crm_businessevent"
+            " WHERE source_system_id = %(s)s AND type = 'transaction.purchase'"
+            " AND idempotency_key LIKE %(run)s)",
+            {"s": source_id, "run": run + "%"},
         )
         interactions, purchases = cursor.fetchone()
     return {"interactions": interactions, "purchases": purchases}
@@ -370,7 +378,8 @@ def _row_counts(source_id: int) -> dict[str, int]:
         cursor.execute(
             "SELECT (SELECT count(*) FROM crm_interaction), (SELECT count(*) FROM crm_businessevent),"
             " (SELECT count(*) FROM crm_customerchange), (SELECT count(*) FROM crm_customer),"
-            " (SELECT coalesce(sum(version), 0) FROM crm_customer), (SELECT count(*) FROM crm_touchpointresult)"
+            " (SELECT coalesce(sum(version), 0) FROM crm_customer),"
+            " (SELECT count(*) FROM crm_touchpointresult)"
         )
         row = cursor.fetchone()
     return dict(

@@ -89,7 +89,7 @@ def result_apply(result: Claimed, *, context: ApplyContext) -> Outcome:
         source=source, record_kind=result.record_kind, payload=result.payload,
         mappings=context.mappings_of(source),
     )  # fmt: skip
-    customer_id, created = result.customer_id, False
+    customer_id, created, linked = result.customer_id, False, False
     if customer_id is None:
         if result.customer_key:
             context.prefetch_keys(source, [result.customer_key])
@@ -109,7 +109,8 @@ def result_apply(result: Claimed, *, context: ApplyContext) -> Outcome:
             created = True
         else:
             customer_id = found.customer_id
-    if result.customer_key:
+            linked = found.by == "source_key"
+    if result.customer_key and not linked:
         source_record_link(source=source, external_key=result.customer_key, customer_id=customer_id)
         context.keys.setdefault(source.pk, {})[result.customer_key] = customer_id
     moment = result.occurred_at or timezone.now()
@@ -143,7 +144,10 @@ def _address_of(mapped: dict[str, Any], base: dict[str, Any] | None = None) -> d
         return None
     address = {"kind": "home", "line1": "", "line2": "", "city": "", "region": "", "postal_code": "",
                "country": "", **(base or {})}  # fmt: skip
-    address.update({k: str(v) for k, v in parts.items()})
+    # As customer_update normalises addresses: trimmed, the country in capitals.
+    address.update(
+        {k: str(v).strip().upper() if k == "country" else str(v).strip() for k, v in parts.items()}
+    )
     return address
 
 
@@ -179,15 +183,12 @@ def customer_from_mapped(mapped: dict[str, Any], *, source: SourceSystem, actor:
     return customer_create(actor=actor, source=source, **fields)
 
 
-def _profile_apply(
-    customer_id: int, mapped: dict[str, Any], *, source: SourceSystem, actor: User | None
-) -> None:
-    """The profile fields the source sent, through customer_update (history,
-    profile/address/phone/e-mail/consent events, live screens). A consent
-    opt-out is in the row when this transaction commits: offers and calls
-    read it from there."""
-    customer = Customer.objects.select_for_update().get(pk=customer_id)
-    changes = _profile_fields(mapped)
+def profile_changes(customer: Customer, mapped: dict[str, Any]) -> dict[str, Any]:
+    """The customer fields a result's mapped profile changes: fields as sent; the
+    phone and e-mail become the primary ones; the address replaces the home one."""
+    changes = {
+        name: value for name, value in _profile_fields(mapped).items() if getattr(customer, name) != value
+    }
     if mapped.get("customer.phone"):
         phones = _with_primary(list(customer.phones), "number", mapped["customer.phone"], "mobile")
         if phones != customer.phones:
@@ -201,6 +202,18 @@ def _profile_apply(
     if address is not None and address != home:
         others = [a for a in customer.addresses if a is not home]
         changes["addresses"] = [address, *others]
+    return changes
+
+
+def _profile_apply(
+    customer_id: int, mapped: dict[str, Any], *, source: SourceSystem, actor: User | None
+) -> None:
+    """The profile fields the source sent, through customer_update (history,
+    profile/address/phone/e-mail/consent events, live screens). A consent
+    opt-out is in the row when this transaction commits: offers and calls
+    read it from there."""
+    customer = Customer.objects.select_for_update().get(pk=customer_id)
+    changes = profile_changes(customer, mapped)
     if changes:
         customer_update(
             customer_id=customer_id, expected_version=customer.version, changes=changes, actor=actor,

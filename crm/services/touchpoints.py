@@ -28,6 +28,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
+from crm import realtime
 from crm.exceptions import Conflict, FieldAccessDenied
 from crm.mapping import apply_mappings
 from crm.models import FieldMapping, SourceSystem, TouchpointBatch, TouchpointResult, User
@@ -403,11 +404,12 @@ def _claimed_batch_apply(claimed: list[Claimed], *, token: str) -> int:
        in a savepoint (a data error rejects that result only, with its reason;
        any other error leaves it pending to retry with a backoff); 4. write every
        outcome in one statement and mark batches with nothing left pending."""
+    from crm.services.touchpoint_bulk import bulk_candidates, results_apply_bulk  # noqa: PLC0415
     from crm.services.touchpoint_effects import ApplyContext, result_apply  # noqa: PLC0415
 
     max_attempts = settings.CRM_INGEST_MAX_ATTEMPTS
-    applied = 0
-    with transaction.atomic():
+    # Real-time messages of the whole batch leave together, after the commit.
+    with transaction.atomic(), realtime.batched():
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT id FROM crm_touchpointresult WHERE id = ANY(%s) AND claimed_by = %s"
@@ -417,6 +419,7 @@ def _claimed_batch_apply(claimed: list[Claimed], *, token: str) -> int:
             mine = {row[0] for row in cursor.fetchall()}
         context = ApplyContext()
         outcomes: dict[int, Outcome] = {}
+        live: list[Claimed] = []
         for result in claimed:
             if result.id not in mine:
                 continue
@@ -426,7 +429,28 @@ def _claimed_batch_apply(claimed: list[Claimed], *, token: str) -> int:
                     error={"reason": "attempts", "message": f"Not applied after {max_attempts} attempts "
                            "(the worker was lost each time): check the worker's log, then retry it."},
                 )  # fmt: skip
-                continue
+            else:
+                live.append(result)
+        for source_id in {r.source_system_id for r in live}:
+            context.prefetch_keys(
+                context.source(source_id), [r.customer_key for r in live if r.source_system_id == source_id]
+            )
+        bulk, one_by_one = bulk_candidates(live, context=context)
+        if bulk:
+            try:
+                with transaction.atomic():
+                    done, deferred = results_apply_bulk(bulk, context=context)
+                outcomes.update(done)
+                one_by_one = deferred + one_by_one
+            except TRANSIENT_ERRORS:
+                raise
+            except DatabaseError:
+                # A row the set-based statements refuse: find it the slow way.
+                logger.warning(
+                    "bulk apply of %s results failed; applying one by one", len(bulk), exc_info=True
+                )
+                one_by_one = bulk + one_by_one
+        for result in one_by_one:
             try:
                 with transaction.atomic():
                     outcome = result_apply(result, context=context)
@@ -444,7 +468,7 @@ def _claimed_batch_apply(claimed: list[Claimed], *, token: str) -> int:
                         retry_at=timezone.now() + _backoff(result.attempts),
                     )  # fmt: skip
             outcomes[result.id] = outcome
-            applied += outcome.status == ResultStatus.APPLIED
+        applied = sum(o.status == ResultStatus.APPLIED for o in outcomes.values())
         if outcomes:
             _outcomes_save(outcomes, token=token, batch_ids={c.batch_id for c in claimed})
     return applied

@@ -394,6 +394,10 @@ def test_two_workers_at_once_apply_each_result_exactly_once(dave_customer, erin_
     items = [visit(f"v-{i}", "dave@example.com" if i % 2 else "erin@example.org") for i in range(300)]
     items += [profile(f"p-{i}", f"K{i}", first="New", last=f"Person{i}", email=f"n{i}@example.com")
               for i in range(100)]  # fmt: skip
+    # Keyed: applied set-based, two per key in the source's order.
+    for i in range(50):
+        services.source_record_link(source=web, external_key=f"D{i}", customer_id=dave_customer.pk)
+    items += [visit(f"d-{i}", "", key=f"D{i % 50}", sequence=i) for i in range(100)]
     receive(web, items)
     start = threading.Barrier(2)
     applied: list[int] = []
@@ -417,11 +421,11 @@ def test_two_workers_at_once_apply_each_result_exactly_once(dave_customer, erin_
     for thread in threads:
         thread.join(timeout=120)
 
-    assert sum(applied) == 400
-    assert Interaction.objects.filter(source_system=web).count() == 300
+    assert sum(applied) == 500
+    assert Interaction.objects.filter(source_system=web).count() == 400
     assert Customer.objects.count() == 102
-    assert SourceRecord.objects.filter(source_system=web).count() == 100
-    assert BusinessEvent.objects.filter(type="interaction.recorded").count() == 300
+    assert SourceRecord.objects.filter(source_system=web).count() == 150
+    assert BusinessEvent.objects.filter(type="interaction.recorded").count() == 400
     assert set(statuses(web).values()) == {"applied"}
     assert TouchpointBatch.objects.get().completed_at is not None
 
@@ -502,3 +506,57 @@ def test_the_admin_lists_results_and_retries_from_an_action(web, dave_customer, 
     assert response.status_code == 200
     assert TouchpointResult.objects.get().status == "pending"
     assert client.get(f"/admin/crm/touchpointbatch/{result.batch_id}/change/").status_code == 200
+
+
+# --- The set-based path (keyed customers) ---------------------------------------------------
+
+
+def test_keyed_contacts_land_like_one_recorded_through_the_service(web, web_user, dave_customer):
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    receive(web, [visit("v-1", "", key="K1", outcome="bought")])
+    apply_all()
+
+    interaction = Interaction.objects.get(external_id="v-1")
+    assert (interaction.customer_id, interaction.disposition, interaction.duration_seconds) == (
+        dave_customer.pk, "bought", 42)  # fmt: skip
+    event = BusinessEvent.objects.get(type="interaction.recorded")
+    assert event.idempotency_key == f"interaction.recorded:{interaction.pk}"
+    assert (event.customer_id, event.actor_id, event.source_system_id) == (
+        dave_customer.pk,
+        web_user.pk,
+        web.pk,
+    )
+    assert event.payload == {"channel": "web", "direction": "inbound", "disposition": "bought"}
+
+
+def test_a_keyed_contact_whose_id_names_another_customers_contact_is_rejected(
+    web, dave_customer, erin_customer
+):
+    services.interaction_record(customer_id=erin_customer.pk, channel="web", direction="inbound",
+                                occurred_at=time_ago(60), source=web, external_id="v-1")  # fmt: skip
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    tomorrow = (time_ago(-86_400)).isoformat()
+    receive(web, [visit("v-1", "", key="K1"), visit("v-2", "", key="K2", at=tomorrow)])
+    services.source_record_link(source=web, external_key="K2", customer_id=dave_customer.pk)
+    apply_all()
+
+    assert statuses(web) == {"v-1": "rejected", "v-2": "rejected"}
+    errors: dict[str, Any] = {r.external_id: r.error for r in TouchpointResult.objects.all()}
+    assert errors["v-1"]["reason"] == "conflict"
+    assert "another customer record" in errors["v-1"]["fields"]["external_id"]
+    assert "future" in errors["v-2"]["fields"]["occurred_at"][0]
+    assert Interaction.objects.get().customer_id == erin_customer.pk
+
+
+def test_a_keyed_profile_change_the_record_refuses_is_rejected_and_writes_nothing(web, dave_customer):
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    receive(web, [profile("p-1", "K1", city="Reno")])  # an address needs line1 too
+    apply_all()
+
+    result = TouchpointResult.objects.get()
+    error: Any = result.error
+    assert result.status == "rejected"
+    assert "line1" in error["fields"]["addresses"][0]
+    dave = Customer.objects.get(pk=dave_customer.pk)
+    assert (dave.version, dave.addresses) == (dave_customer.version, dave_customer.addresses)
+    assert not CustomerChange.objects.filter(customer=dave).exists()

@@ -184,7 +184,7 @@ CRM_INGEST_LEASE_SECONDS = env_int("CRM_INGEST_LEASE_SECONDS", 120, minimum=5)
 CRM_INGEST_MAX_ATTEMPTS = env_int("CRM_INGEST_MAX_ATTEMPTS", 5, minimum=1)
 # One apply task keeps claiming batches for this long, then leaves the rest to the next.
 CRM_INGEST_TASK_BUDGET_SECONDS = env_int("CRM_INGEST_TASK_BUDGET_SECONDS", 30, minimum=1)
-CRM_INGEST_BATCH_SIZE = env_int("CRM_INGEST_BATCH_SIZE", 500, minimum=1)
+CRM_INGEST_BATCH_SIZE = env_int("CRM_INGEST_BATCH_SIZE", 1000, minimum=1)
 # The beat sweep re-enqueues an apply run when a free pending result is older than this.
 CRM_INGEST_SWEEP_AFTER_SECONDS = env_int("CRM_INGEST_SWEEP_AFTER_SECONDS", 60, minimum=1)
 

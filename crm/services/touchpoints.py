@@ -289,6 +289,9 @@ class Claimed:
 # source's order: sequence, then occurred_at, then arrival), claimed or not, so
 # one customer's results apply in order across batches and workers. SKIP LOCKED
 # lets concurrent workers take disjoint sets without waiting on each other.
+# The LIMIT 1 keeps the NOT EXISTS a per-row probe of the pending-order index
+# (PostgreSQL does not turn a sublink with a LIMIT into an anti-join, whose plan
+# under stale statistics can read the whole inbox once per candidate).
 _CLAIM = """
 WITH picked AS (
     SELECT r.id FROM crm_touchpointresult r
@@ -299,7 +302,8 @@ WITH picked AS (
             WHERE e.source_system_id = r.source_system_id AND e.customer_key = r.customer_key
               AND e.status = 'pending' AND e.id <> r.id
               AND (COALESCE(e.sequence, 0), COALESCE(e.occurred_at, '-infinity'::timestamptz), e.id)
-                < (COALESCE(r.sequence, 0), COALESCE(r.occurred_at, '-infinity'::timestamptz), r.id)))
+                < (COALESCE(r.sequence, 0), COALESCE(r.occurred_at, '-infinity'::timestamptz), r.id)
+            LIMIT 1))
     ORDER BY r.received_at, r.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

@@ -327,7 +327,10 @@ def profiles_apply_bulk(
     ``customer_update`` does for each: the row locked, the change validated,
     version + 1, a history row per field, the same business events (same keys),
     a live-screen message on commit. Returns the outcomes, and the results left
-    for the one-by-one path (a name change; a second change of one customer)."""
+    for the one-by-one path (a name change; a second change of one customer).
+
+    No field-access check is needed: every value comes from the source's own
+    mappings, which is exactly what crm.field_access lets an integration set."""
     from crm.models import Customer, CustomerChange  # noqa: PLC0415
     from crm.services.customers import _history_value, profile_events  # noqa: PLC0415
     from crm.services.touchpoint_effects import profile_changes  # noqa: PLC0415

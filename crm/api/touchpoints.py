@@ -14,6 +14,7 @@ import json
 import time
 from typing import Any, cast
 
+from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig
 from django.db.models import Count
@@ -36,7 +37,6 @@ SIGNATURE_MAX_AGE = 300  # seconds either side of our clock
 SIGNATURE_MEMORY = 600  # a signature seen is refused for this long (past the 5 minutes it is valid)
 REASONS_DEFAULT = 100
 REASONS_MAX = 500
-MAX_BODY_BYTES = 5 * 1024 * 1024  # 1,000 results of ~5 kB each
 
 
 # --- Schema ---------------------------------------------------------------------------------
@@ -232,7 +232,10 @@ class TouchpointResultsView(APIView):
             401: _401,
             403: _403,
             404: _404,
-            413: _described("The body is larger than 5 MB: send fewer results per batch."),
+            413: _described(
+                "The body is larger than the server accepts (DATA_UPLOAD_MAX_MEMORY_SIZE, 2.5 MB by "
+                "default): send fewer results per batch."
+            ),
             429: _described("Too many requests from this source: wait as Retry-After says."),
         },
     )
@@ -242,10 +245,9 @@ class TouchpointResultsView(APIView):
         try:
             body = request.body
         except RequestDataTooBig:
-            body = None
-        if body is None or len(body) > MAX_BODY_BYTES:
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
             return Response(
-                {"detail": "The body is larger than 5 MB: send fewer results per batch."},
+                {"detail": f"The body is larger than {limit:,} bytes: send fewer results per batch."},
                 status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
             )
         signature_check(

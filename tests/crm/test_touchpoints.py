@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -169,6 +170,14 @@ def test_a_malformed_body_or_unknown_parameter_is_a_400(web, web_user):
     assert response.status_code == 400
     assert "dry_run" in response.json()
     assert client.get("/api/v1/touchpoints/web/batches/1?page=2").status_code == 400
+
+
+def test_a_body_over_the_servers_limit_is_a_413(web, web_user, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    items = [visit(f"v-{i}", "dave@example.com") for i in range(20)]
+    response = post(api_as(web_user), "web", items)
+    assert response.status_code == 413
+    assert "fewer results" in response.json()["detail"]
 
 
 def test_a_signed_source_accepts_a_good_signature_once(web, web_user):
@@ -560,3 +569,50 @@ def test_a_keyed_profile_change_the_record_refuses_is_rejected_and_writes_nothin
     dave = Customer.objects.get(pk=dave_customer.pk)
     assert (dave.version, dave.addresses) == (dave_customer.version, dave_customer.addresses)
     assert not CustomerChange.objects.filter(customer=dave).exists()
+
+
+# --- Live screens and the sweep ---------------------------------------------------------------
+
+
+def test_an_open_screen_of_the_customer_hears_of_the_new_contact_and_profile_change(
+    web, dave_customer, django_capture_on_commit_callbacks
+):
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from crm import realtime
+
+    layer: Any = get_channel_layer()
+    screen = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(realtime.customer_group(dave_customer.pk), screen)
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    receive(web, [visit("v-1", "", key="K1"), profile("p-1", "K2", tier="G")])
+    services.source_record_link(source=web, external_key="K2", customer_id=dave_customer.pk)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        apply_all()
+
+    async def hear() -> dict[str, Any]:
+        # A guard against a hang, not a timing assertion.
+        message: dict[str, Any] = await asyncio.wait_for(layer.receive(screen), timeout=10)
+        return message
+
+    heard = [async_to_sync(hear)() for _ in range(2)]
+    async_to_sync(layer.group_discard)(realtime.customer_group(dave_customer.pk), screen)
+    by_event = {m["event"]: m for m in heard}
+    interaction = Interaction.objects.get(external_id="v-1")
+    assert by_event["interaction.recorded"]["interaction_id"] == interaction.pk
+    assert by_event["customer.updated"]["fields"] == ["tier"]
+    assert by_event["customer.updated"]["version"] == Customer.objects.get(pk=dave_customer.pk).version
+
+
+def test_the_sweep_asks_for_a_run_only_when_a_free_result_has_waited(web, dave_customer, settings):
+    settings.CRM_INGEST_SWEEP_AFTER_SECONDS = 60
+    receive(web, [visit("v-1", "dave@example.com")])
+    assert not services.touchpoint_results_overdue()  # just arrived: its own message is on the way
+
+    TouchpointResult.objects.update(received_at=time_ago(120))
+    assert services.touchpoint_results_overdue()
+
+    services.touchpoints.touchpoint_results_claim(limit=10, token="busy")  # type: ignore[attr-defined]
+    assert not services.touchpoint_results_overdue()  # a live worker has it

@@ -6,7 +6,8 @@ Builds its own database (``crm_bench_ingest`` or ``crm_bench_ingest_small``, on
 the server DATABASE_URL names or the embedded one) with ``seed_bulk`` once: N
 customers, each known to a "bench-web" source by the key ``C<id>``. Then:
 
-1. starts uvicorn (one process) and a Celery worker (prefork, two processes)
+1. starts uvicorn (one process) and a Celery worker (prefork, two processes;
+   ``--worker-processes`` to change)
    against it, on a queue of its own;
 2. POSTs N results (a mix: 60% web visits, 20% profile changes of tier,
    address or phone, 12% purchases, 8% consent changes) in batches of 1,000
@@ -177,6 +178,7 @@ def post_all(port: int, token: str, items: list[dict[str, Any]]) -> tuple[float,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="default")
+    parser.add_argument("--worker-processes", type=int, default=2, help="Celery prefork pool size.")
     args = parser.parse_args()
     size = SIZES[args.size]
     database = "crm_bench_ingest" if args.size == "default" else f"crm_bench_ingest_{args.size}"
@@ -249,7 +251,8 @@ def main() -> int:
         cwd=ROOT, env=env, stdout=open(logs / "uvicorn.log", "wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     worker = subprocess.Popen(
-        [str(bin_dir / "celery"), "-A", "config", "worker", "--pool", "prefork", "--concurrency", "2",
+        [str(bin_dir / "celery"), "-A", "config", "worker", "--pool", "prefork",
+         "--concurrency", str(args.worker_processes),
          "--queues", queue, "--hostname", f"{queue}@%h", "--loglevel", "WARNING",
          "--without-mingle", "--without-gossip", "--without-heartbeat"],
         cwd=ROOT, env=env, stdout=open(logs / "worker.log", "wb"), stderr=subprocess.STDOUT,
@@ -322,7 +325,8 @@ def main() -> int:
         "replay_changed": replay_changed, "peak_rss_mb": round(max(peak["web"], peak["worker_process"])),
         "web_rss_mb": round(peak["web"]), "worker_rss_mb": round(peak["worker"]),
         "worker_process_rss_mb": round(peak["worker_process"]), "api_s": round(api_seconds, 1),
-        "total_s": round(total_seconds, 1), "size": args.size, "batches": TouchpointBatch.objects.count(),
+        "total_s": round(total_seconds, 1), "size": args.size, "worker_processes": args.worker_processes,
+        "batches": TouchpointBatch.objects.count(),
     }))  # fmt: skip
     return 0
 

@@ -3,14 +3,28 @@ results shaped the way it sends them: shared by the touchpoint tests."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import json
 import time
 from typing import Any
 
+from django.utils import timezone
+
 from crm import services
-from crm.models import FieldMapping, SourceSystem
+from crm.models import (
+    Account,
+    BusinessEvent,
+    Customer,
+    CustomerChange,
+    FieldMapping,
+    Interaction,
+    SourceRecord,
+    SourceSystem,
+    TouchpointBatch,
+    TouchpointResult,
+)
 
 # (record kind, source field, target, transform, transform args)
 WEB_MAPPINGS: list[tuple[str, str, str, str, dict[str, Any]]] = [
@@ -85,3 +99,30 @@ def signed_headers(secret: str, body: bytes, *, at: int | None = None) -> dict[s
 
 def body_of(items: list[dict[str, Any]]) -> bytes:
     return json.dumps({"results": items}).encode()
+
+
+def receive(source: SourceSystem, items: list[Any]) -> TouchpointBatch:
+    return services.touchpoint_batch_receive(source=source, items=items)
+
+
+def apply_all() -> int:
+    return services.touchpoint_results_apply(limit=500, worker="test", budget_seconds=60)
+
+
+def statuses(source: SourceSystem) -> dict[str, str]:
+    return dict(TouchpointResult.objects.filter(source_system=source).values_list("external_id", "status"))
+
+
+def row_counts() -> dict[str, int]:
+    return {
+        "customers": Customer.objects.count(),
+        "interactions": Interaction.objects.count(),
+        "events": BusinessEvent.objects.count(),
+        "changes": CustomerChange.objects.count(),
+        "accounts": Account.objects.count(),
+        "source_records": SourceRecord.objects.count(),
+    }
+
+
+def time_ago(seconds: int) -> dt.datetime:
+    return timezone.now() - dt.timedelta(seconds=seconds)

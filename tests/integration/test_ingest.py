@@ -3,7 +3,9 @@ posted over the API, applied by the worker, counted in the database."""
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -155,3 +157,58 @@ def test_a_worker_killed_mid_ingest_loses_and_doubles_nothing(queue, workers, tm
 
     wait_until(settled, what="the new worker to apply the rest", timeout=180, interval=1.0, process=second)
     assert_applied_exactly_once(web, items)
+
+
+def _embedded_redis_pid() -> int | None:
+    from config import embedded
+
+    pid_file = embedded.local_dir() / "redis" / "redis.pid"
+    return int(pid_file.read_text().strip()) if pid_file.exists() else None
+
+
+@pytest.mark.skipif(bool(os.environ.get("REDIS_URL")), reason="restarts the embedded Redis only")
+def test_redis_killed_mid_ingest_delays_results_and_loses_none(queue, workers, tmp_path):
+    """kill -9 Redis (the broker: queued and unacknowledged messages are lost with
+    it) while results are being applied, start it again: the results are in
+    PostgreSQL, and the sweep asks for the runs whose messages were lost."""
+    from config import embedded
+
+    pid = _embedded_redis_pid()
+    if pid is None:
+        pytest.skip("no embedded Redis running")
+    process = worker(workers, queue, tmp_path, CRM_INGEST_BATCH_SIZE="50")
+    web = web_source()
+    make_customer()
+    make_customer(given_name="Erin", family_name="Okafor", phones=[],
+                  emails=[{"address": "erin@example.org", "kind": "personal"}])  # fmt: skip
+    items = mixed_results(3000, prefix="r")
+    post_batches(User.objects.get(source_system=web), items, size=1000)
+    wait_until(
+        lambda: TouchpointResult.objects.filter(status="applied").exists(),
+        what="the first results to be applied", timeout=120, process=process,
+    )  # fmt: skip
+
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not _alive(pid), what="Redis to die")
+    left = pending()
+    embedded.redis_url()  # starts it again, on the same socket
+
+    def settled() -> bool:
+        services.touchpoint_results_sweep()  # what beat does every 30 s
+        return pending() == 0
+
+    wait_until(settled, what="the worker to apply the rest", timeout=180, interval=1.0, process=process)
+    assert left > 0, "all applied before Redis died: nothing left to prove"
+    assert_applied_exactly_once(web, items)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child of the daemonizing shell still answers signal 0: check its state.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False

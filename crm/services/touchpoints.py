@@ -448,8 +448,10 @@ def _claimed_batch_apply(claimed: list[Claimed], *, token: str) -> int:
                 one_by_one = deferred + one_by_one
             except TRANSIENT_ERRORS:
                 raise
-            except DatabaseError:
-                # A row the set-based statements refuse: find it the slow way.
+            except Exception:
+                # A row the set-based statements refuse (or a bug there): the savepoint
+                # is rolled back and each result goes the slow way, where an error
+                # stays with its own result.
                 logger.warning(
                     "bulk apply of %s results failed; applying one by one", len(bulk), exc_info=True
                 )

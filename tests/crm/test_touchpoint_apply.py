@@ -331,3 +331,21 @@ def test_the_sweep_asks_for_a_run_only_when_a_free_result_has_waited(web, dave_c
 
     services.touchpoints.touchpoint_results_claim(limit=10, token="busy")  # type: ignore[attr-defined]
     assert not services.touchpoint_results_overdue()  # a live worker has it
+
+
+def test_a_failure_of_the_set_based_path_falls_back_to_one_by_one(web, dave_customer, monkeypatch):
+    from crm.services import touchpoint_bulk
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug in the set-based path")
+
+    monkeypatch.setattr(touchpoint_bulk, "_interactions", broken)
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    receive(web, [visit("v-1", "", key="K1"), profile("p-1", "K2", tier="G")])
+    services.source_record_link(source=web, external_key="K2", customer_id=dave_customer.pk)
+    apply_all()
+
+    assert statuses(web) == {"v-1": "applied", "p-1": "applied"}
+    assert Interaction.objects.get().external_id == "v-1"
+    assert Customer.objects.get(pk=dave_customer.pk).tier == "gold"
+    assert CustomerChange.objects.filter(customer=dave_customer, field="tier").count() == 1  # once, not twice

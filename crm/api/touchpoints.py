@@ -126,7 +126,8 @@ _401 = _described(
 _403 = _described("The token is not the integration user of this source system.")
 _404 = _described("No active source system has this code, or (GET) the batch is not this source's.")
 _400_QUERY = _described(
-    "An unknown or bad query parameter.", {"unknown": ["Not a parameter of this endpoint: use limit."]}
+    "An unknown query parameter, or a limit that is not a whole number from 1 to 500.",
+    {"unknown": ["Not a parameter of this endpoint: use limit."]},
 )
 
 
@@ -289,7 +290,18 @@ class TouchpointBatchView(APIView):
                 description=f"How many reasons to list (1-{REASONS_MAX}, default {REASONS_DEFAULT}).",
             ),
         ],
-        responses={200: BatchProgressSerializer, 400: _400_QUERY, 401: _401, 403: _403, 404: _404},
+        responses={
+            200: OpenApiResponse(
+                BatchProgressSerializer,
+                description="The batch's counts by state (pending falls to 0 as workers apply it; "
+                "completed_at is set then), with why results were rejected, wait for review or "
+                "were dead-lettered.",
+            ),
+            400: _400_QUERY,
+            401: _401,
+            403: _403,
+            404: _404,
+        },
     )
     def get(self, request: Request, source_code: str, batch_id: int) -> Response:
         _refuse_unknown_params(request, {"limit"})

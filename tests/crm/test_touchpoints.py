@@ -199,6 +199,7 @@ def test_the_schema_documents_every_status_of_the_endpoints(carol):
     assert set(post_op["responses"]) == {"202", "400", "401", "403", "404", "413", "429"}
     assert set(get_op["responses"]) == {"200", "400", "401", "403", "404"}
     assert all(r.get("description") for r in post_op["responses"].values())
+    assert all(r.get("description") for r in get_op["responses"].values())
 
 
 # --- The administrator's decisions ----------------------------------------------------------

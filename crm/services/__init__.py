@@ -39,7 +39,13 @@ from crm.services.logins import (
     login_lockout_remember,
     login_success_record,
 )
-from crm.services.sources import CRM_SOURCE_CODE, crm_source, source_record_link, source_system_create
+from crm.services.sources import (
+    CRM_SOURCE_CODE,
+    crm_source,
+    source_record_link,
+    source_records_seen,
+    source_system_create,
+)
 from crm.services.tokens import (
     api_token_create,
     api_token_lifetime,
@@ -102,6 +108,7 @@ __all__ = [
     "login_lockout_remember",
     "login_success_record",
     "source_record_link",
+    "source_records_seen",
     "source_system_create",
     "staff_user_create",
     "task_create",

@@ -33,6 +33,7 @@ from crm.exceptions import Conflict, FieldAccessDenied
 from crm.mapping import apply_mappings
 from crm.models import FieldMapping, SourceSystem, TouchpointBatch, TouchpointResult, User
 from crm.models.choices import BatchOrigin, RecordKind, ResultStatus
+from crm.services.sources import source_records_seen
 
 logger = logging.getLogger(__name__)
 
@@ -436,9 +437,9 @@ def _claimed_batch_apply(claimed: list[Claimed], *, token: str) -> int:
             else:
                 live.append(result)
         for source_id in {r.source_system_id for r in live}:
-            context.prefetch_keys(
-                context.source(source_id), [r.customer_key for r in live if r.source_system_id == source_id]
-            )
+            keys = [r.customer_key for r in live if r.source_system_id == source_id]
+            context.prefetch_keys(context.source(source_id), keys)
+            source_records_seen(source=context.source(source_id), keys=keys)
         bulk, one_by_one = bulk_candidates(live, context=context)
         if bulk:
             try:

@@ -349,3 +349,19 @@ def test_a_failure_of_the_set_based_path_falls_back_to_one_by_one(web, dave_cust
     assert Interaction.objects.get().external_id == "v-1"
     assert Customer.objects.get(pk=dave_customer.pk).tier == "gold"
     assert CustomerChange.objects.filter(customer=dave_customer, field="tier").count() == 1  # once, not twice
+
+
+def test_a_keyed_result_refreshes_when_its_key_was_last_seen_at_most_once_a_day(web, dave_customer):
+    record, _ = services.source_record_link(
+        source=web, external_key="K1", customer_id=dave_customer.pk, seen_at=time_ago(3 * 86_400)
+    )
+    receive(web, [visit("v-1", "", key="K1")])
+    apply_all()
+    record.refresh_from_db()
+    assert record.last_seen_at > time_ago(60)
+
+    seen = record.last_seen_at
+    receive(web, [visit("v-2", "", key="K1")])
+    apply_all()
+    record.refresh_from_db()
+    assert record.last_seen_at == seen  # not rewritten for every result

@@ -65,33 +65,38 @@ MAPPINGS: list[tuple[str, str, str, str, dict[str, Any]]] = [
 ]
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, read from /proc (Linux)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                todo.extend(int(child) for child in (task / "children").read_text().split())
+            except OSError:
+                pass
+    return found
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of a process and its children, in MB."""
-    import psutil
-
-    try:
-        parent = psutil.Process(pid)
-        processes = [parent, *parent.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0
-    for process in processes:
-        try:
-            total += process.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total / 1e6
+    return sum(_rss(p) for p in _tree(pid)) / 1e6
 
 
 def largest_rss_mb(pid: int) -> float:
-    """The largest single process of a tree (a worker process, not the pool), in MB."""
-    import psutil
-
-    try:
-        parent = psutil.Process(pid)
-        return max(p.memory_info().rss for p in [parent, *parent.children(recursive=True)]) / 1e6
-    except psutil.NoSuchProcess:
-        return 0.0
+    """The largest single process of a tree (a pool process, not the pool), in MB."""
+    return max((_rss(p) for p in _tree(pid)), default=0) / 1e6
 
 
 def results(n: int, customers: list[int], seed: int) -> list[dict[str, Any]]:

@@ -30,10 +30,12 @@ browser:
 demo: setup
 	$(DEMO_ENV) $(PY) manage.py migrate --noinput
 	$(DEMO_ENV) $(PY) manage.py seed_demo
+	$(DEMO_ENV) $(PY) manage.py seed_floor
 	@echo ""
 	@echo "  Contact Center CRM is starting on http://127.0.0.1:$${CRM_PORT:-8000}/"
 	@echo "  Log in as agent1 / supervisor / admin (password: demo-password-1)"
 	@echo "  Self-service customer: customer / demo-password-1; API docs at /api/docs/"
+	@echo "  A simulated phone system calls the queues: sign in as agent1 and press a (available)."
 	@echo ""
 	$(DEMO_ENV) $(VENV)/bin/honcho start -f Procfile
 

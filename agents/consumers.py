@@ -15,6 +15,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from agents import services as agents_services
 from crm import realtime, selectors, services
 from crm.models.choices import AccessChannel
 
@@ -30,6 +31,8 @@ class DesktopConsumer(AsyncJsonWebsocketConsumer):
         self.personal = realtime.agent_group(user.pk)
         await self.channel_layer.group_add(self.personal, self.channel_name)
         await self.accept()
+        # The snapshot first; frames after it only tell what changed since.
+        await self.send_json({"event": "presence", **await _presence(user)})
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "personal", None):
@@ -38,8 +41,13 @@ class DesktopConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(self.watching, self.channel_name)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if isinstance(content, dict) and content.get("action") == "heartbeat":
+            await _heartbeat(self.scope["user"])
+            return
         if not isinstance(content, dict) or content.get("action") != "watch":
-            await self.send_json({"error": 'Send {"action": "watch", "customer_id": <id>}.'})
+            await self.send_json(
+                {"error": 'Send {"action": "watch", "customer_id": <id>} or {"action": "heartbeat"}.'}
+            )
             return
         customer_id = content.get("customer_id")
         # bool is an int in Python; {"customer_id": true} must not mean customer 1.
@@ -61,6 +69,16 @@ class DesktopConsumer(AsyncJsonWebsocketConsumer):
 
     async def crm_event(self, message: dict[str, Any]) -> None:
         await self.send_json({k: v for k, v in message.items() if k != "type"})
+
+
+@database_sync_to_async
+def _presence(user: Any) -> dict[str, Any]:
+    return agents_services.presence_snapshot(user=user)
+
+
+@database_sync_to_async
+def _heartbeat(user: Any) -> None:
+    agents_services.agent_heartbeat(user=user)
 
 
 @database_sync_to_async

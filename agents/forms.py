@@ -8,7 +8,9 @@ keyword arguments of ``crm.selectors.customer_search``.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+import zoneinfo
 from dataclasses import dataclass, field
 
 from django import forms
@@ -133,3 +135,35 @@ class StaffLoginForm(AuthenticationForm):
         if lockout is not None:
             return ValidationError(lockout.message, code="locked_out")
         return super().get_invalid_login_error()
+
+
+class WrapUpForm(forms.Form):
+    """After-call work. The callback time is typed on the customer's clock (the
+    screen shows it), as a browser's datetime-local field sends it."""
+
+    disposition = forms.CharField(max_length=40, error_messages={"required": "Choose how the call ended."})
+    notes = forms.CharField(max_length=4000, required=False)
+    callback_at = forms.CharField(max_length=20, required=False)
+
+    def clean_callback_at(self) -> dt.datetime | None:
+        raw = (self.cleaned_data.get("callback_at") or "").strip()
+        if not raw:
+            return None
+        try:
+            # A wall-clock time on purpose: its zone (the customer's) is given in callback_moment.
+            return dt.datetime.strptime(raw, "%Y-%m-%dT%H:%M")  # noqa: DTZ007
+        except ValueError:
+            raise forms.ValidationError(
+                "Give the callback as a date and time, e.g. 2026-12-03T10:30."
+            ) from None
+
+    def callback_moment(self, zone: str) -> dt.datetime | None:
+        """The callback as an instant: the wall-clock time read in ``zone``."""
+        local: dt.datetime | None = self.cleaned_data.get("callback_at")
+        if local is None:
+            return None
+        try:
+            tz = zoneinfo.ZoneInfo(zone) if zone else dt.UTC
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            tz = dt.UTC
+        return local.replace(tzinfo=tz)

@@ -21,29 +21,34 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ValidationError
 from django.core.paginator import Page
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, QueryDict
-from django.shortcuts import render
+from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.utils.translation import get_language_info
+from django.views.decorators.http import require_POST
 
-from agents.forms import CustomerSearchForm, SearchField, SearchPlan, StaffLoginForm
+from agents import services as agents_services
+from agents.forms import CustomerSearchForm, SearchField, SearchPlan, StaffLoginForm, WrapUpForm
+from agents.models import Call
 from crm import selectors, services
 from crm.api.pagination import CappedCountPaginator
+from crm.exceptions import Conflict
 from crm.models import Customer, Interaction, User
 from crm.models.choices import AccessChannel
 from crm.models.users import Role
 from crm.validation import format_phone
 
+# The desk's call controls, by the word in the URL, and the telephony event each asks for.
+DESK_CALL_CONTROLS = {"answer": "answered", "hold": "held", "resume": "resumed", "hangup": "ended"}
 RESULTS_PER_PAGE = 25
 # An agent looks for one caller: past a thousand matches the exact number helps
 # nobody (the page says "more than 1,000" and asks for another detail), and
 # counting stops there instead of at the API's ten thousand.
 SEARCH_COUNT_CAP = 1_000
-# Outbound calls are allowed 08:00-21:00 in the customer's own zone (US TCPA);
-# agents call across zones, so the screen says when it is outside that window.
-CALLING_HOURS = (8, 21)
+# Agents call across zones: the screen says when it is outside calling hours.
+CALLING_HOURS = agents_services.CALLING_HOURS
 # Only these keys travel from the results to the customer page and back, so
 # the "back to results" link can never point anywhere but the search page.
 _BACK_KEYS = ("q", "field", "page")
@@ -122,7 +127,13 @@ class LoginView(auth_views.LoginView):
 
 
 class LogoutView(auth_views.LogoutView):
-    """POST only (Django's own rule), so a link or an image cannot sign an agent out."""
+    """POST only (Django's own rule), so a link or an image cannot sign an agent out.
+    Signing out ends the agent's availability: no call rings an empty desk."""
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.user.is_authenticated:
+            agents_services.agent_sign_out(user=cast("User", request.user))
+        return super().post(request, *args, **kwargs)
 
 
 # --- Search -----------------------------------------------------------------------------
@@ -288,21 +299,17 @@ def _back_link(request: HttpRequest) -> str:
     return reverse("home") + (f"?{kept}" if kept else "")
 
 
-@staff_required
-def customer_detail(request: HttpRequest, customer_id: int) -> HttpResponse:
-    """The unified customer screen (read-only for now). Every open is access-logged."""
+def _screen_context(request: HttpRequest, customer_id: int) -> dict[str, Any] | None:
+    """Everything the customer screen shows, read in one selector call and logged
+    as a read; None when there is no such customer among those this staff member
+    may see."""
     user = _staff(request)
     try:
         screen = selectors.customer_screen(
             customer_id=customer_id, queryset=selectors.customers_visible_to(user)
         )
     except Customer.DoesNotExist:
-        return render(
-            request,
-            "agents/customer_missing.html",
-            _desktop(request, number=f"C-{customer_id:07d}", back_url=_back_link(request)),
-            status=404,
-        )
+        return None
     # The household panel shows the other members' names, roles and tiers: reads
     # of their records too, logged as the API logs a household read.
     services.access_log_record(
@@ -312,7 +319,7 @@ def customer_detail(request: HttpRequest, customer_id: int) -> HttpResponse:
         path=request.get_full_path(),
     )
     customer = screen.customer
-    context = _desktop(
+    return _desktop(
         request,
         screen=screen,
         customer=customer,
@@ -330,4 +337,145 @@ def customer_detail(request: HttpRequest, customer_id: int) -> HttpResponse:
         back_url=_back_link(request),
         now=timezone.now(),
     )
+
+
+@staff_required
+def customer_detail(request: HttpRequest, customer_id: int) -> HttpResponse:
+    """The unified customer screen. Every open is access-logged; the page then
+    keeps itself current over the desktop socket (static/js/live.js)."""
+    context = _screen_context(request, customer_id)
+    if context is None:
+        return render(
+            request,
+            "agents/customer_missing.html",
+            _desktop(request, number=f"C-{customer_id:07d}", back_url=_back_link(request)),
+            status=404,
+        )
     return render(request, "agents/customer.html", context)
+
+
+@staff_required
+def customer_screen_part(request: HttpRequest, customer_id: int) -> HttpResponse:
+    """The screen's body alone, read afresh: what the live page swaps in when the
+    socket says the record changed, and after a reconnect (frames only tell; the
+    rows are the truth, so the page re-reads them instead of patching itself)."""
+    context = _screen_context(request, customer_id)
+    if context is None:
+        return HttpResponse(status=404)
+    response = render(request, "agents/_screen.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# --- The desk: presence and the call in hand ------------------------------------------------
+
+
+def _json_error(exc: Exception, status: int) -> JsonResponse:
+    if isinstance(exc, ValidationError) and hasattr(exc, "error_dict"):
+        message = " ".join(m for ms in exc.message_dict.values() for m in ms)
+    elif isinstance(exc, Conflict):
+        message = " ".join(exc.errors.values())
+    else:
+        message = str(exc)
+    return JsonResponse({"error": message}, status=status)
+
+
+@staff_required
+@require_POST
+def desk_state(request: HttpRequest) -> HttpResponse:
+    """Available, a break with its reason, or offline: the agent's own choice."""
+    try:
+        agent = agents_services.agent_set_state(
+            user=_staff(request), state=request.POST.get("state", ""), reason=request.POST.get("reason", "")
+        )
+    except ValidationError as exc:
+        return _json_error(exc, 400)
+    except Conflict as exc:
+        return _json_error(exc, 409)
+    return JsonResponse(agents_services.presence_snapshot(user=agent.user))
+
+
+@staff_required
+@require_POST
+def desk_call_control(request: HttpRequest, call_id: int, kind: str) -> HttpResponse:
+    """Answer, hold, resume or hang up the agent's own call."""
+    if kind not in DESK_CALL_CONTROLS:
+        return JsonResponse({"error": f"Use one of {', '.join(DESK_CALL_CONTROLS)}."}, status=400)
+    try:
+        agents_services.desk_call_control(
+            user=_staff(request), call_id=call_id, kind=DESK_CALL_CONTROLS[kind]
+        )
+    except agents_services.CallNotFound:
+        return JsonResponse({"error": "This call is not yours, or is over."}, status=404)
+    except Conflict as exc:
+        return _json_error(exc, 409)
+    return JsonResponse(agents_services.presence_snapshot(user=_staff(request)))
+
+
+@staff_required
+@require_POST
+def desk_wrap_up_done(request: HttpRequest) -> HttpResponse:
+    """The disposition, notes and an optional callback (a local date and time on
+    the customer's clock, from the form's datetime-local field)."""
+    form = WrapUpForm(request.POST)
+    if not form.is_valid():
+        return JsonResponse(
+            {"error": " ".join(str(m) for ms in form.errors.values() for m in ms)}, status=400
+        )
+    user = _staff(request)
+    try:
+        agents_services.call_wrap_up(
+            user=user,
+            disposition=form.cleaned_data["disposition"],
+            notes=form.cleaned_data["notes"],
+            callback_at=form.callback_moment(agents_services.wrap_up_zone(user=user)),
+        )
+    except ValidationError as exc:
+        return _json_error(exc, 400)
+    except Conflict as exc:
+        return _json_error(exc, 409)
+    return JsonResponse(agents_services.presence_snapshot(user=user))
+
+
+@staff_required
+def desk_call(request: HttpRequest, call_id: int) -> HttpResponse:
+    """Where a screen pop lands: the caller's record when the number names one
+    customer; a pick list when it names several; otherwise the number, to search
+    by name or create the record."""
+    call = Call.objects.select_related("queue").filter(pk=call_id, agent__user=_staff(request)).first()
+    if call is None:
+        return render(request, "agents/call_missing.html", _desktop(request, call_id=call_id), status=404)
+    if call.customer_id is not None:
+        return redirect(reverse("customer", args=[call.customer_id]))
+    visible = selectors.customers_visible_to(_staff(request))
+    candidates = list(visible.filter(pk__in=call.candidates).order_by("sort_name", "id"))
+    if candidates:
+        services.access_log_record(
+            user=_staff(request),
+            customer_ids=[c.pk for c in candidates],
+            channel=AccessChannel.PAGE,
+            path=request.get_full_path(),
+        )
+    number = format_phone(call.caller_number) if call.caller_number else ""
+    return render(
+        request,
+        "agents/call.html",
+        _desktop(
+            request,
+            call=call,
+            number=number,
+            candidates=_result_rows_of(candidates),
+            search_url=reverse("home") + (f"?{urlencode({'q': number})}" if number else ""),
+        ),
+    )
+
+
+def _result_rows_of(customers: list[Customer]) -> list[ResultRow]:
+    return [
+        ResultRow(
+            customer=c,
+            phone=format_phone(c.primary_phone) if c.primary_phone else "",
+            city=str((c.primary_address or {}).get("city", "")),
+        )
+        for c in customers
+    ]

@@ -167,6 +167,21 @@ CELERY_BEAT_SCHEDULE = {
         "task": "crm.tasks.access_log_partitions_ensure",
         "schedule": 86_400.0,
     },
+    # Calls that rang too long without their timeout message, waiting calls a lock skipped.
+    "sweep-calls": {
+        "task": "agents.tasks.calls_sweep",
+        "schedule": 5.0,
+    },
+    # A desk that stopped beating (browser closed) ends its agent's availability.
+    "agents-gone-quiet": {
+        "task": "agents.tasks.agents_gone_quiet",
+        "schedule": 20.0,
+    },
+    # The outbox's safety net: events whose dispatch message was lost go again.
+    "dispatch-events-left-behind": {
+        "task": "crm.tasks.business_events_sweep",
+        "schedule": 30.0,
+    },
     # A lost apply message (broker restart, worker killed before it acked) delays
     # touchpoint results by at most this plus a minute; it never loses them.
     "sweep-touchpoint-results": {
@@ -187,6 +202,16 @@ CRM_INGEST_TASK_BUDGET_SECONDS = env_int("CRM_INGEST_TASK_BUDGET_SECONDS", 30, m
 CRM_INGEST_BATCH_SIZE = env_int("CRM_INGEST_BATCH_SIZE", 1000, minimum=1)
 # The beat sweep re-enqueues an apply run when a free pending result is older than this.
 CRM_INGEST_SWEEP_AFTER_SECONDS = env_int("CRM_INGEST_SWEEP_AFTER_SECONDS", 60, minimum=1)
+
+# Who reacts to business events (crm.listeners): dotted paths, checked at start-up.
+# Real-time ones run on commit in the recording process; deferred ones in a worker.
+CRM_EVENT_LISTENERS: dict[str, list[str]] = {
+    "realtime": [],
+    "deferred": [],
+}
+CRM_EVENT_DISPATCH_MAX_ATTEMPTS = env_int("CRM_EVENT_DISPATCH_MAX_ATTEMPTS", 5, minimum=1)
+# How long an event may wait for its dispatch message before the sweep sends it again.
+CRM_EVENT_SWEEP_AFTER_SECONDS = env_int("CRM_EVENT_SWEEP_AFTER_SECONDS", 30, minimum=1)
 
 # Shared by every web process: the token endpoint's throttle counts attempts per
 # client across processes, not per process.
@@ -276,7 +301,11 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "crm.api.schema.CrmAutoSchema",
+    # JSON in and out: integrators generate clients from the schema, and a form
+    # body would be a second, less precise way to send the same record.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "crm.api.pagination.PageNumberPagination",
     "PAGE_SIZE": 25,

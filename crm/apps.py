@@ -10,6 +10,7 @@ class CrmConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from crm import listeners  # noqa: F401, PLC0415  (registers the check of CRM_EVENT_LISTENERS)
         from crm.roles import on_post_migrate  # noqa: PLC0415  (models must be loaded first)
 
         # Like Django's own permissions: reference rows are (re)created after every

@@ -75,6 +75,35 @@ def access_log_partitions_ensure() -> int:
 
 
 @shared_task(
+    name="crm.tasks.business_events_dispatch",
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=_TRANSIENT_DB_ERRORS,
+    retry_backoff=True,
+    retry_backoff_max=300,
+    max_retries=5,
+)
+def business_events_dispatch(event_ids: list[int]) -> int:
+    """Run the deferred listeners of these events (idempotent: an event already
+    dispatched, or being dispatched by another worker, is skipped)."""
+    return services.business_events_dispatch(event_ids=[int(pk) for pk in event_ids])
+
+
+@shared_task(
+    name="crm.tasks.business_events_sweep",
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=_TRANSIENT_DB_ERRORS,
+    max_retries=2,
+    # Beat sends this every half minute; a late copy is superseded by the next.
+    expires=60,
+)
+def business_events_sweep() -> int:
+    """Send again the events a lost message or a dead worker left undispatched."""
+    return services.business_events_sweep()
+
+
+@shared_task(
     name="crm.tasks.touchpoint_results_apply",
     acks_late=True,
     ignore_result=True,

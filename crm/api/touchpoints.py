@@ -30,6 +30,7 @@ from rest_framework.views import APIView
 
 from crm import services
 from crm.api import schema as _schema  # noqa: F401  (registers the token scheme)
+from crm.api.base import StrictQueryParams
 from crm.models import SourceSystem, TouchpointBatch, TouchpointResult, User
 from crm.models.choices import BatchOrigin, RecordKind, ResultStatus
 
@@ -62,6 +63,13 @@ class ResultItemSerializer(serializers.Serializer):
     payload = serializers.DictField(
         help_text="The source's fields, mapped by its field mappings of this kind."
     )
+
+
+class BatchProgressQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(
+        min_value=1, max_value=REASONS_MAX, default=REASONS_DEFAULT, required=False,
+        help_text=f"How many reasons to list (1-{REASONS_MAX}, default {REASONS_DEFAULT}).",
+    )  # fmt: skip
 
 
 class ResultsRequestSerializer(serializers.Serializer):
@@ -127,7 +135,7 @@ _403 = _described("The token is not the integration user of this source system."
 _404 = _described("No active source system has this code, or (GET) the batch is not this source's.")
 _400_QUERY = _described(
     "An unknown query parameter, or a limit that is not a whole number from 1 to 500.",
-    {"unknown": ["Not a parameter of this endpoint: use limit."]},
+    {"unknown": ["Unknown query parameter: this operation reads limit."]},
 )
 
 
@@ -142,13 +150,6 @@ def _source_for(request: Request, code: str) -> SourceSystem:
             f"Only the integration user of the source system “{code}” may use this endpoint."
         )
     return source
-
-
-def _refuse_unknown_params(request: Request, allowed: set[str]) -> None:
-    unknown = sorted(set(request.query_params) - allowed)
-    if unknown:
-        use = f"use {', '.join(sorted(allowed))}" if allowed else "this endpoint takes none"
-        raise ValidationError({name: [f"Not a parameter of this endpoint: {use}."] for name in unknown})
 
 
 def signature_check(*, source: SourceSystem, timestamp: str, signature: str, body: bytes, now: float) -> None:
@@ -191,7 +192,7 @@ def signature_check(*, source: SourceSystem, timestamp: str, signature: str, bod
 
 
 @extend_schema(tags=["touchpoints"])
-class TouchpointResultsView(APIView):
+class TouchpointResultsView(StrictQueryParams, APIView):
     """A source system's batch of results (interactions, profile changes,
     purchases, accounts, events), stored durably before the answer and applied
     by workers within seconds."""
@@ -241,7 +242,6 @@ class TouchpointResultsView(APIView):
         },
     )
     def post(self, request: Request, source_code: str) -> Response:
-        _refuse_unknown_params(request, set())
         source = _source_for(request, source_code)
         try:
             body = request.body
@@ -278,18 +278,13 @@ class TouchpointResultsView(APIView):
 
 
 @extend_schema(tags=["touchpoints"])
-class TouchpointBatchView(APIView):
+class TouchpointBatchView(StrictQueryParams, APIView):
     """How far a batch got: counts by state and why results were not applied."""
+
+    query_serializers = {"get": BatchProgressQuerySerializer}
 
     @extend_schema(
         operation_id="touchpoint_batch_progress",
-        parameters=[
-            OpenApiParameter(
-                "limit",
-                int,
-                description=f"How many reasons to list (1-{REASONS_MAX}, default {REASONS_DEFAULT}).",
-            ),
-        ],
         responses={
             200: OpenApiResponse(
                 BatchProgressSerializer,
@@ -304,13 +299,7 @@ class TouchpointBatchView(APIView):
         },
     )
     def get(self, request: Request, source_code: str, batch_id: int) -> Response:
-        _refuse_unknown_params(request, {"limit"})
-        limit = REASONS_DEFAULT
-        if "limit" in request.query_params:
-            raw = request.query_params["limit"]
-            if not raw.isdigit() or not 1 <= int(raw) <= REASONS_MAX:
-                raise ValidationError({"limit": [f"Give a whole number from 1 to {REASONS_MAX}."]})
-            limit = int(raw)
+        limit: int = self.query()["limit"]
         source = _source_for(request, source_code)
         batch = get_object_or_404(TouchpointBatch, pk=batch_id, source_system=source)
         counts = dict(

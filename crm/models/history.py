@@ -83,11 +83,27 @@ class BusinessEvent(models.Model):
         help_text="The person or integration whose action raised the event; empty for the system.",
     )
     recorded_at = models.DateTimeField(default=timezone.now, editable=False)
+    # The outbox (crm.services.event_dispatch): empty until every deferred listener
+    # has run for this event, so a crash delays its listeners and never skips them.
+    dispatched_at = models.DateTimeField(
+        null=True, blank=True, help_text="When every deferred listener had run; empty until then."
+    )
+    # Defaults in the database too: events are also inserted by raw, set-based SQL.
+    dispatch_attempts = models.PositiveSmallIntegerField(default=0, db_default=0)
+    dispatch_error = models.TextField(
+        blank=True, default="", db_default="", help_text="Why the last dispatch of this event failed."
+    )
 
     class Meta:
         indexes = [
             models.Index(fields=["customer", "-occurred_at"], name="event_customer_time"),
             models.Index(fields=["type", "-occurred_at"], name="event_type_time"),
+            # The sweep reads only what is left to dispatch.
+            models.Index(
+                fields=["recorded_at", "id"],
+                condition=models.Q(dispatched_at__isnull=True),
+                name="event_undispatched",
+            ),
         ]
         constraints = [
             # Keys are each source's own: two systems may both number their facts from 1.

@@ -26,6 +26,11 @@ from crm.services.customers import (
     customer_version_save,
     customers_reindex_search,
 )
+from crm.services.event_dispatch import (
+    business_events_dispatch,
+    business_events_sweep,
+    events_dispatch_on_commit,
+)
 from crm.services.events import business_event_record
 from crm.services.history import interaction_record, task_create, task_set_status
 from crm.services.households import household_add_member, household_create, household_remove_member
@@ -89,6 +94,8 @@ __all__ = [
     "api_tokens_purge_expired",
     "api_tokens_revoke",
     "business_event_record",
+    "business_events_dispatch",
+    "business_events_sweep",
     "client_address",
     "crm_source",
     "customer_create",
@@ -97,6 +104,7 @@ __all__ = [
     "customer_update",
     "customer_version_save",
     "customers_reindex_search",
+    "events_dispatch_on_commit",
     "household_add_member",
     "household_create",
     "household_remove_member",

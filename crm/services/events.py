@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 from crm import events
 from crm.exceptions import Conflict
 from crm.models import BusinessEvent, Customer, SourceSystem, User
+from crm.services.event_dispatch import events_dispatch_on_commit
 
 
 def business_event_record(
@@ -37,6 +38,8 @@ def business_event_record(
     ``actor`` is the user whose action raised the event (an agent, an
     integration's user, a self-service customer's log-in); None for the system."""
     event_type = events.get(type)
+    if timezone.is_naive(occurred_at):
+        raise ValidationError({"occurred_at": "Give the time with its zone (Z or an offset such as +02:00)."})
     event_type.validate(payload)
     if not idempotency_key or len(idempotency_key) > 200:
         raise ValidationError({"idempotency_key": "Give a key of 1-200 characters that is unique per fact."})
@@ -68,6 +71,7 @@ def business_event_record(
         id=row[0], type=type, customer_id=subject_id, occurred_at=occurred_at, payload=payload,
         source_system=source, idempotency_key=idempotency_key, actor=actor, recorded_at=recorded_at,
     )  # fmt: skip
+    events_dispatch_on_commit([event.pk])
     return event, True
 
 

@@ -21,6 +21,7 @@ from django.utils import timezone
 from crm import events, realtime
 from crm.models import Interaction
 from crm.models.choices import RecordKind, ResultStatus
+from crm.services.event_dispatch import events_dispatch_on_commit
 
 if TYPE_CHECKING:
     from crm.services.touchpoint_effects import ApplyContext
@@ -48,7 +49,7 @@ SELECT x.type, x.customer_id, x.occurred_at, x.payload, %(source)s, x.idempotenc
 FROM jsonb_to_recordset(%(rows)s) AS x(type text, customer_id bigint, occurred_at timestamptz, payload jsonb,
     idempotency_key text)
 ON CONFLICT (source_system_id, idempotency_key) DO NOTHING
-RETURNING idempotency_key
+RETURNING id, idempotency_key
 """
 
 
@@ -245,7 +246,10 @@ def _insert_events(
     with connection.cursor() as cursor:
         params: dict[str, Any] = {"source": source_id, "actor": actor_id, "now": now, "rows": _jsonb(rows)}
         cursor.execute(_INSERT_EVENTS, params)
-        return {key for (key,) in cursor.fetchall()}
+        inserted = cursor.fetchall()
+    # The outbox, as business_event_record does: listeners hear of the new events on commit.
+    events_dispatch_on_commit([pk for pk, _ in inserted])
+    return {key for _, key in inserted}
 
 
 def _purchases(

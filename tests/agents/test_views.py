@@ -353,3 +353,42 @@ def test_opening_a_customer_also_logs_the_household_members_it_shows(
     assert client_for(alice).get(reverse("customer", args=[dave_customer.pk])).status_code == 200
     logged = set(AccessLogEntry.objects.values_list("customer_id", flat=True))
     assert logged == {dave_customer.pk, erin_customer.pk}
+
+
+# --- The live screen's re-read -----------------------------------------------------------
+
+
+def test_the_screen_part_is_the_screen_read_afresh_and_logged(
+    alice: User, dave_customer: Customer, django_assert_max_num_queries
+) -> None:
+    client = client_for(alice)
+    url = reverse("customer-screen", args=[dave_customer.pk])
+    services.interaction_record(
+        customer_id=dave_customer.pk, channel="web", direction="inbound", occurred_at=minutes_ago(1),
+        subject="Viewed mortgage rates",
+    )  # fmt: skip
+    client.get(url)  # fills the per-process permission catalog, as any first page does
+    with django_assert_max_num_queries(SCREEN_MAX_QUERIES):
+        response = client.get(url)
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "no-store"
+    html = response.content.decode()
+    assert "Viewed mortgage rates" in html
+    assert f'data-screen-version="{dave_customer.version}"' in html
+    assert "<html" not in html  # the body alone, for swapping into the open page
+    assert AccessLogEntry.objects.filter(user=alice, customer_id=dave_customer.pk, path=url).count() == 2
+
+
+def test_the_screen_part_is_refused_to_customers_and_unknown_ids_are_404(
+    dave: User, alice: User, dave_customer: Customer
+) -> None:
+    url = reverse("customer-screen", args=[dave_customer.pk])
+    assert client_for(dave).get(url).status_code == 403
+    assert client_for(alice).get(reverse("customer-screen", args=[dave_customer.pk + 999])).status_code == 404
+
+
+def test_the_customer_page_carries_what_the_live_module_needs(alice: User, dave_customer: Customer) -> None:
+    html = client_for(alice).get(reverse("customer", args=[dave_customer.pk])).content.decode()
+    assert f'data-live-customer="{dave_customer.pk}"' in html
+    assert f'data-part-url="{reverse("customer-screen", args=[dave_customer.pk])}"' in html
+    assert "js/live.js" in html

@@ -365,3 +365,27 @@ def test_a_keyed_result_refreshes_when_its_key_was_last_seen_at_most_once_a_day(
     apply_all()
     record.refresh_from_db()
     assert record.last_seen_at == seen  # not rewritten for every result
+
+
+def test_events_of_set_based_results_go_through_the_outbox_like_any_other(
+    web, dave_customer, django_capture_on_commit_callbacks
+):
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    services.source_record_link(source=web, external_key="K2", customer_id=dave_customer.pk)
+    receive(web, [
+        visit("v-1", "", key="K1"), profile("p-1", "K2", tier="G"),
+        {"external_id": "b-1", "record_kind": "purchase", "customer_key": "K1", "sequence": 2,
+         "payload": {"amount": "5.00"}},
+    ])  # fmt: skip
+    # The fixtures' hooks (customer.created) wait on the test's transaction, which
+    # never commits: the events of the apply would join them. Start without them.
+    connection.run_on_commit.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        apply_all()
+
+    recorded = BusinessEvent.objects.filter(source_system=web)
+    assert {"interaction.recorded", "transaction.purchase", "customer.profile_changed"} <= set(
+        recorded.values_list("type", flat=True)
+    )
+    # No deferred listener is configured: dispatched when the apply committed.
+    assert not recorded.filter(dispatched_at__isnull=True).exists()

@@ -232,6 +232,7 @@ def uvicorn_server(django_db_setup: None, tmp_path_factory: pytest.TempPathFacto
         ALLOWED_HOSTS="127.0.0.1,localhost",
         SECURE_SSL_REDIRECT="false",
         SESSION_COOKIE_SECURE="false",
+        CSRF_COOKIE_SECURE="false",
     )
     argv = [
         str(BIN / "uvicorn"), "config.asgi:application",

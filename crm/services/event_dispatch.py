@@ -1,0 +1,184 @@
+"""The business-event outbox: every recorded event reaches its listeners, once
+each, even across crashes.
+
+1. ``business_event_record`` (and any bulk path that inserts events) calls
+   ``events_dispatch_on_commit`` with the new ids; one hook per transaction
+   collects them.
+2. On commit, the hook runs the real-time listeners with those events and
+   enqueues one Celery task for their deferred listeners (or, with none
+   configured, marks them dispatched at once).
+3. The task (``business_events_dispatch``) locks the events still undispatched,
+   runs the deferred listeners, and marks them dispatched in the same
+   transaction as whatever the listeners wrote.
+4. A beat sweep (``business_events_sweep``) re-enqueues events left
+   undispatched past a grace period: the message was lost, the worker died, or
+   Redis was down at commit. A crash delays an event; it never loses it.
+
+An event whose listeners keep failing is retried up to
+``CRM_EVENT_DISPATCH_MAX_ATTEMPTS`` times, with its last error kept on the row
+for an administrator, and does not hold up the events dispatched with it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Sequence
+
+from django.conf import settings
+from django.db import OperationalError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from crm import listeners
+from crm.models import BusinessEvent
+
+logger = logging.getLogger(__name__)
+
+DISPATCH_BATCH = 500
+
+
+class _DispatchOnCommit:
+    """The one on-commit hook of a transaction: the ids of the events it recorded."""
+
+    def __init__(self) -> None:
+        self.event_ids: list[int] = []
+
+    def __call__(self) -> None:
+        events_committed(event_ids=self.event_ids)
+
+
+def events_dispatch_on_commit(event_ids: Iterable[int]) -> None:
+    """Hand these newly recorded events to their listeners once the current
+    transaction commits (at once outside a transaction). Cheap: a list append
+    per event; one hook and one task per transaction however many events."""
+    ids = [int(pk) for pk in event_ids]
+    if not ids:
+        return
+    connection = transaction.get_connection()
+    if connection.in_atomic_block:
+        # Reuse the hook this transaction already has. A savepoint rolled back
+        # takes its own hooks with it; ids appended to an outer hook by a rolled-back
+        # inner block name rows that no longer exist and are simply not found.
+        for _savepoints, hook, _robust in connection.run_on_commit:
+            if isinstance(hook, _DispatchOnCommit):
+                hook.event_ids.extend(ids)
+                return
+    hook = _DispatchOnCommit()
+    hook.event_ids.extend(ids)
+    transaction.on_commit(hook)
+
+
+def events_committed(*, event_ids: Sequence[int]) -> None:
+    """Runs after the commit that recorded ``event_ids``: real-time listeners in
+    this process, deferred ones handed to a worker. Never raises: the request
+    that recorded the events has already succeeded."""
+    realtime = listeners.listeners("realtime")
+    if realtime:
+        events = list(BusinessEvent.objects.filter(pk__in=event_ids).order_by("id"))
+        for listener in realtime:
+            try:
+                listener(events)
+            except Exception:
+                logger.exception("real-time listener %r failed on events %s", listener, event_ids[:20])
+    if not listeners.listeners("deferred"):
+        BusinessEvent.objects.filter(pk__in=event_ids, dispatched_at__isnull=True).update(
+            dispatched_at=timezone.now()
+        )
+        return
+    _enqueue(event_ids)
+
+
+def _enqueue(event_ids: Sequence[int]) -> None:
+    from crm.tasks import business_events_dispatch  # noqa: PLC0415  (tasks import services)
+
+    for start in range(0, len(event_ids), DISPATCH_BATCH):
+        chunk = list(event_ids[start : start + DISPATCH_BATCH])
+        try:
+            business_events_dispatch.delay(chunk)
+        except Exception:
+            # The broker is down: the rows are safe, and the sweep sends them later.
+            logger.exception("could not enqueue the dispatch of %d events; the sweep will", len(chunk))
+
+
+def business_events_dispatch(*, event_ids: Sequence[int]) -> int:
+    """Run the deferred listeners for those of ``event_ids`` still undispatched;
+    return how many were dispatched now.
+
+    1. Lock them, skipping rows another worker holds (it is dispatching them).
+    2. Run every deferred listener on the batch in a savepoint; if one fails,
+       run them event by event so one bad event does not hold up the others.
+    3. Mark the ones that went through dispatched, in the same transaction as
+       whatever the listeners wrote; count an attempt and keep the error on the
+       others, which the sweep retries until the attempts run out."""
+    deferred = listeners.listeners("deferred")
+    max_attempts = settings.CRM_EVENT_DISPATCH_MAX_ATTEMPTS
+    with transaction.atomic():
+        events = list(
+            BusinessEvent.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=event_ids, dispatched_at__isnull=True, dispatch_attempts__lt=max_attempts)
+            .order_by("id")
+        )
+        if not events:
+            return 0
+        failed: dict[int, str] = {}
+        try:
+            with transaction.atomic():
+                for listener in deferred:
+                    listener(events)
+        except OperationalError:
+            raise  # the database went away: the task retries the whole batch
+        except Exception:  # noqa: BLE001  (listeners are other apps' code: any failure is theirs)
+            failed = _one_by_one(events, deferred)
+        now = timezone.now()
+        done = [event.pk for event in events if event.pk not in failed]
+        BusinessEvent.objects.filter(pk__in=done).update(
+            dispatched_at=now, dispatch_attempts=F("dispatch_attempts") + 1, dispatch_error=""
+        )
+        for pk, error in failed.items():
+            BusinessEvent.objects.filter(pk=pk).update(
+                dispatch_attempts=F("dispatch_attempts") + 1, dispatch_error=error[:2000]
+            )
+    return len(done)
+
+
+def _one_by_one(events: list[BusinessEvent], deferred: Sequence[listeners.Listener]) -> dict[int, str]:
+    failed: dict[int, str] = {}
+    for event in events:
+        try:
+            with transaction.atomic():
+                for listener in deferred:
+                    listener([event])
+        except OperationalError:
+            raise
+        except Exception as exc:
+            logger.exception("deferred listeners failed on event %s (%s)", event.pk, event.type)
+            failed[event.pk] = f"{type(exc).__name__}: {exc}"
+    return failed
+
+
+def business_events_sweep(*, older_than_seconds: int | None = None, limit: int = 20_000) -> int:
+    """Send again the events left undispatched longer than the grace period
+    (their message was lost, or their worker died); return how many."""
+    grace = settings.CRM_EVENT_SWEEP_AFTER_SECONDS if older_than_seconds is None else older_than_seconds
+    cutoff = timezone.now() - dt.timedelta(seconds=grace)
+    ids = list(
+        BusinessEvent.objects.filter(
+            dispatched_at__isnull=True,
+            recorded_at__lt=cutoff,
+            dispatch_attempts__lt=settings.CRM_EVENT_DISPATCH_MAX_ATTEMPTS,
+        )
+        .order_by("recorded_at", "id")
+        .values_list("id", flat=True)[:limit]
+    )
+    if not ids:
+        return 0
+    if listeners.listeners("deferred"):
+        _enqueue(ids)
+    else:
+        # Nothing waits for them; real-time listeners are for the moment of the
+        # commit, not half a minute later.
+        BusinessEvent.objects.filter(pk__in=ids, dispatched_at__isnull=True).update(
+            dispatched_at=timezone.now()
+        )
+    return len(ids)

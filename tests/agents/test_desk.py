@@ -1,0 +1,226 @@
+"""The desk's controls: presence, the call in hand and where a pop lands."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from agents import services
+from agents.models import Agent, AgentState, Call, CallState, Disposition, Queue
+from crm.models import AccessLogEntry, Customer, SourceSystem, User
+from tests.conftest import make_customer
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def queue() -> Queue:
+    queue = Queue.objects.create(code="service", name="Customer service")
+    Disposition.objects.create(code="resolved", label="Resolved")  # every queue
+    Disposition.objects.create(queue=queue, code="do_not_call", label="Asked not to be called",
+                               sets_do_not_call=True)  # fmt: skip
+    return queue
+
+
+def on_wrap_up(user: User, queue: Queue, ivr: SourceSystem, call_id: str = "c1") -> Call:
+    ready(user, queue)
+    call, _ = services.call_arrive(source=ivr, telephony_id=call_id, ani="+12025550143", queue_code="service")
+    services.desk_call_control(user=user, call_id=call.pk, kind="answered")
+    services.desk_call_control(user=user, call_id=call.pk, kind="ended")
+    return Call.objects.get(pk=call.pk)
+
+
+def desk(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def ready(user: User, queue: Queue) -> Agent:
+    services.agent_for(user=user).queues.set([queue])
+    return services.agent_set_state(user=user, state="available")
+
+
+def test_an_agent_goes_available_on_a_break_and_offline(alice: User, queue: Queue) -> None:
+    client = desk(alice)
+    response = client.post(reverse("desk-state"), {"state": "available"})
+    assert response.status_code == 200
+    assert response.json()["state"] == "available"
+    on_break = client.post(reverse("desk-state"), {"state": "break", "reason": "lunch"}).json()
+    assert (on_break["state"], on_break["reason"]) == ("break", "lunch")
+    refused = client.post(reverse("desk-state"), {"state": "break", "reason": "nap"})
+    assert refused.status_code == 400
+    assert "Say why" in refused.json()["error"]
+    assert client.post(reverse("desk-state"), {"state": "offline"}).json()["state"] == "offline"
+
+
+def test_the_desk_answers_holds_and_hangs_up_its_own_call_then_wraps_up(
+    alice: User, queue: Queue, ivr: SourceSystem
+) -> None:
+    ready(alice, queue)
+    call, _ = services.call_arrive(source=ivr, telephony_id="c1", ani="+12025550143", queue_code="service")
+    client = desk(alice)
+    answered = client.post(reverse("desk-call-control", args=[call.pk, "answer"]))
+    assert answered.json()["call"]["state"] == "connected"
+    assert client.post(reverse("desk-call-control", args=[call.pk, "hold"])).json()["call"]["state"] == "held"
+    assert client.post(reverse("desk-call-control", args=[call.pk, "hold"])).status_code == 409
+    client.post(reverse("desk-call-control", args=[call.pk, "resume"]))
+    ended = client.post(reverse("desk-call-control", args=[call.pk, "hangup"])).json()
+    assert ended["state"] == "wrap_up"
+    assert [d["code"] for d in ended["dispositions"]] == ["do_not_call", "resolved"]
+    refused = client.post(reverse("desk-wrap-up-done"), {"disposition": "sold_a_yacht"})
+    assert refused.status_code == 400
+    assert "Choose how the call ended" in refused.json()["error"]
+    done = client.post(reverse("desk-wrap-up-done"), {"disposition": "resolved", "notes": "Reset PIN"})
+    assert done.json()["state"] == "available"
+    assert Call.objects.get(pk=call.pk).state == CallState.ENDED
+
+
+def test_an_agent_cannot_control_another_agents_call(
+    alice: User, bob: User, queue: Queue, ivr: SourceSystem
+) -> None:
+    ready(alice, queue)
+    call, _ = services.call_arrive(source=ivr, telephony_id="c1", ani="+12025550143", queue_code="service")
+    assert desk(bob).post(reverse("desk-call-control", args=[call.pk, "answer"])).status_code == 404
+    assert desk(bob).get(reverse("desk-call", args=[call.pk])).status_code == 404
+    call.refresh_from_db()
+    assert call.state == CallState.RINGING
+
+
+def test_a_pop_opens_the_one_customer_a_number_names(
+    alice: User, queue: Queue, ivr: SourceSystem, dave_customer: Customer
+) -> None:
+    ready(alice, queue)
+    call, _ = services.call_arrive(source=ivr, telephony_id="c1", ani="(202) 555-0143", queue_code="service")
+    response = desk(alice).get(reverse("desk-call", args=[call.pk]))
+    assert response.status_code == 302
+    assert response["Location"] == reverse("customer", args=[dave_customer.pk])
+
+
+def test_a_pop_lists_the_customers_sharing_a_number_and_logs_the_read(
+    alice: User, queue: Queue, ivr: SourceSystem, dave_customer: Customer
+) -> None:
+    partner = make_customer(given_name="Dana", emails=[])
+    ready(alice, queue)
+    call, _ = services.call_arrive(source=ivr, telephony_id="c1", ani="+12025550143", queue_code="service")
+    html = desk(alice).get(reverse("desk-call", args=[call.pk])).content.decode()
+    assert "2 customers share this number" in html
+    assert dave_customer.display_name in html and partner.display_name in html
+    logged = set(AccessLogEntry.objects.filter(user=alice).values_list("customer_id", flat=True))
+    assert logged == {dave_customer.pk, partner.pk}
+
+
+def test_a_pop_for_an_unknown_number_offers_the_search_with_the_number(
+    alice: User, queue: Queue, ivr: SourceSystem
+) -> None:
+    ready(alice, queue)
+    call, _ = services.call_arrive(source=ivr, telephony_id="c1", ani="+13125550100", queue_code="service")
+    html = desk(alice).get(reverse("desk-call", args=[call.pk])).content.decode()
+    assert "No customer has this number" in html
+    assert "q=%2B1+312-555-0100" in html or "312" in html
+
+
+def test_signing_out_ends_availability(alice: User, queue: Queue) -> None:
+    ready(alice, queue)
+    desk(alice).post(reverse("logout"))
+    assert Agent.objects.get(user=alice).state == AgentState.OFFLINE
+
+
+def test_a_desk_that_stopped_beating_goes_offline_but_a_call_keeps_its_agent(
+    alice: User, bob: User, queue: Queue, ivr: SourceSystem
+) -> None:
+    ready(alice, queue)
+    ready(bob, queue)
+    services.call_arrive(source=ivr, telephony_id="c1", ani="+12025550143", queue_code="service")
+    long_ago = timezone.now() - dt.timedelta(minutes=5)
+    Agent.objects.update(heartbeat_at=long_ago)
+    assert services.agents_gone_quiet() == 1
+    states = dict(Agent.objects.values_list("user__username", "state"))
+    ringing = Agent.objects.get(pk=Call.objects.get().agent_id).user.username
+    assert states[ringing] == AgentState.RINGING
+    assert next(s for name, s in states.items() if name != ringing) == AgentState.OFFLINE
+
+
+# --- Wrap-up ---------------------------------------------------------------------------------
+
+
+def test_wrap_up_puts_the_call_in_the_contact_history_once(
+    alice: User, queue: Queue, ivr: SourceSystem, dave_customer: Customer
+) -> None:
+    call = on_wrap_up(alice, queue, ivr)
+    services.call_wrap_up(user=alice, disposition="resolved", notes="Reset the card PIN")
+    entry = dave_customer.interactions.get()
+    assert (entry.channel, entry.direction, entry.disposition, entry.agent_id) == (
+        "phone",
+        "inbound",
+        "resolved",
+        alice.pk,
+    )
+    assert entry.notes == "Reset the card PIN"
+    assert entry.external_id == f"call:{call.telephony_id}"
+    assert entry.duration_seconds is not None
+    assert Call.objects.get(pk=call.pk).interaction_id == entry.pk
+    assert Agent.objects.get(user=alice).state == AgentState.AVAILABLE
+
+
+def test_a_do_not_call_disposition_sets_the_consent(
+    alice: User, queue: Queue, ivr: SourceSystem, dave_customer: Customer
+) -> None:
+    on_wrap_up(alice, queue, ivr)
+    services.call_wrap_up(user=alice, disposition="do_not_call")
+    dave_customer.refresh_from_db()
+    assert dave_customer.do_not_call
+    assert dave_customer.change_history.filter(field="do_not_call", actor=alice).exists()
+
+
+def test_a_callback_becomes_a_task_at_a_time_within_the_customers_calling_hours(
+    alice: User, queue: Queue, ivr: SourceSystem, dave_customer: Customer
+) -> None:
+    on_wrap_up(alice, queue, ivr)
+    new_york = zoneinfo.ZoneInfo("America/New_York")
+    tomorrow = (timezone.now().astimezone(new_york) + dt.timedelta(days=1)).date()
+    too_late = dt.datetime.combine(tomorrow, dt.time(22, 30), tzinfo=new_york)
+    with pytest.raises(ValidationError, match="22:30 for the customer"):
+        services.call_wrap_up(user=alice, disposition="resolved", callback_at=too_late)
+    with pytest.raises(ValidationError, match="passed"):
+        services.call_wrap_up(
+            user=alice, disposition="resolved", callback_at=timezone.now() - dt.timedelta(hours=1)
+        )
+    assert not dave_customer.interactions.exists()  # nothing kept from the refused attempts
+    good = dt.datetime.combine(tomorrow, dt.time(10, 30), tzinfo=new_york)
+    services.call_wrap_up(user=alice, disposition="resolved", callback_at=good)
+    task = dave_customer.tasks.get()
+    assert (task.kind, task.due_at, task.assigned_to_id) == ("callback", good, alice.pk)
+
+
+def test_the_callback_field_is_read_on_the_customers_clock(
+    alice: User, queue: Queue, ivr: SourceSystem, dave_customer: Customer
+) -> None:
+    on_wrap_up(alice, queue, ivr)
+    tomorrow = (
+        (timezone.now() + dt.timedelta(days=1)).astimezone(zoneinfo.ZoneInfo("America/New_York")).date()
+    )
+    response = desk(alice).post(
+        reverse("desk-wrap-up-done"), {"disposition": "resolved", "callback_at": f"{tomorrow:%Y-%m-%d}T09:15"}
+    )
+    assert response.status_code == 200, response.content
+    due_at = dave_customer.tasks.get().due_at
+    assert due_at is not None
+    due = due_at.astimezone(zoneinfo.ZoneInfo("America/New_York"))
+    assert (due.date(), due.hour, due.minute) == (tomorrow, 9, 15)
+
+
+def test_wrap_up_is_finished_with_an_outcome_not_skipped(
+    alice: User, queue: Queue, ivr: SourceSystem
+) -> None:
+    on_wrap_up(alice, queue, ivr)
+    response = desk(alice).post(reverse("desk-state"), {"state": "available"})
+    assert response.status_code == 409
+    assert "Finish the wrap-up" in response.json()["error"]
+    assert Agent.objects.get(user=alice).state == AgentState.WRAP_UP

@@ -1,0 +1,86 @@
+"""The customer screen stays current by itself: an agent has it open in a real
+browser, an integration records a contact and changes the profile through the
+API of a real uvicorn process, and the screen shows both without a reload
+(WebSocket frame through channels-redis, then a fresh read of the screen)."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crm import services
+from crm.models import Customer, SourceSystem, User
+from tests.conftest import PASSWORD
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, SCREENSHOTS, VIEWPORT
+from tests.integration.conftest import COMMITTED, Server
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, COMMITTED, NEEDS_CHROMIUM]
+
+
+def _api(server: Server, method: str, path: str, token: str, body: dict[str, Any], **headers: str) -> Any:
+    request = urllib.request.Request(  # noqa: S310  (http on loopback: the test's own server)
+        f"{server.origin}{path}",
+        data=json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json", **headers},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310  (loopback, the test's own server)
+        return json.loads(response.read())
+
+
+def test_a_synced_contact_and_a_profile_change_appear_on_an_open_screen(
+    uvicorn_server: Server, alice: User, dave_customer: Customer, ivr: SourceSystem, frank: User
+) -> None:
+    _, token = services.api_token_create(user=frank, name="ivr sync")
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_context(viewport=VIEWPORT, locale="en-US").new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{uvicorn_server.origin}/login/")
+        page.fill("#id_username", "alice")
+        page.fill("#id_password", PASSWORD)
+        page.press("#id_password", "Enter")
+        page.wait_for_url(f"{uvicorn_server.origin}/")
+        page.goto(f"{uvicorn_server.origin}/customer/{dave_customer.pk}/")
+        expect(page.locator("#live-state")).to_have_attribute("data-state", "live", timeout=10_000)
+        expect(page.locator("#screen")).not_to_contain_text("Asked about mortgage rates")
+
+        _api(
+            uvicorn_server,
+            "POST",
+            f"/api/v1/customers/{dave_customer.pk}/timeline/",
+            token,
+            {
+                "channel": "ivr",
+                "direction": "inbound",
+                "occurred_at": "2026-03-01T14:30:00Z",
+                "external_id": "ivr-call-77",
+                "subject": "Asked about mortgage rates",
+                "disposition": "self_served",
+            },
+        )
+        new_row = page.locator("tr.row-new", has_text="Asked about mortgage rates")
+        expect(new_row).to_be_visible(timeout=5_000)
+
+        _api(
+            uvicorn_server,
+            "PATCH",
+            f"/api/v1/customers/{dave_customer.pk}/",
+            token,
+            {"given_name": "David"},
+            **{"If-Match": f'"{dave_customer.version}"'},
+        )
+        expect(page.locator(".cust-title h1")).to_have_text("David Miller", timeout=5_000)
+        expect(page.locator("#screen")).to_have_attribute("data-version", str(dave_customer.version + 1))
+
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SCREENSHOTS) / "customer-live-update.png"), full_page=True)
+        browser.close()
+    assert not errors, errors

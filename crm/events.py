@@ -120,6 +120,20 @@ CUSTOMER_CONSENT_CHANGED = register(
         {"consent": ("string", True), "value": ("boolean", True)},
     )
 )
+CUSTOMER_PHONE_CHANGED = register(
+    EventType(
+        "customer.phone_changed",
+        "A customer's phone numbers changed (the payload has the primary number now).",
+        {"phone": ("string", False)},
+    )
+)
+CUSTOMER_EMAIL_CHANGED = register(
+    EventType(
+        "customer.email_changed",
+        "A customer's e-mail addresses changed (the payload has the primary address now).",
+        {"email": ("string", False)},
+    )
+)
 HOUSEHOLD_JOINED = register(
     EventType("household.joined", "A customer joined a household.", {"household_id": ("integer", True)})
 )
@@ -156,5 +170,17 @@ INTERACTION_RECORDED = register(
         "interaction.recorded",
         "A contact with the customer was recorded on some channel.",
         {"channel": ("string", True), "direction": ("string", True), "disposition": ("string", False)},
+    )
+)
+TRANSACTION_PURCHASE = register(
+    EventType(
+        "transaction.purchase",
+        "A customer bought something (point of sale, web shop, billing).",
+        {
+            "amount": ("number", True),
+            "currency": ("string", False),
+            "product": ("string", False),
+            "channel": ("string", False),
+        },
     )
 )

@@ -377,7 +377,16 @@ def _outcomes_save(outcomes: dict[int, Outcome], *, token: str, batch_ids: set[i
     with connection.cursor() as cursor:
         params: dict[str, Any] = {"rows": _jsonb(rows), "token": token}
         cursor.execute(_UPDATE_OUTCOMES, params)
-        cursor.execute(_COMPLETE_BATCHES, {"now": now, "ids": sorted(batch_ids)})
+    # After the commit, not in it: two workers finishing the last results of one
+    # batch at once would each still see the other's as pending and neither would
+    # mark it. Run after each commit, the later of the two sees both.
+    ids = sorted(batch_ids)
+    transaction.on_commit(lambda: _batches_complete(ids))
+
+
+def _batches_complete(batch_ids: list[int]) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(_COMPLETE_BATCHES, {"now": timezone.now(), "ids": batch_ids})
 
 
 def _backoff(attempts: int) -> dt.timedelta:

@@ -149,6 +149,13 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# With acks_late, a message not acknowledged within this time is delivered again:
+# it must be longer than the longest task (a touchpoint apply run stops after
+# CRM_INGEST_TASK_BUDGET_SECONDS), and it bounds how long a message held by a
+# lost worker waits (the beat sweep usually re-enqueues sooner).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 600, minimum=60)
+}
 CELERY_BEAT_SCHEDULE = {
     "expire-offers": {
         "task": "policies.tasks.offers_expire",
@@ -184,7 +191,26 @@ CELERY_BEAT_SCHEDULE = {
         "task": "crm.tasks.business_events_sweep",
         "schedule": 30.0,
     },
+    # A lost apply message (broker restart, worker killed before it acked) delays
+    # touchpoint results by at most this plus a minute; it never loses them.
+    "sweep-touchpoint-results": {
+        "task": "crm.tasks.touchpoint_results_sweep",
+        "schedule": 30.0,
+    },
 }
+
+# --- Touchpoint sync (crm.services.touchpoints) --------------------------------
+# The Celery queue the apply task goes to (empty: Celery's default queue).
+CRM_INGEST_QUEUE = env_str("CRM_INGEST_QUEUE", "")
+# A claimed result whose worker did not finish within this is taken by another.
+CRM_INGEST_LEASE_SECONDS = env_int("CRM_INGEST_LEASE_SECONDS", 120, minimum=5)
+# Claims of one result (each a worker that failed or was lost) before it is dead-lettered.
+CRM_INGEST_MAX_ATTEMPTS = env_int("CRM_INGEST_MAX_ATTEMPTS", 5, minimum=1)
+# One apply task keeps claiming batches for this long, then leaves the rest to the next.
+CRM_INGEST_TASK_BUDGET_SECONDS = env_int("CRM_INGEST_TASK_BUDGET_SECONDS", 30, minimum=1)
+CRM_INGEST_BATCH_SIZE = env_int("CRM_INGEST_BATCH_SIZE", 1000, minimum=1)
+# The beat sweep re-enqueues an apply run when a free pending result is older than this.
+CRM_INGEST_SWEEP_AFTER_SECONDS = env_int("CRM_INGEST_SWEEP_AFTER_SECONDS", 60, minimum=1)
 
 # Who reacts to business events (crm.listeners): dotted paths, checked at start-up.
 # Real-time ones run on commit in the recording process; deferred ones in a worker.
@@ -324,7 +350,11 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 25,
     "EXCEPTION_HANDLER": "crm.api.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.ScopedRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"token": env_str("CRM_TOKEN_THROTTLE", "20/min")},
+    "DEFAULT_THROTTLE_RATES": {
+        "token": env_str("CRM_TOKEN_THROTTLE", "20/min"),
+        # Per integration user: batches of up to 1,000 results each.
+        "touchpoints": env_str("CRM_TOUCHPOINT_THROTTLE", "6000/min"),
+    },
     # Throttles key on the address NUM_PROXIES trusts, never on a header the client wrote.
     "NUM_PROXIES": NUM_PROXIES,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",

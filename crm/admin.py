@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.admin.helpers import ActionForm
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
@@ -22,8 +24,11 @@ from crm.models import (
     Product,
     SourceRecord,
     SourceSystem,
+    TouchpointBatch,
+    TouchpointResult,
     User,
 )
+from crm.models.choices import ResultStatus
 
 admin.site.site_header = "Contact Center CRM administration"
 admin.site.site_title = "CRM admin"
@@ -202,3 +207,82 @@ class CustomerChangeAdmin(ReadOnlyAdmin):
         return lookup in ("customer__id__exact", "customer_id__exact") or super().lookup_allowed(
             lookup, value, request
         )
+
+
+# --- Touchpoint inbox -----------------------------------------------------------------------
+
+
+@admin.register(TouchpointBatch)
+class TouchpointBatchAdmin(ReadOnlyAdmin):
+    """Batches as sources sent them, with what intake refused and why."""
+
+    list_display = ["id", "source_system", "origin", "file_name", "received_at", "submitted", "accepted",
+                    "duplicates", "refused", "completed_at"]  # fmt: skip
+    list_filter = ["source_system", "origin"]
+    list_select_related = ["source_system"]
+    search_fields = ["=id", "file_name"]
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    ordering = ["-received_at", "-id"]
+
+
+class TouchpointResultActionForm(ActionForm):
+    customer_id = forms.IntegerField(
+        required=False, label="Customer id (to attach to)",
+        help_text="For “attach to customer”: one of the candidates shown in the result's error.",
+    )  # fmt: skip
+
+
+@admin.register(TouchpointResult)
+class TouchpointResultAdmin(ReadOnlyAdmin):
+    """Every result and where it stands. Dead-lettered and rejected ones show their
+    error: fix the mapping (Source systems) and retry them. Results in review
+    list their candidate customers: attach one, or create a new customer."""
+
+    list_display = ["id", "source_system", "external_id", "record_kind", "customer_key", "status", "attempts",
+                    "customer_id", "received_at", "applied_at", "error"]  # fmt: skip
+    list_filter = ["status", "source_system", "record_kind"]
+    list_select_related = ["source_system"]
+    search_fields = ["=external_id", "=customer_key", "=batch__id"]
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    ordering = ["-received_at", "-id"]
+    action_form = TouchpointResultActionForm
+    actions = ["retry", "attach_to_customer", "create_new_customer"]
+
+    @admin.action(description="Retry (dead-lettered or rejected results)")
+    def retry(self, request: HttpRequest, queryset: Any) -> None:
+        count = services.touchpoint_results_retry(
+            result_ids=queryset.values_list("pk", flat=True), actor=cast("User", request.user)
+        )
+        self.message_user(request, f"{count} result(s) back in the queue; others were not dead or rejected.")
+
+    @admin.action(description="Review: attach to the customer id given above")
+    def attach_to_customer(self, request: HttpRequest, queryset: Any) -> None:
+        raw = request.POST.get("customer_id", "")
+        if not raw.isdigit():
+            self.message_user(
+                request, "Give the id of one of the candidates in “Customer id”.", messages.ERROR
+            )
+            return
+        self._each_in_review(
+            request, queryset, lambda pk: services.touchpoint_review_attach(
+                result_id=pk, customer_id=int(raw), actor=cast("User", request.user)),
+        )  # fmt: skip
+
+    @admin.action(description="Review: create a new customer from the result")
+    def create_new_customer(self, request: HttpRequest, queryset: Any) -> None:
+        self._each_in_review(
+            request, queryset,
+            lambda pk: services.touchpoint_review_create_new(result_id=pk, actor=cast("User", request.user)),
+        )  # fmt: skip
+
+    def _each_in_review(self, request: HttpRequest, queryset: Any, decide: Any) -> None:
+        done = 0
+        for pk in queryset.filter(status=ResultStatus.REVIEW).values_list("pk", flat=True):
+            try:
+                decide(pk)
+                done += 1
+            except ValidationError as exc:
+                self.message_user(request, f"Result {pk}: {' '.join(exc.messages)}", messages.ERROR)
+        self.message_user(request, f"{done} result(s) settled and queued to apply.")

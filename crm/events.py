@@ -134,6 +134,20 @@ CUSTOMER_CONSENT_CHANGED = register(
         {"consent": ("string", True), "value": ("boolean", True)},
     )
 )
+CUSTOMER_PHONE_CHANGED = register(
+    EventType(
+        "customer.phone_changed",
+        "A customer's phone numbers changed (the payload has the primary number now).",
+        {"phone": ("string", False)},
+    )
+)
+CUSTOMER_EMAIL_CHANGED = register(
+    EventType(
+        "customer.email_changed",
+        "A customer's e-mail addresses changed (the payload has the primary address now).",
+        {"email": ("string", False)},
+    )
+)
 HOUSEHOLD_JOINED = register(
     EventType("household.joined", "A customer joined a household.", {"household_id": ("integer", True)})
 )
@@ -206,15 +220,18 @@ TRANSACTION_DEPOSIT = register(
 )
 TRANSACTION_PURCHASE = register(
     EventType(
+        # One definition for the touchpoint import (amount, currency, product, channel)
+        # and for channels that say more (the account, the merchant and its category).
         "transaction.purchase",
-        "A customer paid for something with a card or account (point of sale, online).",
+        "A customer bought something (point of sale, web shop, billing).",
         {
             "amount": ("number", True),
-            "channel": ("string", True),
+            "currency": ("string", False),
+            "product": ("string", False),
+            "channel": ("string", False),
             "account_number": ("string", False),
             "merchant": ("string", False),
             "merchant_category": ("string", False),
-            "currency": ("string", False),
         },
     )
 )

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from django.core.exceptions import ValidationError
 
-from crm.models.choices import Channel, CustomerStatus, Direction, Tier
+from crm.models.choices import AccountStatus, Channel, CustomerStatus, Direction, Tier
 from crm.validation import normalize_email, normalize_phone
 
 TARGETS: dict[str, str] = {
@@ -48,6 +48,18 @@ TARGETS: dict[str, str] = {
     "interaction.disposition": "Outcome",
     "interaction.notes": "Notes",
     "interaction.duration_seconds": "Duration in seconds",
+    "interaction.campaign_code": "Campaign the contact belongs to (a campaign response)",
+    "interaction.subject": "Subject",
+    "account.number": "Account number",
+    "account.product": "Product code",
+    "account.status": "Account status (open, dormant, closed)",
+    "account.opened_on": "Date the account opened",
+    "account.closed_on": "Date the account closed",
+    "account.balance": "Balance",
+    "account.currency": "Currency (ISO 4217)",
+    "purchase.amount": "Purchase amount",
+    "purchase.currency": "Purchase currency (ISO 4217)",
+    "purchase.product": "What was bought (product code or name)",
     "event.type": "Business event type",
     "event.amount": "Amount",
     "event.account_number": "Account number",
@@ -146,6 +158,7 @@ _CHOICES: dict[str, set[Any]] = {
     "interaction.direction": set(Direction.values),
     "customer.tier": set(Tier.values),
     "customer.status": set(CustomerStatus.values),
+    "account.status": set(AccountStatus.values),
     "customer.do_not_call": {True, False},
     "customer.do_not_email": {True, False},
     "customer.marketing_opt_in": {True, False},

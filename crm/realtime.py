@@ -7,7 +7,10 @@ back. Consumers subscribe to the same group names through the helpers here.
 
 from __future__ import annotations
 
+import contextvars
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -46,8 +49,53 @@ def send_now(group: str, message: dict[str, Any]) -> None:
         logger.exception("could not deliver %s to %s", message.get("event"), group)
 
 
+def send_many_now(messages: list[tuple[str, dict[str, Any]]]) -> None:
+    """Send several messages in one trip into the event loop (a worker applying
+    hundreds of results at once would otherwise pay the loop's start-up on each)."""
+    layer = get_channel_layer()
+    if layer is None or not messages:
+        return
+
+    async def send_all() -> None:
+        for group, message in messages:
+            try:
+                await layer.group_send(group, message)
+            except Exception:
+                logger.exception("could not deliver %s to %s", message.get("event"), group)
+
+    try:
+        async_to_sync(send_all)()
+    except Exception:
+        logger.exception("could not deliver %s messages", len(messages))
+
+
+# Inside ``batched()``: the messages of the transaction committing, in order.
+_batch: contextvars.ContextVar[list[tuple[str, dict[str, Any]]] | None] = contextvars.ContextVar(
+    "realtime_batch", default=None
+)
+
+
 def send_on_commit(group: str, message: dict[str, Any]) -> None:
-    transaction.on_commit(lambda: send_now(group, message))
+    batch = _batch.get()
+    if batch is None:
+        transaction.on_commit(lambda: send_now(group, message))
+    else:
+        # Still one on_commit per message: a savepoint rolled back drops its own.
+        transaction.on_commit(lambda: batch.append((group, message)))
+
+
+@contextmanager
+def batched() -> Iterator[None]:
+    """Within a transaction: the messages its code sends on commit go out together,
+    in one trip, after the commit (those of rolled-back savepoints never do)."""
+    batch: list[tuple[str, dict[str, Any]]] = []
+    token = _batch.set(batch)
+    try:
+        yield
+    finally:
+        _batch.reset(token)
+    # Registered last, so it runs after every append above.
+    transaction.on_commit(lambda: send_many_now(batch))
 
 
 # --- Offers and notices raised by interaction policies ----------------------------------------

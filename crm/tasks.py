@@ -8,7 +8,11 @@ again, so each task here must leave the same result when it runs twice.
 
 from __future__ import annotations
 
+import os
+import socket
+
 from celery import shared_task
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from crm import services
@@ -97,3 +101,33 @@ def business_events_dispatch(event_ids: list[int]) -> int:
 def business_events_sweep() -> int:
     """Send again the events a lost message or a dead worker left undispatched."""
     return services.business_events_sweep()
+
+
+@shared_task(
+    name="crm.tasks.touchpoint_results_apply",
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=_TRANSIENT_DB_ERRORS,
+    retry_backoff=True,
+    retry_backoff_max=120,
+    max_retries=10,
+)
+def touchpoint_results_apply() -> int:
+    """Apply pending touchpoint results until none is left or the time budget is
+    spent (then enqueue another run for the rest).
+
+    Idempotent: it takes no ids but claims what is pending with a conditional
+    update, so a redelivered or duplicated message claims other rows or none.
+    Many messages for one backlog (one per batch received) cost a claim query each."""
+    applied = services.touchpoint_results_apply(
+        limit=settings.CRM_INGEST_BATCH_SIZE, worker=f"{socket.gethostname()}:{os.getpid()}"
+    )
+    if applied and services.touchpoint_results_pending():
+        services.touchpoint_apply_enqueue()
+    return applied
+
+
+@shared_task(name="crm.tasks.touchpoint_results_sweep", ignore_result=True, expires=60)
+def touchpoint_results_sweep() -> bool:
+    """Beat, every 30 s: enqueue an apply run if results have waited over a minute."""
+    return services.touchpoint_results_sweep()

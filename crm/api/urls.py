@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from crm.api import events, views
+from crm.api import events, touchpoints, views
 
 router = DefaultRouter()
 router.register("customers", views.CustomerViewSet, basename="customer")
@@ -15,5 +15,15 @@ urlpatterns = [
     path("auth/token/", views.TokenView.as_view(), name="api-token"),
     path("me/", views.MeView.as_view(), name="api-me"),
     path("events", events.EventsView.as_view(), name="api-events"),
+    path(
+        "touchpoints/<slug:source_code>/results",
+        touchpoints.TouchpointResultsView.as_view(),
+        name="api-touchpoint-results",
+    ),
+    path(
+        "touchpoints/<slug:source_code>/batches/<int:batch_id>",
+        touchpoints.TouchpointBatchView.as_view(),
+        name="api-touchpoint-batch",
+    ),
     path("", include(router.urls)),
 ]

@@ -44,7 +44,13 @@ from crm.services.logins import (
     login_lockout_remember,
     login_success_record,
 )
-from crm.services.sources import CRM_SOURCE_CODE, crm_source, source_record_link, source_system_create
+from crm.services.sources import (
+    CRM_SOURCE_CODE,
+    crm_source,
+    source_record_link,
+    source_records_seen,
+    source_system_create,
+)
 from crm.services.tokens import (
     api_token_create,
     api_token_lifetime,
@@ -54,11 +60,26 @@ from crm.services.tokens import (
     customer_login_create,
     staff_user_create,
 )
+from crm.services.touchpoint_review import (
+    touchpoint_results_retry,
+    touchpoint_review_attach,
+    touchpoint_review_create_new,
+)
+from crm.services.touchpoints import (
+    MAX_BATCH_ITEMS,
+    touchpoint_apply_enqueue,
+    touchpoint_batch_receive,
+    touchpoint_results_apply,
+    touchpoint_results_overdue,
+    touchpoint_results_pending,
+    touchpoint_results_sweep,
+)
 
 __all__ = [
     "CONSENT_FIELDS",
     "CRM_SOURCE_CODE",
     "CUSTOMER_FIELDS",
+    "MAX_BATCH_ITEMS",
     "Lockout",
     "access_log_partitions",
     "access_log_partitions_ensure",
@@ -95,9 +116,19 @@ __all__ = [
     "login_lockout_remember",
     "login_success_record",
     "source_record_link",
+    "source_records_seen",
     "source_system_create",
     "staff_user_create",
     "task_create",
     "task_set_status",
     "tasks_escalate_overdue",
+    "touchpoint_apply_enqueue",
+    "touchpoint_batch_receive",
+    "touchpoint_results_apply",
+    "touchpoint_results_overdue",
+    "touchpoint_results_pending",
+    "touchpoint_results_retry",
+    "touchpoint_results_sweep",
+    "touchpoint_review_attach",
+    "touchpoint_review_create_new",
 ]

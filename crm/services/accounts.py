@@ -63,7 +63,13 @@ def _moment_of(day: dt.date | None) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC)
 
 
-def account_close(*, account_id: int, closed_on: dt.date | None = None, actor: User | None = None) -> Account:
+def account_close(
+    *,
+    account_id: int,
+    closed_on: dt.date | None = None,
+    actor: User | None = None,
+    source: SourceSystem | None = None,
+) -> Account:
     with transaction.atomic():
         account = Account.objects.select_for_update().select_related("product").get(pk=account_id)
         if account.status == AccountStatus.CLOSED:
@@ -79,6 +85,6 @@ def account_close(*, account_id: int, closed_on: dt.date | None = None, actor: U
             type=events.ACCOUNT_CLOSED.name, customer_id=account.customer_id,
             occurred_at=_moment_of(account.closed_on),
             payload={"account_number": account.account_number, "product": account.product.code},
-            source=crm_source(), idempotency_key=f"account.closed:{account.pk}", actor=actor,
+            source=source or crm_source(), idempotency_key=f"account.closed:{account.pk}", actor=actor,
         )  # fmt: skip
     return account

@@ -221,29 +221,42 @@ def customer_update(
     return customer
 
 
+def profile_events(customer: Customer, changed: list[str]) -> list[tuple[str, dict[str, Any], str]]:
+    """The business events a change of ``changed`` fields means, as (type, payload,
+    idempotency key), for the customer as saved (its new version): one place for
+    the single and the set-based (touchpoint) paths."""
+    key = f"{customer.pk}:v{customer.version}"
+    found = [
+        (events.CUSTOMER_PROFILE_CHANGED.name, {"fields": ",".join(sorted(changed))},
+         f"customer.profile_changed:{key}"),
+    ]  # fmt: skip
+    if "addresses" in changed:
+        address = customer.primary_address or {}
+        found.append((events.CUSTOMER_ADDRESS_CHANGED.name,
+                      {k: address.get(k, "") for k in ("city", "region", "country")},
+                      f"customer.address_changed:{key}"))  # fmt: skip
+    if "phones" in changed:
+        found.append((events.CUSTOMER_PHONE_CHANGED.name, {"phone": customer.primary_phone},
+                      f"customer.phone_changed:{key}"))  # fmt: skip
+    if "emails" in changed:
+        found.append((events.CUSTOMER_EMAIL_CHANGED.name, {"email": customer.primary_email},
+                      f"customer.email_changed:{key}"))  # fmt: skip
+    for consent in CONSENT_FIELDS:
+        if consent in changed:
+            found.append((events.CUSTOMER_CONSENT_CHANGED.name,
+                          {"consent": consent, "value": getattr(customer, consent)},
+                          f"customer.consent_changed:{key}:{consent}"))  # fmt: skip
+    return found
+
+
 def _record_profile_events(
     customer: Customer, changed: list[str], now: dt.datetime, source: SourceSystem, actor: User | None
 ) -> None:
-    key = f"{customer.pk}:v{customer.version}"
-    business_event_record(
-        type=events.CUSTOMER_PROFILE_CHANGED.name, customer=customer, occurred_at=now,
-        payload={"fields": ",".join(sorted(changed))}, source=source,
-        idempotency_key=f"customer.profile_changed:{key}", actor=actor,
-    )  # fmt: skip
-    if "addresses" in changed:
-        address = customer.primary_address or {}
+    for event_type, payload, idempotency_key in profile_events(customer, changed):
         business_event_record(
-            type=events.CUSTOMER_ADDRESS_CHANGED.name, customer=customer, occurred_at=now,
-            payload={k: address.get(k, "") for k in ("city", "region", "country")}, source=source,
-            idempotency_key=f"customer.address_changed:{key}", actor=actor,
+            type=event_type, customer=customer, occurred_at=now, payload=payload, source=source,
+            idempotency_key=idempotency_key, actor=actor,
         )  # fmt: skip
-    for consent in CONSENT_FIELDS:
-        if consent in changed:
-            business_event_record(
-                type=events.CUSTOMER_CONSENT_CHANGED.name, customer=customer, occurred_at=now,
-                payload={"consent": consent, "value": getattr(customer, consent)}, source=source,
-                idempotency_key=f"customer.consent_changed:{key}:{consent}", actor=actor,
-            )  # fmt: skip
 
 
 def customers_reindex_search(*, customer_ids: Iterable[int]) -> int:

@@ -69,3 +69,15 @@ def source_record_link(
             record.last_seen_at = moment
             record.save(update_fields=["last_seen_at"])
     return record, False
+
+
+def source_records_seen(*, source: SourceSystem, keys: list[str], seen_at: dt.datetime | None = None) -> int:
+    """Refresh ``last_seen_at`` of these keys of ``source`` in one statement, at most
+    once a day per key: a busy feed must not rewrite a row per result it sends."""
+    moment = seen_at or timezone.now()
+    wanted = sorted({k for k in keys if k})
+    if not wanted:
+        return 0
+    return SourceRecord.objects.filter(
+        source_system=source, external_key__in=wanted, last_seen_at__lt=moment - dt.timedelta(days=1)
+    ).update(last_seen_at=moment)

@@ -170,20 +170,30 @@ def celery_worker(django_db_setup: None, tmp_path_factory: pytest.TempPathFactor
     # Eager mode would run tasks in this process and prove nothing about a worker.
     assert not app.conf.task_always_eager, "unset CELERY_TASK_ALWAYS_EAGER for the integration tests"
     queue = f"integration-{secrets.token_hex(6)}"
-    log_path = tmp_path_factory.mktemp("celery") / "worker.log"
+    process = start_worker(queue, tmp_path_factory.mktemp("celery") / "worker.log")
+    try:
+        yield Worker(queue=queue, process=process)
+    finally:
+        process.stop()
+
+
+def start_worker(queue: str, log_path: Path, **env: str) -> ManagedProcess:
+    """A Celery worker (solo pool) consuming only ``queue``, ready when this returns;
+    ``env`` adds settings for it (e.g. a short lease for a test that kills it)."""
     argv = [
         str(BIN / "celery"), "-A", "config", "worker",
-        "--pool", "solo", "--queues", queue, "--hostname", f"{queue}@%h",
+        "--pool", "solo", "--queues", queue, "--hostname", f"{queue}-{secrets.token_hex(3)}@%h",
         "--loglevel", "INFO",
         # Nothing to synchronise with; without these the worker is ready sooner.
         "--without-mingle", "--without-gossip", "--without-heartbeat",
     ]  # fmt: skip
-    process = start_process("celery worker", argv, env=subprocess_env(), log_path=log_path)
+    process = start_process("celery worker", argv, env=subprocess_env(**env), log_path=log_path)
     try:
         wait_until(lambda: " ready." in process.log_text(), what="the Celery worker", process=process)
-        yield Worker(queue=queue, process=process)
-    finally:
+    except BaseException:
         process.stop()
+        raise
+    return process
 
 
 # --- A real uvicorn -------------------------------------------------------------------------

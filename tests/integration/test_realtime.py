@@ -85,6 +85,9 @@ class DesktopSocket(ApplicationCommunicator):
         if reply["type"] == "websocket.close":
             return False, reply.get("code", 1000)
         assert reply["type"] == "websocket.accept", reply
+        # The desk's first frame is its presence snapshot; frames after it tell changes.
+        self.presence = await self.receive_json()
+        assert self.presence["event"] == "presence", self.presence
         return True, None
 
     async def send_json(self, data: dict[str, Any]) -> None:
@@ -295,6 +298,7 @@ def test_through_uvicorn_an_update_committed_here_reaches_the_agent_in_the_serve
         additional_headers={"Cookie": session_cookie(alice)},
         open_timeout=FRAME_TIMEOUT,
     ) as socket:
+        assert json.loads(socket.recv(timeout=FRAME_TIMEOUT))["event"] == "presence"
         socket.send(json.dumps({"action": "watch", "customer_id": dave_customer.pk}))
         assert json.loads(socket.recv(timeout=FRAME_TIMEOUT)) == {
             "event": "watching",

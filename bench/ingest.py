@@ -1,0 +1,400 @@
+"""Ingest: touchpoint results POSTed in batches until applied to the customer record.
+
+    .venv/bin/python bench/ingest.py [--size small]
+
+Builds its own database (``crm_bench_ingest`` or ``crm_bench_ingest_small``, on
+the server DATABASE_URL names or the embedded one) with ``seed_bulk`` once: N
+customers, each known to a "bench-web" source by the key ``C<id>``. Then:
+
+1. starts uvicorn (one process) and a Celery worker (prefork, two processes;
+   ``--worker-processes`` to change)
+   against it, on a queue of its own;
+2. POSTs N results (a mix: 60% web visits, 20% profile changes of tier,
+   address or phone, 12% purchases, 8% consent changes) in batches of 1,000
+   from 4 client threads over real HTTP;
+3. waits until no result is pending; counts what was applied, lost (accepted but
+   not applied) and duplicated (an effect written twice);
+4. POSTs the same N results again and counts the rows that changed.
+
+Prints the time split (API, until applied), and as its last line one JSON
+object: events_per_s, events, lost, duplicated, replay_changed, peak_rss_mb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import secrets
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.screen_pop import bench_database_url
+
+SIZES = {"default": 1_000_000, "small": 100_000}
+BATCH = 1000
+CLIENTS = 4
+SOURCE = "bench-web"
+# (record kind, source field, target, transform, transform args)
+MAPPINGS: list[tuple[str, str, str, str, dict[str, Any]]] = [
+    ("customer", "tier", "customer.tier", "map", {"values": {"G": "gold", "S": "silver", "B": "standard"}}),
+    ("customer", "street", "address.line1", "text", {}),
+    ("customer", "city", "address.city", "text", {}),
+    ("customer", "country", "address.country", "upper", {}),
+    ("customer", "phone", "customer.phone", "phone_e164", {"region": "US"}),
+    ("customer", "no_calls", "customer.do_not_call", "boolean", {}),
+    ("customer", "no_mail", "customer.do_not_email", "boolean", {}),
+    ("interaction", "channel", "interaction.channel", "map", {"values": {"web": "web", "app": "chat"}}),
+    ("interaction", "direction", "interaction.direction", "lower", {}),
+    ("interaction", "page", "interaction.subject", "text", {}),
+    ("interaction", "seconds", "interaction.duration_seconds", "integer", {}),
+    ("purchase", "amount", "purchase.amount", "decimal", {}),
+    ("purchase", "currency", "purchase.currency", "upper", {}),
+    ("purchase", "sku", "purchase.product", "text", {}),
+]
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, read from /proc (Linux)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                todo.extend(int(child) for child in (task / "children").read_text().split())
+            except OSError:
+                pass
+    return found
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children, in MB."""
+    return sum(_rss(p) for p in _tree(pid)) / 1e6
+
+
+def largest_rss_mb(pid: int) -> float:
+    """The largest single process of a tree (a pool process, not the pool), in MB."""
+    return max((_rss(p) for p in _tree(pid)), default=0) / 1e6
+
+
+def results(n: int, customers: list[int], seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    items: list[dict[str, Any]] = []
+    base = int(time.time()) - 86_400
+    for i in range(n):
+        pk = rng.choice(customers)
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(base + i % 80_000))
+        roll = rng.random()
+        item: dict[str, Any] = {
+            "external_id": f"r{i}",
+            "customer_key": f"C{pk}",
+            "sequence": i,
+            "occurred_at": at,
+        }
+        if roll < 0.60:
+            item.update(record_kind="interaction", payload={
+                "channel": rng.choice(("web", "app")), "direction": "Inbound",
+                "page": rng.choice(("/cards", "/loans", "/help", "/pricing")),
+                "seconds": str(rng.randint(5, 900))})  # fmt: skip
+        elif roll < 0.80:
+            change = rng.random()
+            if change < 0.4:
+                payload = {"tier": rng.choice("GSB")}
+            elif change < 0.7:
+                payload = {"street": f"{rng.randint(1, 999)} Elm St", "city": rng.choice(("Reno", "Austin")),
+                           "country": "us"}  # fmt: skip
+            else:
+                payload = {"phone": f"20255501{rng.randint(0, 99):02d}"}
+            item.update(record_kind="customer", payload=payload)
+        elif roll < 0.92:
+            item.update(record_kind="purchase", payload={
+                "amount": f"{rng.randint(100, 50_000) / 100:.2f}", "currency": "usd",
+                "sku": "sku-1"})  # fmt: skip
+        else:
+            item.update(
+                record_kind="customer",
+                payload={rng.choice(("no_calls", "no_mail")): rng.choice(("yes", "no"))},
+            )
+        items.append(item)
+    return items
+
+
+def post_all(port: int, token: str, items: list[dict[str, Any]]) -> tuple[float, int]:
+    """POST every batch from CLIENTS threads, each on its own keep-alive
+    connection; return the seconds it took and how many results were accepted."""
+    batches = [json.dumps({"results": items[i : i + BATCH]}).encode() for i in range(0, len(items), BATCH)]
+    local = threading.local()
+    accepted = 0
+    lock = threading.Lock()
+
+    def send(body: bytes) -> None:
+        nonlocal accepted
+        if not hasattr(local, "conn"):
+            local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        for _attempt in range(5):
+            try:
+                local.conn.request("POST", f"/api/v1/touchpoints/{SOURCE}/results", body=body,
+                                   headers={"Authorization": f"Bearer {token}",
+                                            "Content-Type": "application/json"})  # fmt: skip
+                response = local.conn.getresponse()
+                data = response.read()
+            except (http.client.HTTPException, OSError):
+                local.conn.close()
+                local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                continue
+            if response.status == 429:
+                time.sleep(float(response.getheader("Retry-After") or 1))
+                continue
+            if response.status != 202:
+                raise SystemExit(f"POST answered {response.status}: {data[:500]!r}")
+            with lock:
+                accepted += json.loads(data)["accepted"]
+            return
+        raise SystemExit("POST failed 5 times")
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        list(pool.map(send, batches))
+    return time.monotonic() - started, accepted
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="default")
+    parser.add_argument("--worker-processes", type=int, default=2, help="Celery prefork pool size.")
+    args = parser.parse_args()
+    size = SIZES[args.size]
+    database = "crm_bench_ingest" if args.size == "default" else f"crm_bench_ingest_{args.size}"
+
+    os.environ.setdefault("SECRET_KEY", "bench-secret-key-not-for-production-0123456789-abcdefghijkl")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("CRM_EMBEDDED_SERVERS", "true")
+    url = bench_database_url(database)
+    os.environ["DATABASE_URL"] = url
+    import django
+
+    warnings.filterwarnings("ignore", "No directory at", UserWarning)
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connection
+    from django.db.models import Count
+
+    from crm import services
+    from crm.models import Customer, FieldMapping, SourceSystem, TouchpointBatch, TouchpointResult, User
+
+    call_command("migrate", verbosity=0)
+    if Customer.objects.count() != size:
+        print(f"Building {database}: {size:,} customers ...", file=sys.stderr)
+        connection.close()
+        from bench.screen_pop import _recreate_database
+
+        _recreate_database(url, database)
+        call_command("migrate", verbosity=0)
+        call_command("seed_bulk", customers=size, interactions_per_customer=0, accounts_per_customer=0,
+                     no_progress=True)  # fmt: skip
+    source = SourceSystem.objects.filter(code=SOURCE).first()
+    if source is None:
+        source = services.source_system_create(code=SOURCE, name="Bench web site", kind="web")
+    FieldMapping.objects.filter(source_system=source).delete()
+    for position, (kind, field, target, transform, targs) in enumerate(MAPPINGS):
+        FieldMapping.objects.create(source_system=source, record_kind=kind, source_field=field, target=target,
+                                    transform=transform, transform_args=targs, position=position)  # fmt: skip
+    # A fresh inbox; what earlier runs applied stays (the change history is
+    # append-only), so this run's results carry ids of their own.
+    run = f"{int(time.time())}-"
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE crm_touchpointresult, crm_touchpointbatch")
+        cursor.execute(
+            "INSERT INTO crm_sourcerecord"
+            " (source_system_id, external_key, customer_id, created_at, last_seen_at)"
+            " SELECT %s, 'C' || id, id, now(), now() FROM crm_customer"
+            " ON CONFLICT (source_system_id, external_key) DO NOTHING",
+            [source.pk],
+        )
+    customers = list(Customer.objects.values_list("pk", flat=True))
+    items = results(size, customers, seed=size)
+    for item in items:
+        item["external_id"] = run + item["external_id"]
+    user = User.objects.get(source_system=source)
+    _, token = services.api_token_create(user=user, name="bench ingest")
+    connection.close()
+
+    queue = f"bench-ingest-{secrets.token_hex(4)}"
+    port = 18_000 + random.randint(0, 999)
+    env = dict(os.environ, DATABASE_URL=url, REDIS_URL=settings.REDIS_URL, CRM_INGEST_QUEUE=queue,
+               DEBUG="false", ALLOWED_HOSTS="127.0.0.1", SECURE_SSL_REDIRECT="false", LOG_LEVEL="WARNING",
+               CRM_TOUCHPOINT_THROTTLE="100000/min", CELERY_TASK_ALWAYS_EAGER="false")  # fmt: skip
+    bin_dir = Path(sys.executable).parent
+    logs = ROOT / ".local" / "bench"
+    logs.mkdir(parents=True, exist_ok=True)
+    web = subprocess.Popen(
+        [str(bin_dir / "uvicorn"), "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+         "--lifespan", "off", "--log-level", "warning", "--no-access-log"],
+        cwd=ROOT, env=env, stdout=open(logs / "uvicorn.log", "wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    worker = subprocess.Popen(
+        [str(bin_dir / "celery"), "-A", "config", "worker", "--pool", "prefork",
+         "--concurrency", str(args.worker_processes),
+         "--queues", queue, "--hostname", f"{queue}@%h", "--loglevel", "WARNING",
+         "--without-mingle", "--without-gossip", "--without-heartbeat"],
+        cwd=ROOT, env=env, stdout=open(logs / "worker.log", "wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    peak = {"web": 0.0, "worker": 0.0, "worker_process": 0.0}
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            peak["web"] = max(peak["web"], rss_mb(web.pid))
+            peak["worker"] = max(peak["worker"], rss_mb(worker.pid))
+            peak["worker_process"] = max(peak["worker_process"], largest_rss_mb(worker.pid))
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        _wait_listening(port)
+        time.sleep(3)  # the worker's pool
+
+        def pending() -> int:
+            return TouchpointResult.objects.filter(status="pending").count()
+
+        def until_applied(started: float) -> float:
+            while pending():
+                if worker.poll() is not None:
+                    raise SystemExit(f"the worker exited; see {logs / 'worker.log'}")
+                time.sleep(0.2)
+                if time.monotonic() - started > 3600:
+                    raise SystemExit("not applied within an hour")
+            return time.monotonic() - started
+
+        started = time.monotonic()
+        api_seconds, accepted = post_all(port, token, items)
+        total_seconds = until_applied(started)
+        counts = dict(
+            TouchpointResult.objects.order_by()
+            .values("status")
+            .annotate(n=Count("id"))
+            .values_list("status", "n")
+        )
+        applied = counts.get("applied", 0)
+        effects = _effects(source.pk, run)
+        expected_effects = _expected_effects(source.pk)
+        duplicated = max(0, effects["interactions"] - expected_effects["interactions"]) + max(
+            0, effects["purchases"] - expected_effects["purchases"]
+        )
+        before = _row_counts(source.pk)
+        replay_started = time.monotonic()
+        _, replay_accepted = post_all(port, token, items)
+        until_applied(replay_started)
+        replay_seconds = time.monotonic() - replay_started
+        after = _row_counts(source.pk)
+        replay_changed = sum(abs(after[k] - before[k]) for k in before) + replay_accepted
+    finally:
+        stop.set()
+        for process in (web, worker):
+            process.terminate()
+        for process in (web, worker):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    print(f"API: {size:,} results in {api_seconds:.1f} s ({size / api_seconds:,.0f}/s); applied after "
+          f"{total_seconds:.1f} s (the apply step trailed the API by {total_seconds - api_seconds:.1f} s); "
+          f"replay {replay_seconds:.1f} s; statuses {counts}", file=sys.stderr)  # fmt: skip
+    print(json.dumps({
+        "events_per_s": round(applied / total_seconds), "events": size, "accepted": accepted,
+        "applied": applied, "lost": accepted - applied, "duplicated": duplicated,
+        "replay_changed": replay_changed, "peak_rss_mb": round(max(peak["web"], peak["worker_process"])),
+        "web_rss_mb": round(peak["web"]), "worker_rss_mb": round(peak["worker"]),
+        "worker_process_rss_mb": round(peak["worker_process"]), "api_s": round(api_seconds, 1),
+        "total_s": round(total_seconds, 1), "size": args.size, "worker_processes": args.worker_processes,
+        "batches": TouchpointBatch.objects.count(),
+    }))  # fmt: skip
+    return 0
+
+
+def _wait_listening(port: int) -> None:
+    import socket
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("uvicorn did not start")
+
+
+def _effects(source_id: int, run: str) -> dict[str, int]:
+    """Contacts and purchases this run wrote (an effect written twice would show here)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM crm_interaction WHERE source_system_id = %(s)s"
+            " AND external_id LIKE %(run)s), (SELECT count(*) FROM crm_businessevent"
+            " WHERE source_system_id = %(s)s AND type = 'transaction.purchase'"
+            " AND idempotency_key LIKE %(run)s)",
+            {"s": source_id, "run": run + "%"},
+        )
+        interactions, purchases = cursor.fetchone()
+    return {"interactions": interactions, "purchases": purchases}
+
+
+def _expected_effects(source_id: int) -> dict[str, int]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE record_kind = 'interaction' AND status = 'applied'),"
+            " count(*) FILTER (WHERE record_kind = 'purchase' AND status = 'applied')"
+            " FROM crm_touchpointresult WHERE source_system_id = %s",
+            [source_id],
+        )
+        interactions, purchases = cursor.fetchone()
+    return {"interactions": interactions, "purchases": purchases}
+
+
+def _row_counts(source_id: int) -> dict[str, int]:
+    """Rows a replay must not add or change (a change bumps a customer's version)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM crm_interaction), (SELECT count(*) FROM crm_businessevent),"
+            " (SELECT count(*) FROM crm_customerchange), (SELECT count(*) FROM crm_customer),"
+            " (SELECT coalesce(sum(version), 0) FROM crm_customer),"
+            " (SELECT count(*) FROM crm_touchpointresult)"
+        )
+        row = cursor.fetchone()
+    return dict(
+        zip(("interactions", "events", "changes", "customers", "versions", "results"), row, strict=True)
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

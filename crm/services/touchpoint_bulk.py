@@ -1,0 +1,449 @@
+"""Set-based application of the commonest touchpoint results: contacts and purchases
+of customers the source already keyed.
+
+One claimed batch holds hundreds of these; one INSERT of contacts, one of their
+``interaction.recorded`` events and one of purchase events replace a dozen
+statements per result. The effects are those of ``interaction_record`` and
+``business_event_record`` (the same rows, keys, events and real-time messages,
+the same refusals), so a result applies alike on either path; anything this
+module cannot decide alone goes the per-result way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ValidationError
+from django.db import connection
+from django.utils import timezone
+
+from crm import events, realtime
+from crm.models import Interaction
+from crm.models.choices import RecordKind, ResultStatus
+from crm.services.event_dispatch import events_dispatch_on_commit
+
+if TYPE_CHECKING:
+    from crm.services.touchpoint_effects import ApplyContext
+    from crm.services.touchpoints import Claimed, Outcome
+
+BULK_KINDS = (RecordKind.INTERACTION, RecordKind.PURCHASE, RecordKind.CUSTOMER)
+_LIMITS = {"campaign_code": 40, "disposition": 40, "subject": 200}
+
+_INSERT_INTERACTIONS = """
+INSERT INTO crm_interaction (customer_id, channel, direction, occurred_at, agent_id, campaign_code,
+    disposition, subject, notes, script_run_id, duration_seconds, source_system_id, external_id, created_at)
+SELECT x.customer_id, x.channel, x.direction, x.occurred_at, NULL, x.campaign_code, x.disposition, x.subject,
+    x.notes, NULL, x.duration_seconds, %(source)s, x.external_id, %(now)s
+FROM jsonb_to_recordset(%(rows)s) AS x(customer_id bigint, channel text, direction text,
+    occurred_at timestamptz, campaign_code text, disposition text, subject text, notes text,
+    duration_seconds integer, external_id text)
+ON CONFLICT DO NOTHING
+RETURNING id, external_id, customer_id, channel, direction, disposition, occurred_at
+"""
+
+_INSERT_EVENTS = """
+INSERT INTO crm_businessevent (type, customer_id, occurred_at, payload, source_system_id, idempotency_key,
+    actor_id, recorded_at)
+SELECT x.type, x.customer_id, x.occurred_at, x.payload, %(source)s, x.idempotency_key, %(actor)s, %(now)s
+FROM jsonb_to_recordset(%(rows)s) AS x(type text, customer_id bigint, occurred_at timestamptz, payload jsonb,
+    idempotency_key text)
+ON CONFLICT (source_system_id, idempotency_key) DO NOTHING
+RETURNING id, idempotency_key
+"""
+
+
+def bulk_candidates(results: list[Claimed], *, context: ApplyContext) -> tuple[list[Claimed], list[Claimed]]:
+    """Split claimed results into those this module applies (a bulk kind, its
+    customer known: keyed before, or settled in review) and the rest."""
+    bulk: list[Claimed] = []
+    rest: list[Claimed] = []
+    for result in results:
+        keyed = context.keys.get(result.source_system_id, {}).get(result.customer_key)
+        # A customer settled in review may still have its source key to link: that goes one by one.
+        known = (
+            keyed
+            if result.customer_id in (None, keyed)
+            else (None if result.customer_key else result.customer_id)
+        )
+        (bulk if result.record_kind in BULK_KINDS and known else rest).append(result)
+    return bulk, rest
+
+
+def results_apply_bulk(
+    results: list[Claimed], *, context: ApplyContext
+) -> tuple[dict[int, Outcome], list[Claimed]]:
+    """Apply contacts, purchases and profile changes in a few statements (in the
+    caller's transaction); return each result's outcome, and the results left
+    for the one-by-one path. A data error rejects its result with the same
+    reason the per-result path gives."""
+    from crm.services.touchpoints import result_map  # noqa: PLC0415
+
+    outcomes: dict[int, Outcome] = {}
+    by_source: dict[int, list[tuple[Claimed, int, dict[str, Any]]]] = {}
+    for result in results:
+        source = context.source(result.source_system_id)
+        customer_id = (
+            result.customer_id or context.keys[source.pk][result.customer_key]
+        )  # see bulk_candidates
+        try:
+            mapped = result_map(
+                source=source, record_kind=result.record_kind, payload=result.payload,
+                mappings=context.mappings_of(source),
+            )  # fmt: skip
+        except ValidationError as exc:  # the mapping refuses a value
+            outcomes[result.id] = _rejected(exc)
+            continue
+        by_source.setdefault(source.pk, []).append((result, customer_id, mapped))
+    deferred: list[Claimed] = []
+    for source_id, rows in by_source.items():
+        interactions = [r for r in rows if r[0].record_kind == RecordKind.INTERACTION]
+        purchases = [r for r in rows if r[0].record_kind == RecordKind.PURCHASE]
+        profiles = [r for r in rows if r[0].record_kind == RecordKind.CUSTOMER]
+        outcomes.update(_interactions(source_id, interactions, context=context))
+        outcomes.update(_purchases(source_id, purchases, context=context))
+        done, left = profiles_apply_bulk(profiles, context=context)
+        outcomes.update(done)
+        deferred.extend(left)
+    return outcomes, deferred
+
+
+def _rejected(exc: Exception) -> Outcome:
+    from crm.services.touchpoints import Outcome, _error  # noqa: PLC0415
+
+    return Outcome(ResultStatus.REJECTED, error=_error(exc))
+
+
+def _invalid(fields: dict[str, str]) -> Outcome:
+    from crm.services.touchpoints import Outcome  # noqa: PLC0415
+
+    return Outcome(
+        ResultStatus.REJECTED, error={"reason": "invalid", "fields": {k: [v] for k, v in fields.items()}}
+    )
+
+
+def _conflict(field: str, message: str) -> Outcome:
+    from crm.services.touchpoints import Outcome  # noqa: PLC0415
+
+    return Outcome(ResultStatus.REJECTED, error={"reason": "conflict", "fields": {field: message}})
+
+
+def _applied(customer_id: int) -> Outcome:
+    from crm.services.touchpoints import Outcome  # noqa: PLC0415
+
+    return Outcome(ResultStatus.APPLIED, customer_id=customer_id)
+
+
+def _interaction_row(
+    result: Claimed, customer_id: int, mapped: dict[str, Any], now: dt.datetime
+) -> dict[str, Any]:
+    """The contact row of one result, or {"error": {field: message}} as interaction_record refuses."""
+    occurred_at = mapped.get("interaction.occurred_at") or result.occurred_at
+    errors: dict[str, str] = {}
+    if occurred_at is None:
+        errors["occurred_at"] = "A contact needs its time: send occurred_at or map interaction.occurred_at."
+    elif occurred_at > now + dt.timedelta(minutes=5):
+        errors["occurred_at"] = "The contact is dated in the future: check the time."
+    for target, why in (
+        ("channel", "map the channel."),
+        ("direction", "map the direction (inbound or outbound)."),
+    ):
+        if not mapped.get(f"interaction.{target}"):
+            errors[f"interaction.{target}"] = f"Missing: {why}"
+    row: dict[str, Any] = {
+        "customer_id": customer_id, "channel": mapped.get("interaction.channel"),
+        "direction": mapped.get("interaction.direction"),
+        "occurred_at": occurred_at.isoformat() if occurred_at else None,
+        "campaign_code": str(mapped.get("interaction.campaign_code") or ""),
+        "disposition": str(mapped.get("interaction.disposition") or ""),
+        "subject": str(mapped.get("interaction.subject") or "")[:200],
+        "notes": str(mapped.get("interaction.notes") or ""),
+        "duration_seconds": mapped.get("interaction.duration_seconds"),
+        "external_id": str(mapped.get("interaction.external_id") or result.external_id),
+    }  # fmt: skip
+    for name, limit in _LIMITS.items():
+        if len(row[name]) > limit:
+            errors[f"interaction.{name}"] = f"At most {limit} characters (it has {len(row[name])})."
+    duration = row["duration_seconds"]
+    if duration is not None and not 0 <= int(duration) <= 2_147_483_647:
+        errors["interaction.duration_seconds"] = "Must be a whole number of seconds, 0 or more."
+    return {"error": errors} if errors else row
+
+
+def _interactions(
+    source_id: int, rows: list[tuple[Claimed, int, dict[str, Any]]], *, context: ApplyContext
+) -> dict[int, Outcome]:
+    from crm.services.touchpoints import _jsonb  # noqa: PLC0415
+
+    if not rows:
+        return {}
+    now = timezone.now()
+    outcomes: dict[int, Outcome] = {}
+    wanted: dict[str, tuple[Claimed, dict[str, Any]]] = {}
+    for result, customer_id, mapped in rows:
+        row = _interaction_row(result, customer_id, mapped, now)
+        if "error" in row:
+            outcomes[result.id] = _invalid(row["error"])
+        elif row["external_id"] in wanted:  # twice in one claim: the first one wins, as in sequence
+            outcomes[result.id] = _repeat(row, wanted[row["external_id"]][1]["customer_id"])
+        else:
+            wanted[row["external_id"]] = (result, row)
+    if not wanted:
+        return outcomes
+    with connection.cursor() as cursor:
+        params: dict[str, Any] = {
+            "source": source_id,
+            "now": now,
+            "rows": _jsonb([r for _, r in wanted.values()]),
+        }
+        cursor.execute(_INSERT_INTERACTIONS, params)
+        inserted = cursor.fetchall()
+    new_ids = {external_id for _, external_id, *_ in inserted}
+    existing = dict(
+        Interaction.objects.filter(
+            source_system_id=source_id, external_id__in=[e for e in wanted if e not in new_ids]
+        ).values_list("external_id", "customer_id")
+    )
+    for external_id, (result, row) in wanted.items():
+        if external_id in new_ids:
+            outcomes[result.id] = _applied(row["customer_id"])
+        else:  # recorded before: the same contact again, or the id of another customer's
+            outcomes[result.id] = _repeat(row, existing.get(external_id))
+    source = context.source(source_id)
+    actor = context.user_of(source)
+    event_rows = [
+        {"type": events.INTERACTION_RECORDED.name, "customer_id": customer_id,
+         "occurred_at": occurred_at.isoformat(),
+         "payload": {"channel": channel, "direction": direction, "disposition": disposition},
+         "idempotency_key": f"interaction.recorded:{pk}"}
+        for pk, _, customer_id, channel, direction, disposition, occurred_at in inserted
+    ]  # fmt: skip
+    _insert_events(source_id, event_rows, actor_id=actor.pk if actor else None, now=now)
+    for pk, _, customer_id, *_ in inserted:
+        realtime.send_on_commit(
+            realtime.customer_group(customer_id), realtime.interaction_recorded(customer_id, pk)
+        )
+    return outcomes
+
+
+def _repeat(row: dict[str, Any], first_customer_id: int | None) -> Outcome:
+    if first_customer_id == row["customer_id"]:
+        return _applied(row["customer_id"])
+    return _conflict(
+        "external_id", f"Your source system already used “{row['external_id']}” for a contact of another "
+                       "customer record: give each contact its own external_id, or record it on that "
+                       "customer.",
+    )  # fmt: skip
+
+
+def _insert_events(
+    source_id: int, rows: list[dict[str, Any]], *, actor_id: int | None, now: dt.datetime
+) -> set[str]:
+    from crm.services.touchpoints import _jsonb  # noqa: PLC0415
+
+    if not rows:
+        return set()
+    with connection.cursor() as cursor:
+        params: dict[str, Any] = {"source": source_id, "actor": actor_id, "now": now, "rows": _jsonb(rows)}
+        cursor.execute(_INSERT_EVENTS, params)
+        inserted = cursor.fetchall()
+    # The outbox, as business_event_record does: listeners hear of the new events on commit.
+    events_dispatch_on_commit([pk for pk, _ in inserted])
+    return {key for _, key in inserted}
+
+
+def _purchases(
+    source_id: int, rows: list[tuple[Claimed, int, dict[str, Any]]], *, context: ApplyContext
+) -> dict[int, Outcome]:
+    from crm.models import BusinessEvent  # noqa: PLC0415
+    from crm.services.touchpoint_effects import _amount  # noqa: PLC0415
+
+    if not rows:
+        return {}
+    source = context.source(source_id)
+    actor = context.user_of(source)
+    now = timezone.now()
+    outcomes: dict[int, Outcome] = {}
+    wanted: dict[str, tuple[Claimed, dict[str, Any]]] = {}
+    for result, customer_id, mapped in rows:
+        amount = mapped.get("purchase.amount", mapped.get("event.amount"))
+        if amount in (None, ""):
+            outcomes[result.id] = _invalid({"purchase.amount": "Missing: map the amount of the purchase."})
+            continue
+        payload: dict[str, Any] = {"amount": _amount(amount), "channel": source.kind}
+        for name in ("currency", "product"):
+            if mapped.get(f"purchase.{name}"):
+                payload[name] = str(mapped[f"purchase.{name}"])
+        events.TRANSACTION_PURCHASE.validate(payload)
+        wanted[result.external_id] = (result, {
+            "type": events.TRANSACTION_PURCHASE.name, "customer_id": customer_id,
+            "occurred_at": (result.occurred_at or now).isoformat(), "payload": payload,
+            "idempotency_key": result.external_id})  # fmt: skip
+    inserted = _insert_events(
+        source_id, [row for _, row in wanted.values()], actor_id=actor.pk if actor else None, now=now
+    )
+    repeats = {
+        key: (customer_id, type_)
+        for key, customer_id, type_ in BusinessEvent.objects.filter(
+            source_system_id=source_id, idempotency_key__in=[k for k in wanted if k not in inserted]
+        ).values_list("idempotency_key", "customer_id", "type")
+    }
+    for key, (result, row) in wanted.items():
+        if key in inserted or repeats.get(key) == (row["customer_id"], row["type"]):
+            outcomes[result.id] = _applied(row["customer_id"])
+        else:
+            outcomes[result.id] = _conflict(
+                "idempotency_key", f"Your source system already used the key “{key}” for a different fact "
+                                   "(another customer or another event type): give each fact its own key.",
+            )  # fmt: skip
+    return outcomes
+
+
+# --- Profiles ---------------------------------------------------------------------------------
+
+# What the set-based path changes; a change of anything else (names, which feed
+# the search keys) goes through customer_update one by one.
+PROFILE_FIELDS = frozenset((
+    "tier", "lifetime_value", "status", "language", "do_not_call", "do_not_email", "marketing_opt_in",
+    "phones", "emails", "addresses", "date_of_birth",
+))  # fmt: skip
+_JSON_FIELDS = ("phones", "emails", "addresses")
+
+_UPDATE_CUSTOMERS = """
+UPDATE crm_customer c SET version = x.version, updated_at = x.updated_at,
+    consents_updated_at = x.consents_updated_at, tier = x.tier, lifetime_value = x.lifetime_value,
+    status = x.status, language = x.language, do_not_call = x.do_not_call, do_not_email = x.do_not_email,
+    marketing_opt_in = x.marketing_opt_in, phones = x.phones, emails = x.emails, addresses = x.addresses,
+    phone_keys = ARRAY(SELECT jsonb_array_elements_text(x.phone_keys)),
+    email_keys = ARRAY(SELECT jsonb_array_elements_text(x.email_keys)), date_of_birth = x.date_of_birth
+FROM jsonb_to_recordset(%(rows)s) AS x(id bigint, version integer, updated_at timestamptz,
+    consents_updated_at timestamptz, tier text, lifetime_value numeric, status text, language text,
+    do_not_call boolean, do_not_email boolean, marketing_opt_in boolean, phones jsonb, emails jsonb,
+    addresses jsonb, phone_keys jsonb, email_keys jsonb, date_of_birth date)
+WHERE c.id = x.id
+"""
+
+
+def profiles_apply_bulk(
+    rows: list[tuple[Claimed, int, dict[str, Any]]], *, context: ApplyContext
+) -> tuple[dict[int, Outcome], list[Claimed]]:
+    """Profile changes of keyed customers in a few statements, with what
+    ``customer_update`` does for each: the row locked, the change validated,
+    version + 1, a history row per field, the same business events (same keys),
+    a live-screen message on commit. Returns the outcomes, and the results left
+    for the one-by-one path (a name change; a second change of one customer).
+
+    No field-access check is needed: every value comes from the source's own
+    mappings, which is exactly what crm.field_access lets an integration set."""
+    from crm.models import Customer, CustomerChange  # noqa: PLC0415
+    from crm.services.customers import _history_value, profile_events  # noqa: PLC0415
+    from crm.services.touchpoint_effects import profile_changes  # noqa: PLC0415
+    from crm.services.touchpoints import _jsonb  # noqa: PLC0415
+
+    outcomes: dict[int, Outcome] = {}
+    deferred: list[Claimed] = []
+    if not rows:
+        return outcomes, deferred
+    now = timezone.now()
+    columns = [*PROFILE_FIELDS, "version", "consents_updated_at", "household_id", "kind", "given_name",
+               "family_name", "organization_name", "household_role"]  # fmt: skip
+    # Locked in id order, like customers_reindex_search: two workers cannot deadlock.
+    locked = Customer.objects.select_for_update().filter(pk__in={c for _, c, _ in rows}).order_by("pk")
+    customers = {c.pk: c for c in locked.only(*columns)}
+    updates: list[dict[str, Any]] = []
+    history: list[CustomerChange] = []
+    event_rows: list[tuple[int, int | None, dict[str, Any]]] = []
+    messages: list[tuple[int, int, list[str]]] = []
+    seen: set[int] = set()
+    for result, customer_id, mapped in rows:
+        customer = customers.get(customer_id)
+        if customer is None or customer_id in seen:
+            deferred.append(result)
+            continue
+        changes = profile_changes(customer, mapped)
+        if set(changes) - PROFILE_FIELDS:
+            deferred.append(result)
+            continue
+        if not changes:
+            outcomes[result.id] = _applied(customer_id)
+            continue
+        before = {name: _history_value(customer, name) for name in changes}
+        for name, value in changes.items():
+            setattr(customer, name, value)
+        errors = _profile_errors(customer, changes)
+        if errors:
+            for name, value in before.items():
+                setattr(customer, name, value)
+            outcomes[result.id] = _invalid(errors)
+            continue
+        seen.add(customer_id)
+        changed = list(changes)
+        customer.version += 1
+        if set(changed) & {"do_not_call", "do_not_email", "marketing_opt_in"}:
+            customer.consents_updated_at = now
+        updates.append(_customer_row(customer, now))
+        source = context.source(result.source_system_id)
+        actor = context.user_of(source)
+        history.extend(
+            CustomerChange(customer_id=customer_id, version=customer.version, field=name, old_value=old,
+                           new_value=_history_value(customer, name), actor=actor, source_system=source,
+                           at=now)
+            for name, old in before.items()
+        )  # fmt: skip
+        event_rows.extend(
+            (source.pk, actor.pk if actor else None,
+             {"type": t, "customer_id": customer_id, "occurred_at": now.isoformat(), "payload": p,
+              "idempotency_key": k})
+            for t, p, k in profile_events(customer, changed)
+        )  # fmt: skip
+        messages.append((customer_id, customer.version, changed))
+        outcomes[result.id] = _applied(customer_id)
+    if updates:
+        with connection.cursor() as cursor:
+            params: dict[str, Any] = {"rows": _jsonb(updates)}
+            cursor.execute(_UPDATE_CUSTOMERS, params)
+        CustomerChange.objects.bulk_create(history)
+        by_sender: dict[tuple[int, int | None], list[dict[str, Any]]] = {}
+        for source_id, actor_id, row in event_rows:
+            by_sender.setdefault((source_id, actor_id), []).append(row)
+        for (source_id, actor_id), sender_rows in by_sender.items():
+            _insert_events(source_id, sender_rows, actor_id=actor_id, now=now)
+        for customer_id, version, changed in messages:
+            realtime.send_on_commit(
+                realtime.customer_group(customer_id), realtime.customer_updated(customer_id, version, changed)
+            )
+    return outcomes, deferred
+
+
+def _profile_errors(customer: Any, changes: dict[str, Any]) -> dict[str, str]:
+    """What ``full_clean`` would refuse in these changes, by field (the row's own
+    rules: choices, validators, contact points and addresses)."""
+    errors: dict[str, str] = {}
+    for name in changes:
+        if name in _JSON_FIELDS:
+            continue
+        try:
+            setattr(customer, name, customer._meta.get_field(name).clean(getattr(customer, name), customer))
+        except ValidationError as exc:
+            errors[name] = " ".join(exc.messages)
+    try:
+        customer.clean()
+    except ValidationError as exc:
+        errors.update({k: " ".join(v) for k, v in exc.message_dict.items() if k in changes})
+    return errors
+
+
+def _customer_row(customer: Any, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "id": customer.pk, "version": customer.version, "updated_at": now.isoformat(),
+        "consents_updated_at": (
+            customer.consents_updated_at.isoformat() if customer.consents_updated_at else None
+        ),
+        "tier": customer.tier, "lifetime_value": str(customer.lifetime_value), "status": customer.status,
+        "language": customer.language, "do_not_call": customer.do_not_call,
+        "do_not_email": customer.do_not_email,
+        "marketing_opt_in": customer.marketing_opt_in, "phones": customer.phones, "emails": customer.emails,
+        "addresses": customer.addresses, "phone_keys": sorted({p["number"] for p in customer.phones}),
+        "email_keys": sorted({e["address"].lower() for e in customer.emails}),
+        "date_of_birth": customer.date_of_birth.isoformat() if customer.date_of_birth else None,
+    }  # fmt: skip

@@ -1,0 +1,391 @@
+"""Applying touchpoint results: effects of each kind, order, replays, concurrency, live screens."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from crm import services
+from crm.models import (
+    Account,
+    BusinessEvent,
+    Customer,
+    CustomerChange,
+    Interaction,
+    SourceRecord,
+    TouchpointBatch,
+    TouchpointResult,
+)
+from tests.conftest import make_customer
+from tests.touchpoint_data import (
+    apply_all,
+    profile,
+    receive,
+    row_counts,
+    statuses,
+    time_ago,
+    visit,
+    web_source,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+# --- Applying -------------------------------------------------------------------------------
+
+
+def test_a_visit_lands_in_the_contact_history_with_its_event(web, dave_customer):
+    receive(web, [visit("v-1", "Dave@Example.com", outcome="bought")])
+    assert apply_all() == 1
+
+    interaction = Interaction.objects.get(source_system=web, external_id="v-1")
+    assert (interaction.customer_id, interaction.channel, interaction.direction) == (
+        dave_customer.pk, "web", "inbound")  # fmt: skip
+    assert (interaction.disposition, interaction.duration_seconds) == ("bought", 42)
+    assert BusinessEvent.objects.filter(type="interaction.recorded", customer=dave_customer).count() == 1
+    result = TouchpointResult.objects.get(external_id="v-1")
+    assert (result.status, result.customer_id, result.applied_at is not None) == (
+        "applied",
+        dave_customer.pk,
+        True,
+    )
+
+
+def test_a_profile_change_updates_the_customer_and_raises_its_events(web, dave_customer):
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    receive(web, [profile("p-1", "K1", street="1 Elm St", city="Springfield", country="us",
+                          phone="202-555-0199", no_calls="yes")])  # fmt: skip
+    apply_all()
+
+    dave = Customer.objects.get(pk=dave_customer.pk)
+    assert dave.primary_address == {"kind": "home", "line1": "1 Elm St", "line2": "", "city": "Springfield",
+                                    "region": "", "postal_code": "", "country": "US"}  # fmt: skip
+    assert dave.primary_phone == "+12025550199"
+    assert dave.do_not_call is True  # the opt-out holds from this commit on
+    types = set(BusinessEvent.objects.filter(customer=dave).values_list("type", flat=True))
+    assert {"customer.address_changed", "customer.phone_changed", "customer.consent_changed",
+            "customer.profile_changed"} <= types  # fmt: skip
+    assert CustomerChange.objects.filter(customer=dave, field="do_not_call", source_system=web).exists()
+
+
+def test_an_unknown_customer_is_created_from_the_source_and_linked_to_its_key(web):
+    receive(web, [profile("p-1", "K9", first="Nia", last="Long", email="nia@example.com")])
+    apply_all()
+
+    record = SourceRecord.objects.get(source_system=web, external_key="K9")
+    assert (record.customer.given_name, record.customer.primary_email) == ("Nia", "nia@example.com")
+    created = BusinessEvent.objects.get(type="customer.created", customer=record.customer)
+    assert created.source_system == web
+
+    receive(web, [visit("v-1", "", key="K9")])  # the key alone finds her now
+    apply_all()
+    assert Interaction.objects.get(external_id="v-1").customer_id == record.customer_id
+
+
+def test_several_matching_customers_send_the_result_to_review_with_the_candidates(web, dave_customer):
+    twin = make_customer(given_name="David", phones=[])  # same e-mail as dave
+    receive(web, [visit("v-1", "dave@example.com")])
+    apply_all()
+
+    result = TouchpointResult.objects.get(external_id="v-1")
+    assert result.status == "review"
+    error: Any = result.error
+    assert error["candidates"] == sorted([dave_customer.pk, twin.pk])
+    assert not Interaction.objects.exists()
+
+
+def test_a_result_whose_data_cannot_apply_is_rejected_with_its_reason(web, dave_customer):
+    item = visit("v-1", "dave@example.com")
+    del item["payload"]["direction"]
+    receive(web, [item, visit("v-2", "dave@example.com")])
+    apply_all()
+
+    assert statuses(web) == {"v-1": "rejected", "v-2": "applied"}
+    error: Any = TouchpointResult.objects.get(external_id="v-1").error
+    assert "interaction.direction" in error["fields"]
+
+
+def test_an_unmatched_result_without_a_name_is_rejected_not_guessed(web):
+    receive(web, [visit("v-1", "nobody@example.com")])
+    apply_all()
+    assert statuses(web) == {"v-1": "rejected"}
+    assert not Customer.objects.exists()
+
+
+def test_purchases_accounts_and_events_raise_one_business_event_each(web, dave_customer, checking):
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    receive(web, [
+        {"external_id": "b-1", "record_kind": "purchase", "customer_key": "K1",
+         "payload": {"amount": "19.90", "currency": "usd", "sku": "mug"}},
+        {"external_id": "a-1", "record_kind": "account", "customer_key": "K1", "sequence": 1,
+         "payload": {"number": "chk-001", "product": "everyday-checking"}},
+        {"external_id": "e-1", "record_kind": "event", "customer_key": "K1", "sequence": 2,
+         "payload": {"type": "account.deposit", "amount": "250", "account": "chk-001"}},
+    ])  # fmt: skip
+    while apply_all():
+        pass
+
+    assert set(statuses(web).values()) == {"applied"}
+    purchase = BusinessEvent.objects.get(type="transaction.purchase")
+    assert purchase.payload == {"amount": 19.9, "currency": "USD", "product": "mug", "channel": "web"}
+    assert Account.objects.get(account_number="CHK-001").customer_id == dave_customer.pk
+    deposit = BusinessEvent.objects.get(type="account.deposit", source_system=web)
+    assert (deposit.idempotency_key, deposit.payload["amount"]) == ("e-1", 250.0)
+
+
+def test_replaying_an_applied_batch_changes_no_row(web, dave_customer):
+    items = [visit(f"v-{i}", "dave@example.com") for i in range(20)] + [
+        profile(
+            "p-1", "K1", first="Dave", last="Miller", email="dave@example.com", city="Reno", street="2 Oak"
+        )
+    ]
+    receive(web, items)
+    apply_all()
+    before = row_counts()
+
+    again = receive(web, items)
+    assert (again.accepted, again.duplicates) == (0, 21)
+    assert apply_all() == 0
+    assert row_counts() == before
+
+
+def test_one_customers_results_apply_in_the_sources_order_across_batches(web, dave_customer):
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    # The later change arrives first; the earlier one comes in a second batch.
+    receive(web, [profile("p-2", "K1", sequence=2, tier="G")])
+    receive(web, [profile("p-1", "K1", sequence=1, tier="S")])
+    claim = services.touchpoints.touchpoint_results_claim  # type: ignore[attr-defined]
+    assert [c.external_id for c in claim(limit=10, token="peek")] == ["p-1"]  # never both at once
+    TouchpointResult.objects.update(claimed_at=None)
+    apply_all()
+
+    assert Customer.objects.get(pk=dave_customer.pk).tier == "gold"
+    changes = list(CustomerChange.objects.filter(customer=dave_customer, field="tier").order_by("version"))
+    assert [c.new_value for c in changes] == ["silver", "gold"]
+
+
+def test_a_result_whose_worker_is_lost_each_time_is_dead_lettered(web, dave_customer, settings):
+    settings.CRM_INGEST_MAX_ATTEMPTS = 2
+    settings.CRM_INGEST_LEASE_SECONDS = 5
+    receive(web, [visit("v-1", "dave@example.com")])
+    for _ in range(2):  # claimed, then the worker vanishes before applying
+        assert len(services.touchpoints.touchpoint_results_claim(limit=10, token="lost")) == 1  # type: ignore[attr-defined]
+        TouchpointResult.objects.update(claimed_at=time_ago(10))
+    apply_all()
+
+    result = TouchpointResult.objects.get(external_id="v-1")
+    error: Any = result.error
+    assert (result.status, result.attempts, error["reason"]) == ("dead", 3, "attempts")
+    assert not Interaction.objects.exists()
+
+
+def test_a_result_claimed_by_a_live_worker_is_left_alone(web, dave_customer):
+    receive(web, [visit("v-1", "dave@example.com")])
+    services.touchpoints.touchpoint_results_claim(limit=10, token="busy")  # type: ignore[attr-defined]
+    assert apply_all() == 0
+    assert statuses(web) == {"v-1": "pending"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_at_once_apply_each_result_exactly_once(dave_customer, erin_customer):
+    web = web_source()
+    items = [visit(f"v-{i}", "dave@example.com" if i % 2 else "erin@example.org") for i in range(300)]
+    items += [profile(f"p-{i}", f"K{i}", first="New", last=f"Person{i}", email=f"n{i}@example.com")
+              for i in range(100)]  # fmt: skip
+    # Keyed: applied set-based, two per key in the source's order.
+    for i in range(50):
+        services.source_record_link(source=web, external_key=f"D{i}", customer_id=dave_customer.pk)
+    items += [visit(f"d-{i}", "", key=f"D{i % 50}", sequence=i) for i in range(100)]
+    receive(web, items)
+    start = threading.Barrier(2)
+    applied: list[int] = []
+
+    def work(name: str) -> None:
+        start.wait()
+        try:
+            total = 0
+            while True:
+                n = services.touchpoint_results_apply(limit=25, worker=name, budget_seconds=60)
+                total += n
+                if not n:
+                    break
+            applied.append(total)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert sum(applied) == 500
+    assert Interaction.objects.filter(source_system=web).count() == 400
+    assert Customer.objects.count() == 102
+    assert SourceRecord.objects.filter(source_system=web).count() == 150
+    assert BusinessEvent.objects.filter(type="interaction.recorded").count() == 400
+    assert set(statuses(web).values()) == {"applied"}
+    assert TouchpointBatch.objects.get().completed_at is not None
+
+
+# --- The set-based path (keyed customers) ---------------------------------------------------
+
+
+def test_keyed_contacts_land_like_one_recorded_through_the_service(web, web_user, dave_customer):
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    receive(web, [visit("v-1", "", key="K1", outcome="bought")])
+    apply_all()
+
+    interaction = Interaction.objects.get(external_id="v-1")
+    assert (interaction.customer_id, interaction.disposition, interaction.duration_seconds) == (
+        dave_customer.pk, "bought", 42)  # fmt: skip
+    event = BusinessEvent.objects.get(type="interaction.recorded")
+    assert event.idempotency_key == f"interaction.recorded:{interaction.pk}"
+    assert (event.customer_id, event.actor_id, event.source_system_id) == (
+        dave_customer.pk,
+        web_user.pk,
+        web.pk,
+    )
+    assert event.payload == {"channel": "web", "direction": "inbound", "disposition": "bought"}
+
+
+def test_a_keyed_contact_whose_id_names_another_customers_contact_is_rejected(
+    web, dave_customer, erin_customer
+):
+    services.interaction_record(customer_id=erin_customer.pk, channel="web", direction="inbound",
+                                occurred_at=time_ago(60), source=web, external_id="v-1")  # fmt: skip
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    tomorrow = (time_ago(-86_400)).isoformat()
+    receive(web, [visit("v-1", "", key="K1"), visit("v-2", "", key="K2", at=tomorrow)])
+    services.source_record_link(source=web, external_key="K2", customer_id=dave_customer.pk)
+    apply_all()
+
+    assert statuses(web) == {"v-1": "rejected", "v-2": "rejected"}
+    errors: dict[str, Any] = {r.external_id: r.error for r in TouchpointResult.objects.all()}
+    assert errors["v-1"]["reason"] == "conflict"
+    assert "another customer record" in errors["v-1"]["fields"]["external_id"]
+    assert "future" in errors["v-2"]["fields"]["occurred_at"][0]
+    assert Interaction.objects.get().customer_id == erin_customer.pk
+
+
+def test_a_keyed_profile_change_the_record_refuses_is_rejected_and_writes_nothing(web, dave_customer):
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    receive(web, [profile("p-1", "K1", city="Reno")])  # an address needs line1 too
+    apply_all()
+
+    result = TouchpointResult.objects.get()
+    error: Any = result.error
+    assert result.status == "rejected"
+    assert "line1" in error["fields"]["addresses"][0]
+    dave = Customer.objects.get(pk=dave_customer.pk)
+    assert (dave.version, dave.addresses) == (dave_customer.version, dave_customer.addresses)
+    assert not CustomerChange.objects.filter(customer=dave).exists()
+
+
+# --- Live screens and the sweep ---------------------------------------------------------------
+
+
+def test_an_open_screen_of_the_customer_hears_of_the_new_contact_and_profile_change(
+    web, dave_customer, django_capture_on_commit_callbacks
+):
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from crm import realtime
+
+    layer: Any = get_channel_layer()
+    screen = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(realtime.customer_group(dave_customer.pk), screen)
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    receive(web, [visit("v-1", "", key="K1"), profile("p-1", "K2", tier="G")])
+    services.source_record_link(source=web, external_key="K2", customer_id=dave_customer.pk)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        apply_all()
+
+    async def hear() -> dict[str, Any]:
+        # A guard against a hang, not a timing assertion.
+        message: dict[str, Any] = await asyncio.wait_for(layer.receive(screen), timeout=10)
+        return message
+
+    heard = [async_to_sync(hear)() for _ in range(2)]
+    async_to_sync(layer.group_discard)(realtime.customer_group(dave_customer.pk), screen)
+    by_event = {m["event"]: m for m in heard}
+    interaction = Interaction.objects.get(external_id="v-1")
+    assert by_event["interaction.recorded"]["interaction_id"] == interaction.pk
+    assert by_event["customer.updated"]["fields"] == ["tier"]
+    assert by_event["customer.updated"]["version"] == Customer.objects.get(pk=dave_customer.pk).version
+
+
+def test_the_sweep_asks_for_a_run_only_when_a_free_result_has_waited(web, dave_customer, settings):
+    settings.CRM_INGEST_SWEEP_AFTER_SECONDS = 60
+    receive(web, [visit("v-1", "dave@example.com")])
+    assert not services.touchpoint_results_overdue()  # just arrived: its own message is on the way
+
+    TouchpointResult.objects.update(received_at=time_ago(120))
+    assert services.touchpoint_results_overdue()
+
+    services.touchpoints.touchpoint_results_claim(limit=10, token="busy")  # type: ignore[attr-defined]
+    assert not services.touchpoint_results_overdue()  # a live worker has it
+
+
+def test_a_failure_of_the_set_based_path_falls_back_to_one_by_one(web, dave_customer, monkeypatch):
+    from crm.services import touchpoint_bulk
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug in the set-based path")
+
+    monkeypatch.setattr(touchpoint_bulk, "_interactions", broken)
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    receive(web, [visit("v-1", "", key="K1"), profile("p-1", "K2", tier="G")])
+    services.source_record_link(source=web, external_key="K2", customer_id=dave_customer.pk)
+    apply_all()
+
+    assert statuses(web) == {"v-1": "applied", "p-1": "applied"}
+    assert Interaction.objects.get().external_id == "v-1"
+    assert Customer.objects.get(pk=dave_customer.pk).tier == "gold"
+    assert CustomerChange.objects.filter(customer=dave_customer, field="tier").count() == 1  # once, not twice
+
+
+def test_a_keyed_result_refreshes_when_its_key_was_last_seen_at_most_once_a_day(web, dave_customer):
+    record, _ = services.source_record_link(
+        source=web, external_key="K1", customer_id=dave_customer.pk, seen_at=time_ago(3 * 86_400)
+    )
+    receive(web, [visit("v-1", "", key="K1")])
+    apply_all()
+    record.refresh_from_db()
+    assert record.last_seen_at > time_ago(60)
+
+    seen = record.last_seen_at
+    receive(web, [visit("v-2", "", key="K1")])
+    apply_all()
+    record.refresh_from_db()
+    assert record.last_seen_at == seen  # not rewritten for every result
+
+
+def test_events_of_set_based_results_go_through_the_outbox_like_any_other(
+    web, dave_customer, django_capture_on_commit_callbacks
+):
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    services.source_record_link(source=web, external_key="K2", customer_id=dave_customer.pk)
+    receive(web, [
+        visit("v-1", "", key="K1"), profile("p-1", "K2", tier="G"),
+        {"external_id": "b-1", "record_kind": "purchase", "customer_key": "K1", "sequence": 2,
+         "payload": {"amount": "5.00"}},
+    ])  # fmt: skip
+    # The fixtures' hooks (customer.created) wait on the test's transaction, which
+    # never commits: the events of the apply would join them. Start without them.
+    connection.run_on_commit.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        apply_all()
+
+    recorded = BusinessEvent.objects.filter(source_system=web)
+    assert {"interaction.recorded", "transaction.purchase", "customer.profile_changed"} <= set(
+        recorded.values_list("type", flat=True)
+    )
+    # No deferred listener is configured: dispatched when the apply committed.
+    assert not recorded.filter(dispatched_at__isnull=True).exists()

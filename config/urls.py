@@ -12,3 +12,6 @@ urlpatterns = [
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     path("", include("agents.urls")),
 ]
+
+handler404 = "crm.api.errors.page_not_found"
+handler500 = "crm.api.errors.server_error"

@@ -67,9 +67,13 @@ def _type_problem(kind: PayloadType, value: Any) -> str | None:
         return None
     if kind == "datetime":
         try:
-            dt.datetime.fromisoformat(str(value))
+            moment = dt.datetime.fromisoformat(str(value))
         except ValueError:
             return "Must be a date and time in ISO 8601, e.g. 2026-03-01T14:30:00Z."
+        if moment.tzinfo is None:
+            # A time without a zone is a different instant in every office: refuse it
+            # rather than guess whose clock it was read from.
+            return f"“{value}” has no time zone: add Z or an offset such as +02:00."
         return None
     return f"Unknown payload type {kind}."
 

@@ -15,7 +15,8 @@ import phonenumbers
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email as django_validate_email
-from django.utils import timezone
+
+from crm import clock
 
 _LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[A-Z]{2})?$")
 
@@ -42,7 +43,7 @@ def validate_language(value: str) -> None:
 def validate_birth_date(value: dt.date | None) -> None:
     if value is None:
         return
-    today = timezone.localdate()
+    today = clock.latest_date_anywhere()
     if value > today:
         raise ValidationError("The date of birth is in the future: enter a past date.")
     if value.year < today.year - 130:

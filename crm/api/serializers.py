@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.db.models import TextChoices
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -35,6 +37,59 @@ def choice(choices: type[TextChoices], **kwargs: Any) -> serializers.ChoiceField
     )
 
 
+class AwareDateTimeField(serializers.DateTimeField):
+    """A date and time that names its zone (``Z`` or an offset), stored in UTC.
+
+    DRF would read ``2026-03-01T09:00`` in whatever zone the request activated
+    (the agent's, the server's): the same text, a different instant for each
+    caller. Refused instead, saying how to write it."""
+
+    default_error_messages = {
+        "naive": "“{input}” has no time zone: add Z or an offset, e.g. 2026-03-01T14:30:00Z or +02:00."
+    }
+
+    def to_internal_value(self, value: Any) -> dt.datetime:
+        if isinstance(value, str):
+            parsed = parse_datetime(value.strip())
+            if parsed is not None and parsed.tzinfo is None:
+                self.fail("naive", input=value)
+        elif isinstance(value, dt.datetime) and value.tzinfo is None:
+            self.fail("naive", input=value)
+        moment: dt.datetime = super().to_internal_value(value)
+        return moment.astimezone(dt.UTC)
+
+
+_JSON_TYPES: tuple[tuple[type[serializers.Field], tuple[type, ...], str], ...] = (
+    (serializers.CharField, (str,), "text (a JSON string)"),
+    (serializers.BooleanField, (bool,), "true or false"),
+    (serializers.IntegerField, (int,), "a whole number"),
+)
+
+
+class JsonTypes:
+    """Mix into a serializer of request bodies: a value of the wrong JSON type is
+    refused naming the field, as the schema says, instead of being converted (DRF
+    turns 123 into "123", and "yes" or 1 into true). A client that sends the
+    wrong type has a bug worth hearing about."""
+
+    fields: Any
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            errors: dict[str, list[str]] = {}
+            for name, field in self.fields.items():
+                value = data.get(name)
+                if field.read_only or value is None or name not in data:
+                    continue
+                for field_class, types, words in _JSON_TYPES:
+                    wrong = not isinstance(value, types) or (types == (int,) and isinstance(value, bool))
+                    if isinstance(field, field_class) and wrong:
+                        errors[name] = [f"Must be {words}."]
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)  # type: ignore[misc]
+
+
 def choice_out(choices: type[TextChoices]) -> serializers.CharField:
     """A read-only value of ``choices``, documented as an enum. A ChoiceField would
     deep-copy its choices for every serializer instance, on every screen pop."""
@@ -44,19 +99,19 @@ def choice_out(choices: type[TextChoices]) -> serializers.CharField:
     return field_class(read_only=True)  # type: ignore[no-any-return]
 
 
-class PhoneSerializer(serializers.Serializer):
+class PhoneSerializer(JsonTypes, serializers.Serializer):
     number = serializers.CharField(max_length=40, help_text="E.164 on output; any dialable form on input.")
     kind = choice(PhoneKind, default=PhoneKind.MOBILE)
     primary = serializers.BooleanField(default=False)
 
 
-class EmailSerializer(serializers.Serializer):
+class EmailSerializer(JsonTypes, serializers.Serializer):
     address = serializers.CharField(max_length=254)
     kind = choice(EmailKind, default=EmailKind.PERSONAL)
     primary = serializers.BooleanField(default=False)
 
 
-class AddressSerializer(serializers.Serializer):
+class AddressSerializer(JsonTypes, serializers.Serializer):
     kind = choice(AddressKind, default=AddressKind.HOME)
     line1 = serializers.CharField(max_length=200)
     line2 = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
@@ -108,7 +163,7 @@ class CustomerSerializer(serializers.Serializer):
     family_name = serializers.CharField(read_only=True)
     organization_name = serializers.CharField(read_only=True)
     display_name = serializers.CharField(read_only=True)
-    date_of_birth = serializers.DateField(read_only=True)
+    date_of_birth = serializers.DateField(read_only=True, allow_null=True)
     phones = PhonesField(read_only=True)
     phones_display = serializers.SerializerMethodField()
     emails = EmailsField(read_only=True)
@@ -121,7 +176,9 @@ class CustomerSerializer(serializers.Serializer):
     do_not_call = serializers.BooleanField(read_only=True)
     do_not_email = serializers.BooleanField(read_only=True)
     marketing_opt_in = serializers.BooleanField(read_only=True)
-    consents_updated_at = serializers.DateTimeField(read_only=True)
+    consents_updated_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="Null until a consent is first changed."
+    )
     status = choice_out(CustomerStatus)
     household = serializers.IntegerField(source="household_id", read_only=True, allow_null=True)
     household_role = serializers.CharField(read_only=True)
@@ -134,7 +191,7 @@ class CustomerSerializer(serializers.Serializer):
         return [format_phone(p["number"]) for p in customer.phones]
 
 
-class CustomerWriteSerializer(serializers.Serializer):
+class CustomerWriteSerializer(JsonTypes, serializers.Serializer):
     """What a caller may send to create or change a customer; checked here for
     shape, then by crm.services for meaning (E.164, time zone, dates...)."""
 
@@ -220,7 +277,7 @@ class HouseholdMemberSerializer(serializers.ModelSerializer):
         fields = ["id", "number", "display_name", "household_role"]
 
 
-class HouseholdSerializer(serializers.ModelSerializer):
+class HouseholdSerializer(JsonTypes, serializers.ModelSerializer):
     members = serializers.SerializerMethodField()
 
     class Meta:
@@ -236,7 +293,7 @@ class HouseholdSerializer(serializers.ModelSerializer):
         return HouseholdMemberSerializer(members, many=True).data  # type: ignore[return-value]
 
 
-class HouseholdMembershipSerializer(serializers.Serializer):
+class HouseholdMembershipSerializer(JsonTypes, serializers.Serializer):
     customer = serializers.IntegerField(min_value=1)
     role = choice(HouseholdRole, default=HouseholdRole.MEMBER)
 
@@ -266,6 +323,9 @@ class InteractionSerializer(serializers.ModelSerializer):
                   "disposition", "subject", "notes", "duration_seconds", "script_run_id", "source_system",
                   "external_id"]  # fmt: skip
 
+    @extend_schema_field(
+        serializers.CharField(allow_null=True, help_text="Null for a contact without an agent.")
+    )
     def get_agent(self, interaction: Interaction) -> str | None:
         agent = interaction.agent
         return (agent.get_full_name() or agent.username) if agent else None
@@ -279,10 +339,10 @@ class SelfServiceInteractionSerializer(serializers.ModelSerializer):
         fields = ["id", "channel", "direction", "occurred_at", "subject", "duration_seconds"]
 
 
-class InteractionCreateSerializer(serializers.Serializer):
+class InteractionCreateSerializer(JsonTypes, serializers.Serializer):
     channel = choice(Channel)
     direction = choice(Direction)
-    occurred_at = serializers.DateTimeField()
+    occurred_at = AwareDateTimeField()
     external_id = serializers.CharField(max_length=120, required=False, allow_blank=True, default="")
     campaign_code = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
     disposition = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
@@ -291,10 +351,28 @@ class InteractionCreateSerializer(serializers.Serializer):
     duration_seconds = serializers.IntegerField(min_value=0, required=False, allow_null=True)
 
 
+class CustomerSearchQuerySerializer(serializers.Serializer):
+    q = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="A name (two letters at least; typos, swapped letters and accents forgiven) "
+        "or a customer number such as C-0000123.",
+    )
+    phone = serializers.CharField(
+        required=False, allow_blank=True, help_text="A phone number, E.164 or as dialled."
+    )
+    email = serializers.CharField(required=False, allow_blank=True)
+    account_number = serializers.CharField(required=False, allow_blank=True)
+    source_key = serializers.CharField(
+        required=False, allow_blank=True, help_text="A source system's own key: <code>:<key>, e.g. ivr:48213."
+    )
+
+
 class TimelineQuerySerializer(serializers.Serializer):
     channel = serializers.CharField(required=False, help_text="One channel or a comma-separated list.")
-    since = serializers.DateTimeField(required=False)
-    until = serializers.DateTimeField(required=False)
+    since = AwareDateTimeField(required=False, help_text="Contacts at or after this time (with its zone).")
+    until = AwareDateTimeField(required=False, help_text="Contacts before this time (with its zone).")
 
     def validate_channel(self, value: str) -> list[str]:
         channels = [c.strip() for c in value.split(",") if c.strip()]
@@ -311,7 +389,13 @@ class TimelineQuerySerializer(serializers.Serializer):
         return attrs
 
 
-class TokenRequestSerializer(serializers.Serializer):
+class ErrorSerializer(serializers.Serializer):
+    """What went wrong and what to do instead."""
+
+    detail = serializers.CharField()
+
+
+class TokenRequestSerializer(JsonTypes, serializers.Serializer):
     username = serializers.CharField()
     password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
 

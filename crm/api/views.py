@@ -33,7 +33,9 @@ from rest_framework.views import APIView
 from crm import field_access, selectors, services
 from crm.api import schema as _schema  # noqa: F401  (registers the token scheme)
 from crm.api import serializers as s
-from crm.api.pagination import TimelinePagination
+from crm.api.base import StrictQueryParams
+from crm.api.filters import AccountFilter, ProductFilter
+from crm.api.pagination import PageNumberPagination, TimelinePagination
 from crm.exceptions import StaleVersion
 from crm.models import Account, ApiToken, Customer, Household, Product, User
 from crm.models.choices import AccessChannel
@@ -58,6 +60,27 @@ _FIELDS_REFUSED = OpenApiResponse(
 _EXTERNAL_ID_CONFLICT = OpenApiResponse(
     response=OpenApiTypes.OBJECT,
     description="The external_id already names a contact of another customer record.",
+)
+_ETAG_HEADER = OpenApiParameter(
+    "ETag",
+    str,
+    OpenApiParameter.HEADER,
+    response=[200, 201, 304, 412],
+    description='The record\'s version, quoted (e.g. "3"): send it back in If-Match to change the record.',
+)
+_STALE_VERSION = OpenApiResponse(
+    response=inline_serializer(
+        "StaleVersion",
+        {
+            "detail": serializers.CharField(),
+            "current_version": serializers.IntegerField(help_text="Read the record again at this version."),
+        },
+    ),
+    description="Someone changed the record since the version in If-Match: nothing was applied.",
+)
+_PRECONDITION_REQUIRED = OpenApiResponse(
+    response=inline_serializer("PreconditionRequired", {"detail": serializers.CharField()}),
+    description="If-Match is missing or is not an ETag of this API.",
 )
 _ETAG_RE = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
 
@@ -105,11 +128,19 @@ def _customer_etag(customer: Customer) -> str:
 
 @extend_schema(tags=["customers"])
 class CustomerViewSet(
+    StrictQueryParams,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     viewsets.GenericViewSet,
 ):
     """Customers: search, read, create and change (with If-Match)."""
+
+    query_serializers = {
+        "list": s.CustomerSearchQuerySerializer,
+        "timeline": s.TimelineQuerySerializer,
+        "changes": s.CustomerChangeQuerySerializer,
+    }
+    paginated_actions = frozenset({"list", "timeline", "changes"})
 
     def get_queryset(self) -> QuerySet[Customer]:
         customers = selectors.customers_visible_to(_user(self.request))
@@ -118,29 +149,27 @@ class CustomerViewSet(
     def get_serializer_class(self) -> type[BaseSerializer]:
         return s.CustomerListSerializer if self.action == "list" else s.CustomerSerializer
 
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("q", str, description="Name (typos and accents forgiven) or customer number."),
-            OpenApiParameter("phone", str, description="A phone number, E.164 or as dialled."),
-            OpenApiParameter("email", str),
-            OpenApiParameter("account_number", str),
-            OpenApiParameter("source_key", str, description="A source system's key: <code>:<key>."),
-        ]
-    )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        params = request.query_params
-        customers = selectors.customer_search(
-            queryset=self.get_queryset(),
-            q=params.get("q", ""),
-            phone=params.get("phone", ""),
-            email=params.get("email", ""),
-            account_number=params.get("account_number", ""),
-            source_key=params.get("source_key", ""),
-        )
+        customers = selectors.customer_search(queryset=self.get_queryset(), **self.query())
         page = self.paginate_queryset(customers) or []
         _log_reads(request, [c.pk for c in page])
         return self.get_paginated_response(s.CustomerListSerializer(page, many=True).data)
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "If-None-Match",
+                str,
+                OpenApiParameter.HEADER,
+                description="The ETag you hold: 304 without a body when it is still current.",
+            ),
+            _ETAG_HEADER,
+        ],
+        responses={
+            200: s.CustomerSerializer,
+            304: OpenApiResponse(description="The version you hold is current (no body)."),
+        },
+    )
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """The record with its version as ETag; ``If-None-Match`` with the current
         ETag answers 304 (still a read: the caller shows what it holds)."""
@@ -156,6 +185,7 @@ class CustomerViewSet(
 
     @extend_schema(
         request=s.CustomerWriteSerializer,
+        parameters=[_ETAG_HEADER],
         responses={201: s.CustomerSerializer, 403: _FIELDS_REFUSED},
         description=(
             "Integrations may set identity, contact points and preferences, plus tier, lifetime value, "
@@ -178,8 +208,22 @@ class CustomerViewSet(
 
     @extend_schema(
         request=s.CustomerWriteSerializer,
-        parameters=[OpenApiParameter("If-Match", str, OpenApiParameter.HEADER, required=True)],
-        responses={200: s.CustomerSerializer, 403: _FIELDS_REFUSED},
+        parameters=[
+            OpenApiParameter(
+                "If-Match",
+                str,
+                OpenApiParameter.HEADER,
+                required=True,
+                description='The ETag of your last read, e.g. "3".',
+            ),
+            _ETAG_HEADER,
+        ],
+        responses={
+            200: s.CustomerSerializer,
+            403: _FIELDS_REFUSED,
+            412: _STALE_VERSION,
+            428: _PRECONDITION_REQUIRED,
+        },
         description=(
             "Change some fields. A customer may change their contact points, preferences and "
             "consents; see creating a customer for integrations and staff. A field the caller may "
@@ -219,21 +263,17 @@ class CustomerViewSet(
         response["ETag"] = _customer_etag(customer)
         return response
 
-    @extend_schema(
-        parameters=[s.TimelineQuerySerializer],
-        responses={200: s.InteractionSerializer(many=True)},
-    )
+    @extend_schema(responses={200: s.InteractionSerializer(many=True)})
     @action(detail=True, methods=["get"], pagination_class=TimelinePagination)
     def timeline(self, request: Request, pk: str | None = None) -> Response:
         """The customer's whole contact history, newest first (cursor pagination)."""
         customer = self.get_object()
-        query = s.TimelineQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
+        query = self.query()
         interactions = selectors.customer_timeline(
             customer_id=customer.pk,
-            channels=query.validated_data.get("channel"),
-            since=query.validated_data.get("since"),
-            until=query.validated_data.get("until"),
+            channels=query.get("channel"),
+            since=query.get("since"),
+            until=query.get("until"),
         )
         page = self.paginate_queryset(interactions)
         _log_reads(request, [customer.pk])
@@ -269,13 +309,14 @@ class CustomerViewSet(
         )
 
     @extend_schema(
-        parameters=[s.CustomerChangeQuerySerializer],
         responses={
             200: s.CustomerChangeSerializer(many=True),
-            403: OpenApiResponse(description="The caller is not a supervisor or an administrator."),
+            403: OpenApiResponse(
+                response=s.ErrorSerializer, description="The caller is not a supervisor or an administrator."
+            ),
         },
     )
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=PageNumberPagination)
     def changes(self, request: Request, pk: str | None = None) -> Response:
         """Who changed which field of the record, when, from what to what: newest
         first. Supervisors and administrators only; reading it is logged as a read
@@ -285,9 +326,7 @@ class CustomerViewSet(
                 "Only supervisors and administrators may read a customer's change history."
             )
         customer = self.get_object()
-        query = s.CustomerChangeQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        changes = selectors.customer_changes(customer_id=customer.pk, field=query.validated_data.get("field"))
+        changes = selectors.customer_changes(customer_id=customer.pk, field=self.query().get("field"))
         page = self.paginate_queryset(changes)
         _log_reads(request, [customer.pk])
         return self.get_paginated_response(s.CustomerChangeSerializer(page, many=True).data)
@@ -305,7 +344,11 @@ class CustomerViewSet(
 
 @extend_schema(tags=["households"])
 class HouseholdViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+    StrictQueryParams,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    viewsets.GenericViewSet,
 ):
     serializer_class = s.HouseholdSerializer
 
@@ -353,9 +396,9 @@ class HouseholdViewSet(
 
 
 @extend_schema(tags=["accounts"])
-class AccountViewSet(viewsets.ReadOnlyModelViewSet):
+class AccountViewSet(StrictQueryParams, viewsets.ReadOnlyModelViewSet):
     serializer_class = s.AccountSerializer
-    filterset_fields = ["customer", "status", "account_number", "product__code"]
+    filterset_class = AccountFilter
 
     def get_queryset(self) -> QuerySet[Account]:
         return selectors.accounts_visible_to(_user(self.request)).order_by("-opened_on", "id")
@@ -373,16 +416,16 @@ class AccountViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 @extend_schema(tags=["products"])
-class ProductViewSet(viewsets.ReadOnlyModelViewSet):
+class ProductViewSet(StrictQueryParams, viewsets.ReadOnlyModelViewSet):
     """The product catalog (changed by administrators in the admin)."""
 
     serializer_class = s.ProductSerializer
-    filterset_fields = ["category", "active"]
+    filterset_class = ProductFilter
     queryset = Product.objects.order_by("name")
 
 
 @extend_schema(tags=["auth"])
-class TokenView(APIView):
+class TokenView(StrictQueryParams, APIView):
     """Exchange a username and password for a bearer token (self-service apps),
     or revoke the token the request carries."""
 
@@ -402,10 +445,11 @@ class TokenView(APIView):
                     ),
                 },
             ),
-            401: OpenApiResponse(description="Wrong username or password."),
+            401: OpenApiResponse(response=s.ErrorSerializer, description="Wrong username or password."),
             429: OpenApiResponse(
+                response=s.ErrorSerializer,
                 description="Too many failed log-ins for this account or from this address: even "
-                "the right password is refused until the lock ends (see Retry-After)."
+                "the right password is refused until the lock ends (see Retry-After).",
             ),
         },
     )
@@ -441,7 +485,7 @@ class TokenView(APIView):
 
 
 @extend_schema(tags=["auth"], responses={200: s.MeSerializer})
-class MeView(APIView):
+class MeView(StrictQueryParams, APIView):
     """Who the caller is: staff (with roles), an integration or a customer."""
 
     def get(self, request: Request) -> Response:

@@ -9,6 +9,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
+from crm import clock
 from crm.models.choices import AccountStatus, ProductCategory
 
 code_validator = RegexValidator(
@@ -47,7 +48,7 @@ class Account(models.Model):
     status = models.CharField(max_length=8, choices=AccountStatus.choices, default=AccountStatus.OPEN)
     balance = models.DecimalField(max_digits=16, decimal_places=2, default=Decimal("0.00"))
     currency = models.CharField(max_length=3, default="USD", validators=[currency_validator])
-    opened_on = models.DateField(default=timezone.localdate)
+    opened_on = models.DateField(default=clock.today_utc)
     closed_on = models.DateField(null=True, blank=True)
     updated_at = models.DateTimeField(default=timezone.now, editable=False)
 

@@ -9,8 +9,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from crm import events
-from crm.models import Account, Product, SourceSystem, User
+from crm import clock, events
+from crm.models import Account, Customer, Product, SourceSystem, User
 from crm.models.choices import AccountStatus
 from crm.services.events import business_event_record
 from crm.services.sources import crm_source
@@ -34,9 +34,12 @@ def account_open(
         raise ValidationError({"product": f"No product with code “{product_code}”."})
     if not product.active:
         raise ValidationError({"product": f"{product.name} is no longer offered: pick an active product."})
+    if opened_on is None:
+        # The day it opened on the customer's own calendar, not the caller's.
+        opened_on = clock.today_in(Customer.objects.values_list("time_zone", flat=True).get(pk=customer_id))
     account = Account(
         customer_id=customer_id, product=product, account_number=account_number.strip().upper(),
-        opened_on=opened_on or timezone.localdate(), balance=balance, currency=currency.upper(),
+        opened_on=opened_on, balance=balance, currency=currency.upper(),
     )  # fmt: skip
     account.full_clean()
     with transaction.atomic():
@@ -72,7 +75,9 @@ def account_close(
         if account.status == AccountStatus.CLOSED:
             return account
         account.status = AccountStatus.CLOSED
-        account.closed_on = closed_on or timezone.localdate()
+        account.closed_on = closed_on or clock.today_in(
+            Customer.objects.values_list("time_zone", flat=True).get(pk=account.customer_id)
+        )
         account.updated_at = timezone.now()
         account.full_clean()
         account.save()

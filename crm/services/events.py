@@ -37,6 +37,8 @@ def business_event_record(
     ``actor`` is the user whose action raised the event (an agent, an
     integration's user, a self-service customer's log-in); None for the system."""
     event_type = events.get(type)
+    if timezone.is_naive(occurred_at):
+        raise ValidationError({"occurred_at": "Give the time with its zone (Z or an offset such as +02:00)."})
     event_type.validate(payload)
     if not idempotency_key or len(idempotency_key) > 200:
         raise ValidationError({"idempotency_key": "Give a key of 1-200 characters that is unique per fact."})

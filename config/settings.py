@@ -173,6 +173,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "crm.tasks.touchpoint_results_sweep",
         "schedule": 30.0,
     },
+    # A file import whose message was lost, or whose worker died, is taken up again.
+    "sweep-file-imports": {
+        "task": "crm.tasks.file_imports_sweep",
+        "schedule": 60.0,
+    },
 }
 
 # --- Touchpoint sync (crm.services.touchpoints) --------------------------------
@@ -187,6 +192,14 @@ CRM_INGEST_TASK_BUDGET_SECONDS = env_int("CRM_INGEST_TASK_BUDGET_SECONDS", 30, m
 CRM_INGEST_BATCH_SIZE = env_int("CRM_INGEST_BATCH_SIZE", 500, minimum=1)
 # The beat sweep re-enqueues an apply run when a free pending result is older than this.
 CRM_INGEST_SWEEP_AFTER_SECONDS = env_int("CRM_INGEST_SWEEP_AFTER_SECONDS", 60, minimum=1)
+
+# --- Legacy file imports (crm.services.imports) ----------------------------------
+# Where uploaded CSV files are kept until their import is done (workers read them
+# from here, so on several hosts this must be a shared volume).
+CRM_IMPORT_DIR = Path(env_str("CRM_IMPORT_DIR", "") or BASE_DIR / ".local" / "imports")
+# A running import whose worker has not written progress for this long is taken
+# over by the next task or the sweep, resuming after its last stored chunk.
+CRM_IMPORT_STALE_SECONDS = env_int("CRM_IMPORT_STALE_SECONDS", 120, minimum=10)
 
 # Shared by every web process: the token endpoint's throttle counts attempts per
 # client across processes, not per process.

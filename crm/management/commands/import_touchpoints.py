@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from argparse import ArgumentParser
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
@@ -52,7 +52,7 @@ class Command(BaseCommand):
             raise CommandError(" ".join(exc.messages)) from None
         bar = None
         if not options["no_progress"]:
-            bar = tqdm(total=job.bytes_total, unit="B", unit_scale=True, file=self.stderr._out,
+            bar = tqdm(total=job.bytes_total, unit="B", unit_scale=True, file=cast("TextIO", self.stderr._out),
                        desc=f"import {job.pk}", dynamic_ncols=True)  # fmt: skip
 
         def show(progress: Progress) -> None:

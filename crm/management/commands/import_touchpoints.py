@@ -52,8 +52,10 @@ class Command(BaseCommand):
             raise CommandError(" ".join(exc.messages)) from None
         bar = None
         if not options["no_progress"]:
-            bar = tqdm(total=job.bytes_total, unit="B", unit_scale=True, file=cast("TextIO", self.stderr._out),
-                       desc=f"import {job.pk}", dynamic_ncols=True)  # fmt: skip
+            # The raw stream: Django's wrapper would end each of tqdm's redraws with a newline.
+            stream = cast("TextIO", self.stderr._out)
+            bar = tqdm(total=job.bytes_total, unit="B", unit_scale=True, file=stream, desc=f"import {job.pk}",
+                       dynamic_ncols=True)  # fmt: skip
 
         def show(progress: Progress) -> None:
             if bar is not None:

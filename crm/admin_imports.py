@@ -83,8 +83,8 @@ class ImportUploadForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         chosen = [n for n, _ in UPLOAD_SLOTS if cleaned.get(f"file_{n}")]
-        if not chosen and not self.errors:
-            raise ValidationError("Choose at least one CSV file to import.", code="no_file")
+        if not chosen:
+            self.add_error(None, ValidationError("Choose at least one CSV file to import.", code="no_file"))
         for n in chosen:
             name = cleaned[f"file_{n}"].name
             if not name.lower().endswith(CSV_SUFFIXES):
@@ -111,6 +111,17 @@ def uploads_save(files: list[tuple[str, Any]]) -> tuple[Path, list[FileSpec]]:
                 out.write(chunk)
         specs.append(FileSpec(kind, name, str(target)))
     return folder, specs
+
+
+def progress_context(job: FileImport) -> dict[str, Any]:
+    """The job and its files, with the row figures summed from the files: they
+    are one query, so the totals agree with the files table even when a chunk
+    commits between the job's query and theirs (every second or so)."""
+    job.refresh_from_db()
+    files = list(job.files.all())
+    totals = {name: sum(getattr(f, name) for f in files)
+              for name in ("rows_read", "accepted", "duplicates", "refused")}  # fmt: skip
+    return {"job": job, "files": files, "totals": totals}
 
 
 @admin.register(FileImport)
@@ -186,15 +197,13 @@ class FileImportAdmin(AdministratorOnly, admin.ModelAdmin):
             "title": f"Import {job.pk}: {job.source_system.name}",
             "opts": self.model._meta,
             "original": job,
-            "job": job,
-            "files": list(job.files.all()),
+            **progress_context(job),
         }
         return TemplateResponse(request, "admin/crm/fileimport/progress.html", context)
 
     def progress_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
         job = self._job(request, job_id)
-        context = {"job": job, "files": list(job.files.all())}
-        return TemplateResponse(request, "admin/crm/fileimport/_progress.html", context)
+        return TemplateResponse(request, "admin/crm/fileimport/_progress.html", progress_context(job))
 
     def report_view(self, request: HttpRequest, job_id: int) -> StreamingHttpResponse:
         job = self._job(request, job_id)

@@ -23,6 +23,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import models
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -30,7 +31,7 @@ from django.urls import path, reverse
 from django.utils.text import get_valid_filename
 
 from crm import services
-from crm.admin import SourceSystemAdmin
+from crm.admin import FieldMappingInline, SourceSystemAdmin
 from crm.mapping_preview import mapping_preview
 from crm.models import FileImport, SourceSystem
 from crm.models.choices import RecordKind, SourceKind
@@ -233,10 +234,18 @@ class MappingPreviewForm(forms.Form):
     )
 
 
+class CompactFieldMappingInline(FieldMappingInline):
+    # A source has dozens of mappings; the default JSON textarea made each row ten lines tall.
+    formfield_overrides = {
+        models.JSONField: {"widget": forms.Textarea(attrs={"rows": 1, "cols": 36, "class": "mapping-args"})}
+    }
+
+
 class SourceSystemWithTools(SourceSystemAdmin):
     """The source system's admin, with "Try the mappings" beside History."""
 
     change_form_template = "admin/crm/sourcesystem/change_form.html"
+    inlines = [CompactFieldMappingInline]
 
     def get_urls(self) -> list[Any]:
         view = self.admin_site.admin_view
@@ -250,7 +259,7 @@ class SourceSystemWithTools(SourceSystemAdmin):
         if not is_administrator(request.user):
             raise PermissionDenied
         source = get_object_or_404(SourceSystem, pk=source_id)
-        kinds = list(source.mappings.values_list("record_kind", flat=True).distinct())
+        kinds = list(source.mappings.order_by("record_kind").values_list("record_kind", flat=True).distinct())
         initial = {"record_kind": kinds[0] if kinds else RecordKind.CUSTOMER}
         form = MappingPreviewForm(request.POST or None, initial=initial)
         preview = None

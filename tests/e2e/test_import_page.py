@@ -68,8 +68,8 @@ def test_an_administrator_uploads_a_file_and_the_bar_reaches_done(
 
     # The page polls its progress partial every second and stops once it is done.
     page.wait_for_selector("#import-progress[data-status=done]", timeout=10_000)
-    assert page.locator("#rows-read").inner_text() == "2500"
-    assert page.locator("#rows-accepted").inner_text() == "2499"
+    assert page.locator("#rows-read").inner_text() == "2,500"
+    assert page.locator("#rows-accepted").inner_text() == "2,499"
     assert page.locator(".import-bar").get_attribute("aria-valuenow") == "100"
     screenshot(page, "file-import-done", full_page=True)
 

@@ -19,6 +19,7 @@ key is what intake reads from ``customer.external_key``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import hashlib
@@ -35,7 +36,7 @@ from typing import Any, BinaryIO
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -366,11 +367,16 @@ def file_import_run(
     except ImportFileError as exc:
         _finish(job, token=token, status=ImportStatus.FAILED, error=str(exc))
     except BaseException:
-        # Let the next task or the sweep take it at once rather than after the stale time.
-        FileImport.objects.filter(pk=job_id, claimed_by=token).update(heartbeat_at=None)
+        # Let the next task or the sweep take it at once rather than after the
+        # stale time; with the database away too, the stale time it is.
+        try:
+            FileImport.objects.filter(pk=job_id, claimed_by=token).update(heartbeat_at=None)
+        except DatabaseError:
+            logger.warning("could not release file import %s", job_id)
         raise
     else:
         _finish(job, token=token, status=ImportStatus.DONE, error="")
+    _uploads_remove(job)
     job.refresh_from_db()
     if on_progress is not None:
         on_progress(Progress(job.rows_read, job.accepted, job.duplicates, job.refused, job.bytes_read,
@@ -385,6 +391,20 @@ def _finish(job: FileImport, *, token: str, status: str, error: str) -> None:
         values["bytes_read"] = F("bytes_total")
     FileImport.objects.filter(pk=job.pk, claimed_by=token).update(**values)
     logger.info("file import %s %s: %s", job.pk, status, error or "all files read")
+
+
+def _uploads_remove(job: FileImport) -> None:
+    """Delete the job's uploaded copies once it is over: they hold customer data,
+    and a fixed file is uploaded again. Files a command read where they lie
+    (outside CRM_IMPORT_DIR) are never touched."""
+    root = Path(settings.CRM_IMPORT_DIR).resolve()
+    for name in job.files.values_list("path", flat=True):
+        path = Path(name).resolve()
+        if not path.is_relative_to(root) or path == root:
+            continue
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # other files of the upload are still there
+            path.parent.rmdir()
 
 
 def _file_read(

@@ -157,3 +157,29 @@ def test_the_import_list_shows_jobs_with_their_counts(carol, web, tmp_path):
     services.file_import_run(job_id=job.pk)
     page = as_user(carol).get("/admin/crm/fileimport/").content.decode()
     assert "h.csv (interaction)" in page and ImportStatus.DONE.label in page
+
+
+def test_the_uploaded_copies_are_deleted_once_the_import_is_over(carol, web, import_dir):
+    data = {"source_system": web.pk, "kind_1": "interaction", "kind_2": "account", "kind_3": "interaction",
+            "file_1": csv_upload()}  # fmt: skip
+    as_user(carol).post(UPLOAD, data)
+    job = FileImport.objects.get()
+    stored = Path(job.files.get().path)
+    assert stored.exists()
+    services.file_import_run(job_id=job.pk)
+    assert not stored.exists() and not stored.parent.exists()
+    assert Path(import_dir).exists()
+
+
+def test_the_task_run_twice_imports_once(web, tmp_path):
+    from crm import tasks
+
+    path = tmp_path / "h.csv"
+    path.write_text(HISTORY)
+    job = job_of(web, path)
+    tasks.file_import_run(job.pk)
+    tasks.file_import_run(job.pk)  # a redelivered message
+    job.refresh_from_db()
+    assert (job.status, job.rows_read, job.accepted) == (ImportStatus.DONE, 3, 2)
+    assert TouchpointResult.objects.count() == 2
+    assert path.exists()  # read where it lies: not an upload, never deleted

@@ -234,6 +234,12 @@ class TestSeedDemo:
         assert counts() == before
         assert ensure_sample_mappings({s.code: s for s in SourceSystem.objects.all()}) == 0
 
+    def test_a_demo_seeded_before_the_sample_mappings_gets_them_on_the_next_run(self, demo_db):
+        mappings = FieldMapping.objects.count()
+        FieldMapping.objects.filter(source_system__code="ivr").delete()
+        assert "added 10 sample field mappings" in run("seed_demo")
+        assert FieldMapping.objects.count() == mappings
+
 
 # --- seed_bulk ------------------------------------------------------------------------------
 

@@ -29,9 +29,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--source", required=True, help="Code of the source system the files come from.")
-        parser.add_argument(
-            "--kind", choices=None, help=f"Record kind of the FILE arguments: {', '.join(RecordKind.values)}."
-        )
+        kinds = ", ".join(RecordKind.values)
+        parser.add_argument("--kind", help=f"Record kind of the FILE arguments: {kinds}.")
         parser.add_argument(
             "--file", action="append", default=[], metavar="KIND=PATH", dest="kind_files",
             help="A file with its own record kind, e.g. --file customer=people.csv (repeatable).",

@@ -119,6 +119,13 @@ class Command(BaseCommand):
     def handle(self, *args: Any, seed: int, **options: Any) -> None:
         found = User.objects.filter(username__in=DEMO_USERNAMES).values_list("username", flat=True).first()
         if found is not None:
+            # A demo seeded by an earlier release gets the sample mappings it lacks.
+            with transaction.atomic():
+                added = ensure_sample_mappings(ensure_sources_and_products())
+            if added:
+                self.stdout.write(f"The demo data is already there (user “{found}” exists); added {added} "
+                                  "sample field mappings of the touchpoint systems.")  # fmt: skip
+                return
             self.stdout.write(f"The demo data is already there (user “{found}” exists); nothing changed.")
             return
         check_pools()

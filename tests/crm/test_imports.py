@@ -332,3 +332,25 @@ def test_the_command_names_an_unknown_source_and_kind(web, history):
         call_command("import_touchpoints", "--source", "web", "--kind", "fax", str(history))
     with pytest.raises(CommandError, match="a record kind for"):
         call_command("import_touchpoints", "--source", "web", str(history))
+
+
+def test_bad_encoding_deep_in_a_file_stops_the_job_naming_the_line_and_keeps_the_rows_before(web, tmp_path):
+    path = big_file(tmp_path / "big.csv", 3_000)
+    with path.open("ab") as out:
+        out.write("zoë@example.com,web,inbound,browsed,1\n".encode("latin-1"))
+    job = services.file_import_create(source=web, files=[FileSpec("interaction", "big.csv", str(path))],
+                                      enqueue=False)  # fmt: skip
+    done = services.file_import_run(job_id=job.pk)
+    assert done is not None and done.status == ImportStatus.FAILED
+    assert "is not UTF-8" in done.error and "the rows before it are stored" in done.error
+    assert done.accepted >= 2_000  # the chunks before the bad bytes
+    assert TouchpointResult.objects.count() == done.accepted
+
+
+def test_the_command_says_why_a_job_failed(web, tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_bytes(b"email,channel\n" + "Ren\u00e9e@example.com,web\n".encode("latin-1") * 2)
+    with pytest.raises(CommandError, match="not UTF-8"):
+        call_command(
+            "import_touchpoints", "--source", "web", "--kind", "interaction", str(path), "--no-progress"
+        )

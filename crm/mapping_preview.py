@@ -21,7 +21,7 @@ from django.core.exceptions import ValidationError
 
 from crm.mapping import TARGETS
 from crm.models import FieldMapping, SourceSystem
-from crm.services.imports import DELIMITERS
+from crm.services.imports import csv_dialect
 from crm.services.touchpoints import result_map, source_mappings
 
 
@@ -64,11 +64,7 @@ def sample_parse(text: str) -> dict[str, Any]:
             raise ValidationError({"sample": "Paste one record as a JSON object ({...}), not a list."})
         return record
     lines = [line for line in text.splitlines() if line.strip()]
-    try:
-        dialect: Any = csv.Sniffer().sniff("\n".join(lines[:2]), delimiters=DELIMITERS)
-    except csv.Error:
-        dialect = csv.excel
-    rows = list(csv.reader(io.StringIO("\n".join(lines)), dialect))
+    rows = list(csv.reader(io.StringIO("\n".join(lines)), csv_dialect("\n".join(lines))))
     if len(rows) != 2:
         raise ValidationError(
             {"sample": f"Paste the CSV header and exactly one row ({len(rows)} lines found), "

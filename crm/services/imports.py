@@ -126,6 +126,18 @@ def import_header_check(*, source: SourceSystem, record_kind: str, header: list[
 # --- Reading a CSV file as a stream ------------------------------------------------------------
 
 
+def csv_dialect(text: str) -> type[csv.Dialect]:
+    """Excel's CSV with the delimiter guessed from the first lines of ``text``.
+    Only the delimiter is taken from the guess: exports quote with double
+    quotes, and a guessed apostrophe would split names like O'Brien."""
+    first_lines = "\n".join(text.splitlines()[:50])
+    try:
+        delimiter = csv.Sniffer().sniff(first_lines, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        return csv.excel  # one column, or too little to tell: commas
+    return type("SniffedCsv", (csv.excel,), {"delimiter": delimiter})
+
+
 @dataclass
 class Row:
     line: int  # where the row starts in the file (the header is line 1)
@@ -173,12 +185,8 @@ class CsvStream:
             raise ImportFileError(f"{self.name}: the first row is empty; it must name the columns.")
 
     @staticmethod
-    def _sniff(text: str) -> type[csv.Dialect] | csv.Dialect:
-        first_lines = "\n".join(text.splitlines()[:50])
-        try:
-            return csv.Sniffer().sniff(first_lines, delimiters=DELIMITERS)
-        except csv.Error:
-            return csv.excel  # one column, or too little to tell: commas
+    def _sniff(text: str) -> type[csv.Dialect]:
+        return csv_dialect(text)
 
     @property
     def bytes_read(self) -> int:

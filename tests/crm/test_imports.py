@@ -354,3 +354,12 @@ def test_the_command_says_why_a_job_failed(web, tmp_path):
         call_command(
             "import_touchpoints", "--source", "web", "--kind", "interaction", str(path), "--no-progress"
         )
+
+
+def test_apostrophes_in_names_are_not_taken_for_quotes(web, tmp_path):
+    path = write(
+        tmp_path / "people.csv", "first,last,email\n'Seamus',O'Brien,s@example.com\nNiamh,O'Neill,n@x.org\n"
+    )
+    job = run_import(web, ("customer", path))
+    assert job.accepted == 2
+    assert TouchpointResult.objects.order_by("id").first().payload["first"] == "'Seamus'"  # type: ignore[union-attr]

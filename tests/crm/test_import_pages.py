@@ -156,7 +156,7 @@ def test_the_import_list_shows_jobs_with_their_counts(carol, web, tmp_path):
     job = job_of(web, path)
     services.file_import_run(job_id=job.pk)
     page = as_user(carol).get("/admin/crm/fileimport/").content.decode()
-    assert "h.csv (interaction)" in page and ImportStatus.DONE.label in page
+    assert "h.csv" in page and "3 · 2 · 1" in page and ImportStatus.DONE.label in page
 
 
 def test_the_uploaded_copies_are_deleted_once_the_import_is_over(carol, web, import_dir):

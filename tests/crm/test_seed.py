@@ -30,6 +30,7 @@ from crm.models import (
     Product,
     SourceSystem,
     Task,
+    TouchpointResult,
     User,
 )
 from crm.models.choices import Channel
@@ -222,11 +223,22 @@ class TestSeedDemo:
                    FileSpec("customer", "web_customers.csv", str(SAMPLE_FILES / "web_customers.csv"))],
         )  # fmt: skip
         done = services.file_import_run(job_id=job.pk)
-        assert done is not None and (done.rows_read, done.accepted, done.refused) == (40, 37, 3)
+        assert done is not None and (done.rows_read, done.accepted, done.refused) == (41, 38, 3)
         refused = ImportRejection.objects.filter(job=job).order_by("file__position", "line")
         assert [(r.file.name, r.line, r.field) for r in refused] == [
-            ("web_customers.csv", 8, "paperless_marketing"), ("web_history.csv", 8, "event_type"),
+            ("web_customers.csv", 12, "paperless_marketing"), ("web_history.csv", 8, "event_type"),
             ("web_history.csv", 20, "started_at")]  # fmt: skip
+
+        # And the workers apply every stored row: new customers, then their visits.
+        services.touchpoint_results_apply(limit=500, worker="test", budget_seconds=60)
+        web = TouchpointResult.objects.filter(source_system__code="web")
+        assert dict(web.values_list("status").annotate(n=Count("id"))) == {"applied": 38}
+        visit = Interaction.objects.get(source_system__code="web", external_id="S-880001")
+        assert (visit.channel, visit.subject, visit.customer.source_records.get().external_key) == (
+            "chat",
+            "Chat: mortgage pre-approval",
+            "WV-100206",
+        )
 
     def test_running_seed_demo_again_changes_nothing(self, demo_db):
         before = counts()

@@ -293,7 +293,9 @@ def file_import_enqueue(*, job_id: int) -> bool:
     from crm import tasks  # noqa: PLC0415  (tasks import the services)
 
     try:
-        tasks.file_import_run.delay(job_id)
+        # The touchpoint ingest queue: workers sized for intake take the imports too.
+        options: dict[str, Any] = {"queue": settings.CRM_INGEST_QUEUE} if settings.CRM_INGEST_QUEUE else {}
+        tasks.file_import_run.apply_async(args=[job_id], **options)
     except Exception:
         logger.warning("could not enqueue file import %s; the sweep will", job_id, exc_info=True)
         return False

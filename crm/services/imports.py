@@ -295,7 +295,7 @@ def file_import_enqueue(*, job_id: int) -> bool:
     try:
         # The touchpoint ingest queue: workers sized for intake take the imports too.
         options: dict[str, Any] = {"queue": settings.CRM_INGEST_QUEUE} if settings.CRM_INGEST_QUEUE else {}
-        tasks.file_import_run.apply_async(args=[job_id], **options)
+        tasks.file_import_run.apply_async(args=(job_id,), **options)
     except Exception:
         logger.warning("could not enqueue file import %s; the sweep will", job_id, exc_info=True)
         return False

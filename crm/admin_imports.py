@@ -118,7 +118,6 @@ def progress_context(job: FileImport) -> dict[str, Any]:
     """The job and its files, with the row figures summed from the files: they
     are one query, so the totals agree with the files table even when a chunk
     commits between the job's query and theirs (every second or so)."""
-    job.refresh_from_db()
     files = list(job.files.all())
     totals = {name: sum(getattr(f, name) for f in files)
               for name in ("rows_read", "accepted", "duplicates", "refused")}  # fmt: skip

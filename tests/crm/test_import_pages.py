@@ -183,3 +183,13 @@ def test_the_task_run_twice_imports_once(web, tmp_path):
     assert (job.status, job.rows_read, job.accepted) == (ImportStatus.DONE, 3, 2)
     assert TouchpointResult.objects.count() == 2
     assert path.exists()  # read where it lies: not an upload, never deleted
+
+
+def test_the_polled_progress_partial_costs_a_few_queries(carol, web, tmp_path, django_assert_max_num_queries):
+    path = tmp_path / "h.csv"
+    path.write_text(HISTORY)
+    job = job_of(web, path)
+    client = as_user(carol)
+    # Session, user, the role catalog (3, cached per process after the first request), job, files.
+    with django_assert_max_num_queries(7):
+        assert client.get(f"/admin/crm/fileimport/{job.pk}/progress/").status_code == 200

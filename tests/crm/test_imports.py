@@ -363,3 +363,11 @@ def test_apostrophes_in_names_are_not_taken_for_quotes(web, tmp_path):
     job = run_import(web, ("customer", path))
     assert job.accepted == 2
     assert TouchpointResult.objects.order_by("id").first().payload["first"] == "'Seamus'"  # type: ignore[union-attr]
+
+
+def test_a_row_is_reported_at_the_line_it_starts_on_after_values_spanning_lines(web, tmp_path):
+    path = write(tmp_path / "notes.csv", f'{HISTORY_HEADER}\na@example.com,web,inbound,"two\nlines",1\n'
+                                         "b@example.com,fax,inbound,x,1\n")  # fmt: skip
+    job = run_import(web, ("interaction", path))
+    assert job.accepted == 1
+    assert rejections(job)[0][:2] == (4, "channel")

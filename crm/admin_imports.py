@@ -284,6 +284,7 @@ class SourceSystemWithTools(SourceSystemAdmin):
             "form": form,
             "preview": preview,
             "mapped_kinds": [RecordKind(k).label for k in kinds if k in RecordKind.values],
+            "default_region": settings.CRM_DEFAULT_PHONE_REGION,
         }
         return TemplateResponse(request, "admin/crm/sourcesystem/try_mappings.html", context)
 

@@ -183,6 +183,11 @@ class CsvStream:
         if not any(self.header):
             self.close()
             raise ImportFileError(f"{self.name}: the first row is empty; it must name the columns.")
+        twice = sorted({h for h in self.header if h and self.header.count(h) > 1})
+        if twice:
+            self.close()
+            raise ImportFileError(f"{self.name}: the header names {', '.join(twice)} more than once; "
+                                  "give each column its own name.")  # fmt: skip
 
     @staticmethod
     def _sniff(text: str) -> type[csv.Dialect]:

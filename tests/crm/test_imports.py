@@ -167,6 +167,7 @@ def test_a_header_without_a_required_mapped_column_is_refused_naming_both(web, t
         ("email,channel\nRenée,web\n".encode("latin-1"), "not UTF-8"),
         (b"", "is empty"),
         (b"colour,size\nblue,9\n", "none of its columns (colour, size) is mapped"),
+        (b"email,channel,email\na,b,c\n", "the header names email more than once"),
     ],
 )
 def test_a_file_that_is_not_a_mapped_csv_is_refused_saying_why(web, tmp_path, content, expected):

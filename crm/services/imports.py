@@ -380,7 +380,7 @@ def file_import_run(
         logger.warning("file import %s was taken over by another worker", job_id)
         return None
     except ImportFileError as exc:
-        _finish(job, token=token, status=ImportStatus.FAILED, error=str(exc))
+        finished = _finish(job, token=token, status=ImportStatus.FAILED, error=str(exc))
     except BaseException:
         # Let the next task or the sweep take it at once rather than after the
         # stale time; with the database away too, the stale time it is.
@@ -390,7 +390,9 @@ def file_import_run(
             logger.warning("could not release file import %s", job_id)
         raise
     else:
-        _finish(job, token=token, status=ImportStatus.DONE, error="")
+        finished = _finish(job, token=token, status=ImportStatus.DONE, error="")
+    if not finished:  # taken over after its last chunk: the new holder finishes it
+        return None
     _uploads_remove(job)
     job.refresh_from_db()
     if on_progress is not None:
@@ -399,13 +401,15 @@ def file_import_run(
     return job
 
 
-def _finish(job: FileImport, *, token: str, status: str, error: str) -> None:
+def _finish(job: FileImport, *, token: str, status: str, error: str) -> bool:
     now = timezone.now()
     values: dict[str, Any] = {"status": status, "error": error, "finished_at": now, "heartbeat_at": now}
     if status == ImportStatus.DONE:
         values["bytes_read"] = F("bytes_total")
-    FileImport.objects.filter(pk=job.pk, claimed_by=token).update(**values)
+    if not FileImport.objects.filter(pk=job.pk, claimed_by=token).update(**values):
+        return False
     logger.info("file import %s %s: %s", job.pk, status, error or "all files read")
+    return True
 
 
 def _uploads_remove(job: FileImport) -> None:

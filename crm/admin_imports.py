@@ -107,9 +107,13 @@ def uploads_save(files: list[tuple[str, Any]]) -> tuple[Path, list[FileSpec]]:
     for n, (kind, upload) in enumerate(files, start=1):
         name = get_valid_filename(Path(upload.name).name) or f"file-{n}.csv"
         target = folder / f"{n}-{name}"
-        with target.open("wb") as out:
-            for chunk in upload.chunks():
-                out.write(chunk)
+        if hasattr(upload, "temporary_file_path"):
+            # A large upload is already on disk (FILE_UPLOAD_TEMP_DIR): move it, not copy it.
+            shutil.move(upload.temporary_file_path(), target)
+        else:
+            with target.open("wb") as out:
+                for chunk in upload.chunks():
+                    out.write(chunk)
         specs.append(FileSpec(kind, name, str(target)))
     return folder, specs
 

@@ -193,3 +193,11 @@ def test_the_polled_progress_partial_costs_a_few_queries(carol, web, tmp_path, d
     # Session, user, the role catalog (3, cached per process after the first request), job, files.
     with django_assert_max_num_queries(7):
         assert client.get(f"/admin/crm/fileimport/{job.pk}/progress/").status_code == 200
+
+
+def test_a_large_upload_is_moved_into_the_import_folder(carol, web, settings):
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 10  # every upload goes to a temporary file first
+    data = {"source_system": web.pk, "kind_1": "interaction", "kind_2": "account", "kind_3": "interaction",
+            "file_1": csv_upload()}  # fmt: skip
+    assert as_user(carol).post(UPLOAD, data).status_code == 302
+    assert Path(FileImport.objects.get().files.get().path).read_text() == HISTORY

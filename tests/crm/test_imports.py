@@ -323,6 +323,7 @@ def test_the_command_takes_a_kind_per_file_and_a_report_path(web, history, tmp_p
         "--file", f"customer={profiles}", "--report", str(report), "--no-progress", stdout=out,
     )  # fmt: skip
     assert "5 rows read: 3 stored" in out.getvalue()
+    assert "c.csv (customer): 1 read, 1 stored, 0 already there, 0 refused" in out.getvalue()
     assert report.exists()
 
 

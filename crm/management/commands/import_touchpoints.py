@@ -106,6 +106,10 @@ class Command(BaseCommand):
             f"{job.rows_read:,} rows read: {job.accepted:,} stored, {job.duplicates:,} already there, "
             f"{job.refused:,} refused (import {job.pk}; the workers apply the stored rows)."
         ]
+        files = list(job.files.all())
+        if len(files) > 1:
+            lines += [f"  {f.name} ({f.record_kind}): {f.rows_read:,} read, {f.accepted:,} stored, "
+                      f"{f.duplicates:,} already there, {f.refused:,} refused" for f in files]  # fmt: skip
         if job.refused:
             services.file_import_report_write(job=job, path=report)
             lines.append(f"Rejected rows: {report}")

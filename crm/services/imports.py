@@ -36,7 +36,7 @@ from typing import Any, BinaryIO
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, reset_queries, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -453,6 +453,9 @@ def _file_read(
             if chunk.rows >= CHUNK_ROWS:
                 _chunk_store(job, import_file, chunk, token=token, bytes_read=done_bytes + stream.bytes_read,
                              progress=progress)  # fmt: skip
+                # With DEBUG on (make demo) Django keeps the last 9,000 queries, each
+                # chunk's INSERT carrying its 1,000 rows: 600 MB on a 1M-row file.
+                reset_queries()
                 if on_progress is not None:
                     on_progress(progress)
                 chunk = _Chunk()

@@ -373,3 +373,21 @@ def test_a_row_is_reported_at_the_line_it_starts_on_after_values_spanning_lines(
     job = run_import(web, ("interaction", path))
     assert job.accepted == 1
     assert rejections(job)[0][:2] == (4, "channel")
+
+
+def test_the_query_log_kept_with_debug_on_holds_one_chunk_at_most(web, tmp_path):
+    """With DEBUG on Django logs every query, each chunk's INSERT with its 1,000
+    rows; a big file must not pile them up in the worker's memory."""
+    from django.db import connection
+
+    path = big_file(tmp_path / "big.csv", 6_000)
+    job = services.file_import_create(source=web, files=[FileSpec("interaction", "big.csv", str(path))],
+                                      enqueue=False)  # fmt: skip
+    connection.force_debug_cursor = True
+    try:
+        connection.queries_log.clear()
+        services.file_import_run(job_id=job.pk)
+        logged = len(connection.queries)
+    finally:
+        connection.force_debug_cursor = False
+    assert logged <= 20, logged  # six chunks of about ten queries each, if nothing forgot them

@@ -197,6 +197,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "crm.tasks.touchpoint_results_sweep",
         "schedule": 30.0,
     },
+    # A file import whose message was lost, or whose worker died, is taken up again.
+    "sweep-file-imports": {
+        "task": "crm.tasks.file_imports_sweep",
+        "schedule": 60.0,
+    },
 }
 
 # --- Touchpoint sync (crm.services.touchpoints) --------------------------------
@@ -251,6 +256,13 @@ POLICIES_CHANNEL_DAILY_LIMITS: dict[str, int] = {
 CRM_EVENT_DISPATCH_MAX_ATTEMPTS = env_int("CRM_EVENT_DISPATCH_MAX_ATTEMPTS", 5, minimum=1)
 # How long an event may wait for its dispatch message before the sweep sends it again.
 CRM_EVENT_SWEEP_AFTER_SECONDS = env_int("CRM_EVENT_SWEEP_AFTER_SECONDS", 30, minimum=1)
+# --- Legacy file imports (crm.services.imports) ----------------------------------
+# Where uploaded CSV files are kept until their import is done (workers read them
+# from here, so on several hosts this must be a shared volume).
+CRM_IMPORT_DIR = Path(env_str("CRM_IMPORT_DIR", "") or BASE_DIR / ".local" / "imports")
+# A running import whose worker has not written progress for this long is taken
+# over by the next task or the sweep, resuming after its last stored chunk.
+CRM_IMPORT_STALE_SECONDS = env_int("CRM_IMPORT_STALE_SECONDS", 120, minimum=10)
 
 # Shared by every web process: the token endpoint's throttle counts attempts per
 # client across processes, not per process.

@@ -286,3 +286,8 @@ class TouchpointResultAdmin(ReadOnlyAdmin):
             except ValidationError as exc:
                 self.message_user(request, f"Result {pk}: {' '.join(exc.messages)}", messages.ERROR)
         self.message_user(request, f"{done} result(s) settled and queued to apply.")
+
+
+# --- File imports and "Try the mappings" (crm.admin_imports) ---------------------------------
+# Registered from their own module; it extends SourceSystemAdmin, so it comes last.
+from crm import admin_imports  # noqa: E402, F401

@@ -131,3 +131,32 @@ def touchpoint_results_apply() -> int:
 def touchpoint_results_sweep() -> bool:
     """Beat, every 30 s: enqueue an apply run if results have waited over a minute."""
     return services.touchpoint_results_sweep()
+
+
+# --- Legacy file imports ---------------------------------------------------------------------
+
+
+@shared_task(
+    name="crm.tasks.file_import_run",
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=_TRANSIENT_DB_ERRORS,
+    retry_backoff=True,
+    retry_backoff_max=300,
+    max_retries=10,
+)
+def file_import_run(job_id: int) -> None:
+    """Read an import job's files into the touchpoint inbox.
+
+    Idempotent and resumable: the job is claimed with a conditional update (a
+    redelivered message finds a live worker's job taken and returns), each chunk
+    commits with the job's progress, and a job whose worker died resumes after
+    its last stored chunk. A large file outlives the broker's visibility timeout;
+    the copy delivered then is the harmless case above."""
+    services.file_import_run(job_id=int(job_id), worker=f"{socket.gethostname()}:{os.getpid()}")
+
+
+@shared_task(name="crm.tasks.file_imports_sweep", ignore_result=True, expires=120)
+def file_imports_sweep() -> int:
+    """Beat, every minute: enqueue imports whose message was lost or whose worker died."""
+    return services.file_imports_sweep()

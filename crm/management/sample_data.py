@@ -10,7 +10,8 @@ without escaping, and ``check_pools`` (run by both commands) proves it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import field as dataclass_field
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from crm.models import SourceSystem
@@ -439,3 +440,187 @@ def ensure_sources_and_products() -> dict[str, SourceSystem]:
             product.full_clean()
             product.save()
     return sources
+
+
+# --- How each touchpoint system's fields map onto ours -----------------------------------
+# Each system calls things by its own names and codes; these are the field
+# mappings an administrator would set up for it (admin, Source systems), so the
+# demo shows results arriving from every one. (record kind, source field, target,
+# transform, transform args, required). A "constant" is a map with a default on a
+# column the system always sends.
+
+
+@dataclass(frozen=True)
+class MappingSpec:
+    kind: str
+    field: str
+    target: str
+    transform: str = "text"
+    args: dict[str, Any] = dataclass_field(default_factory=dict)
+    required: bool = False
+
+
+def _always(value: str, **known: str) -> dict[str, Any]:
+    return {"values": known or {value: value}, "default": value}
+
+
+IVR_EXIT_CODES = {"SS": "self_served", "XFER": "transferred", "ABND": "abandoned", "HUP": "abandoned",
+                  "TMO": "abandoned"}  # fmt: skip
+IVR_INTENTS = {"BAL": "Balance inquiry", "ACT": "Card activation", "DUE": "Payment due date",
+               "LOST": "Lost or stolen card", "MAIN": "Main menu"}  # fmt: skip
+DIALER_RESULTS = {"NA": "no_answer", "VM": "voicemail", "INT": "interested", "NI": "not_interested",
+                  "CB": "callback_requested", "PTP": "promise_to_pay", "WC": "completed"}  # fmt: skip
+BILLING_PRODUCTS = {"CHK01": "everyday-checking", "CHK02": "premier-checking", "BCK01": "business-checking",
+                    "SAV01": "high-yield-savings", "CC01": "cash-back-card", "CC02": "travel-rewards-card",
+                    "MTG30": "mortgage-30-fixed", "AUTO": "auto-loan", "PLN": "personal-loan"}  # fmt: skip
+
+SAMPLE_MAPPINGS: dict[str, tuple[MappingSpec, ...]] = {
+    # Online banking: profile edits and consents the customer makes there, and visits.
+    "web": (
+        MappingSpec("customer", "visitor_id", "customer.external_key", required=True),
+        MappingSpec("customer", "first_name", "customer.given_name"),
+        MappingSpec("customer", "last_name", "customer.family_name"),
+        MappingSpec("customer", "email", "customer.email", "email"),
+        MappingSpec("customer", "mobile", "customer.phone", "phone_e164", {"region": "US"}),
+        MappingSpec("customer", "street", "address.line1"),
+        MappingSpec("customer", "city", "address.city"),
+        MappingSpec("customer", "state", "address.region", "upper"),
+        MappingSpec("customer", "zip", "address.postal_code"),
+        MappingSpec("customer", "country", "address.country", "upper"),
+        MappingSpec("customer", "paperless_marketing", "customer.marketing_opt_in", "boolean"),
+        MappingSpec("interaction", "visitor_id", "customer.external_key", required=True),
+        MappingSpec("interaction", "session_id", "interaction.external_id", required=True),
+        MappingSpec("interaction", "started_at", "interaction.occurred_at", "datetime", required=True),
+        MappingSpec("interaction", "event_type", "interaction.channel", "map",
+                    {"values": {"page_view": "web", "secure_message": "web", "chat": "chat"}}, required=True),
+        MappingSpec("interaction", "event_type", "interaction.direction", "map", _always("inbound")),
+        MappingSpec("interaction", "page_title", "interaction.subject"),
+        MappingSpec("interaction", "outcome", "interaction.disposition", "lower"),
+        MappingSpec("interaction", "seconds_on_site", "interaction.duration_seconds", "integer"),
+    ),
+    # The e-mail platform: what happened to each message, and unsubscribes and complaints.
+    "email": (
+        MappingSpec("interaction", "recipient", "customer.email", "email", required=True),
+        MappingSpec("interaction", "message_id", "interaction.external_id", required=True),
+        MappingSpec("interaction", "event_time", "interaction.occurred_at", "datetime", required=True),
+        MappingSpec("interaction", "event", "interaction.channel", "map", _always("email")),
+        MappingSpec("interaction", "event", "interaction.direction", "map",
+                    {"values": {"reply": "inbound"}, "default": "outbound"}),
+        MappingSpec("interaction", "event", "interaction.disposition", "map",
+                    {"values": {"delivered": "delivered", "open": "opened", "click": "clicked",
+                                "bounce": "bounced", "reply": "replied"}, "default": "delivered"}),
+        MappingSpec("interaction", "campaign_id", "interaction.campaign_code", "upper"),
+        MappingSpec("interaction", "subject", "interaction.subject"),
+        MappingSpec("customer", "recipient", "customer.email", "email", required=True),
+        MappingSpec("customer", "unsubscribed", "customer.marketing_opt_in", "map",
+                    {"values": {"true": False, "false": True}}),
+        MappingSpec("customer", "spam_complaint", "customer.do_not_email", "boolean"),
+    ),
+    # The IVR: one row per call, its own exit codes mapped onto our dispositions.
+    "ivr": (
+        MappingSpec("interaction", "call_id", "interaction.external_id", required=True),
+        MappingSpec("interaction", "ani", "customer.phone", "phone_e164", {"region": "US"}, required=True),
+        MappingSpec("interaction", "customer_no", "customer.external_key"),
+        MappingSpec("interaction", "call_start", "interaction.occurred_at", "datetime", required=True),
+        MappingSpec("interaction", "call_type", "interaction.channel", "map", _always("ivr", IN="ivr")),
+        MappingSpec("interaction", "call_type", "interaction.direction", "map",
+                    _always("inbound", IN="inbound")),
+        MappingSpec("interaction", "exit_code", "interaction.disposition", "map",
+                    {"values": IVR_EXIT_CODES, "default": "abandoned"}),
+        MappingSpec("interaction", "intent", "interaction.subject", "map",
+                    {"values": IVR_INTENTS, "default": "IVR call"}),
+        MappingSpec("interaction", "menu_path", "interaction.notes"),
+        MappingSpec("interaction", "duration", "interaction.duration_seconds", "integer"),
+    ),
+    # The outbound dialer: attempts with its result codes, and do-not-call requests.
+    "dialer": (
+        MappingSpec("interaction", "attempt_id", "interaction.external_id", required=True),
+        MappingSpec("interaction", "lead_id", "customer.external_key"),
+        MappingSpec("interaction", "phone_dialed", "customer.phone", "phone_e164", {"region": "US"},
+                    required=True),
+        MappingSpec("interaction", "dialed_at", "interaction.occurred_at", "datetime", required=True),
+        MappingSpec("interaction", "media", "interaction.channel", "map",
+                    {"values": {"VOICE": "phone", "SMS": "sms"}}, required=True),
+        MappingSpec("interaction", "call_direction", "interaction.direction", "map",
+                    {"values": {"O": "outbound", "I": "inbound"}}, required=True),
+        MappingSpec("interaction", "result_code", "interaction.disposition", "map",
+                    {"values": DIALER_RESULTS}),
+        MappingSpec("interaction", "campaign", "interaction.campaign_code", "upper"),
+        MappingSpec("interaction", "talk_time", "interaction.duration_seconds", "integer"),
+        MappingSpec("customer", "lead_id", "customer.external_key", required=True),
+        MappingSpec("customer", "phone_dialed", "customer.phone", "phone_e164", {"region": "US"}),
+        MappingSpec("customer", "dnc_requested", "customer.do_not_call", "boolean", required=True),
+    ),
+    # The direct-mail house: pieces mailed and their responses, and change-of-address updates.
+    "direct_mail": (
+        MappingSpec("interaction", "piece_id", "interaction.external_id", required=True),
+        MappingSpec("interaction", "customer_no", "customer.external_key", required=True),
+        MappingSpec("interaction", "mail_date", "interaction.occurred_at", "datetime", required=True),
+        MappingSpec("interaction", "format", "interaction.channel", "map", _always("mail")),
+        MappingSpec("interaction", "format", "interaction.direction", "map", _always("outbound")),
+        MappingSpec("interaction", "format", "interaction.subject", "map",
+                    {"values": {"LTR": "Offer letter", "PC": "Postcard", "CAT": "Catalog"},
+                     "default": "Mail"}),
+        MappingSpec("interaction", "status", "interaction.disposition", "map",
+                    {"values": {"M": "mailed", "R": "returned", "RESP": "responded"}}),
+        MappingSpec("interaction", "campaign", "interaction.campaign_code", "upper"),
+        MappingSpec("customer", "customer_no", "customer.external_key", required=True),
+        MappingSpec("customer", "new_address1", "address.line1", required=True),
+        MappingSpec("customer", "new_city", "address.city"),
+        MappingSpec("customer", "new_state", "address.region", "upper"),
+        MappingSpec("customer", "new_zip", "address.postal_code"),
+    ),
+    # Branch and point of sale: card purchases.
+    "pos": (
+        MappingSpec("purchase", "card_holder_id", "customer.external_key", required=True),
+        MappingSpec("purchase", "amount", "purchase.amount", "decimal", required=True),
+        MappingSpec("purchase", "currency", "purchase.currency", "upper"),
+        MappingSpec("purchase", "item", "purchase.product"),
+    ),
+    # Billing: accounts opened, changed and closed, with its own product and status
+    # codes; deposits and withdrawals as business events.
+    "billing": (
+        MappingSpec("account", "cust_id", "customer.external_key", required=True),
+        MappingSpec("account", "first_name", "customer.given_name"),
+        MappingSpec("account", "last_name", "customer.family_name"),
+        MappingSpec("account", "acct_no", "account.number", "upper", required=True),
+        MappingSpec("account", "product_code", "account.product", "map", {"values": BILLING_PRODUCTS},
+                    required=True),
+        MappingSpec("account", "status", "account.status", "map",
+                    {"values": {"A": "open", "D": "dormant", "C": "closed"}}, required=True),
+        MappingSpec("account", "open_date", "account.opened_on", "date", {"format": "%m/%d/%Y"}),
+        MappingSpec("account", "close_date", "account.closed_on", "date", {"format": "%m/%d/%Y"}),
+        MappingSpec("account", "balance", "account.balance", "decimal"),
+        MappingSpec("account", "ccy", "account.currency", "upper"),
+        MappingSpec("event", "cust_id", "customer.external_key", required=True),
+        MappingSpec("event", "txn_type", "event.type", "map",
+                    {"values": {"DEP": "account.deposit", "WD": "account.withdrawal"}}, required=True),
+        MappingSpec("event", "amount", "event.amount", "decimal", required=True),
+        MappingSpec("event", "acct_no", "event.account_number", "upper"),
+    ),
+}  # fmt: skip
+
+
+def ensure_sample_mappings(sources: dict[str, SourceSystem]) -> int:
+    """Add the sample field mappings each demo source lacks (one per source, kind
+    and target; mappings an administrator changed are left as they are); return
+    how many were added. Each is checked as the admin checks it, then inserted at once."""
+    from crm.models import FieldMapping  # noqa: PLC0415
+
+    have = set(FieldMapping.objects.values_list("source_system_id", "record_kind", "target"))
+    new = []
+    for code, specs in SAMPLE_MAPPINGS.items():
+        source = sources.get(code)
+        if source is None:
+            continue
+        for position, spec in enumerate(specs):
+            if (source.pk, spec.kind, spec.target) in have:
+                continue
+            mapping = FieldMapping(
+                source_system=source, record_kind=spec.kind, source_field=spec.field, target=spec.target,
+                transform=spec.transform, transform_args=spec.args, required=spec.required, position=position,
+            )  # fmt: skip
+            mapping.full_clean()
+            new.append(mapping)
+    FieldMapping.objects.bulk_create(new)
+    return len(new)

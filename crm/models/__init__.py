@@ -11,6 +11,7 @@ from crm.models.changes import CustomerChange
 from crm.models.customers import Customer, Household
 from crm.models.history import BusinessEvent, Interaction, Task
 from crm.models.holdings import Account, Product
+from crm.models.imports import FileImport, ImportFile, ImportRejection, ImportStatus
 from crm.models.security import LockoutScope, LoginEntryPoint, LoginLockout
 from crm.models.sources import FieldMapping, SourceRecord, SourceSystem
 from crm.models.touchpoints import TouchpointBatch, TouchpointResult
@@ -24,7 +25,11 @@ __all__ = [
     "Customer",
     "CustomerChange",
     "FieldMapping",
+    "FileImport",
     "Household",
+    "ImportFile",
+    "ImportRejection",
+    "ImportStatus",
     "Interaction",
     "LockoutScope",
     "LoginEntryPoint",

@@ -34,6 +34,14 @@ from crm.services.event_dispatch import (
 from crm.services.events import business_event_record
 from crm.services.history import interaction_record, task_create, task_set_status, tasks_escalate_overdue
 from crm.services.households import household_add_member, household_create, household_remove_member
+from crm.services.imports import (
+    FileSpec,
+    file_import_create,
+    file_import_report_rows,
+    file_import_report_write,
+    file_import_run,
+    file_imports_sweep,
+)
 from crm.services.logins import (
     Lockout,
     client_address,
@@ -80,6 +88,7 @@ __all__ = [
     "CRM_SOURCE_CODE",
     "CUSTOMER_FIELDS",
     "MAX_BATCH_ITEMS",
+    "FileSpec",
     "Lockout",
     "access_log_partitions",
     "access_log_partitions_ensure",
@@ -105,6 +114,11 @@ __all__ = [
     "customer_version_save",
     "customers_reindex_search",
     "events_dispatch_on_commit",
+    "file_import_create",
+    "file_import_report_rows",
+    "file_import_report_write",
+    "file_import_run",
+    "file_imports_sweep",
     "household_add_member",
     "household_create",
     "household_remove_member",

@@ -377,10 +377,11 @@ def _outcomes_save(outcomes: dict[int, Outcome], *, token: str, batch_ids: set[i
     with connection.cursor() as cursor:
         params: dict[str, Any] = {"rows": _jsonb(rows), "token": token}
         cursor.execute(_UPDATE_OUTCOMES, params)
-    # After the commit, not in it: two workers finishing the last results of one
-    # batch at once would each still see the other's as pending and neither would
-    # mark it. Run after each commit, the later of the two sees both.
     ids = sorted(batch_ids)
+    _batches_complete(ids)
+    # Once more after the commit: two workers finishing the last results of one
+    # batch at once each still see the other's as pending inside their own
+    # transaction, so neither marks it there; after its commit, the later sees both.
     transaction.on_commit(lambda: _batches_complete(ids))
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,23 +17,68 @@ from django.test import override_settings
 
 from crm import selectors, services
 from crm.management.commands.seed_bulk import name_keys
-from crm.management.sample_data import DEMO_PASSWORD, SOURCE_SYSTEMS
+from crm.management.sample_data import DEMO_PASSWORD, SOURCE_SYSTEMS, ensure_sample_mappings
+from crm.mapping_preview import mapping_preview
 from crm.models import (
     Account,
     BusinessEvent,
     Customer,
+    FieldMapping,
     Household,
+    ImportRejection,
     Interaction,
     Product,
     SourceSystem,
     Task,
+    TouchpointResult,
     User,
 )
 from crm.models.choices import Channel
+from crm.services.imports import FileSpec
 
 # Hashing the seeded passwords with the production hasher takes most of a second each.
 FAST_HASHER = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-COUNTED = (Customer, Household, Account, Product, Interaction, BusinessEvent, Task, User, SourceSystem)
+COUNTED = (Customer, Household, Account, Product, Interaction, BusinessEvent, Task, User, SourceSystem,
+           FieldMapping)  # fmt: skip
+SAMPLE_FILES = Path(__file__).resolve().parents[2] / "crm" / "management" / "sample_files"
+# (source, record kind, a record as the source sends it, some of what it maps to)
+SAMPLE_RECORDS = [
+    ("ivr", "interaction",
+     {"call_id": "IVR-77", "ani": "212-555-0143", "call_start": "2026-11-20T14:05:00-05:00",
+      "call_type": "IN", "exit_code": "XFER", "intent": "LOST", "menu_path": "1>4>0", "duration": "143"},
+     {"interaction.channel": "ivr", "interaction.direction": "inbound",
+      "interaction.disposition": "transferred", "interaction.subject": "Lost or stolen card",
+      "customer.phone": "+12125550143"}),
+    ("web", "customer", {"visitor_id": "WV-1", "email": "Ana@Example.net", "zip": "02108", "state": "ma",
+                         "paperless_marketing": "no"},
+     {"customer.external_key": "WV-1", "address.region": "MA", "customer.marketing_opt_in": "no"}),
+    ("email", "interaction",
+     {"recipient": "ana@example.net", "message_id": "m-1", "event_time": "2026-11-20T10:00:00Z",
+      "event": "click", "campaign_id": "em-spring-save"},
+     {"interaction.channel": "email", "interaction.direction": "outbound",
+      "interaction.disposition": "clicked", "interaction.campaign_code": "EM-SPRING-SAVE"}),
+    ("email", "customer", {"recipient": "ana@example.net", "unsubscribed": "true"},
+     {"customer.marketing_opt_in": "no"}),
+    ("dialer", "interaction",
+     {"attempt_id": "A-9", "phone_dialed": "4155550100", "dialed_at": "2026-11-20T16:00:00Z",
+      "media": "VOICE", "call_direction": "O", "result_code": "PTP", "campaign": "collections"},
+     {"interaction.channel": "phone", "interaction.direction": "outbound",
+      "interaction.disposition": "promise_to_pay"}),
+    ("direct_mail", "interaction",
+     {"piece_id": "P-1", "customer_no": "C-1", "mail_date": "2026-11-02T09:00:00-05:00", "format": "LTR",
+      "status": "RESP", "campaign": "dm-heloc"},
+     {"interaction.channel": "mail", "interaction.disposition": "responded",
+      "interaction.campaign_code": "DM-HELOC"}),
+    ("pos", "purchase", {"card_holder_id": "K-1", "amount": "1,249.99", "currency": "usd", "item": "Laptop"},
+     {"purchase.amount": "1249.99", "purchase.currency": "USD"}),
+    ("billing", "account",
+     {"cust_id": "B-1", "acct_no": "sav-0012", "product_code": "SAV01", "status": "A",
+      "open_date": "03/15/2024", "balance": "2500.00"},
+     {"account.number": "SAV-0012", "account.product": "high-yield-savings", "account.status": "open",
+      "account.opened_on": "2024-03-15"}),
+    ("billing", "event", {"cust_id": "B-1", "txn_type": "DEP", "amount": "300", "acct_no": "sav-0012"},
+     {"event.type": "account.deposit", "event.amount": "300"}),
+]  # fmt: skip
 
 
 def counts() -> dict[str, int]:
@@ -150,10 +197,64 @@ class TestSeedDemo:
         # policies.demo through CRM_DEMO_SEEDERS: the offers and the example policies.
         assert "4 offers and 5 interaction policies (active)" in demo_db
 
+    def test_every_demo_source_has_mappings_for_the_records_it_sends(self, demo_db):
+        kinds = {
+            code: set(
+                FieldMapping.objects.filter(source_system__code=code).values_list("record_kind", flat=True)
+            )
+            for code, _, _ in SOURCE_SYSTEMS
+        }
+        assert kinds == {
+            "web": {"customer", "interaction"}, "email": {"customer", "interaction"}, "ivr": {"interaction"},
+            "dialer": {"customer", "interaction"}, "direct_mail": {"customer", "interaction"},
+            "pos": {"purchase"}, "billing": {"account", "event"},
+        }  # fmt: skip
+        for mapping in FieldMapping.objects.all():
+            mapping.full_clean()  # as the admin checks them
+
+    @pytest.mark.parametrize(("code", "kind", "record", "expected"), SAMPLE_RECORDS)
+    def test_a_typical_record_of_each_source_maps_onto_ours(self, demo_db, code, kind, record, expected):
+        preview = mapping_preview(source=SourceSystem.objects.get(code=code), record_kind=kind,
+                                  sample=json.dumps(record))  # fmt: skip
+        assert preview.ok, preview.errors
+        mapped = {m.target: m.value for m in preview.mapped}
+        assert expected.items() <= mapped.items()
+
+    def test_the_sample_files_import_with_the_demo_mappings(self, demo_db):
+        job = services.file_import_create(
+            source=SourceSystem.objects.get(code="web"), enqueue=False,
+            files=[FileSpec("interaction", "web_history.csv", str(SAMPLE_FILES / "web_history.csv")),
+                   FileSpec("customer", "web_customers.csv", str(SAMPLE_FILES / "web_customers.csv"))],
+        )  # fmt: skip
+        done = services.file_import_run(job_id=job.pk)
+        assert done is not None and (done.rows_read, done.accepted, done.refused) == (41, 38, 3)
+        refused = ImportRejection.objects.filter(job=job).order_by("file__position", "line")
+        assert [(r.file.name, r.line, r.field) for r in refused] == [
+            ("web_customers.csv", 12, "paperless_marketing"), ("web_history.csv", 8, "event_type"),
+            ("web_history.csv", 20, "started_at")]  # fmt: skip
+
+        # And the workers apply every stored row: new customers, then their visits.
+        services.touchpoint_results_apply(limit=500, worker="test", budget_seconds=60)
+        web = TouchpointResult.objects.filter(source_system__code="web")
+        assert dict(web.values_list("status").annotate(n=Count("id"))) == {"applied": 38}
+        visit = Interaction.objects.get(source_system__code="web", external_id="S-880001")
+        assert (visit.channel, visit.subject, visit.customer.source_records.get().external_key) == (
+            "chat",
+            "Chat: mortgage pre-approval",
+            "WV-100206",
+        )
+
     def test_running_seed_demo_again_changes_nothing(self, demo_db):
         before = counts()
         assert "already there" in run("seed_demo")
         assert counts() == before
+        assert ensure_sample_mappings({s.code: s for s in SourceSystem.objects.all()}) == 0
+
+    def test_a_demo_seeded_before_the_sample_mappings_gets_them_on_the_next_run(self, demo_db):
+        mappings = FieldMapping.objects.count()
+        FieldMapping.objects.filter(source_system__code="ivr").delete()
+        assert "added 10 sample field mappings" in run("seed_demo")
+        assert FieldMapping.objects.count() == mappings
 
 
 # --- seed_bulk ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from crm import services
+from crm import listeners, services
 from crm.models import (
     Account,
     BusinessEvent,
@@ -367,6 +367,17 @@ def test_a_keyed_result_refreshes_when_its_key_was_last_seen_at_most_once_a_day(
     assert record.last_seen_at == seen  # not rewritten for every result
 
 
+@pytest.fixture
+def no_listeners(settings: Any) -> Any:
+    """Without deferred listeners (the project lists the policy engine's), an event
+    is dispatched as its transaction commits."""
+    settings.CRM_EVENT_LISTENERS = {"realtime": [], "deferred": []}
+    listeners.forget()
+    yield
+    listeners.forget()
+
+
+@pytest.mark.usefixtures("no_listeners")
 def test_events_of_set_based_results_go_through_the_outbox_like_any_other(
     web, dave_customer, django_capture_on_commit_callbacks
 ):

@@ -46,6 +46,7 @@ from crm.management.sample_data import (
     ContactKind,
     NamePool,
     check_pools,
+    ensure_sample_mappings,
     ensure_sources_and_products,
 )
 from crm.models import Account, BusinessEvent, Customer, Interaction, SourceSystem, User
@@ -107,6 +108,7 @@ class Plan:
     interactions: int = 0
     events: int = 0
     callbacks: int = 0
+    mappings: int = 0
     login: User | None = None
 
 
@@ -119,10 +121,17 @@ class Command(BaseCommand):
     def handle(self, *args: Any, seed: int, **options: Any) -> None:
         found = User.objects.filter(username__in=DEMO_USERNAMES).values_list("username", flat=True).first()
         if found is not None:
-            # The apps built on crm may have come after the data: their seeders add
-            # what they miss (each is idempotent), and nothing else changes.
+            # A demo seeded by an earlier release gets what it lacks: the sample
+            # mappings, and the demo data of the apps built on crm (each idempotent).
             with transaction.atomic():
+                mappings = ensure_sample_mappings(ensure_sources_and_products())
                 added = _other_apps_demo_data()
+            if mappings:
+                self.stdout.write(f"The demo data is already there (user “{found}” exists); added {mappings} "
+                                  "sample field mappings of the touchpoint systems.")  # fmt: skip
+                if added:
+                    self.stdout.write("Added what the other apps were missing:\n" + "\n".join(added))
+                return
             self.stdout.write(f"The demo data is already there (user “{found}” exists); nothing changed.")
             if added:
                 self.stdout.write("Added what the other apps were missing:\n" + "\n".join(added))
@@ -145,6 +154,8 @@ class Command(BaseCommand):
             f"  {len(plan.customers)} customers ({people} people, {len(plan.customers) - people} businesses)"
             f" in {plan.households} households",
             f"  {len(PRODUCTS)} products, {len(plan.accounts)} accounts ({closed} closed)",
+            f"  {plan.mappings} field mappings of the touchpoint systems (admin: Source systems; try a file"
+            " from crm/management/sample_files/ in File imports)",
             f"  {plan.interactions:,} interactions over two years, {plan.events:,} business events,"
             f" {plan.callbacks} open call-backs",
             f"  Staff log-ins (password {DEMO_PASSWORD}): agent1, agent2, agent3 (agents),"
@@ -205,6 +216,7 @@ class DemoBuilder:
 
     def _sources_and_products(self) -> None:
         self.sources = ensure_sources_and_products()
+        self.plan.mappings = ensure_sample_mappings(self.sources)
 
     # --- Customers and households --------------------------------------------------------
 

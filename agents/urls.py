@@ -11,6 +11,11 @@ urlpatterns = [
     path("customer/<int:customer_id>/", views.customer_detail, name="customer"),
     path("customer/<int:customer_id>/screen/", views.customer_screen_part, name="customer-screen"),
     path("customer/<int:customer_id>/profile/", views.customer_profile, name="customer-profile"),
+    path(
+        "customer/<int:customer_id>/offers/<int:presentation_id>/<str:answer>/",
+        views.customer_offer_respond,
+        name="customer-offer-respond",
+    ),
     path("desk/state/", views.desk_state, name="desk-state"),
     path("desk/customers/new/", views.desk_new_customer, name="desk-new-customer"),
     path("floor/", views.floor_view, name="floor"),

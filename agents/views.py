@@ -48,6 +48,9 @@ from crm.models import Customer, Interaction, User
 from crm.models.choices import AccessChannel
 from crm.models.users import Role
 from crm.validation import format_phone
+from policies import selectors as policies_selectors
+from policies import services as policies_services
+from policies.models import OfferChannel
 
 # The desk's call controls, by the word in the URL, and the telephony event each asks for.
 DESK_CALL_CONTROLS = {"answer": "answered", "hold": "held", "resume": "resumed", "hangup": "ended"}
@@ -339,6 +342,12 @@ def _screen_context(request: HttpRequest, customer_id: int) -> dict[str, Any] | 
         request,
         screen=screen,
         customer=customer,
+        # Offers the policies put on the agent's screen for this customer, newest first.
+        offers=list(
+            policies_selectors.offers_current(customer_id=customer_id).filter(
+                channel=OfferChannel.AGENT_SCREEN
+            )
+        ),
         phones=[{**p, "display": format_phone(p["number"])} for p in customer.phones],
         emails=[_split_email(e) for e in customer.emails],
         local=customer_local_time(customer.time_zone),
@@ -674,3 +683,38 @@ def customer_profile(request: HttpRequest, customer_id: int) -> HttpResponse:
             return response
     context = _desktop(request, customer=customer, form=form, conflicts=conflicts)
     return render(request, "agents/_profile_form.html", context)
+
+
+@staff_required
+@require_POST
+def customer_offer_respond(
+    request: HttpRequest, customer_id: int, presentation_id: int, answer: str
+) -> HttpResponse:
+    """The customer said yes or no to an offer on the agent's screen: recorded for
+    them by the agent (an offer.accepted / offer.declined event), then the screen
+    is read again."""
+    user = _staff(request)
+    if answer not in ("accept", "decline"):
+        return HttpResponse(status=404)
+    if not selectors.customers_visible_to(user).filter(pk=customer_id).exists():
+        return HttpResponse(status=404)
+    presentation = (
+        policies_selectors.offers_current(customer_id=customer_id).filter(pk=presentation_id).first()
+    )
+    error = ""
+    if presentation is None:
+        error = "This offer is no longer open: it was answered or has expired."
+    else:
+        try:
+            policies_services.offer_respond(
+                presentation_id=presentation.pk, accepted=answer == "accept", actor=user
+            )
+        except Conflict as exc:
+            error = " ".join(exc.errors.values())
+    context = _screen_context(request, customer_id)
+    if context is None:
+        return HttpResponse(status=404)
+    response = render(request, "agents/_screen.html", {**context, "offer_error": error})
+    response["HX-Retarget"] = "#screen"
+    response["HX-Reswap"] = "innerHTML"
+    return response

@@ -191,6 +191,12 @@
       return;
     }
     if (event.altKey || event.ctrlKey || event.metaKey || event.defaultPrevented || typing(document.activeElement)) return;
+    var firstOffer = document.querySelector("[data-first-offer]");
+    if (firstOffer && (event.key === "y" || event.key === "d")) {
+      event.preventDefault();
+      firstOffer.querySelector(event.key === "y" ? '[data-offer="accept"]' : '[data-offer="decline"]').click();
+      return;
+    }
     if (event.key === "e" && document.getElementById("edit-profile")) {
       event.preventDefault(); document.getElementById("edit-profile").click(); return;
     }

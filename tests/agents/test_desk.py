@@ -387,3 +387,35 @@ def test_wrap_up_past_its_limit_ends_by_itself_and_keeps_the_call_in_the_history
     assert (agent.state, agent.call_id) == (AgentState.AVAILABLE, None)
     entry = dave_customer.interactions.get()
     assert (entry.disposition, entry.agent_id) == ("", alice.pk)
+
+
+# --- Offers on the screen ---------------------------------------------------------------------
+
+
+def test_the_agent_records_the_customers_answer_to_an_offer_on_the_screen(
+    alice: User, dave_customer: Customer
+) -> None:
+    from policies.models import Offer, OfferPresentation
+
+    offer = Offer.objects.create(
+        code="mortgage",
+        name="Fixed-rate mortgage",
+        talking_points="Rates from 4.1%",
+        channels=["agent_screen"],
+        value=500,
+    )
+    presented = OfferPresentation.objects.create(
+        offer=offer, customer=dave_customer, channel="agent_screen", sequence=1,
+        expires_at=timezone.now() + dt.timedelta(hours=1),
+    )  # fmt: skip
+    client = desk(alice)
+    screen = client.get(reverse("customer", args=[dave_customer.pk])).content.decode()
+    assert "Fixed-rate mortgage" in screen and "Rates from 4.1%" in screen
+    url = reverse("customer-offer-respond", args=[dave_customer.pk, presented.pk, "accept"])
+    response = client.post(url)
+    assert response["HX-Retarget"] == "#screen"
+    presented.refresh_from_db()
+    assert (presented.status, presented.responded_by_id) == ("accepted", alice.pk)
+    assert "No offers for this customer right now" in response.content.decode()
+    again = client.post(url).content.decode()
+    assert "no longer open" in again

@@ -127,3 +127,44 @@ def test_an_agent_edits_in_place_and_a_clash_shows_both_sides(
     assert not errors, errors
     dave_customer.refresh_from_db()
     assert dave_customer.given_name == "Davey"
+
+
+def test_the_agent_answers_an_offer_on_the_screen_with_a_key(
+    uvicorn_server: Server, alice: User, dave_customer: Customer
+) -> None:
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from policies.models import Offer, OfferPresentation
+
+    offer = Offer.objects.create(
+        code="mortgage", name="Fixed-rate mortgage", channels=["agent_screen"], value=500,
+        talking_points="You mentioned moving: our fixed-rate mortgage starts at 4.1% for ten years.",
+    )  # fmt: skip
+    presented = OfferPresentation.objects.create(
+        offer=offer, customer=dave_customer, channel="agent_screen", sequence=1,
+        expires_at=timezone.now() + dt.timedelta(hours=4),
+    )  # fmt: skip
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_context(viewport={"width": 1366, "height": 768}, locale="en-US").new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{uvicorn_server.origin}/login/")
+        page.fill("#id_username", "alice")
+        page.fill("#id_password", PASSWORD)
+        page.press("#id_password", "Enter")
+        page.wait_for_url(f"{uvicorn_server.origin}/")
+        page.goto(f"{uvicorn_server.origin}/customer/{dave_customer.pk}/")
+        expect(page.locator(".offers-panel")).to_contain_text("Fixed-rate mortgage")
+        page.screenshot(path=str(Path(SCREENSHOTS) / "customer-offer.png"))
+        page.locator("body").click()
+        page.keyboard.press("y")
+        expect(page.locator(".offers-panel")).to_contain_text("No offers for this customer right now")
+        browser.close()
+    assert not errors, errors
+    presented.refresh_from_db()
+    assert (presented.status, presented.responded_by_id) == ("accepted", alice.pk)

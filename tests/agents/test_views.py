@@ -205,7 +205,7 @@ def test_a_one_letter_name_is_refused_with_a_message_naming_the_name(
 def test_more_matches_than_the_cap_say_more_than_and_ask_for_another_detail(
     alice: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(views, "SEARCH_COUNT_CAP", 3)
+    monkeypatch.setattr(views.search, "SEARCH_COUNT_CAP", 3)
     for n in range(5):
         make_customer(given_name=f"Pat{chr(97 + n)}", family_name="Smith", phones=[], emails=[])
     html = search(alice, "smith")

@@ -1,0 +1,300 @@
+"""The unified customer screen: its read, its live re-read, editing in place, offers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, QueryDict
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import get_language_info
+from django.views.decorators.http import require_POST
+
+from agents.forms import (
+    ProfileForm,
+)
+from agents.views.common import (
+    _BACK_KEYS,
+    CALLING_HOURS,
+    desktop_context,
+    staff_of,
+    staff_required,
+)
+from crm import selectors, services
+from crm.exceptions import Conflict, StaleVersion
+from crm.models import Customer, Interaction
+from crm.models.choices import AccessChannel
+from crm.validation import format_phone
+from policies import selectors as policies_selectors
+from policies import services as policies_services
+from policies.models import OfferChannel
+
+# --- The customer screen ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalTime:
+    """The customer's wall clock, so an agent calling across zones knows the hour."""
+
+    now: dt.datetime
+    zone: str
+    within_calling_hours: bool
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    interaction: Interaction
+    duration: str  # "4:05"; empty when the source did not say
+    disposition: str  # the source's code made readable: "no_answer" -> "no answer"
+
+
+def _duration(seconds: int | None) -> str:
+    if seconds is None:
+        return ""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def customer_local_time(zone: str) -> LocalTime | None:
+    try:
+        now = timezone.now().astimezone(zoneinfo.ZoneInfo(zone))
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+    return LocalTime(now=now, zone=zone, within_calling_hours=CALLING_HOURS[0] <= now.hour < CALLING_HOURS[1])
+
+
+def language_name(code: str) -> str:
+    try:
+        return str(get_language_info(code.lower())["name"])
+    except KeyError:
+        base = code.split("-", maxsplit=1)[0].lower()
+        try:
+            return f"{get_language_info(base)['name']} ({code})"
+        except KeyError:
+            return code
+
+
+def _split_email(email: dict[str, Any]) -> dict[str, Any]:
+    """The address in two parts, so a long one wraps after the "@", not mid-word."""
+    local, _, domain = str(email.get("address", "")).rpartition("@")
+    return {**email, "local": local, "domain": domain}
+
+
+def _back_link(request: HttpRequest) -> str:
+    back = QueryDict(request.GET.get("back", ""))
+    kept = urlencode({k: back[k] for k in _BACK_KEYS if back.get(k)})
+    return reverse("home") + (f"?{kept}" if kept else "")
+
+
+def _screen_context(request: HttpRequest, customer_id: int) -> dict[str, Any] | None:
+    """Everything the customer screen shows, read in one selector call and logged
+    as a read; None when there is no such customer among those this staff member
+    may see."""
+    user = staff_of(request)
+    try:
+        screen = selectors.customer_screen(
+            customer_id=customer_id, queryset=selectors.customers_visible_to(user)
+        )
+    except Customer.DoesNotExist:
+        return None
+    # The household panel shows the other members' names, roles and tiers: reads
+    # of their records too, logged as the API logs a household read.
+    services.access_log_record(
+        user=user,
+        customer_ids=[customer_id, *(member.pk for member in screen.household_members)],
+        channel=AccessChannel.PAGE,
+        path=request.get_full_path(),
+    )
+    customer = screen.customer
+    return desktop_context(
+        request,
+        screen=screen,
+        customer=customer,
+        # Offers the policies put on the agent's screen for this customer, newest first.
+        offers=list(
+            policies_selectors.offers_current(customer_id=customer_id).filter(
+                channel=OfferChannel.AGENT_SCREEN
+            )
+        ),
+        phones=[{**p, "display": format_phone(p["number"])} for p in customer.phones],
+        emails=[_split_email(e) for e in customer.emails],
+        local=customer_local_time(customer.time_zone),
+        calling_hours=CALLING_HOURS,
+        language=language_name(customer.language),
+        address=customer.primary_address,
+        history=[
+            HistoryRow(i, _duration(i.duration_seconds), i.disposition.replace("_", " "))
+            for i in screen.interactions
+        ],
+        history_limit=selectors.SCREEN_HISTORY,
+        back_url=_back_link(request),
+        now=timezone.now(),
+    )
+
+
+@staff_required
+def customer_detail(request: HttpRequest, customer_id: int) -> HttpResponse:
+    """The unified customer screen. Every open is access-logged; the page then
+    keeps itself current over the desktop socket (static/js/live.js)."""
+    context = _screen_context(request, customer_id)
+    if context is None:
+        return render(
+            request,
+            "agents/customer_missing.html",
+            desktop_context(request, number=f"C-{customer_id:07d}", back_url=_back_link(request)),
+            status=404,
+        )
+    return render(request, "agents/customer.html", context)
+
+
+@staff_required
+def customer_screen_part(request: HttpRequest, customer_id: int) -> HttpResponse:
+    """The screen's body alone, read afresh: what the live page swaps in when the
+    socket says the record changed, and after a reconnect (frames only tell; the
+    rows are the truth, so the page re-reads them instead of patching itself)."""
+    context = _screen_context(request, customer_id)
+    if context is None:
+        return HttpResponse(status=404)
+    response = render(request, "agents/_screen.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# --- Editing the profile in place --------------------------------------------------------------
+
+_FIELD_LABELS = {name: str(field.label) for name, field in ProfileForm.base_fields.items()}
+_FIELD_LABELS.update(phones="Phones", emails="E-mails")
+
+
+@dataclass(frozen=True)
+class ConflictRow:
+    field: str
+    theirs: str
+    yours: str
+    by: str
+    at: dt.datetime
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        primary = next((e for e in value if isinstance(e, dict) and e.get("primary")), None)
+        entry = primary or (value[0] if value else None)
+        if not entry:
+            return "—"
+        shown = entry.get("number") or entry.get("address") or ""
+        return format_phone(shown) if str(shown).startswith("+") else str(shown)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value) if value not in (None, "") else "—"
+
+
+def _conflicts(customer: Customer, since_version: int, yours: dict[str, Any]) -> list[ConflictRow]:
+    """What others changed since the version the agent edited, next to what the
+    agent wants for the same fields (their other changes do not clash)."""
+    rows = (
+        customer.change_history.filter(version__gt=since_version)
+        .select_related("actor")
+        .order_by("-version", "-id")
+    )
+    seen: dict[str, ConflictRow] = {}
+    for change in rows:
+        if change.field in seen:
+            continue
+        actor = change.actor
+        by = (actor.get_full_name() or actor.username) if actor else "the system"
+        seen[change.field] = ConflictRow(
+            field=_FIELD_LABELS.get(change.field, change.field.replace("_", " ")),
+            theirs=_shown(change.new_value),
+            yours=_shown(yours[change.field]) if change.field in yours else "(not changed by you)",
+            by=by,
+            at=change.at,
+        )
+    return list(seen.values())
+
+
+@staff_required
+def customer_profile(request: HttpRequest, customer_id: int) -> HttpResponse:
+    """GET: the contact panel as a form. POST: save it against the version the
+    form was read at; a stale version shows who changed what since, next to the
+    agent's values, and lets them apply theirs over it."""
+    user = staff_of(request)
+    customer = selectors.customers_visible_to(user).filter(pk=customer_id).first()
+    if customer is None:
+        return HttpResponse(status=404)
+    if not user.has_perm("crm.change_customer"):
+        return HttpResponse("Your role cannot change customers.", status=403)
+    if request.method != "POST":
+        context = desktop_context(request, customer=customer, form=ProfileForm.of(customer), conflicts=[])
+        return render(request, "agents/_profile_form.html", context)
+    form = ProfileForm(request.POST)
+    conflicts: list[ConflictRow] = []
+    if form.is_valid():
+        changes = form.changes(customer)
+        try:
+            if changes:
+                services.customer_update(
+                    customer_id=customer.pk, expected_version=form.cleaned_data["version"],
+                    changes=changes, actor=user,
+                )  # fmt: skip
+        except StaleVersion as exc:
+            conflicts = _conflicts(customer, exc.expected_version, changes)
+            # Applying "mine" means saving over the version now current.
+            data = request.POST.copy()
+            data["version"] = str(exc.current_version)
+            form = ProfileForm(data)
+            form.is_valid()
+        except ValidationError as exc:
+            for field, messages in exc.message_dict.items():
+                target = {"phones": "phone", "emails": "email"}.get(field.split(".")[0], field)
+                form.add_error(target if target in form.fields else None, messages)
+        else:
+            # Saved: the whole screen again, as it now is.
+            screen_context = _screen_context(request, customer_id)
+            response = render(request, "agents/_screen.html", screen_context)
+            response["HX-Retarget"] = "#screen"
+            response["HX-Reswap"] = "innerHTML"
+            return response
+    context = desktop_context(request, customer=customer, form=form, conflicts=conflicts)
+    return render(request, "agents/_profile_form.html", context)
+
+
+@staff_required
+@require_POST
+def customer_offer_respond(
+    request: HttpRequest, customer_id: int, presentation_id: int, answer: str
+) -> HttpResponse:
+    """The customer said yes or no to an offer on the agent's screen: recorded for
+    them by the agent (an offer.accepted / offer.declined event), then the screen
+    is read again."""
+    user = staff_of(request)
+    if answer not in ("accept", "decline"):
+        return HttpResponse(status=404)
+    if not selectors.customers_visible_to(user).filter(pk=customer_id).exists():
+        return HttpResponse(status=404)
+    presentation = (
+        policies_selectors.offers_current(customer_id=customer_id).filter(pk=presentation_id).first()
+    )
+    error = ""
+    if presentation is None:
+        error = "This offer is no longer open: it was answered or has expired."
+    else:
+        try:
+            policies_services.offer_respond(
+                presentation_id=presentation.pk, accepted=answer == "accept", actor=user
+            )
+        except Conflict as exc:
+            error = " ".join(exc.errors.values())
+    context = _screen_context(request, customer_id)
+    if context is None:
+        return HttpResponse(status=404)
+    response = render(request, "agents/_screen.html", {**context, "offer_error": error})
+    response["HX-Retarget"] = "#screen"
+    response["HX-Reswap"] = "innerHTML"
+    return response

@@ -53,7 +53,10 @@ def test_the_floor_counts_states_waiting_calls_and_service_level(
     services.call_arrive(source=ivr, telephony_id="c2", ani="+12025550143", queue_code="service")  # waits
     services.agent_set_state(user=ben, state="break", reason="lunch")
     late, _ = services.call_arrive(source=ivr, telephony_id="c3", ani="+12025550143", queue_code="service")
-    Call.objects.filter(pk=late.pk).update(arrived_at=timezone.now() - dt.timedelta(minutes=3))
+    # Waited three minutes, but never before today's midnight on the floor's clock.
+    day_start = selectors.start_of_day("America/Chicago")
+    waited = max(timezone.now() - dt.timedelta(minutes=3), day_start + dt.timedelta(seconds=1))
+    Call.objects.filter(pk=late.pk).update(arrived_at=waited)
     services.call_event(source=ivr, telephony_id="c3", event_id="gone", kind="ended")  # abandoned
 
     view = selectors.floor(zone="America/Chicago")

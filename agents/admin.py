@@ -3,12 +3,11 @@ and state history to look at (they change only through the telephony API)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
 from django.http import HttpRequest
 
 from agents.models import Agent, AgentStateChange, Call, CallEvent, Queue
+from crm.admin import ReadOnlyAdmin
 
 
 @admin.register(Queue)
@@ -31,19 +30,8 @@ class AgentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return False  # a presence row appears when a staff member first uses the desk
 
 
-class ReadOnly(admin.ModelAdmin):  # type: ignore[type-arg]
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(Call)
-class CallAdmin(ReadOnly):
+class CallAdmin(ReadOnlyAdmin):
     list_display = [
         "telephony_id",
         "queue",
@@ -61,7 +49,7 @@ class CallAdmin(ReadOnly):
 
 
 @admin.register(AgentStateChange)
-class AgentStateChangeAdmin(ReadOnly):
+class AgentStateChangeAdmin(ReadOnlyAdmin):
     list_display = ["agent", "state", "reason", "at", "changed_by"]
     list_filter = ["state"]
     date_hierarchy = "at"
@@ -69,6 +57,6 @@ class AgentStateChangeAdmin(ReadOnly):
 
 
 @admin.register(CallEvent)
-class CallEventAdmin(ReadOnly):
+class CallEventAdmin(ReadOnlyAdmin):
     list_display = ["call", "kind", "event_id", "at"]
     list_filter = ["kind"]

@@ -141,9 +141,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
         self.message_user(request, f"Revoked {revoked} token(s).")
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows written by crm.services alone (and kept by the database): the admin
-    only shows them."""
+class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Rows written by services alone (and kept by the database): the admin only
+    shows them. The other apps' audit and decision rows use it too."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

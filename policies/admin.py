@@ -13,6 +13,7 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
+from crm.admin import ReadOnlyAdmin
 from policies import engine, services
 from policies.models import Decision, Offer, OfferPresentation, Policy
 
@@ -66,19 +67,8 @@ class OfferAdmin(admin.ModelAdmin):
         transaction.on_commit(engine.index_invalidate)
 
 
-class ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(Decision)
-class DecisionAdmin(ReadOnly):
+class DecisionAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "policy", "customer", "outcome", "reason"]
     list_filter = ["outcome"]
     list_select_related = ["policy"]
@@ -86,7 +76,7 @@ class DecisionAdmin(ReadOnly):
 
 
 @admin.register(OfferPresentation)
-class OfferPresentationAdmin(ReadOnly):
+class OfferPresentationAdmin(ReadOnlyAdmin):
     list_display = ["presented_at", "offer", "customer", "channel", "status", "sequence"]
     list_filter = ["status", "channel"]
     list_select_related = ["offer"]

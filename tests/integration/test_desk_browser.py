@@ -15,9 +15,8 @@ from agents import services as agents_services
 from agents.models import Agent, AgentState, Call, CallState, Disposition, Queue
 from crm import services
 from crm.models import Customer, User
-from tests.conftest import PASSWORD
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, SCREENSHOTS
-from tests.integration.conftest import COMMITTED, Server
+from tests.integration.conftest import COMMITTED, Server, signed_in_page
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, COMMITTED, NEEDS_CHROMIUM]
 
@@ -51,14 +50,7 @@ def test_an_agent_goes_available_gets_a_call_popped_answers_and_wraps_up(
         errors: list[str] = []
 
         def signed_in(username: str) -> Any:
-            page = browser.new_context(viewport={"width": 1366, "height": 768}, locale="en-US").new_page()
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(f"{uvicorn_server.origin}/login/")
-            page.fill("#id_username", username)
-            page.fill("#id_password", PASSWORD)
-            page.press("#id_password", "Enter")
-            page.wait_for_url(f"{uvicorn_server.origin}/")
-            return page
+            return signed_in_page(browser, uvicorn_server, username, errors)
 
         # The supervisor watches the floor in another browser while the agent works.
         floor = signed_in("bob")

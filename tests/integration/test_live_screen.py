@@ -14,9 +14,8 @@ import pytest
 
 from crm import services
 from crm.models import Customer, SourceSystem, User
-from tests.conftest import PASSWORD
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, SCREENSHOTS, VIEWPORT
-from tests.integration.conftest import COMMITTED, Server
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, SCREENSHOTS
+from tests.integration.conftest import COMMITTED, Server, signed_in_page
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, COMMITTED, NEEDS_CHROMIUM]
 
@@ -40,14 +39,8 @@ def test_a_synced_contact_and_a_profile_change_appear_on_an_open_screen(
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_context(viewport=VIEWPORT, locale="en-US").new_page()
         errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{uvicorn_server.origin}/login/")
-        page.fill("#id_username", "alice")
-        page.fill("#id_password", PASSWORD)
-        page.press("#id_password", "Enter")
-        page.wait_for_url(f"{uvicorn_server.origin}/")
+        page = signed_in_page(browser, uvicorn_server, "alice", errors)
         page.goto(f"{uvicorn_server.origin}/customer/{dave_customer.pk}/")
         expect(page.locator("#live-state")).to_have_attribute("data-state", "live", timeout=10_000)
         expect(page.locator("#screen")).not_to_contain_text("Asked about mortgage rates")
@@ -94,14 +87,8 @@ def test_an_agent_edits_in_place_and_a_clash_shows_both_sides(
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_context(viewport={"width": 1366, "height": 768}, locale="en-US").new_page()
         errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{uvicorn_server.origin}/login/")
-        page.fill("#id_username", "alice")
-        page.fill("#id_password", PASSWORD)
-        page.press("#id_password", "Enter")
-        page.wait_for_url(f"{uvicorn_server.origin}/")
+        page = signed_in_page(browser, uvicorn_server, "alice", errors)
         page.goto(f"{uvicorn_server.origin}/customer/{dave_customer.pk}/")
         expect(page.locator("#live-state")).to_have_attribute("data-state", "live", timeout=10_000)
         page.locator("body").click()
@@ -150,14 +137,8 @@ def test_the_agent_answers_an_offer_on_the_screen_with_a_key(
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_context(viewport={"width": 1366, "height": 768}, locale="en-US").new_page()
         errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{uvicorn_server.origin}/login/")
-        page.fill("#id_username", "alice")
-        page.fill("#id_password", PASSWORD)
-        page.press("#id_password", "Enter")
-        page.wait_for_url(f"{uvicorn_server.origin}/")
+        page = signed_in_page(browser, uvicorn_server, "alice", errors)
         page.goto(f"{uvicorn_server.origin}/customer/{dave_customer.pk}/")
         expect(page.locator(".offers-panel")).to_contain_text("Fixed-rate mortgage")
         page.screenshot(path=str(Path(SCREENSHOTS) / "customer-offer.png"))

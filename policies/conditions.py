@@ -122,6 +122,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
+        if self.line == 0:
+            return self.message
         return f"Line {self.line}, column {self.column}: {self.message}"
 
 
@@ -142,19 +144,29 @@ def check(condition: str, trigger_types: list[str]) -> cel.Program | None:
     """Compile ``condition`` for a policy triggered by ``trigger_types``; raise a
     ValidationError on ``condition`` listing each problem with its position.
     An empty condition always holds (None)."""
+    program, problems = diagnose(condition, trigger_types)
+    if problems:
+        raise ValidationError({"condition": [str(p) for p in problems]})
+    return program
+
+
+def diagnose(condition: str, trigger_types: list[str]) -> tuple[cel.Program | None, list[Problem]]:
+    """The compiled program and every problem found, each with its position (the
+    supervisor's editor marks them while they type); a problem of the whole
+    expression (it cannot be evaluated) has line and column 0."""
     if not condition.strip():
-        return None
+        return None, []
     try:
         program = cel.compile(condition)
     except Exception as exc:  # noqa: BLE001  (the parser raises ValueError, or its own kinds)
-        raise ValidationError({"condition": [str(_syntax_problem(condition, str(exc)))]}) from None
+        return None, [_syntax_problem(condition, str(exc))]
     problems = _name_and_type_problems(condition, trigger_types)
     if problems:
-        raise ValidationError({"condition": [str(p) for p in problems]})
+        return program, problems
     sample_problem = _sample_run(program, trigger_types)
     if sample_problem:
-        raise ValidationError({"condition": [sample_problem]})
-    return program
+        return program, [Problem(0, 0, sample_problem)]
+    return program, []
 
 
 def _syntax_problem(condition: str, message: str) -> Problem:

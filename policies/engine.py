@@ -189,6 +189,14 @@ def index_build(*, generation: int = 0) -> PolicyIndex:
     )
 
 
+def candidate_for(policy: Policy) -> Candidate | None:
+    """One policy as the engine would run it, whatever its status (a simulation
+    replays a draft); None when its condition no longer compiles."""
+    codes = [a.get("settings", {}).get("offer") for a in policy.actions if isinstance(a, dict)]
+    offers = {o.code: _offer_info(o) for o in Offer.objects.filter(code__in=[c for c in codes if c])}
+    return _candidate(policy, offers)
+
+
 def _offer_info(offer: Offer) -> OfferInfo:
     return OfferInfo(
         id=offer.pk, code=offer.code, name=offer.name, value=float(offer.value), marketing=offer.marketing,
@@ -295,17 +303,24 @@ CUSTOMER_COLUMNS = (
 )  # fmt: skip
 
 
-def facts_load(event: BusinessEvent, customer: Customer, now: dt.datetime) -> Facts:
+def facts_load(event: BusinessEvent, customer: Customer, now: dt.datetime, *, as_of: bool = False) -> Facts:
     """Two indexed reads: the customer's events within POLICIES_HISTORY_DAYS, and
-    their presentations within the longest period any offer's rules look back."""
+    their presentations within the longest period any offer's rules look back.
+    ``as_of``: only what was known at ``now`` (a simulation replaying the past)."""
     since = now - dt.timedelta(days=settings.POLICIES_HISTORY_DAYS)
     ages: dict[str, list[float]] = defaultdict(list)
     last_opened = last_resolved = None
-    rows = (
-        BusinessEvent.objects.filter(customer_id=customer.pk, occurred_at__gte=since)
-        .order_by("-occurred_at")
-        .values_list("type", "occurred_at")[: settings.POLICIES_HISTORY_LIMIT]
+    recent = BusinessEvent.objects.filter(customer_id=customer.pk, occurred_at__gte=since)
+    past = OfferPresentation.objects.filter(
+        customer_id=customer.pk,
+        presented_at__gte=now - dt.timedelta(days=settings.POLICIES_RULES_LOOKBACK_DAYS),
     )
+    if as_of:
+        recent = recent.filter(occurred_at__lte=now)  # the event itself counts, as when decided live
+        past = past.filter(presented_at__lt=now)
+    rows = recent.order_by("-occurred_at").values_list("type", "occurred_at")[
+        : settings.POLICIES_HISTORY_LIMIT
+    ]
     for event_type, occurred_at in rows:
         ages[event_type].append(max((now - occurred_at).total_seconds(), 0) / 86_400)
         if event_type == COMPLAINT_OPENED and last_opened is None:
@@ -314,10 +329,9 @@ def facts_load(event: BusinessEvent, customer: Customer, now: dt.datetime) -> Fa
             last_resolved = occurred_at
     presentations = [
         PastPresentation(*row)
-        for row in OfferPresentation.objects.filter(
-            customer_id=customer.pk,
-            presented_at__gte=now - dt.timedelta(days=settings.POLICIES_RULES_LOOKBACK_DAYS),
-        ).values_list("offer_id", "channel", "status", "presented_at", "responded_at", "expires_at")
+        for row in past.values_list(
+            "offer_id", "channel", "status", "presented_at", "responded_at", "expires_at"
+        )
     ]
     return Facts(
         event=event_map(event),

@@ -14,11 +14,14 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from agents.routing import websocket_urlpatterns  # noqa: E402
+from agents.routing import websocket_urlpatterns as agent_routes  # noqa: E402
+from policies.routing import websocket_urlpatterns as self_service_routes  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(agent_routes + self_service_routes))
+        ),
     }
 )

@@ -36,7 +36,7 @@ class PolicyForm(forms.Form):
     )  # fmt: skip
     condition = forms.CharField(
         required=False, max_length=4000,
-        widget=forms.Textarea(attrs={"rows": 5, "spellcheck": "false", "autocomplete": "off",
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "autocomplete": "off",
                                      "class": "code-input"}),
     )  # fmt: skip
     priority = forms.IntegerField(min_value=1, max_value=100, initial=50)

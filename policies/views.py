@@ -26,7 +26,7 @@ from agents.views.common import desktop_context, staff_of, staff_required
 from crm import events
 from policies import actions as action_registry
 from policies import conditions, forms, selectors, services, simulation
-from policies.models import Offer, OfferStatus, Policy, PolicyStatus
+from policies.models import DecisionOutcome, Offer, OfferStatus, Policy, PolicyStatus
 
 VIEW = "policies.view_policy"
 PER_PAGE = 25
@@ -199,16 +199,23 @@ def _detail_context(request: HttpRequest, policy: Policy, **extra: Any) -> dict[
         for code in dict.fromkeys(codes)
         if code in offers
     ]
-    outcomes = dict(
+    counted = dict(
         policy.decisions.filter(created_at__gte=timezone.now() - dt.timedelta(days=days))
         .values_list("outcome")
         .annotate(n=Count("id"))
         .values_list("outcome", "n")
     )
+    outcomes = [(label, counted[value]) for value, label in DecisionOutcome.choices if counted.get(value)]
     run = simulation.simulation_get(request.GET["run"]) if request.GET.get("run") else None
     user = staff_of(request)
+    action_lines = [
+        (a.get("action", ""), [(k, ", ".join(map(str, v)) if isinstance(v, list) else v)
+                               for k, v in (a.get("settings") or {}).items()])
+        for a in policy.actions
+    ]  # fmt: skip
     return desktop_context(
-        request, policy=policy, results=results, lifts=lifts, days=days, day_choices=RESULT_DAYS,
+        request, policy=policy, action_lines=action_lines, results=results, lifts=lifts, days=days,
+        day_choices=RESULT_DAYS,
         outcomes=outcomes, run=run if run and run.policy_id == policy.pk else None,
         transitions=[s for s, sources in TRANSITIONS.items() if policy.status in sources],
         can_change=user.has_perm("policies.change_policy"), saved=request.GET.get("saved") == "1",

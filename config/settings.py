@@ -278,7 +278,20 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [{"address": REDIS_URL}], "capacity": 1000, "expiry": 30},
+        # Each Redis command of the layer takes a pooled connection, and redis-py's
+        # asyncio pool refuses (MaxConnectionsError) instead of waiting once its 100
+        # are in use: 200 desks joining or leaving a group at once on one web process
+        # reached it, and each refused consumer dropped its socket.
+        "CONFIG": {
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    "max_connections": env_int("CHANNELS_REDIS_MAX_CONNECTIONS", 1000, minimum=10),
+                }
+            ],
+            "capacity": 1000,
+            "expiry": 30,
+        },
     }
 }
 

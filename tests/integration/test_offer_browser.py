@@ -1,0 +1,91 @@
+"""The closed loop in a real browser against a real uvicorn: an event posted by
+an integration raises an offer that appears by itself on the customer screen an
+agent has open, and the agent accepts it from the keyboard; then a supervisor
+reads the result on the policy's page."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from crm import services
+from crm.models import Customer, User
+from policies import engine
+from policies import services as policy_services
+from policies.models import OfferPresentation
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, SCREENSHOTS
+from tests.integration.conftest import COMMITTED, Server, signed_in_page
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, COMMITTED, NEEDS_CHROMIUM]
+
+
+def _post_event(server: Server, token: str, customer: Customer) -> None:
+    body = {"type": "web.page_view", "customer": customer.pk, "idempotency_key": "page-1",
+            "occurred_at": timezone.now().isoformat(),
+            "payload": {"url": "/mortgages/calculator", "page_category": "mortgage"}}  # fmt: skip
+    request = urllib.request.Request(  # noqa: S310  (http on loopback: the test's own server)
+        f"{server.origin}/api/v1/events", data=json.dumps(body).encode(), method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        assert response.status == 201
+
+
+@pytest.mark.usefixtures("alice", "ivr")
+def test_an_offer_appears_on_the_open_screen_and_the_agent_accepts_it_with_the_keyboard(
+    uvicorn_server: Server, bob: User, frank: User
+) -> None:
+    customer = services.customer_create(given_name="Maya", family_name="Lopez", marketing_opt_in=True)
+    policy_services.offer_save(
+        code="home-mortgage", name="A mortgage for your new home", channels=["agent_screen"], status="active",
+        talking_points="Our 30-year fixed rate is locked for 60 days.", self_service_text="Lock a rate.",
+    )  # fmt: skip
+    policy = policy_services.policy_save(
+        actor=bob, name="Mortgage pages read: the mortgage on the agent screen", status="active",
+        trigger_types=["web.page_view"], condition='event.page_category == "mortgage"',
+        actions=[{"action": "present_offer",
+                  "settings": {"offer": "home-mortgage", "channels": ["agent_screen"]}}],
+    )  # fmt: skip
+    engine.index_invalidate()
+    _, token = services.api_token_create(user=frank, name="web site")
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = Path(SCREENSHOTS)
+    shots.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page: Any = signed_in_page(browser, uvicorn_server, "alice", errors)
+        page.goto(f"{uvicorn_server.origin}/customer/{customer.pk}/")
+        expect(page.locator(".live-state")).to_have_attribute("data-state", "live", timeout=10_000)
+        expect(page.locator(".offers-panel")).to_contain_text("No offers for this customer right now")
+
+        _post_event(uvicorn_server, token, customer)
+        offer = page.locator("[data-first-offer]")
+        expect(offer).to_contain_text("A mortgage for your new home", timeout=10_000)
+        expect(offer).to_contain_text("locked for 60 days")
+        page.screenshot(path=str(shots / "desk-offer-arrived.png"))
+
+        page.locator("body").click()  # focus off any field: letters are shortcuts
+        page.keyboard.press("y")
+        expect(page.locator(".offers-panel")).not_to_contain_text(
+            "A mortgage for your new home", timeout=10_000
+        )
+        page.screenshot(path=str(shots / "desk-offer-accepted.png"))
+
+        supervisor = signed_in_page(browser, uvicorn_server, "bob", errors)
+        supervisor.goto(f"{uvicorn_server.origin}/policies/{policy.pk}/?days=7")
+        expect(supervisor.locator(".tile-ok .tile-n").first).to_have_text("1")
+        supervisor.screenshot(path=str(shots / "policy-results.png"), full_page=True)
+        browser.close()
+    presentation = OfferPresentation.objects.get(customer=customer)
+    assert (presentation.status, presentation.responded_by) == (
+        "accepted",
+        User.objects.get(username="alice"),
+    )
+    assert not errors, errors

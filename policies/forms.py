@@ -161,7 +161,11 @@ class OfferForm(forms.ModelForm):
         choices=OfferChannel.choices, widget=forms.CheckboxSelectMultiple,
         error_messages={"required": "Tick at least one channel where this offer may be presented."},
     )  # fmt: skip
-    product = forms.ModelChoiceField(queryset=Product.objects.order_by("name"), required=False)
+    product = forms.ModelChoiceField(
+        queryset=Product.objects.order_by("name"),
+        required=False,
+        empty_label="No product (lift not measurable)",
+    )
     valid_from = forms.DateTimeField(
         required=False, widget=LocalDateTimeInput(), input_formats=[DATETIME_LOCAL]
     )

@@ -282,11 +282,16 @@ CHANNEL_LAYERS = {
         # asyncio pool refuses (MaxConnectionsError) instead of waiting once its 100
         # are in use: 200 desks joining or leaving a group at once on one web process
         # reached it, and each refused consumer dropped its socket.
+        # redis-py 8 gives every read a 5 s socket timeout, the very time channels-redis
+        # blocks in BZPOPMIN for an idle socket: Redis's empty answer at 5 s lost the race
+        # now and then, the read raised TimeoutError and the consumer (and its socket)
+        # died. Reads wait longer than the blocking pop, still not for ever.
         "CONFIG": {
             "hosts": [
                 {
                     "address": REDIS_URL,
                     "max_connections": env_int("CHANNELS_REDIS_MAX_CONNECTIONS", 1000, minimum=10),
+                    "socket_timeout": 30,
                 }
             ],
             "capacity": 1000,

@@ -28,7 +28,8 @@ a customer more events in a minute than a day brings.
 
 The last line is one JSON object: p50_ms, p99_ms, events_per_s (the rate the
 server kept up with), sent, offers, received, lost, api_p50_ms, api_p99_ms,
-policies, agents, peak_rss_mb of the web and of the worker (its largest process).
+policies, agents, peak_rss_mb of the web and of the worker (its largest process),
+and the channel layer (CHANNEL_LAYER=core|pubsub in the environment chooses it).
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ def main() -> int:
     logs.mkdir(parents=True, exist_ok=True)
     web = subprocess.Popen(
         [str(bin_dir / "uvicorn"), "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--lifespan", "off", "--log-level", "warning", "--no-access-log"],
+         "--lifespan", "off", "--log-level", "warning", "--no-access-log",
+         "--timeout-graceful-shutdown", "3"],
         cwd=ROOT, env=env, stdout=open(logs / "event_to_offer_web.log", "wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     worker = subprocess.Popen(
@@ -151,10 +153,15 @@ def main() -> int:
         for process in (web, worker):
             process.terminate()
         for process in (web, worker):
-            process.wait(timeout=30)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
     result = _score(measured)
     result.update(
         policies=Policy.objects.filter(status="active").count(), agents=args.agents, rate_per_s=args.rate,
+        channel_layer=settings.CHANNEL_LAYER,
         seconds=seconds, size=args.size, web_peak_rss_mb=round(peak["web"]),
         worker_peak_rss_mb=round(peak["worker"]), peak_rss_mb=round(max(peak.values())),
     )  # fmt: skip

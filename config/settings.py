@@ -275,29 +275,30 @@ CACHES = {
     }
 }
 
+_CHANNEL_HOST = {
+    "address": REDIS_URL,
+    # Each Redis command of the layer takes a pooled connection, and redis-py's
+    # asyncio pool refuses (MaxConnectionsError) instead of waiting once its 100
+    # are in use: 200 desks joining or leaving a group at once on one web process
+    # reached it, and each refused consumer dropped its socket.
+    "max_connections": env_int("CHANNELS_REDIS_MAX_CONNECTIONS", 1000, minimum=10),
+    # redis-py 8 gives every read a 5 s socket timeout, the very time channels-redis
+    # blocks in BZPOPMIN for an idle socket: Redis's empty answer at 5 s lost the race
+    # now and then, the read raised TimeoutError and the consumer (and its socket)
+    # died. Reads wait longer than the blocking pop, still not for ever.
+    "socket_timeout": 30,
+}
+# "core" (lists per channel, with capacity and expiry) or "pubsub" (Redis PUBLISH:
+# one round trip per message instead of three, no queue to expire; frames only
+# tell, the rows are the truth, so a frame lost is caught up from the rows).
+CHANNEL_LAYER = env_choice("CHANNEL_LAYER", "core", ("core", "pubsub"))
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        # Each Redis command of the layer takes a pooled connection, and redis-py's
-        # asyncio pool refuses (MaxConnectionsError) instead of waiting once its 100
-        # are in use: 200 desks joining or leaving a group at once on one web process
-        # reached it, and each refused consumer dropped its socket.
-        # redis-py 8 gives every read a 5 s socket timeout, the very time channels-redis
-        # blocks in BZPOPMIN for an idle socket: Redis's empty answer at 5 s lost the race
-        # now and then, the read raised TimeoutError and the consumer (and its socket)
-        # died. Reads wait longer than the blocking pop, still not for ever.
-        "CONFIG": {
-            "hosts": [
-                {
-                    "address": REDIS_URL,
-                    "max_connections": env_int("CHANNELS_REDIS_MAX_CONNECTIONS", 1000, minimum=10),
-                    "socket_timeout": 30,
-                }
-            ],
-            "capacity": 1000,
-            "expiry": 30,
-        },
+        "CONFIG": {"hosts": [_CHANNEL_HOST], "capacity": 1000, "expiry": 30},
     }
+    if CHANNEL_LAYER == "core"
+    else {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [_CHANNEL_HOST]}}
 }
 
 # --- Auth -------------------------------------------------------------------

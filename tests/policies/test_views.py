@@ -262,8 +262,9 @@ def test_offers_are_created_and_bad_ones_explained(bob: User, mortgage_product: 
 
 
 def test_results_count_each_answer_by_channel_and_day(
-    bob: User, mortgage_policy: Policy, mortgage_offer: Offer, dave_customer: Customer
-) -> None:
+    bob: User, mortgage_policy: Policy, mortgage_offer: Offer, dave_customer: Customer,
+    django_assert_max_num_queries: Any,
+) -> None:  # fmt: skip
     now = timezone.now()
     answers = [("self_service", "accepted"), ("self_service", "declined"), ("agent_screen", "expired"),
                ("agent_screen", "accepted")]  # fmt: skip
@@ -278,7 +279,9 @@ def test_results_count_each_answer_by_channel_and_day(
     assert results.by_channel["self_service"] == {"accepted": 1, "declined": 1}
     assert [d.presented for d in results.series["agent_screen"]][-4:] == [1, 1, 0, 0]
     assert results.acceptance_rate == 0.5
-    page = signed_in(bob).get(f"/policies/{mortgage_policy.pk}/?days=7").content.decode()
+    client = signed_in(bob)
+    with django_assert_max_num_queries(14):  # whatever the number of presentations
+        page = client.get(f"/policies/{mortgage_policy.pk}/?days=7").content.decode()
     assert '<svg class="bars"' in page and "Self-service web" in page
     offer_page = signed_in(bob).get(f"/policies/offers/{mortgage_offer.pk}/").content.decode()
     assert "Address change: mortgage" in offer_page and '<span class="tile-n">4</span>' in offer_page

@@ -11,9 +11,9 @@ from policies.selectors import ChannelDay, Rate
 
 register = template.Library()
 
-BAR_WIDTH = 10
 GAP = 2
 HEIGHT = 60
+CHART_WIDTH = 330  # about, whatever the number of days: a week's bars are wide, a quarter's thin
 
 
 @register.filter
@@ -44,16 +44,17 @@ def daily_bars(days: list[ChannelDay], peak: int) -> SafeString:
     """One bar a day: its height the presentations, its dark part the acceptances;
     each bar's title says the date and the counts (hover, or a screen reader)."""
     scale = HEIGHT / peak if peak else 0
-    width = len(days) * (BAR_WIDTH + GAP)
+    bar_width = max(3, min(30, CHART_WIDTH // len(days) - GAP))
+    width = len(days) * (bar_width + GAP)
     bars = []
     for i, day in enumerate(days):
-        x = i * (BAR_WIDTH + GAP)
+        x = i * (bar_width + GAP)
         shown = day.presented * scale
         taken = day.accepted * scale
         rate = f", {day.rate:.0%} accepted" if day.rate is not None else ""
         bars.append((
             f"{day.day:%b %-d}: {day.presented} presented, {day.accepted} accepted{rate}",
-            x, f"{HEIGHT - shown:.1f}", BAR_WIDTH, f"{shown:.1f}", x, f"{HEIGHT - taken:.1f}", BAR_WIDTH,
+            x, f"{HEIGHT - shown:.1f}", bar_width, f"{shown:.1f}", x, f"{HEIGHT - taken:.1f}", bar_width,
             f"{taken:.1f}",
         ))  # fmt: skip
     body = format_html_join(

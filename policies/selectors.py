@@ -70,11 +70,15 @@ def policies_filtered(*, status: str = "", trigger: str = "", q: str = "") -> Qu
 
 
 def presented_accepted_since(*, policy_ids: list[int], since: dt.datetime) -> dict[int, tuple[int, int]]:
-    """(presented, accepted) since ``since`` per policy, in one grouped query."""
+    """Per policy, the offers presented since ``since`` and those accepted since then
+    (whenever presented), in one grouped query."""
+    accepted = Q(status=PresentationStatus.ACCEPTED, responded_at__gte=since)
     rows = (
-        OfferPresentation.objects.filter(policy_id__in=policy_ids, presented_at__gte=since)
+        OfferPresentation.objects.filter(Q(presented_at__gte=since) | accepted, policy_id__in=policy_ids)
         .values("policy_id")
-        .annotate(presented=Count("id"), accepted=Count("id", filter=Q(status=PresentationStatus.ACCEPTED)))
+        .annotate(
+            presented=Count("id", filter=Q(presented_at__gte=since)), accepted=Count("id", filter=accepted)
+        )
     )
     return {r["policy_id"]: (r["presented"], r["accepted"]) for r in rows}
 

@@ -75,6 +75,13 @@ def test_the_list_shows_todays_presentations_and_filters(
             sequence=sequence, status=status, presented_at=now, expires_at=now + dt.timedelta(days=1),
             responded_at=None if status == "presented" else now,
         )  # fmt: skip
+    # Presented two days ago and accepted now: accepted today, not presented today.
+    OfferPresentation.objects.create(
+        offer=mortgage_offer, customer=dave_customer, channel="self_service", policy=mortgage_policy,
+        sequence=4,
+        status="accepted", presented_at=now - dt.timedelta(days=2), expires_at=now + dt.timedelta(days=1),
+        responded_at=now,
+    )  # fmt: skip
     client = signed_in(bob)
     with django_assert_max_num_queries(12):
         page = client.get("/policies/")
@@ -82,7 +89,7 @@ def test_the_list_shows_todays_presentations_and_filters(
     text = page.content.decode()
     assert "Address change: mortgage" in text and "Paused one" in text
     row = text[text.index("Address change: mortgage") :]
-    assert '<td class="num">3</td>' in row[:1500] and '<td class="num">1</td>' in row[:1500]
+    assert '<td class="num">3</td>\n      <td class="num">2</td>' in row[:1500]
     assert "10%" in row[:1500]
 
     paused = client.get("/policies/?status=paused").content.decode()

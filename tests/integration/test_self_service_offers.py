@@ -164,3 +164,16 @@ def test_one_customer_never_hears_of_anothers_offers(uvicorn_server: Server, cus
         first = frame(socket)
     assert first["event"] == "offer.presented" and first["sequence"] == 1
     assert first["presentation_id"] not in {p.pk for p in other.offer_presentations.all()}
+
+
+def test_a_number_that_is_not_one_is_explained(uvicorn_server: Server, customer_login: User) -> None:
+    with ws_connect(
+        f"{uvicorn_server.ws_url}/ws/me/offers/?after=yesterday",
+        origin=websockets.Origin(uvicorn_server.origin),
+        additional_headers={"Cookie": session_cookie(customer_login)},
+        open_timeout=FRAME_TIMEOUT,
+    ) as socket:
+        assert "after must be a whole number" in frame(socket)["error"]
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            socket.recv(timeout=FRAME_TIMEOUT)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400

@@ -610,15 +610,31 @@ def decide_events(events: Sequence[BusinessEvent]) -> None:
         decide(event, customer=customers.get(event.customer_id) if event.customer_id else None)
 
 
+_on_commit_pass = threading.local()
+
+
 def decide_on_commit(events: Sequence[BusinessEvent]) -> None:
     """The real-time listener: the same decisions, right after the recording commit.
-    An event whose pass fails here is decided by the worker's pass."""
+    An event whose pass fails here is decided by the worker's pass.
+
+    Only the events the request itself recorded are decided here. The events this
+    pass records in turn (``offer.presented`` for each offer it makes) are left to
+    the worker: deciding them here too would chain one decision into the next
+    inside the caller's request (each presentation an event, each event a round of
+    policies), and the request's latency would grow with the number of policies
+    that listen to offers. The outbox still dispatches them, in seconds."""
     if not settings.POLICIES_DECIDE_ON_COMMIT or len(events) > settings.POLICIES_DECIDE_ON_COMMIT_MAX_EVENTS:
         # A bulk load (an import, a batch of 500 from an integration) would hold its
         # request for seconds: the worker decides those.
         return
-    for event in events:
-        try:
-            decide(event)
-        except Exception:
-            logger.exception("deciding event %s on commit failed; the worker decides it", event.pk)
+    if getattr(_on_commit_pass, "active", False):
+        return
+    _on_commit_pass.active = True
+    try:
+        for event in events:
+            try:
+                decide(event)
+            except Exception:
+                logger.exception("deciding event %s on commit failed; the worker decides it", event.pk)
+    finally:
+        _on_commit_pass.active = False

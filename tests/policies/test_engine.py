@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.utils import timezone
 
-from crm import services
+from crm import listeners, services
 from crm.exceptions import Conflict
 from crm.models import BusinessEvent, Customer, Task, User
 from policies import engine
@@ -330,3 +331,31 @@ def test_a_channels_daily_limit_holds_back_further_offers(
     record(customer, "email.clicked", {"url": "/"})
     assert list(OfferPresentation.objects.values_list("offer__code", flat=True)) == ["first-offer"]
     assert Decision.objects.latest("id").reason == "Channel limit: 1 a day on agent_screen reached."
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_on_commit_pass_leaves_the_events_it_records_to_the_worker(
+    settings: Any, bob: User, ivr: Any, dave_customer: Customer
+) -> None:
+    """An offer made on commit records offer.presented; a policy listening to it is
+    decided by the worker, not chained inside the caller's request."""
+    settings.CRM_EVENT_LISTENERS = {"realtime": ["policies.engine.decide_on_commit"], "deferred": []}
+    listeners.forget()
+    try:
+        make_offer("travel-card")
+        make_policy(bob, trigger_types=["web.page_view"], actions=present("travel-card", "self_service"))
+        make_policy(bob, name="Tag who saw an offer", trigger_types=["offer.presented"],
+                    actions=[{"action": "tag_customer", "settings": {"tag": "saw-offer"}}])  # fmt: skip
+        customer = opted_in(dave_customer)
+        with transaction.atomic():  # the request's transaction; its commit runs the on-commit pass
+            services.business_event_record(
+                type="web.page_view", occurred_at=timezone.now(), payload={"url": "/travel"}, source=ivr,
+                idempotency_key="page-1", customer=customer,
+            )  # fmt: skip
+        presented = BusinessEvent.objects.get(type="offer.presented")
+        assert OfferPresentation.objects.count() == 1
+        assert not EventEvaluation.objects.filter(event_id=presented.pk).exists()
+        engine.decide_events([presented])  # the worker's pass
+        assert EventEvaluation.objects.get(event_id=presented.pk).matched == 1
+    finally:
+        listeners.forget()

@@ -138,15 +138,28 @@ def test_an_unanswered_ring_moves_on_and_puts_the_agent_on_a_break(
     assert not services.call_ring_timeout(call_id=call.pk, offer=1, now=at(20))
 
 
-def test_the_sweep_moves_on_a_ring_whose_timeout_message_was_lost(
+def test_the_sweep_moves_on_a_ring_once_it_has_lasted_the_queues_ring_time(
     ivr: SourceSystem, service_queue: Queue
 ) -> None:
     available(staff_agent("ann", service_queue), 1)
     call = arrive(ivr, "c1", service_queue, 3)
-    assert services.calls_sweep(now=at(10)) == 0
-    services.calls_sweep(now=at(30))
+    assert services.calls_sweep(now=at(3 + 14.9)) == 0
+    call.refresh_from_db()
+    assert call.state == CallState.RINGING
+    services.calls_sweep(now=at(3 + 15))
     call.refresh_from_db()
     assert (call.state, call.agent_id) == (CallState.QUEUED, None)
+
+
+def test_an_arriving_call_schedules_no_message_of_its_own(
+    ivr: SourceSystem, service_queue: Queue, django_capture_on_commit_callbacks: Any
+) -> None:
+    available(staff_agent("ann", service_queue), 1)
+    with django_capture_on_commit_callbacks() as callbacks:
+        arrive(ivr, "c1", service_queue, 3)
+    # The frames (state, pop) leave in one batch; the ring's end is the sweep's.
+    assert {callback.__module__ for callback in callbacks} == {"crm.realtime"}
+    assert [c.__qualname__ for c in callbacks].count("batched.<locals>.<lambda>") == 1
 
 
 def test_a_call_is_answered_held_resumed_and_ended_into_wrap_up(
@@ -309,6 +322,28 @@ def test_a_telephony_integration_reports_a_call_and_its_events(
     bad_queue = client.post("/api/v1/calls/", {**body, "call_id": "pbx-2", "queue": "nope"}, format="json")
     assert bad_queue.status_code == 400
     assert "queue" in bad_queue.json()
+
+
+def test_reporting_a_call_takes_a_fixed_handful_of_queries(
+    frank: User, ivr: SourceSystem, service_queue: Queue, dave_customer: Customer,
+    django_assert_max_num_queries: Any,
+) -> None:  # fmt: skip
+    for n in range(3):
+        available(staff_agent(f"agent{n}", service_queue), n)
+    client = api_as(frank)
+    client.get("/api/v1/me/")  # the token's first use writes its last use
+    # token, queue, caller, BEGIN, INSERT call, lock agent, UPDATE call, UPDATE agent,
+    # its state change, COMMIT
+    with django_assert_max_num_queries(10):
+        created = client.post(
+            "/api/v1/calls/", {"call_id": "q1", "ani": "(202) 555-0143", "queue": "service"}, format="json"
+        )
+    assert created.status_code == 201 and created.json()["agent"] == "agent0"
+    # token, BEGIN, lock the call, the event seen?, the event, lock the agent, UPDATE agent,
+    # its state change, a waiting call for the agent?, UPDATE call, COMMIT
+    with django_assert_max_num_queries(11):
+        ended = client.post("/api/v1/calls/q1/events/", {"event_id": "e1", "kind": "ended"}, format="json")
+    assert ended.json()["state"] == "ended"
 
 
 def test_staff_and_customers_cannot_report_calls(bob: User, dave: User, service_queue: Queue) -> None:

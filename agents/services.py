@@ -195,7 +195,7 @@ def agent_sign_out(*, user: User) -> None:
             _change(agent, AgentState.OFFLINE, reason="signed out", now=timezone.now())
 
 
-def desk_call_control(*, user: User, call_id: int, kind: str) -> Call:
+def desk_call_control(*, user: User, call_id: int, kind: str, payload: dict[str, Any] | None = None) -> Call:
     """The agent's desk asks for answer, hold, resume or hang-up on their own call.
 
     Without a switch in the product, the request is applied as the switch's
@@ -209,6 +209,7 @@ def desk_call_control(*, user: User, call_id: int, kind: str) -> Call:
         telephony_id=call.telephony_id,
         event_id=f"desk:{kind}:{call.offers}:{call.events.count()}",
         kind=kind,
+        payload=payload,
     )
     return updated
 
@@ -247,7 +248,7 @@ def call_wrap_up(
             raise Conflict({"state": "You are not wrapping up a call."})
         call = (
             Call.objects.select_for_update(of=("self",))
-            .select_related("queue", "customer")
+            .select_related("queue", "customer", "source_system")
             .get(pk=agent.call_id)
         )
         chosen = next((d for d in dispositions_for(call.queue_id) if d.code == disposition), None)
@@ -315,19 +316,37 @@ def wrap_ups_overdue(*, now: dt.datetime | None = None) -> int:
 
 
 def _record_call(call: Call, *, user: User, disposition: str, notes: str, now: dt.datetime) -> Any:
-    """The call's entry in its customer's contact history (once per call)."""
+    """The call's entry in its customer's contact history, and its business
+    events for the policies: ``call.ended`` and, when the agent chose one,
+    ``call.disposition`` (each once per call: keyed by the telephony system's id)."""
     customer = call.customer
     if customer is None:
         return None
     answered = call.answered_at or call.arrived_at
     ended = call.ended_at or now
+    duration = max(0, int((ended - answered).total_seconds()))
     interaction, _ = crm_services.interaction_record(
         customer_id=customer.pk, channel="phone", direction=call.direction, occurred_at=answered,
         source=call.source_system, external_id=f"call:{call.telephony_id}", agent=user,
         disposition=disposition, subject=f"Call · {call.queue.name}", notes=notes,
-        duration_seconds=max(0, int((ended - answered).total_seconds())),
+        duration_seconds=duration,
     )  # fmt: skip
     Call.objects.filter(pk=call.pk).update(interaction=interaction)
+    ended_payload = {"call_id": call.telephony_id, "direction": call.direction, "duration_seconds": duration,
+                     "queue": call.queue.code, "agent": user.username}  # fmt: skip
+    facts: list[tuple[str, dict[str, Any]]] = [("call.ended", ended_payload)]
+    if disposition:
+        facts.append(
+            (
+                "call.disposition",
+                {"disposition": disposition, "call_id": call.telephony_id, "agent": user.username},
+            )
+        )
+    for event_type, payload in facts:
+        crm_services.business_event_record(
+            type=event_type, occurred_at=ended, payload=payload, source=call.source_system,
+            idempotency_key=f"call:{call.telephony_id}:{event_type}", customer_id=customer.pk, actor=user,
+        )  # fmt: skip
     return interaction
 
 
@@ -693,16 +712,79 @@ def call_event(
 
 
 def _transfer(call: Call, agent: Agent | None, payload: dict[str, Any], *, now: dt.datetime) -> None:
+    """To a queue (routed there like a new call) or to a named agent, who must be
+    available and have the queue's skill; a refused transfer changes nothing (the
+    caller's transaction rolls back, the event included)."""
     queue_code = payload.get("queue")
-    if not queue_code:
-        raise ValidationError({"queue": "Name the queue the call is transferred to."})
-    queue = Queue.objects.filter(code=queue_code, active=True).first()
-    if queue is None:
-        raise ValidationError({"queue": f"No active queue “{queue_code}”."})
+    username = payload.get("agent")
+    if not queue_code and not username:
+        raise ValidationError(
+            {"queue": "Name the queue (queue) or the agent (agent) the call is transferred to."}
+        )
+    queue = call.queue
+    if queue_code:
+        found = Queue.objects.filter(code=queue_code, active=True).first()
+        if found is None:
+            raise ValidationError({"queue": f"No active queue “{queue_code}”."})
+        queue = found
+    target = _transfer_target(str(username), queue, current=agent) if username else None
     if agent is not None:
         _change(agent, AgentState.WRAP_UP, call=call, now=now)
     call.queue = queue
     call.agent = None
     call.answered_at = None
     call.arrived_at = now  # its wait in the new queue starts now
-    _route(call, now=now)
+    if target is not None:
+        _ring(call, target, now=now)
+    else:
+        _route(call, now=now)
+
+
+def _transfer_target(username: str, queue: Queue, *, current: Agent | None) -> Agent:
+    """The named agent, locked, if they may take the call now; else why not."""
+    user = User.objects.filter(username=username, is_active=True, agent__isnull=False).first()
+    if user is None:
+        raise ValidationError(
+            {"agent": f"No agent “{username}”: give the user name of an agent on the floor."}
+        )
+    name = user.get_full_name() or user.username
+    if current is not None and current.pk == user.pk:
+        raise Conflict({"agent": "The call is already yours: transfer it to someone else."})
+    # Skip a row another transaction holds (that agent is being rung, or changing
+    # state): two agents transferring to each other at once must not deadlock.
+    target = (
+        Agent.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("user")
+        .filter(pk=user.pk)
+        .first()
+    )
+    if target is None or target.state != AgentState.AVAILABLE:
+        state = target.get_state_display().lower() if target is not None else "busy"
+        raise Conflict(
+            {"agent": f"{name} is {state}, not available: transfer to an available agent or to the queue."}
+        )
+    if not target.queues.filter(pk=queue.pk).exists():
+        raise Conflict(
+            {"agent": f"{name} does not answer {queue.name} calls: choose an agent with that skill."}
+        )
+    return target
+
+
+def transfer_targets(*, user: User) -> dict[str, Any]:
+    """Where the agent's connected call may go: available agents with its queue's
+    skill (longest idle first) and the active queues."""
+    agent = Agent.objects.select_related("call__queue").filter(user=user).first()
+    call = agent.call if agent is not None else None
+    if call is None or call.state not in (CallState.CONNECTED, CallState.HELD):
+        return {"agents": [], "queues": []}
+    agents = (
+        Agent.objects.filter(state=AgentState.AVAILABLE, queues=call.queue_id)
+        .exclude(pk=user.pk)
+        .select_related("user")
+        .order_by("idle_since", "pk")[:50]
+    )
+    return {
+        "agents": [{"username": a.user.username, "name": a.user.get_full_name() or a.user.username}
+                   for a in agents],
+        "queues": [{"code": q.code, "name": q.name} for q in Queue.objects.filter(active=True)],
+    }  # fmt: skip

@@ -22,6 +22,7 @@ urlpatterns = [
     path("floor/part/", views.floor_part, name="floor-part"),
     path("floor/agents/<int:user_id>/offline/", views.floor_agent_offline, name="floor-agent-offline"),
     path("desk/wrap-up/done/", views.desk_wrap_up_done, name="desk-wrap-up-done"),
+    path("desk/transfer-targets/", views.desk_transfer_targets, name="desk-transfer-targets"),
     path("desk/calls/<int:call_id>/", views.desk_call, name="desk-call"),
     path("desk/calls/<int:call_id>/<str:kind>/", views.desk_call_control, name="desk-call-control"),
 ]

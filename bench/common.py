@@ -80,6 +80,9 @@ def setup_django(database: str) -> str:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    if not (Path(settings.STATIC_ROOT) / "staticfiles.json").exists():
+        # Pages render hashed static file names from the manifest, as in production.
+        call_command("collectstatic", interactive=False, verbosity=0)
     # The web process started next must use the same Redis as this one.
     os.environ["REDIS_URL"] = settings.REDIS_URL
     return url

@@ -19,6 +19,7 @@ from agents.views.desk import (
     desk_call_control,
     desk_new_customer,
     desk_state,
+    desk_transfer_targets,
     desk_wrap_up_done,
 )
 from agents.views.floor import floor_agent_offline, floor_part, floor_view
@@ -36,6 +37,7 @@ __all__ = [
     "desk_call_control",
     "desk_new_customer",
     "desk_state",
+    "desk_transfer_targets",
     "desk_wrap_up_done",
     "floor_agent_offline",
     "floor_part",

@@ -17,7 +17,9 @@ from crm.models import User
 from crm.models.users import Role
 
 # The desk's call controls, by the word in the URL, and the telephony event each asks for.
-DESK_CALL_CONTROLS = {"answer": "answered", "hold": "held", "resume": "resumed", "hangup": "ended"}
+DESK_CALL_CONTROLS = {
+    "answer": "answered", "hold": "held", "resume": "resumed", "hangup": "ended", "transfer": "transferred",
+}  # fmt: skip
 RESULTS_PER_PAGE = 25
 # An agent looks for one caller: past a thousand matches the exact number helps
 # nobody (the page says "more than 1,000" and asks for another detail), and

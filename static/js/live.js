@@ -85,7 +85,9 @@
     var show = {
       answer: state === "ringing", hold: state === "connected", resume: state === "held",
       hangup: state === "connected" || state === "held", wrap: wrap,
+      transfer: state === "connected" || state === "held",
     };
+    if (!show.transfer) closeTransfer();
     callbar.querySelectorAll(".callbar-actions [data-call]").forEach(function (button) {
       button.hidden = !show[button.dataset.call];
     });
@@ -156,7 +158,59 @@
     return post(presence.dataset.stateUrl, body);
   }
 
+  // --- Transfer: to an available agent with the call's skill, or to a queue ---------------
+
+  var transferForm = document.getElementById("transfer");
+
+  function closeTransfer() { if (transferForm) transferForm.hidden = true; }
+
+  function openTransfer() {
+    if (!transferForm) return null;
+    return fetch(callbar.dataset.transferUrl, { credentials: "same-origin" })
+      .then(function (response) { return response.json(); })
+      .then(function (targets) {
+        var select = transferForm.querySelector("select");
+        select.innerHTML = "";
+        [["Available agents", "agent", targets.agents, "username"], ["Queues", "queue", targets.queues, "code"]]
+          .forEach(function (group) {
+            var optgroup = document.createElement("optgroup");
+            optgroup.label = group[0];
+            (group[2] || []).forEach(function (target) {
+              var option = document.createElement("option");
+              option.value = group[1] + ":" + target[group[3]];
+              option.textContent = target.name;
+              optgroup.appendChild(option);
+            });
+            if (!optgroup.children.length) {
+              var none = document.createElement("option");
+              none.disabled = true;
+              none.textContent = group[1] === "agent" ? "Nobody with this skill is available" : "No queue";
+              optgroup.appendChild(none);
+            }
+            select.appendChild(optgroup);
+          });
+        transferForm.hidden = false;
+        select.focus();
+      });
+  }
+
+  if (transferForm) {
+    transferForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var to = transferForm.querySelector("select").value.split(":");
+      if (!current.call || to.length !== 2) return;
+      var body = {};
+      body[to[0]] = to[1];
+      post(callbar.dataset.callUrl + current.call.call_id + "/transfer/", body).then(closeTransfer);
+    });
+    transferForm.addEventListener("keydown", function (event) {
+      if (event.key === "Escape") { event.preventDefault(); closeTransfer(); }
+    });
+    transferForm.querySelector("[data-transfer-cancel]").addEventListener("click", closeTransfer);
+  }
+
   function callControl(kind) {
+    if (kind === "transfer") return openTransfer();
     if (kind === "wrap") {
       var form = document.getElementById("wrap-up");
       return post(presence.dataset.wrapUrl, Object.fromEntries(new FormData(form)));
@@ -206,6 +260,8 @@
       event.preventDefault(); callControl("answer");
     } else if (key === "h" && call && (call.state === "connected" || call.state === "held")) {
       event.preventDefault(); callControl(call.state === "held" ? "resume" : "hold");
+    } else if (key === "t" && call && (call.state === "connected" || call.state === "held")) {
+      event.preventDefault(); callControl("transfer");
     } else if (key === "x" && call && (call.state === "connected" || call.state === "held")) {
       event.preventDefault(); callControl("hangup");
     } else if (key === "w" && current.state === "wrap_up") {

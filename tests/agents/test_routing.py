@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
 from agents import services
@@ -224,6 +225,70 @@ def test_a_transfer_to_another_queue_rings_that_queues_agent(
     assert state_of(ann) == AgentState.WRAP_UP
 
 
+def test_a_transfer_to_a_named_available_agent_with_the_skill_rings_them_not_the_longest_idle(
+    ivr: SourceSystem, service_queue: Queue
+) -> None:
+    ann = available(staff_agent("ann", service_queue), 1)
+    available(staff_agent("ben", service_queue), 2)  # idle longer than cat
+    cat = staff_agent("cat", service_queue)
+    call = arrive(ivr, "c1", service_queue, 3)
+    event(ivr, call, "e1", "answered")
+    available(cat, 4)
+    moved = event(ivr, call, "e2", "transferred", agent="cat")
+    assert (moved.state, moved.agent_id, moved.queue_id) == (CallState.RINGING, cat.pk, service_queue.pk)
+    assert (state_of(ann), state_of(cat)) == (AgentState.WRAP_UP, AgentState.RINGING)
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        ("ben", Conflict, "not available"),  # on a break
+        ("dan", Conflict, "does not answer Customer service calls"),  # available, sales only
+        ("ann", Conflict, "already yours"),
+        ("nobody", ValidationError, "No agent “nobody”"),
+    ],
+)
+def test_a_transfer_to_an_agent_who_may_not_take_it_is_refused_and_changes_nothing(
+    ivr: SourceSystem, service_queue: Queue, sales_queue: Queue, refusal: tuple[str, type[Exception], str]
+) -> None:
+    who, error, message = refusal
+    ann = available(staff_agent("ann", service_queue), 1)
+    ben = staff_agent("ben", service_queue)
+    services.agent_set_state(user=ben.user, state=AgentState.BREAK, reason=BreakReason.LUNCH, now=at(1))
+    dan = available(staff_agent("dan", sales_queue), 1)
+    call = arrive(ivr, "c1", service_queue, 3)
+    event(ivr, call, "e1", "answered")
+    with pytest.raises(error, match=message):
+        event(ivr, call, "e2", "transferred", agent=who)
+    call.refresh_from_db()
+    assert (call.state, call.agent_id, call.queue_id) == (CallState.CONNECTED, ann.pk, service_queue.pk)
+    assert (state_of(ann), state_of(ben), state_of(dan)) == (
+        AgentState.ON_CALL, AgentState.BREAK, AgentState.AVAILABLE,
+    )  # fmt: skip
+    assert list(call.events.values_list("kind", flat=True)) == ["answered"]
+
+
+def test_the_desk_transfers_its_call_to_an_agent_it_lists_and_says_why_it_cannot(
+    ivr: SourceSystem, service_queue: Queue
+) -> None:
+    ann = available(staff_agent("ann", service_queue), 1)
+    ben = staff_agent("ben", service_queue)
+    call = arrive(ivr, "c1", service_queue, 3)
+    client = Client()
+    client.force_login(ann.user)
+    client.post(f"/desk/calls/{call.pk}/answer/")
+    assert client.get("/desk/transfer-targets/").json()["agents"] == []
+    refused = client.post(f"/desk/calls/{call.pk}/transfer/", {"agent": "ben"})
+    assert refused.status_code == 409 and "Ben is offline, not available" in refused.json()["error"]
+    available(ben, 4)
+    targets = client.get("/desk/transfer-targets/").json()
+    assert targets["agents"] == [{"username": "ben", "name": "Ben"}]
+    assert {"code": "service", "name": "Customer service"} in targets["queues"]
+    moved = client.post(f"/desk/calls/{call.pk}/transfer/", {"agent": "ben"})
+    assert moved.status_code == 200 and moved.json()["state"] == AgentState.WRAP_UP
+    assert state_of(ben) == AgentState.RINGING
+
+
 def test_an_agent_cannot_leave_a_ringing_call_by_changing_state(
     ivr: SourceSystem, service_queue: Queue
 ) -> None:
@@ -344,6 +409,22 @@ def test_reporting_a_call_takes_a_fixed_handful_of_queries(
     with django_assert_max_num_queries(12):
         ended = client.post("/api/v1/calls/q1/events/", {"event_id": "e1", "kind": "ended"}, format="json")
     assert ended.json()["state"] == "ended"
+
+
+def test_the_api_transfers_to_a_named_agent_or_answers_409_naming_the_field(
+    frank: User, ivr: SourceSystem, service_queue: Queue
+) -> None:
+    available(staff_agent("ann", service_queue), 1)
+    ben = staff_agent("ben", service_queue)
+    client = api_as(frank)
+    client.post("/api/v1/calls/", {"call_id": "t1", "ani": "+12025550143", "queue": "service"}, format="json")
+    client.post("/api/v1/calls/t1/events/", {"event_id": "e1", "kind": "answered"}, format="json")
+    body = {"event_id": "e2", "kind": "transferred", "agent": "ben"}
+    refused = client.post("/api/v1/calls/t1/events/", body, format="json")
+    assert refused.status_code == 409 and "not available" in refused.json()["agent"][0]
+    available(ben, 2)
+    moved = client.post("/api/v1/calls/t1/events/", body, format="json")
+    assert moved.status_code == 200 and (moved.json()["state"], moved.json()["agent"]) == ("ringing", "ben")
 
 
 def test_staff_and_customers_cannot_report_calls(bob: User, dave: User, service_queue: Queue) -> None:

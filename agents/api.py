@@ -105,9 +105,6 @@ class CallEventsView(StrictQueryParams, APIView):
         request=CallEventSerializer,
         responses={
             200: CallSerializer,
-            400: OpenApiResponse(
-                ErrorSerializer, description="The event is malformed, or names an unknown queue or agent."
-            ),
             404: OpenApiResponse(ErrorSerializer, description="No call with this id from your system."),
             409: OpenApiResponse(
                 ErrorSerializer, description="The event cannot happen in the call's state: nothing changed."

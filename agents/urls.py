@@ -10,6 +10,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("customer/<int:customer_id>/", views.customer_detail, name="customer"),
     path("customer/<int:customer_id>/screen/", views.customer_screen_part, name="customer-screen"),
+    path("customer/<int:customer_id>/history/", views.customer_history, name="customer-history"),
     path("customer/<int:customer_id>/profile/", views.customer_profile, name="customer-profile"),
     path(
         "customer/<int:customer_id>/offers/<int:presentation_id>/<str:answer>/",

@@ -207,6 +207,8 @@
     });
     transferForm.addEventListener("keydown", function (event) {
       if (event.key === "Escape") { event.preventDefault(); closeTransfer(); }
+      // A select does not submit its form on Enter by itself.
+      else if (event.key === "Enter" && event.target.tagName === "SELECT") { event.preventDefault(); transferForm.requestSubmit(); }
     });
     transferForm.querySelector("[data-transfer-cancel]").addEventListener("click", closeTransfer);
   }

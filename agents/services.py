@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import zoneinfo
 from typing import Any
 
@@ -44,8 +43,6 @@ from crm.exceptions import Conflict
 from crm.models import SourceSystem, User
 from crm.realtime import batched as realtime_batched
 from crm.validation import normalize_phone
-
-logger = logging.getLogger(__name__)
 
 # States an agent may choose for themselves; the others follow from calls.
 SELF_STATES = {AgentState.AVAILABLE, AgentState.BREAK, AgentState.OFFLINE}

@@ -53,7 +53,6 @@ format: setup
 
 bench: setup
 	$(PY) bench/screen_pop.py
-	$(PY) bench/call_pop.py
 	$(PY) bench/policy_decision.py
 
 stop:

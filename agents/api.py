@@ -38,6 +38,11 @@ class CallEventSerializer(JsonTypes, serializers.Serializer):
     queue = serializers.CharField(
         max_length=40, required=False, help_text="For a transfer: the queue the call goes to."
     )
+    agent = serializers.CharField(
+        max_length=150, required=False,
+        help_text="For a transfer to a named agent: their user name. The agent must be available and "
+        "answer the call's queue (or the queue given); otherwise 409 and nothing changes.",
+    )  # fmt: skip
 
 
 class CallSerializer(serializers.ModelSerializer):
@@ -105,7 +110,8 @@ class CallEventsView(StrictQueryParams, APIView):
                 ErrorSerializer, description="The event cannot happen in the call's state: nothing changed."
             ),
         },
-        description="An event of a call: answered, held, resumed, transferred (to a queue), ended. "
+        description="An event of a call: answered, held, resumed, transferred (to a queue, or to a named "
+        "available agent with the queue's skill), ended. "
         "Sent twice with the same event_id, it is applied once.",
     )
     def post(self, request: Request, call_id: str) -> Response:
@@ -113,7 +119,7 @@ class CallEventsView(StrictQueryParams, APIView):
         incoming = CallEventSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         data: dict[str, Any] = incoming.validated_data
-        payload = {"queue": data["queue"]} if data.get("queue") else {}
+        payload = {key: data[key] for key in ("queue", "agent") if data.get(key)}
         try:
             call, _ = services.call_event(
                 source=source,

@@ -203,6 +203,10 @@ class Call(models.Model):
             models.Index(
                 fields=["queue", "arrived_at"], condition=models.Q(state="queued"), name="call_waiting"
             ),
+            # Ringing calls, for the sweep every two seconds (the table keeps every call ever).
+            models.Index(
+                fields=["ring_started_at"], condition=models.Q(state="ringing"), name="call_ringing"
+            ),
         ]
 
     def __str__(self) -> str:

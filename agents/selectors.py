@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from django.db.models import Avg, Count, DateTimeField, ExpressionWrapper, F, Min, Q, Value
+from django.db.models import Avg, Count, DateTimeField, ExpressionWrapper, F, Min, Q, Value, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from agents.models import Agent, AgentState, Call, CallState, Queue
@@ -18,6 +19,8 @@ class AgentRow:
     agent: Agent
     handled: int
     average_handle_seconds: int | None
+    offers_accepted: int = 0
+    offers_declined: int = 0
 
     @property
     def caller(self) -> str:
@@ -45,11 +48,41 @@ class QueueRow:
 
 
 @dataclass(frozen=True)
+class WaitingCall:
+    call: Call
+    position: int  # 1: the next the queue's next free agent takes
+
+    @property
+    def caller(self) -> str:
+        return (
+            format_phone(self.call.caller_number)
+            if self.call.caller_number
+            else (self.call.ani or "withheld")
+        )
+
+
+@dataclass(frozen=True)
+class OfferCounts:
+    presented: int
+    accepted: int
+    declined: int
+
+    @property
+    def take_rate(self) -> int | None:
+        """Percent of the offers answered today that were accepted."""
+        answered = self.accepted + self.declined
+        return round(100 * self.accepted / answered) if answered else None
+
+
+@dataclass(frozen=True)
 class Floor:
     agents: list[AgentRow]
     queues: list[QueueRow]
     states: dict[str, int]
     day_start: dt.datetime
+    waiting: list[WaitingCall] = field(default_factory=list)
+    waiting_total: int = 0
+    offers: OfferCounts = OfferCounts(0, 0, 0)
 
 
 def start_of_day(zone: str, now: dt.datetime | None = None) -> dt.datetime:
@@ -71,6 +104,7 @@ def floor(*, zone: str, now: dt.datetime | None = None) -> Floor:
         .exclude(state=AgentState.OFFLINE, state_since__lt=day_start)
         .order_by("user__first_name", "user__username")
     )
+    offers_by_agent = _offers_answered_by_agent(day_start)
     handled = {
         row["agent_id"]: row
         for row in Call.objects.filter(answered_at__gte=day_start, agent__isnull=False)
@@ -87,6 +121,8 @@ def floor(*, zone: str, now: dt.datetime | None = None) -> Floor:
             average_handle_seconds=int(h.total_seconds())
             if (h := handled.get(a.pk, {}).get("aht"))
             else None,
+            offers_accepted=offers_by_agent.get(a.pk, (0, 0))[0],
+            offers_declined=offers_by_agent.get(a.pk, (0, 0))[1],
         )
         for a in agents
     ]
@@ -131,7 +167,61 @@ def floor(*, zone: str, now: dt.datetime | None = None) -> Floor:
     states = {state: 0 for state in AgentState.values}
     for row in agent_rows:
         states[row.agent.state] += 1
-    return Floor(agents=agent_rows, queues=queue_rows, states=states, day_start=day_start)
+    waiting, waiting_total = _waiting_calls()
+    return Floor(
+        agents=agent_rows, queues=queue_rows, states=states, day_start=day_start, waiting=waiting,
+        waiting_total=waiting_total, offers=_offers_today(day_start),
+    )  # fmt: skip
+
+
+# The floor lists this many waiting calls; past them it says how many more wait.
+WAITING_SHOWN = 50
+
+
+def _waiting_calls() -> tuple[list[WaitingCall], int]:
+    """Calls waiting, each with its place in its queue (1: next to ring) — the
+    place counted in SQL over every waiting call, so a long queue's tail still
+    shows its true position: one query along the ``call_waiting`` index."""
+    rows = list(
+        Call.objects.filter(state=CallState.QUEUED)
+        .select_related("queue")
+        .annotate(
+            position=Window(RowNumber(), partition_by=[F("queue_id")], order_by=[F("arrived_at"), F("id")]),
+            total=Window(Count("id")),
+        )
+        .order_by("arrived_at", "id")[:WAITING_SHOWN]
+    )
+    total = rows[0].total if rows else 0  # type: ignore[attr-defined]
+    return [WaitingCall(call=c, position=c.position) for c in rows], total  # type: ignore[attr-defined]
+
+
+def _offers_today(day_start: dt.datetime) -> OfferCounts:
+    """Offers put on agents' screens since ``day_start``, and the answers given today."""
+    from policies.models import OfferChannel, OfferPresentation  # noqa: PLC0415  (policies' rows, read only)
+
+    counts = OfferPresentation.objects.filter(channel=OfferChannel.AGENT_SCREEN).aggregate(
+        presented=Count("id", filter=Q(presented_at__gte=day_start)),
+        accepted=Count("id", filter=Q(responded_at__gte=day_start, status="accepted")),
+        declined=Count("id", filter=Q(responded_at__gte=day_start, status="declined")),
+    )
+    return OfferCounts(counts["presented"], counts["accepted"], counts["declined"])
+
+
+def _offers_answered_by_agent(day_start: dt.datetime) -> dict[int, tuple[int, int]]:
+    """Per agent: offers the customer accepted and declined today, as the agent recorded them."""
+    from policies.models import OfferChannel, OfferPresentation  # noqa: PLC0415
+
+    rows = (
+        OfferPresentation.objects.filter(
+            channel=OfferChannel.AGENT_SCREEN, responded_at__gte=day_start, responded_by__isnull=False
+        )
+        .values("responded_by_id")
+        .annotate(
+            accepted=Count("id", filter=Q(status="accepted")),
+            declined=Count("id", filter=Q(status="declined")),
+        )
+    )
+    return {row["responded_by_id"]: (row["accepted"], row["declined"]) for row in rows}
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ _TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
     max_retries=3,
 )
 def call_ring_timeout(call_id: int, offer: int) -> bool:
-    """Idempotent: only the same ring of a still-ringing call moves on."""
+    """Idempotent: only the same ring of a still-ringing call moves on. Routing no
+    longer sends it (the two-second sweep is the ring timer); kept so messages
+    queued before that change are still understood."""
     return services.call_ring_timeout(call_id=int(call_id), offer=int(offer))
 
 

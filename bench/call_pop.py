@@ -4,8 +4,9 @@ the chosen agent's WebSocket, with a floor of agents connected.
     .venv/bin/python bench/call_pop.py [--size small] [--agents 200] [--rate 50] [--seconds 20]
 
 Uses the screen_pop bench database of the same size (built by bench/screen_pop.py
-when missing: the caller's number is looked up among its customers). Starts a
-real uvicorn on the loopback with the production settings, connects the agents'
+when missing: the caller's number is looked up among its customers), which runs
+this measurement too (``measure_pop``). Starts a real uvicorn on the loopback
+(``--web-workers`` processes) with the production settings, connects the agents'
 desks (session cookies, as browsers do) through channels-redis, makes them all
 available in one queue, then sends calls from customers' numbers at the given
 rate through the API, as a phone system would. Each call rings the longest-idle
@@ -14,7 +15,8 @@ agent; the time is taken from just before the POST leaves to the moment the
 call up (a caller giving up while it rings), which frees the agent.
 
 The last line is one JSON object: pop_ws_p50_ms, pop_ws_p99_ms, calls, popped,
-lost, agents, rate_per_s, api_p50_ms, peak_rss_mb of the web process.
+lost, agents, rate_per_s, api_p50_ms, api_p99_ms, web_workers, peak_rss_mb of
+the largest web process, load (the machine's one-minute load average).
 """
 
 from __future__ import annotations
@@ -22,15 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -38,79 +36,50 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.screen_pop import SIZES, bench_database_url, percentile
+from bench.common import load_average, peak_rss_mb, percentile, setup_django, start_web, stop
+from bench.screen_pop import SIZES, database_for
 
 QUEUE = "bench-pop"
 SOURCE = "bench-pbx"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return 0.0
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="default")
-    parser.add_argument("--agents", type=int, default=200)
-    parser.add_argument("--rate", type=float, default=50.0, help="Calls per second.")
-    parser.add_argument("--seconds", type=float, default=20.0, help="How long calls keep arriving.")
+    add_pop_arguments(parser)
     args = parser.parse_args()
-    database = "crm_bench" if args.size == "default" else f"crm_bench_{args.size}"
-
-    os.environ.setdefault("SECRET_KEY", "bench-secret-key-not-for-production-0123456789-abcdefghijkl")
-    os.environ["SECURE_SSL_REDIRECT"] = "false"
-    os.environ["SESSION_COOKIE_SECURE"] = "false"
-    os.environ["ALLOWED_HOSTS"] = "127.0.0.1"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ.setdefault("CRM_EMBEDDED_SERVERS", "true")
-    url = bench_database_url(database)
-    os.environ["DATABASE_URL"] = url
-
-    import django
-
-    warnings.filterwarnings("ignore", "No directory at", UserWarning)
-    django.setup()
-    from django.conf import settings
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    database = database_for(args.size)
+    setup_django(database)
     from crm.models import Customer
 
     if not Customer.objects.exists():
         raise SystemExit(
             f"{database} is empty: run bench/screen_pop.py --size {args.size} first to build it."
         )
-    os.environ["REDIS_URL"] = settings.REDIS_URL
-    numbers, cookies, token = _prepare(args.agents)
-    port = _free_port()
-    env = dict(os.environ, DEBUG="false", DJANGO_SETTINGS_MODULE="config.settings")
-    web = subprocess.Popen(
-        [str(Path(sys.executable).parent / "uvicorn"), "config.asgi:application", "--host", "127.0.0.1",
-         "--port", str(port), "--lifespan", "off", "--log-level", "warning"],
-        cwd=ROOT, env=env,
-    )  # fmt: skip
-    try:
-        _wait_for(port)
-        result = asyncio.run(_run(port, cookies, token, numbers, args))
-        result["peak_rss_mb"] = _rss_mb(web.pid)
-    finally:
-        web.terminate()
-        web.wait(timeout=20)
-    result.update(agents=args.agents, rate_per_s=args.rate, size=args.size, database=database)
+    result = measure_pop(args)
+    result.update(size=args.size, database=database)
     print(json.dumps(result))
     return 0
+
+
+def add_pop_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--agents", type=int, default=200, help="Agents' desks connected.")
+    parser.add_argument("--rate", type=float, default=50.0, help="Calls per second.")
+    parser.add_argument("--seconds", type=float, default=20.0, help="How long calls keep arriving.")
+    parser.add_argument("--web-workers", type=int, default=1, help="uvicorn processes (its --workers).")
+
+
+def measure_pop(args: argparse.Namespace) -> dict[str, Any]:
+    """Inbound POST to pop frame, over real HTTP and WebSockets (Django set up first)."""
+    numbers, cookies, token = _prepare(args.agents)
+    web, port = start_web(workers=args.web_workers)
+    try:
+        result = asyncio.run(_run(port, cookies, token, numbers, args))
+        result["peak_rss_mb"] = peak_rss_mb(web.pid)
+    finally:
+        stop(web)
+    result.update(agents=args.agents, rate_per_s=args.rate, web_workers=args.web_workers, load=load_average())
+    return result
 
 
 def _prepare(agent_count: int) -> tuple[list[str], list[str], str]:
@@ -153,16 +122,6 @@ def _prepare(agent_count: int) -> tuple[list[str], list[str], str]:
     rows = Customer.objects.exclude(phones=[]).values_list("phone_keys", flat=True)[:5000]
     numbers = [rng.choice(keys) for keys in rows if keys]
     return numbers, cookies, token
-
-
-def _wait_for(port: int) -> None:
-    for _ in range(200):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("uvicorn did not start")
 
 
 async def _run(port: int, cookies: list[str], token: str, numbers: list[str], args: Any) -> dict[str, Any]:
@@ -248,6 +207,7 @@ async def _run(port: int, cookies: list[str], token: str, numbers: list[str], ar
         "popped": len(latencies),
         "lost": len(sent) - len(latencies),
         "api_p50_ms": round(statistics.median(api_ms), 2) if api_ms else None,
+        "api_p99_ms": round(percentile(api_ms, 0.99), 2) if api_ms else None,
     }
 
 

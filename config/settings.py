@@ -171,10 +171,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "crm.tasks.access_log_partitions_ensure",
         "schedule": 86_400.0,
     },
-    # Calls that rang too long without their timeout message, waiting calls a lock skipped.
+    # Calls that rang as long as their queue allows move on (the only ring timer: a
+    # message per call cost the arrival a broker round trip); waiting calls a lock skipped.
     "sweep-calls": {
         "task": "agents.tasks.calls_sweep",
-        "schedule": 5.0,
+        "schedule": 2.0,
     },
     # Callbacks falling due pop up on their agent's desk; overdue ones escalate.
     "callbacks-due": {

@@ -7,13 +7,15 @@ back. Consumers subscribe to the same group names through the helpers here.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
@@ -40,33 +42,79 @@ def interaction_recorded(customer_id: int, interaction_id: int) -> dict[str, Any
 
 
 def send_now(group: str, message: dict[str, Any]) -> None:
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    try:
-        async_to_sync(layer.group_send)(group, message)
-    except Exception:
-        logger.exception("could not deliver %s to %s", message.get("event"), group)
+    send_many_now([(group, message)])
 
 
 def send_many_now(messages: list[tuple[str, dict[str, Any]]]) -> None:
     """Send several messages in one trip into the event loop (a worker applying
-    hundreds of results at once would otherwise pay the loop's start-up on each)."""
+    hundreds of results at once would otherwise pay the loop's start-up on each).
+
+    Inside a web request the messages are handed to the server's own event loop
+    and the request goes on without waiting for Redis: the loop also serves every
+    open WebSocket, and a request thread blocked on it (one thread runs all of a
+    process's sync views) held up every request behind it. One sender per loop
+    sends them in the order they were handed over, so an agent never sees a call
+    end before it rang. Elsewhere (Celery, commands, tests) they are sent before
+    returning."""
     layer = get_channel_layer()
     if layer is None or not messages:
         return
+    loop = _server_loop()
+    if loop is not None:
+        try:
+            loop.call_soon_threadsafe(_hand_over, loop, list(messages))
+            return
+        except RuntimeError:  # the loop closed meanwhile: send them here
+            pass
 
     async def send_all() -> None:
-        for group, message in messages:
-            try:
-                await layer.group_send(group, message)
-            except Exception:
-                logger.exception("could not deliver %s to %s", message.get("event"), group)
+        await _send_all(layer, messages)
 
     try:
         async_to_sync(send_all)()
     except Exception:
         logger.exception("could not deliver %s messages", len(messages))
+
+
+async def _send_all(layer: Any, messages: list[tuple[str, dict[str, Any]]]) -> None:
+    for group, message in messages:
+        try:
+            await layer.group_send(group, message)
+        except Exception:
+            logger.exception("could not deliver %s to %s", message.get("event"), group)
+
+
+def _server_loop() -> asyncio.AbstractEventLoop | None:
+    """The ASGI server's running event loop when this thread runs a request's sync
+    code for it (asgiref records it there), else None."""
+    local = SyncToAsync.threadlocal
+    if getattr(local, "main_event_loop_pid", None) != os.getpid():
+        return None
+    loop: asyncio.AbstractEventLoop | None = getattr(local, "main_event_loop", None)
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return None
+    return loop
+
+
+# Per event loop: the queue of message lists its one sender task sends in order.
+_outboxes: dict[asyncio.AbstractEventLoop, tuple[asyncio.Queue[list[tuple[str, dict[str, Any]]]], Any]] = {}
+
+
+def _hand_over(loop: asyncio.AbstractEventLoop, messages: list[tuple[str, dict[str, Any]]]) -> None:
+    """In the loop: queue the messages, starting the loop's sender on first use."""
+    outbox = _outboxes.get(loop)
+    if outbox is None or outbox[1].done():
+        queue: asyncio.Queue[list[tuple[str, dict[str, Any]]]] = asyncio.Queue()
+        outbox = (queue, loop.create_task(_sender(queue)))  # the reference keeps the task alive
+        _outboxes[loop] = outbox
+    outbox[0].put_nowait(messages)
+
+
+async def _sender(queue: asyncio.Queue[list[tuple[str, dict[str, Any]]]]) -> None:
+    layer = get_channel_layer()
+    while True:
+        messages = await queue.get()
+        await _send_all(layer, messages)
 
 
 # Inside ``batched()``: the messages of the transaction committing, in order.

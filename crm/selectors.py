@@ -265,6 +265,35 @@ def customer_timeline(
     return interactions.order_by("-occurred_at", "-id")
 
 
+def customer_history_page(
+    *,
+    customer_id: int,
+    channel: str = "",
+    before: tuple[dt.datetime, int] | None = None,
+    limit: int = SCREEN_HISTORY,
+) -> tuple[list[Interaction], tuple[dt.datetime, int] | None]:
+    """One page of the contact history, newest first, and the cursor of the next
+    (None on the last): keyset pagination on (occurred_at, id) along the
+    ``interaction_timeline`` index, so page 200 costs what page 1 does (no OFFSET)."""
+    interactions = (
+        Interaction.objects.filter(customer_id=customer_id)
+        .select_related("agent")
+        .only(*HISTORY_FIELDS)
+        .order_by("-occurred_at", "-id")
+    )
+    if channel:
+        interactions = interactions.filter(channel=channel)
+    if before is not None:
+        at, pk = before
+        interactions = interactions.filter(Q(occurred_at__lt=at) | Q(occurred_at=at, id__lt=pk))
+    rows = list(interactions[: limit + 1])
+    attach_source_systems(rows)
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], (last.occurred_at, last.pk)
+
+
 def household_with_members(*, household_id: int, queryset: QuerySet[Household]) -> Household:
     return queryset.prefetch_related(
         Prefetch("members", queryset=Customer.objects.order_by("sort_name"))

@@ -19,9 +19,11 @@ from agents.views.desk import (
     desk_call_control,
     desk_new_customer,
     desk_state,
+    desk_transfer_targets,
     desk_wrap_up_done,
 )
 from agents.views.floor import floor_agent_offline, floor_part, floor_view
+from agents.views.history import customer_history
 from agents.views.search import LoginView, LogoutView, home
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "LoginView",
     "LogoutView",
     "customer_detail",
+    "customer_history",
     "customer_offer_respond",
     "customer_profile",
     "customer_screen_part",
@@ -36,6 +39,7 @@ __all__ = [
     "desk_call_control",
     "desk_new_customer",
     "desk_state",
+    "desk_transfer_targets",
     "desk_wrap_up_done",
     "floor_agent_offline",
     "floor_part",

@@ -23,13 +23,14 @@ from agents.views.common import (
     _BACK_KEYS,
     CALLING_HOURS,
     desktop_context,
+    history_context,
+    log_screen_read,
     staff_of,
     staff_required,
 )
 from crm import selectors, services
 from crm.exceptions import Conflict, StaleVersion
 from crm.models import Customer, Interaction
-from crm.models.choices import AccessChannel
 from crm.validation import format_phone
 from policies import selectors as policies_selectors
 from policies import services as policies_services
@@ -60,6 +61,12 @@ def _duration(seconds: int | None) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def history_rows(interactions: list[Interaction]) -> list[HistoryRow]:
+    return [
+        HistoryRow(i, _duration(i.duration_seconds), i.disposition.replace("_", " ")) for i in interactions
+    ]
 
 
 def customer_local_time(zone: str) -> LocalTime | None:
@@ -106,12 +113,7 @@ def _screen_context(request: HttpRequest, customer_id: int) -> dict[str, Any] | 
         return None
     # The household panel shows the other members' names, roles and tiers: reads
     # of their records too, logged as the API logs a household read.
-    services.access_log_record(
-        user=user,
-        customer_ids=[customer_id, *(member.pk for member in screen.household_members)],
-        channel=AccessChannel.PAGE,
-        path=request.get_full_path(),
-    )
+    log_screen_read(request, [customer_id, *(member.pk for member in screen.household_members)])
     customer = screen.customer
     return desktop_context(
         request,
@@ -129,11 +131,9 @@ def _screen_context(request: HttpRequest, customer_id: int) -> dict[str, Any] | 
         calling_hours=CALLING_HOURS,
         language=language_name(customer.language),
         address=customer.primary_address,
-        history=[
-            HistoryRow(i, _duration(i.duration_seconds), i.disposition.replace("_", " "))
-            for i in screen.interactions
-        ],
+        history=history_rows(screen.interactions),
         history_limit=selectors.SCREEN_HISTORY,
+        **history_context(screen.interactions, customer_id=customer_id),
         back_url=_back_link(request),
         now=timezone.now(),
     )

@@ -50,18 +50,28 @@ def desk_state(request: HttpRequest) -> HttpResponse:
 @staff_required
 @require_POST
 def desk_call_control(request: HttpRequest, call_id: int, kind: str) -> HttpResponse:
-    """Answer, hold, resume or hang up the agent's own call."""
+    """Answer, hold, resume, transfer (to ``agent`` or ``queue``) or hang up the
+    agent's own call."""
     if kind not in DESK_CALL_CONTROLS:
         return JsonResponse({"error": f"Use one of {', '.join(DESK_CALL_CONTROLS)}."}, status=400)
+    payload = {key: request.POST[key] for key in ("agent", "queue") if request.POST.get(key)}
     try:
         agents_services.desk_call_control(
-            user=staff_of(request), call_id=call_id, kind=DESK_CALL_CONTROLS[kind]
+            user=staff_of(request), call_id=call_id, kind=DESK_CALL_CONTROLS[kind], payload=payload
         )
     except agents_services.CallNotFound:
         return JsonResponse({"error": "This call is not yours, or is over."}, status=404)
+    except ValidationError as exc:
+        return json_error(exc, 400)
     except Conflict as exc:
         return json_error(exc, 409)
     return JsonResponse(agents_services.presence_snapshot(user=staff_of(request)))
+
+
+@staff_required
+def desk_transfer_targets(request: HttpRequest) -> HttpResponse:
+    """Where the agent's call may be transferred: available agents of its queue, and queues."""
+    return JsonResponse(agents_services.transfer_targets(user=staff_of(request)))
 
 
 @staff_required

@@ -26,6 +26,8 @@
   var socket = null, attempt = 0, everConnected = false, heartbeat = null;
   var current = { state: "unknown", since: null, reason: "", call: null };
   var refreshTimer = null, refreshing = false, refreshAgain = false;
+  // This page load's id: its re-reads are access-logged once a minute, not on each one.
+  var screenId = Math.random().toString(36).slice(2) + Date.now().toString(36);
 
   var LABELS = {
     offline: "Offline", available: "Available", ringing: "Ringing", on_call: "On a call",
@@ -85,7 +87,9 @@
     var show = {
       answer: state === "ringing", hold: state === "connected", resume: state === "held",
       hangup: state === "connected" || state === "held", wrap: wrap,
+      transfer: state === "connected" || state === "held",
     };
+    if (!show.transfer) closeTransfer();
     callbar.querySelectorAll(".callbar-actions [data-call]").forEach(function (button) {
       button.hidden = !show[button.dataset.call];
     });
@@ -156,7 +160,61 @@
     return post(presence.dataset.stateUrl, body);
   }
 
+  // --- Transfer: to an available agent with the call's skill, or to a queue ---------------
+
+  var transferForm = document.getElementById("transfer");
+
+  function closeTransfer() { if (transferForm) transferForm.hidden = true; }
+
+  function openTransfer() {
+    if (!transferForm) return null;
+    return fetch(callbar.dataset.transferUrl, { credentials: "same-origin" })
+      .then(function (response) { return response.json(); })
+      .then(function (targets) {
+        var select = transferForm.querySelector("select");
+        select.innerHTML = "";
+        [["Available agents", "agent", targets.agents, "username"], ["Queues", "queue", targets.queues, "code"]]
+          .forEach(function (group) {
+            var optgroup = document.createElement("optgroup");
+            optgroup.label = group[0];
+            (group[2] || []).forEach(function (target) {
+              var option = document.createElement("option");
+              option.value = group[1] + ":" + target[group[3]];
+              option.textContent = target.name;
+              optgroup.appendChild(option);
+            });
+            if (!optgroup.children.length) {
+              var none = document.createElement("option");
+              none.disabled = true;
+              none.textContent = group[1] === "agent" ? "Nobody with this skill is available" : "No queue";
+              optgroup.appendChild(none);
+            }
+            select.appendChild(optgroup);
+          });
+        transferForm.hidden = false;
+        select.focus();
+      });
+  }
+
+  if (transferForm) {
+    transferForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var to = transferForm.querySelector("select").value.split(":");
+      if (!current.call || to.length !== 2) return;
+      var body = {};
+      body[to[0]] = to[1];
+      post(callbar.dataset.callUrl + current.call.call_id + "/transfer/", body).then(closeTransfer);
+    });
+    transferForm.addEventListener("keydown", function (event) {
+      if (event.key === "Escape") { event.preventDefault(); closeTransfer(); }
+      // A select does not submit its form on Enter by itself.
+      else if (event.key === "Enter" && event.target.tagName === "SELECT") { event.preventDefault(); transferForm.requestSubmit(); }
+    });
+    transferForm.querySelector("[data-transfer-cancel]").addEventListener("click", closeTransfer);
+  }
+
   function callControl(kind) {
+    if (kind === "transfer") return openTransfer();
     if (kind === "wrap") {
       var form = document.getElementById("wrap-up");
       return post(presence.dataset.wrapUrl, Object.fromEntries(new FormData(form)));
@@ -206,6 +264,8 @@
       event.preventDefault(); callControl("answer");
     } else if (key === "h" && call && (call.state === "connected" || call.state === "held")) {
       event.preventDefault(); callControl(call.state === "held" ? "resume" : "hold");
+    } else if (key === "t" && call && (call.state === "connected" || call.state === "held")) {
+      event.preventDefault(); callControl("transfer");
     } else if (key === "x" && call && (call.state === "connected" || call.state === "held")) {
       event.preventDefault(); callControl("hangup");
     } else if (key === "w" && current.state === "wrap_up") {
@@ -264,7 +324,8 @@
     if (refreshing) { refreshAgain = true; return; }
     refreshing = true;
     var before = knownInteractions();
-    fetch(screen.dataset.partUrl, { credentials: "same-origin", headers: { "X-Requested-With": "live" } })
+    var offersBefore = knownOffers();
+    fetch(screen.dataset.partUrl, { credentials: "same-origin", headers: { "X-Requested-With": "live", "X-Screen-Id": screenId } })
       .then(function (response) {
         if (response.status === 404) { showLive("gone", "This customer is no longer available to you."); return null; }
         if (response.redirected || !response.ok) throw new Error("screen " + response.status);
@@ -288,6 +349,11 @@
         screen.querySelectorAll("tr[data-interaction]").forEach(function (row) {
           if (!before[row.dataset.interaction]) row.classList.add("row-new");
         });
+        // An offer that arrived while the agent looked is flagged, not slipped in unseen.
+        screen.querySelectorAll("[data-offer-id]").forEach(function (item) {
+          if (!offersBefore[item.dataset.offerId]) item.classList.add("offer-new");
+        });
+        watchHistoryEnd();
         if (window.htmx) window.htmx.process(screen);
       })
       .catch(function () { showLive("stale", "Could not refresh: retrying…"); setTimeout(scheduleRefresh, 3000); })
@@ -295,6 +361,63 @@
         refreshing = false;
         if (refreshAgain) { refreshAgain = false; scheduleRefresh(); }
       });
+  }
+
+  function knownOffers() {
+    var ids = {};
+    if (screen) screen.querySelectorAll("[data-offer-id]").forEach(function (item) { ids[item.dataset.offerId] = true; });
+    return ids;
+  }
+
+  // --- The contact history: one channel, and older pages as the agent scrolls ----------------
+
+  var historyLoading = false;
+  var historyObserver = "IntersectionObserver" in window ? new IntersectionObserver(function (entries) {
+    entries.forEach(function (entry) { if (entry.isIntersecting) loadHistory(entry.target.dataset.historyNext, false); });
+  }, { rootMargin: "300px" }) : null;
+
+  function watchHistoryEnd() {
+    if (!historyObserver || !screen) return;
+    historyObserver.disconnect();
+    var more = screen.querySelector("tr.history-more");
+    if (more) historyObserver.observe(more);
+  }
+
+  function loadHistory(url, replace) {
+    var body = screen && screen.querySelector("#history-rows");
+    if (!body || !url || historyLoading) return;
+    historyLoading = true;
+    fetch(url, { credentials: "same-origin", headers: { "X-Screen-Id": screenId } })
+      .then(function (response) {
+        if (!response.ok) throw new Error(String(response.status));
+        return response.text();
+      })
+      .then(function (html) {
+        var more = body.querySelector("tr.history-more");
+        if (more) more.remove();
+        if (replace) body.innerHTML = html; else body.insertAdjacentHTML("beforeend", html);
+        watchHistoryEnd();
+      })
+      .catch(function () { showLive("stale", "Could not load more history: scroll or press the button to try again."); })
+      .then(function () { historyLoading = false; });
+  }
+
+  if (screen) {
+    screen.addEventListener("click", function (event) {
+      var chip = event.target.closest("[data-history-channel]");
+      if (chip) {
+        var filter = chip.closest(".history-filter");
+        filter.querySelectorAll("[data-history-channel]").forEach(function (b) {
+          b.setAttribute("aria-pressed", String(b === chip));
+        });
+        var code = chip.dataset.historyChannel;
+        loadHistory(filter.dataset.historyUrl + (code ? "?channel=" + encodeURIComponent(code) : ""), true);
+        return;
+      }
+      var more = event.target.closest("[data-history-more]");
+      if (more) loadHistory(more.closest("tr.history-more").dataset.historyNext, false);
+    });
+    watchHistoryEnd();
   }
 
   // --- The floor view (supervisors) ---------------------------------------------------------

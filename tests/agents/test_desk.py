@@ -14,7 +14,8 @@ from django.utils import timezone
 
 from agents import services
 from agents.models import Agent, AgentState, Call, CallState, Disposition, Queue
-from crm.models import AccessLogEntry, Customer, SourceSystem, User
+from crm import events as crm_events
+from crm.models import AccessLogEntry, BusinessEvent, Customer, SourceSystem, User
 from tests.conftest import make_customer
 
 pytestmark = pytest.mark.django_db
@@ -168,6 +169,51 @@ def test_wrap_up_puts_the_call_in_the_contact_history_once(
     assert entry.duration_seconds is not None
     assert Call.objects.get(pk=call.pk).interaction_id == entry.pk
     assert Agent.objects.get(user=alice).state == AgentState.AVAILABLE
+
+
+def test_wrap_up_raises_call_ended_and_call_disposition_for_the_policies_once(
+    alice: User, queue: Queue, ivr: SourceSystem, dave_customer: Customer
+) -> None:
+    call = on_wrap_up(alice, queue, ivr)
+    services.call_wrap_up(user=alice, disposition="resolved", notes="Reset the card PIN")
+    calls = BusinessEvent.objects.filter(customer=dave_customer, type__startswith="call.")
+    events = {e.type: e for e in calls}
+    assert set(events) == {"call.ended", "call.disposition"} and calls.count() == 2
+    ended = events["call.ended"].payload
+    assert (ended["call_id"], ended["direction"], ended["queue"], ended["agent"]) == (
+        call.telephony_id, "inbound", "service", "alice",
+    )  # fmt: skip
+    assert ended["duration_seconds"] == dave_customer.interactions.get().duration_seconds
+    assert events["call.disposition"].payload == {
+        "disposition": "resolved", "call_id": call.telephony_id, "agent": "alice",
+    }  # fmt: skip
+    assert events["call.ended"].actor_id == alice.pk and events["call.ended"].source_system_id == ivr.pk
+    # Both are valid against the catalog the policies are authored on.
+    for event in events.values():
+        crm_events.get(event.type).validate(event.payload)
+
+
+def test_a_wrap_up_that_ran_out_of_time_raises_call_ended_without_a_disposition(
+    alice: User, queue: Queue, ivr: SourceSystem, dave_customer: Customer
+) -> None:
+    on_wrap_up(alice, queue, ivr)
+    agent = Agent.objects.get(user=alice)
+    services.wrap_ups_overdue(now=agent.state_since + dt.timedelta(seconds=queue.wrap_up_seconds + 1))
+    raised = BusinessEvent.objects.filter(customer=dave_customer, type__startswith="call.")
+    assert list(raised.values_list("type", flat=True)) == ["call.ended"]
+
+
+def test_a_refused_wrap_up_raises_no_event(
+    alice: User, queue: Queue, ivr: SourceSystem, dave_customer: Customer
+) -> None:
+    on_wrap_up(alice, queue, ivr)
+    with pytest.raises(ValidationError):
+        services.call_wrap_up(user=alice, disposition="not_a_code")
+    with pytest.raises(ValidationError):
+        services.call_wrap_up(
+            user=alice, disposition="resolved", callback_at=timezone.now() - dt.timedelta(hours=1)
+        )
+    assert not BusinessEvent.objects.filter(customer=dave_customer, type__startswith="call.").exists()
 
 
 def test_a_do_not_call_disposition_sets_the_consent(

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
 from agents import services
@@ -138,15 +139,28 @@ def test_an_unanswered_ring_moves_on_and_puts_the_agent_on_a_break(
     assert not services.call_ring_timeout(call_id=call.pk, offer=1, now=at(20))
 
 
-def test_the_sweep_moves_on_a_ring_whose_timeout_message_was_lost(
+def test_the_sweep_moves_on_a_ring_once_it_has_lasted_the_queues_ring_time(
     ivr: SourceSystem, service_queue: Queue
 ) -> None:
     available(staff_agent("ann", service_queue), 1)
     call = arrive(ivr, "c1", service_queue, 3)
-    assert services.calls_sweep(now=at(10)) == 0
-    services.calls_sweep(now=at(30))
+    assert services.calls_sweep(now=at(3 + 14.9)) == 0
+    call.refresh_from_db()
+    assert call.state == CallState.RINGING
+    services.calls_sweep(now=at(3 + 15))
     call.refresh_from_db()
     assert (call.state, call.agent_id) == (CallState.QUEUED, None)
+
+
+def test_an_arriving_call_schedules_no_message_of_its_own(
+    ivr: SourceSystem, service_queue: Queue, django_capture_on_commit_callbacks: Any
+) -> None:
+    available(staff_agent("ann", service_queue), 1)
+    with django_capture_on_commit_callbacks() as callbacks:
+        arrive(ivr, "c1", service_queue, 3)
+    # The frames (state, pop) leave in one batch; the ring's end is the sweep's.
+    assert {callback.__module__ for callback in callbacks} == {"crm.realtime"}
+    assert [c.__qualname__ for c in callbacks].count("batched.<locals>.<lambda>") == 1
 
 
 def test_a_call_is_answered_held_resumed_and_ended_into_wrap_up(
@@ -209,6 +223,70 @@ def test_a_transfer_to_another_queue_rings_that_queues_agent(
     moved = event(ivr, call, "e2", "transferred", queue="sales")
     assert (moved.state, moved.agent_id, moved.queue_id) == (CallState.RINGING, ben.pk, sales_queue.pk)
     assert state_of(ann) == AgentState.WRAP_UP
+
+
+def test_a_transfer_to_a_named_available_agent_with_the_skill_rings_them_not_the_longest_idle(
+    ivr: SourceSystem, service_queue: Queue
+) -> None:
+    ann = available(staff_agent("ann", service_queue), 1)
+    available(staff_agent("ben", service_queue), 2)  # idle longer than cat
+    cat = staff_agent("cat", service_queue)
+    call = arrive(ivr, "c1", service_queue, 3)
+    event(ivr, call, "e1", "answered")
+    available(cat, 4)
+    moved = event(ivr, call, "e2", "transferred", agent="cat")
+    assert (moved.state, moved.agent_id, moved.queue_id) == (CallState.RINGING, cat.pk, service_queue.pk)
+    assert (state_of(ann), state_of(cat)) == (AgentState.WRAP_UP, AgentState.RINGING)
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        ("ben", Conflict, "not available"),  # on a break
+        ("dan", Conflict, "does not answer Customer service calls"),  # available, sales only
+        ("ann", Conflict, "already yours"),
+        ("nobody", ValidationError, "No agent “nobody”"),
+    ],
+)
+def test_a_transfer_to_an_agent_who_may_not_take_it_is_refused_and_changes_nothing(
+    ivr: SourceSystem, service_queue: Queue, sales_queue: Queue, refusal: tuple[str, type[Exception], str]
+) -> None:
+    who, error, message = refusal
+    ann = available(staff_agent("ann", service_queue), 1)
+    ben = staff_agent("ben", service_queue)
+    services.agent_set_state(user=ben.user, state=AgentState.BREAK, reason=BreakReason.LUNCH, now=at(1))
+    dan = available(staff_agent("dan", sales_queue), 1)
+    call = arrive(ivr, "c1", service_queue, 3)
+    event(ivr, call, "e1", "answered")
+    with pytest.raises(error, match=message):
+        event(ivr, call, "e2", "transferred", agent=who)
+    call.refresh_from_db()
+    assert (call.state, call.agent_id, call.queue_id) == (CallState.CONNECTED, ann.pk, service_queue.pk)
+    assert (state_of(ann), state_of(ben), state_of(dan)) == (
+        AgentState.ON_CALL, AgentState.BREAK, AgentState.AVAILABLE,
+    )  # fmt: skip
+    assert list(call.events.values_list("kind", flat=True)) == ["answered"]
+
+
+def test_the_desk_transfers_its_call_to_an_agent_it_lists_and_says_why_it_cannot(
+    ivr: SourceSystem, service_queue: Queue
+) -> None:
+    ann = available(staff_agent("ann", service_queue), 1)
+    ben = staff_agent("ben", service_queue)
+    call = arrive(ivr, "c1", service_queue, 3)
+    client = Client()
+    client.force_login(ann.user)
+    client.post(f"/desk/calls/{call.pk}/answer/")
+    assert client.get("/desk/transfer-targets/").json()["agents"] == []
+    refused = client.post(f"/desk/calls/{call.pk}/transfer/", {"agent": "ben"})
+    assert refused.status_code == 409 and "Ben is offline, not available" in refused.json()["error"]
+    available(ben, 4)
+    targets = client.get("/desk/transfer-targets/").json()
+    assert targets["agents"] == [{"username": "ben", "name": "Ben"}]
+    assert {"code": "service", "name": "Customer service"} in targets["queues"]
+    moved = client.post(f"/desk/calls/{call.pk}/transfer/", {"agent": "ben"})
+    assert moved.status_code == 200 and moved.json()["state"] == AgentState.WRAP_UP
+    assert state_of(ben) == AgentState.RINGING
 
 
 def test_an_agent_cannot_leave_a_ringing_call_by_changing_state(
@@ -309,6 +387,44 @@ def test_a_telephony_integration_reports_a_call_and_its_events(
     bad_queue = client.post("/api/v1/calls/", {**body, "call_id": "pbx-2", "queue": "nope"}, format="json")
     assert bad_queue.status_code == 400
     assert "queue" in bad_queue.json()
+
+
+def test_reporting_a_call_takes_a_fixed_handful_of_queries(
+    frank: User, ivr: SourceSystem, service_queue: Queue, dave_customer: Customer,
+    django_assert_max_num_queries: Any,
+) -> None:  # fmt: skip
+    for n in range(3):
+        available(staff_agent(f"agent{n}", service_queue), n)
+    client = api_as(frank)
+    client.get("/api/v1/me/")  # the token's first use writes its last use
+    # token, queue, caller, then one statement inserting and ringing the call
+    with django_assert_max_num_queries(4):
+        created = client.post(
+            "/api/v1/calls/", {"call_id": "q1", "ani": "(202) 555-0143", "queue": "service"}, format="json"
+        )
+    assert created.status_code == 201 and created.json()["agent"] == "agent0"
+    # token, BEGIN, commit without waiting for the disk, lock the call, the event seen?, the
+    # event, lock the agent, UPDATE agent, its state change, a waiting call for the agent?,
+    # UPDATE call, COMMIT
+    with django_assert_max_num_queries(12):
+        ended = client.post("/api/v1/calls/q1/events/", {"event_id": "e1", "kind": "ended"}, format="json")
+    assert ended.json()["state"] == "ended"
+
+
+def test_the_api_transfers_to_a_named_agent_or_answers_409_naming_the_field(
+    frank: User, ivr: SourceSystem, service_queue: Queue
+) -> None:
+    available(staff_agent("ann", service_queue), 1)
+    ben = staff_agent("ben", service_queue)
+    client = api_as(frank)
+    client.post("/api/v1/calls/", {"call_id": "t1", "ani": "+12025550143", "queue": "service"}, format="json")
+    client.post("/api/v1/calls/t1/events/", {"event_id": "e1", "kind": "answered"}, format="json")
+    body = {"event_id": "e2", "kind": "transferred", "agent": "ben"}
+    refused = client.post("/api/v1/calls/t1/events/", body, format="json")
+    assert refused.status_code == 409 and "not available" in refused.json()["agent"][0]
+    available(ben, 2)
+    moved = client.post("/api/v1/calls/t1/events/", body, format="json")
+    assert moved.status_code == 200 and (moved.json()["state"], moved.json()["agent"]) == ("ringing", "ben")
 
 
 def test_staff_and_customers_cannot_report_calls(bob: User, dave: User, service_queue: Queue) -> None:

@@ -156,6 +156,38 @@ def test_an_inactive_source_system_is_refused_in_the_same_single_query(frank, iv
         ApiTokenAuthentication().authenticate(request)
 
 
+def test_revoking_a_token_in_use_refuses_its_very_next_request(frank):
+    token, secret = services.api_token_create(user=frank, name="ivr")
+    client = bearer(secret)
+    assert client.get("/api/v1/me/").status_code == 200
+    services.api_token_revoke(token_id=token.pk, actor=frank)
+    assert client.get("/api/v1/me/").status_code == 401
+
+
+def test_a_token_that_expires_while_in_use_is_refused_from_then_on(alice):
+    token, secret = services.api_token_create(user=alice, name="laptop")
+    client = bearer(secret)
+    assert client.get("/api/v1/me/").status_code == 200
+    ApiToken.objects.filter(pk=token.pk).update(expires_at=timezone.now() - dt.timedelta(milliseconds=1))
+    assert client.get("/api/v1/me/").status_code == 401
+
+
+def test_the_single_query_brings_the_users_roles_and_permissions(alice, django_assert_num_queries):
+    _, secret = services.api_token_create(user=alice, name="laptop")
+    auth = ApiTokenAuthentication()
+    request = Request(RequestFactory().get("/api/v1/me/", HTTP_AUTHORIZATION=f"Bearer {secret}"))
+    auth.authenticate(request)  # the first use records last_used_at (and loads the role catalog)
+    expected_roles = set(alice.groups.values_list("name", flat=True))
+    expected_perms = User.objects.get(pk=alice.pk).get_all_permissions()
+    with django_assert_num_queries(1):
+        authenticated = auth.authenticate(request)
+        assert authenticated is not None
+        user, token = authenticated
+        assert user.pk == alice.pk and token.user is user and user.source_system is None
+        assert set(user.roles) == expected_roles and expected_roles
+        assert user.get_all_permissions() == expected_perms and expected_perms
+
+
 # --- Tokens issued before every token expired ----------------------------------------------
 
 

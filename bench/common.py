@@ -1,0 +1,153 @@
+"""What the benches share: their databases, the production settings they run
+with, the web server they start and the figures they report.
+
+Each bench builds its data at a fixed size in a database of its own (next to the
+one DATABASE_URL names, or on the embedded server), runs the product with the
+settings a web process runs with (DEBUG off), and prints its last line as one
+JSON object.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_SECRET_KEY = "bench-secret-key-not-for-production-0123456789-abcdefghijkl"
+
+
+def bench_database_url(database: str) -> str:
+    """The URL of ``database`` on the server DATABASE_URL points at (or the
+    embedded one), creating the database if needed."""
+    base = os.environ.get("DATABASE_URL")
+    if not base:
+        from config import embedded
+
+        base = embedded.postgres_url(database)
+    # Also on the embedded server: it creates a database only once per data directory,
+    # so one dropped since would not come back.
+    _create_database(base, database)
+    return _with_database(base, database)
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def _create_database(any_url: str, database: str) -> None:
+    import psycopg
+
+    with psycopg.connect(_with_database(any_url, "postgres"), autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{database}"')
+
+
+def recreate_database(url: str, database: str) -> None:
+    import psycopg
+
+    with psycopg.connect(_with_database(url, "postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{database}"')
+
+
+def setup_django(database: str) -> str:
+    """Point Django at the bench's ``database`` with production settings (DEBUG off,
+    no HTTPS redirect, the test client's and the loopback's host names allowed),
+    set it up and migrate; returns the database URL."""
+    os.environ.setdefault("SECRET_KEY", BENCH_SECRET_KEY)
+    os.environ["DEBUG"] = "false"
+    os.environ["SECURE_SSL_REDIRECT"] = "false"
+    os.environ["SESSION_COOKIE_SECURE"] = "false"
+    os.environ["ALLOWED_HOSTS"] = "testserver,127.0.0.1"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("CRM_EMBEDDED_SERVERS", "true")
+    url = bench_database_url(database)
+    os.environ["DATABASE_URL"] = url
+    import django
+
+    # WhiteNoise warns that collectstatic never ran; static files play no part here.
+    warnings.filterwarnings("ignore", "No directory at", UserWarning)
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    if not (Path(settings.STATIC_ROOT) / "staticfiles.json").exists():
+        # Pages render hashed static file names from the manifest, as in production.
+        call_command("collectstatic", interactive=False, verbosity=0)
+    # The web process started next must use the same Redis as this one.
+    os.environ["REDIS_URL"] = settings.REDIS_URL
+    return url
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_web(*, workers: int = 1) -> tuple[subprocess.Popen[bytes], int]:
+    """uvicorn on a free loopback port with this process's environment (call
+    ``setup_django`` first), once it accepts connections."""
+    port = free_port()
+    web = subprocess.Popen(
+        [str(Path(sys.executable).parent / "uvicorn"), "config.asgi:application", "--host", "127.0.0.1",
+         "--port", str(port), "--lifespan", "off", "--log-level", "warning", "--workers", str(workers)],
+        cwd=ROOT, env=dict(os.environ),
+    )  # fmt: skip
+    for _ in range(300):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return web, port
+        except OSError:
+            time.sleep(0.1)
+    web.terminate()
+    raise SystemExit("uvicorn did not start")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The highest peak resident memory of ``pid`` and its child processes (the
+    uvicorn workers), in MB (Linux)."""
+    peaks = []
+    for each in [pid, *_children(pid)]:
+        try:
+            for line in Path(f"/proc/{each}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+        except OSError:
+            pass
+    return round(max(peaks, default=0.0), 1)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def load_average() -> float:
+    """The machine's one-minute load, printed beside the figures: on a shared
+    machine they mean little without it."""
+    return round(os.getloadavg()[0], 2)

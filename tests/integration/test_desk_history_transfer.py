@@ -1,0 +1,107 @@
+"""The customer screen's contact history and the call bar's transfer, in a real
+browser against a real uvicorn: a channel chip shows one channel, scrolling
+loads older contacts, and t transfers the call to an available colleague."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from agents import services as agents_services
+from agents.models import AgentState, Queue
+from crm import services
+from crm.models import Customer, SourceSystem, User
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, SCREENSHOTS
+from tests.integration.conftest import COMMITTED, Server, signed_in_page
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, COMMITTED, NEEDS_CHROMIUM]
+
+
+@pytest.mark.usefixtures("bob")
+def test_the_history_filters_by_channel_and_loads_older_contacts_as_the_agent_scrolls(
+    uvicorn_server: Server, alice: User, dave_customer: Customer, ivr: SourceSystem
+) -> None:
+    now = timezone.now()
+    for n in range(130):
+        services.interaction_record(
+            customer_id=dave_customer.pk, channel="email" if n % 4 == 0 else "phone", direction="inbound",
+            source=ivr, external_id=f"hist-{n}", occurred_at=now - dt.timedelta(hours=n * 7),
+            subject=f"Contact {n}", agent=alice if n % 2 else None,
+            disposition="resolved" if n % 2 else "", campaign_code="spring-cards" if n % 5 == 0 else "",
+        )  # fmt: skip
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = Path(SCREENSHOTS)
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        errors: list[str] = []
+        page = signed_in_page(browser, uvicorn_server, "alice", errors)
+        page.set_viewport_size({"width": 1366, "height": 768})
+        page.goto(f"{uvicorn_server.origin}/customer/{dave_customer.pk}/")
+        rows = page.locator("#history-rows tr[data-interaction]")
+        expect(rows).to_have_count(50)
+        page.screenshot(path=str(shots / "customer-history.png"))
+        # Scrolling to the end of the table brings the older pages, then says it is the first.
+        for expected in (100, 130):
+            page.locator("#history-rows tr").last.scroll_into_view_if_needed()
+            expect(rows).to_have_count(expected, timeout=10_000)
+        expect(page.locator("tr.history-end")).to_contain_text("The first contact on record.")
+        page.screenshot(path=str(shots / "customer-history-end.png"))
+        # The chips are buttons: reachable with Tab, pressed with Enter.
+        chip = page.locator('[data-history-channel="email"]')
+        chip.focus()
+        page.keyboard.press("Enter")
+        expect(chip).to_have_attribute("aria-pressed", "true")
+        expect(rows).to_have_count(33)
+        assert set(rows.locator(".col-channel").all_inner_texts()) == {"↙ E-mail"}
+        chip.scroll_into_view_if_needed()
+        page.screenshot(path=str(shots / "customer-history-email.png"))
+        browser.close()
+    assert not errors, errors
+
+
+@pytest.mark.usefixtures("dave_customer")
+def test_the_agent_transfers_a_call_to_an_available_colleague_with_t(
+    uvicorn_server: Server, alice: User, ivr: SourceSystem
+) -> None:
+    queue = Queue.objects.create(code="service", name="Customer service")
+    colleague = services.staff_user_create(
+        username="carl", password="not-used-password-1", role="agent", first_name="Carl", last_name="Diaz"
+    )
+    for user in (alice, colleague):
+        agents_services.agent_for(user=user).queues.set([queue])
+    agents_services.agent_set_state(user=alice, state=AgentState.AVAILABLE)
+    call, _ = agents_services.call_arrive(
+        source=ivr, telephony_id="x1", ani="+12025550143", queue_code="service"
+    )
+    agents_services.call_event(source=ivr, telephony_id="x1", event_id="a", kind="answered")
+    agents_services.agent_set_state(user=colleague, state=AgentState.AVAILABLE)
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = Path(SCREENSHOTS)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        errors: list[str] = []
+        page: Any = signed_in_page(browser, uvicorn_server, "alice", errors)
+        page.set_viewport_size({"width": 1366, "height": 768})
+        page.goto(f"{uvicorn_server.origin}/customer/{call.customer_id}/")
+        callbar = page.locator("#callbar")
+        expect(callbar).to_have_attribute("data-state", "connected", timeout=10_000)
+        page.locator("body").click()
+        page.keyboard.press("t")
+        select = page.locator("#transfer-to")
+        expect(select).to_be_focused()
+        expect(select.locator("option")).to_contain_text(["Carl Diaz"])
+        page.screenshot(path=str(shots / "desk-transfer.png"))
+        page.keyboard.press("Enter")
+        expect(page.locator("#presence")).to_have_attribute("data-state", "wrap_up", timeout=10_000)
+        expect(page.locator("#transfer")).to_be_hidden()
+        page.screenshot(path=str(shots / "desk-transferred.png"))
+        browser.close()
+    assert not errors, errors
+    assert agents_services.agent_for(user=colleague).state == AgentState.RINGING

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -49,15 +50,51 @@ def send_now(group: str, message: dict[str, Any]) -> None:
         logger.exception("could not deliver %s to %s", message.get("event"), group)
 
 
+async def _listened(layer: Any, groups: set[str]) -> set[str]:
+    """Which of ``groups`` have a member now. The Redis layer keeps each group's
+    members in a sorted set scored by when they joined (members older than its
+    ``group_expiry`` no longer count); one pipelined ZCOUNT per server reads
+    them all. A ``group_send`` to an empty group costs two round trips and finds
+    nobody, and nearly every customer a worker applies results to is on no
+    screen. Another layer (in memory, in a test): every group is listened to."""
+    group_key = getattr(layer, "_group_key", None)
+    if group_key is None or not hasattr(layer, "consistent_hash") or not hasattr(layer, "group_expiry"):
+        return groups
+    by_server: dict[int, list[str]] = {}
+    for group in groups:
+        by_server.setdefault(layer.consistent_hash(group), []).append(group)
+    # group_send drops members scored at or before this moment: those after it count.
+    since = f"({int(time.time()) - int(layer.group_expiry)}"
+    found: set[str] = set()
+    for index, names in by_server.items():
+        pipe = layer.connection(index).pipeline(transaction=False)
+        for name in names:
+            pipe.zcount(group_key(name), since, "+inf")
+        counts = await pipe.execute()
+        found.update(name for name, count in zip(names, counts, strict=True) if count)
+    return found
+
+
 def send_many_now(messages: list[tuple[str, dict[str, Any]]]) -> None:
     """Send several messages in one trip into the event loop (a worker applying
-    hundreds of results at once would otherwise pay the loop's start-up on each)."""
+    hundreds of results at once would otherwise pay the loop's start-up on each),
+    only to the groups someone listens to (asked once for all of them)."""
     layer = get_channel_layer()
     if layer is None or not messages:
         return
 
     async def send_all() -> None:
+        groups = {group for group, _ in messages}
+        try:
+            listened = await _listened(layer, groups)
+        except Exception:
+            logger.warning(
+                "could not read who listens to %s groups; sending to all", len(groups), exc_info=True
+            )
+            listened = groups
         for group, message in messages:
+            if group not in listened:
+                continue
             try:
                 await layer.group_send(group, message)
             except Exception:

@@ -321,6 +321,48 @@ def test_an_open_screen_of_the_customer_hears_of_the_new_contact_and_profile_cha
     assert by_event["customer.updated"]["version"] == Customer.objects.get(pk=dave_customer.pk).version
 
 
+def test_a_batch_sends_only_to_customers_someone_watches(
+    web, dave_customer, erin_customer, django_capture_on_commit_callbacks, monkeypatch
+):
+    """One pipelined look at the layer's groups, then a send only where a screen
+    listens: a thousand results of customers on no screen cost no group_send."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from crm import realtime
+
+    layer: Any = get_channel_layer()
+    screen = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(realtime.customer_group(dave_customer.pk), screen)
+    sent: list[str] = []
+    group_send = layer.group_send
+
+    async def counted(group: str, message: dict[str, Any]) -> None:
+        sent.append(group)
+        await group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", counted)
+    services.source_record_link(source=web, external_key="D", customer_id=dave_customer.pk)
+    services.source_record_link(source=web, external_key="E", customer_id=erin_customer.pk)
+    receive(web, [visit("v-1", "", key="D", sequence=1), visit("v-2", "", key="E", sequence=1),
+                  profile("p-1", "E", sequence=2, tier="G"),
+                  visit("v-3", "", key="D", sequence=2)])  # fmt: skip
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert apply_all() == 4
+
+    async def hear() -> dict[str, Any]:
+        message: dict[str, Any] = await asyncio.wait_for(layer.receive(screen), timeout=10)
+        return message
+
+    heard = [async_to_sync(hear)() for _ in range(2)]
+    async_to_sync(layer.group_discard)(realtime.customer_group(dave_customer.pk), screen)
+    assert sent == [realtime.customer_group(dave_customer.pk)] * 2  # nothing to Erin's empty group
+    assert sorted(m["interaction_id"] for m in heard) == sorted(
+        Interaction.objects.filter(customer=dave_customer).values_list("pk", flat=True)
+    )
+
+
 def test_the_sweep_asks_for_a_run_only_when_a_free_result_has_waited(web, dave_customer, settings):
     settings.CRM_INGEST_SWEEP_AFTER_SECONDS = 60
     receive(web, [visit("v-1", "dave@example.com")])

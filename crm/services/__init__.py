@@ -76,6 +76,7 @@ from crm.services.touchpoint_review import (
 from crm.services.touchpoints import (
     MAX_BATCH_ITEMS,
     touchpoint_apply_enqueue,
+    touchpoint_apply_started,
     touchpoint_batch_receive,
     touchpoint_results_apply,
     touchpoint_results_overdue,
@@ -137,6 +138,7 @@ __all__ = [
     "task_set_status",
     "tasks_escalate_overdue",
     "touchpoint_apply_enqueue",
+    "touchpoint_apply_started",
     "touchpoint_batch_receive",
     "touchpoint_results_apply",
     "touchpoint_results_overdue",

@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
@@ -39,6 +40,10 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH_ITEMS = 1000
 ITEM_FIELDS = ("external_id", "record_kind", "customer_key", "sequence", "occurred_at", "payload")
+_ITEM_FIELDS = frozenset(ITEM_FIELDS)
+# Read once: ``RecordKind.values`` builds its list anew on every access, twice per item.
+_KINDS = frozenset(RecordKind.values)
+_KINDS_HINT = f"Use one of: {', '.join(RecordKind.values)}."
 _BIGINT = 2**63 - 1
 
 
@@ -96,7 +101,7 @@ def _item_check(
             "item": ["Each result must be a JSON object with external_id, record_kind and payload."]
         }
     errors: dict[str, list[str]] = {}
-    unknown = sorted(set(item) - set(ITEM_FIELDS))
+    unknown = sorted(item.keys() - _ITEM_FIELDS)
     for name in unknown:
         errors[name] = [f"Not a result field: use only {', '.join(ITEM_FIELDS)}."]
     external_id = item.get("external_id")
@@ -107,8 +112,8 @@ def _item_check(
         external_id = ""
     external_id = external_id.strip()
     kind = item.get("record_kind")
-    if kind not in RecordKind.values:
-        errors["record_kind"] = [f"Use one of: {', '.join(RecordKind.values)}."]
+    if kind not in _KINDS:
+        errors["record_kind"] = [_KINDS_HINT]
     customer_key = item.get("customer_key") or ""
     if isinstance(customer_key, int) and not isinstance(customer_key, bool):
         customer_key = str(customer_key)
@@ -125,7 +130,7 @@ def _item_check(
     payload = item.get("payload")
     if not isinstance(payload, dict):
         errors["payload"] = ["Must be a JSON object of the source's fields."]
-    elif kind in RecordKind.values:
+    elif kind in _KINDS:
         try:
             mapped = result_map(source=source, record_kind=kind, payload=payload, mappings=mappings)
         except ValidationError as exc:
@@ -250,18 +255,54 @@ def touchpoint_batch_receive(
     return batch
 
 
-def touchpoint_apply_enqueue() -> bool:
-    """Ask a worker to apply pending results. A broker that is away loses
-    nothing: the results are in PostgreSQL and the beat sweep asks again."""
+def _queued_key() -> str:
+    return f"touchpoint-apply-queued:{settings.CRM_INGEST_QUEUE or 'default'}"
+
+
+# How long a run counts as queued without having started (a message lost with a
+# worker that had reserved it): after this, intake asks again.
+QUEUED_MARK_SECONDS = 60
+
+
+def touchpoint_apply_enqueue(*, force: bool = False) -> bool:
+    """Ask a worker to apply pending results, unless a run is already queued and
+    has not started yet: a run claims whatever is pending when it runs, these
+    results too. So a thousand batches received while workers are busy make a
+    few messages, not a thousand (each of which would cost a worker a claim
+    query). The mark is set here and cleared by the run as it starts
+    (``touchpoint_apply_started``); ``force`` (the beat sweep) sends regardless.
+
+    A broker that is away loses nothing: the results are in PostgreSQL and the
+    beat sweep asks again."""
     from crm import tasks  # noqa: PLC0415  (tasks import the services)
 
+    key = _queued_key()
+    try:
+        if not cache.add(key, 1, QUEUED_MARK_SECONDS) and not force:
+            return True  # a run that has not started yet will take these
+    except Exception:
+        logger.warning("could not read whether an apply run is queued; asking anyway", exc_info=True)
     try:
         options: dict[str, Any] = {"queue": settings.CRM_INGEST_QUEUE} if settings.CRM_INGEST_QUEUE else {}
         tasks.touchpoint_results_apply.apply_async(**options)
     except Exception:
         logger.warning("could not enqueue touchpoint apply; the sweep will", exc_info=True)
+        _queued_clear()
         return False
     return True
+
+
+def _queued_clear() -> None:
+    try:
+        cache.delete(_queued_key())
+    except Exception:
+        logger.warning("could not clear the queued mark; it expires", exc_info=True)
+
+
+def touchpoint_apply_started() -> None:
+    """An apply run starts: results received from now on need a run of their own
+    (this one may have claimed its last batch before they commit)."""
+    _queued_clear()
 
 
 # --- Applying -------------------------------------------------------------------------------
@@ -353,7 +394,9 @@ class Outcome:
 _UPDATE_OUTCOMES = """
 UPDATE crm_touchpointresult t
 SET status = x.status, error = x.error, customer_id = COALESCE(x.customer_id, t.customer_id),
-    applied_at = x.applied_at, claimed_at = x.claimed_at
+    applied_at = x.applied_at,
+    -- A result that left the queue keeps when it was claimed (how long it waited, how long it took).
+    claimed_at = CASE WHEN x.status = 'pending' THEN x.claimed_at ELSE t.claimed_at END
 FROM jsonb_to_recordset(%(rows)s) AS x(id bigint, status text, error jsonb, customer_id bigint,
     applied_at timestamptz, claimed_at timestamptz)
 WHERE t.id = x.id AND t.claimed_by = %(token)s
@@ -578,5 +621,5 @@ def touchpoint_results_pending() -> bool:
 def touchpoint_results_sweep() -> bool:
     """The beat sweep: enqueue an apply run when results are overdue."""
     if touchpoint_results_overdue():
-        return touchpoint_apply_enqueue()
+        return touchpoint_apply_enqueue(force=True)
     return False

@@ -363,6 +363,43 @@ def test_a_batch_sends_only_to_customers_someone_watches(
     )
 
 
+def test_batches_received_while_a_run_waits_to_start_send_no_message_of_their_own(
+    web, dave_customer, settings, django_capture_on_commit_callbacks
+):
+    """The broker is the real Redis; nobody consumes this queue, so its length is
+    the number of apply runs asked for."""
+    import secrets
+
+    from config.celery import app
+
+    settings.CRM_INGEST_QUEUE = f"coalesce-{secrets.token_hex(4)}"
+
+    def queued() -> int:
+        with app.connection_for_write() as conn:
+            channel: Any = conn.default_channel  # the Redis transport's: .client is its Redis
+            return int(channel.client.llen(settings.CRM_INGEST_QUEUE))
+
+    try:
+        for n in range(3):
+            with django_capture_on_commit_callbacks(execute=True):
+                receive(web, [visit(f"v-{n}", "dave@example.com")])
+        assert queued() == 1  # the first batch's run, not yet started, takes all three
+
+        services.touchpoint_apply_started()  # a worker takes that message
+        with django_capture_on_commit_callbacks(execute=True):
+            receive(web, [visit("v-3", "dave@example.com")])
+        assert queued() == 2  # the started run may have claimed its last batch already
+
+        TouchpointResult.objects.update(received_at=time_ago(3600))
+        assert services.touchpoint_results_sweep()  # beat asks regardless of the mark
+        assert queued() == 3
+    finally:
+        with app.connection_for_write() as conn:
+            redis_channel: Any = conn.default_channel
+            redis_channel.client.delete(settings.CRM_INGEST_QUEUE)
+        services.touchpoint_apply_started()
+
+
 def test_the_sweep_asks_for_a_run_only_when_a_free_result_has_waited(web, dave_customer, settings):
     settings.CRM_INGEST_SWEEP_AFTER_SECONDS = 60
     receive(web, [visit("v-1", "dave@example.com")])

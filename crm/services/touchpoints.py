@@ -482,9 +482,11 @@ def _claimed_batch_apply(claimed: list[Claimed], *, token: str) -> int:
             # again. Intake, which answers 202 to the source, still commits durably.
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
             cursor.execute(
-                "SELECT id FROM crm_touchpointresult WHERE id = ANY(%s) AND claimed_by = %s"
+                "SELECT id FROM crm_touchpointresult"
+                " WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)::bigint))"
+                " AND claimed_by = %s"
                 " AND status = 'pending' ORDER BY id FOR UPDATE",
-                [[c.id for c in claimed], token],
+                [json.dumps([c.id for c in claimed]), token],
             )
             mine = {row[0] for row in cursor.fetchall()}
         context = ApplyContext()

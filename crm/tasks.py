@@ -136,6 +136,12 @@ def touchpoint_results_sweep() -> bool:
     return services.touchpoint_results_sweep()
 
 
+@shared_task(name="crm.tasks.touchpoint_signatures_prune", ignore_result=True, expires=300)
+def touchpoint_signatures_prune() -> int:
+    """Beat, every 5 minutes: forget request signatures too old to be replayed."""
+    return services.touchpoint_signatures_prune()
+
+
 # --- Legacy file imports ---------------------------------------------------------------------
 
 

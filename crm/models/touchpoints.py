@@ -95,3 +95,25 @@ class TouchpointResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.record_kind} {self.external_id} ({self.status})"
+
+
+class SeenSignature(models.Model):
+    """The signature of a signed request a source sent, kept while a copy of the
+    request could still pass the 5-minute clock check, so the copy is refused as
+    a replay. In PostgreSQL, not the cache: a Redis restart must not forget them.
+    Unique per source and digest, so of two copies sent at once exactly one gets
+    through; a beat task deletes rows past the window."""
+
+    source_system = models.ForeignKey("crm.SourceSystem", on_delete=models.CASCADE, related_name="+")
+    digest = models.CharField(max_length=64, help_text="The hex HMAC-SHA256 the request carried.")
+    seen_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source_system", "digest"], name="seensignature_unique_digest"),
+        ]
+        indexes = [models.Index(fields=["seen_at"], name="seensignature_seen_at")]
+        verbose_name = "seen request signature"
+
+    def __str__(self) -> str:
+        return f"{self.digest[:12]}… from {self.source_system_id} at {self.seen_at:%Y-%m-%d %H:%M:%S}"

@@ -82,6 +82,8 @@ from crm.services.touchpoints import (
     touchpoint_results_overdue,
     touchpoint_results_pending,
     touchpoint_results_sweep,
+    touchpoint_signature_remember,
+    touchpoint_signatures_prune,
 )
 
 __all__ = [
@@ -147,4 +149,6 @@ __all__ = [
     "touchpoint_results_sweep",
     "touchpoint_review_attach",
     "touchpoint_review_create_new",
+    "touchpoint_signature_remember",
+    "touchpoint_signatures_prune",
 ]

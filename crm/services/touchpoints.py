@@ -32,7 +32,7 @@ from psycopg.types.json import Jsonb
 from crm import realtime
 from crm.exceptions import Conflict, FieldAccessDenied
 from crm.mapping import apply_mappings
-from crm.models import FieldMapping, SourceSystem, TouchpointBatch, TouchpointResult, User
+from crm.models import FieldMapping, SeenSignature, SourceSystem, TouchpointBatch, TouchpointResult, User
 from crm.models.choices import BatchOrigin, RecordKind, ResultStatus
 from crm.services.sources import source_records_seen
 
@@ -305,6 +305,36 @@ def touchpoint_apply_started() -> None:
     _queued_clear()
 
 
+# --- Signed requests ------------------------------------------------------------------------
+
+# A signature is remembered this long: past the 5 minutes either side of our clock
+# in which its request is accepted at all, so a copy can never pass once it is forgotten.
+SIGNATURE_MEMORY = dt.timedelta(minutes=11)
+
+
+def touchpoint_signature_remember(*, source: SourceSystem, digest: str) -> bool:
+    """Note a signed request's signature; False when it was seen before (a replay).
+
+    One INSERT that skips a digest already stored for the source (its own
+    transaction, committed before the request goes on): of two copies sent at
+    once exactly one gets through, and a Redis restart forgets nothing."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO crm_seensignature (source_system_id, digest, seen_at) VALUES (%s, %s, %s)"
+            " ON CONFLICT (source_system_id, digest) DO NOTHING",
+            [source.pk, digest[:64], timezone.now()],
+        )
+        return cursor.rowcount == 1
+
+
+def touchpoint_signatures_prune(*, now: dt.datetime | None = None) -> int:
+    """Forget signatures older than SIGNATURE_MEMORY (beat, every few minutes);
+    return how many."""
+    cutoff = (now or timezone.now()) - SIGNATURE_MEMORY
+    deleted, _ = SeenSignature.objects.filter(seen_at__lt=cutoff).delete()
+    return deleted
+
+
 # --- Applying -------------------------------------------------------------------------------
 
 
@@ -374,6 +404,10 @@ def touchpoint_results_claim(*, limit: int, token: str) -> list[Claimed]:
         # whole inbox once per candidate: minutes for one claim. Both scans have their
         # partial indexes; use them.
         cursor.execute("SET LOCAL enable_seqscan TO OFF")
+        # A claim takes tens of milliseconds. One seen running for minutes on the
+        # shared bench machine (cause not found) held its worker; cut off, the task
+        # retries with a new plan and snapshot.
+        cursor.execute("SET LOCAL statement_timeout TO '15s'")
         cursor.execute(_CLAIM, {"stale": now - lease(), "limit": limit, "now": now, "token": token})
         rows = cursor.fetchall()
     claimed = [Claimed(*row) for row in rows]

@@ -161,6 +161,48 @@ def test_a_signed_source_accepts_a_good_signature_once(web, web_user):
     assert "used before" in replay.json()["detail"]
 
 
+def test_a_replay_is_refused_even_after_the_cache_lost_everything(web, web_user, settings):
+    """The signatures seen live in PostgreSQL: a Redis restart (here, the cache
+    emptied) must not let a captured request through a second time."""
+    from django.core.cache import cache
+
+    web.signing_secret = "s3cret"
+    web.save()
+    client = api_as(web_user)
+    body = body_of([visit("v-1", "dave@example.com")])
+    headers: dict[str, Any] = dict(signed_headers("s3cret", body))
+    url = "/api/v1/touchpoints/web/results"
+    assert client.post(url, data=body, content_type="application/json", **headers).status_code == 202
+
+    cache.clear()
+    replay = client.post(url, data=body, content_type="application/json", **headers)
+    assert replay.status_code == 401
+    assert "used before" in replay.json()["detail"]
+    assert TouchpointBatch.objects.count() == 1
+
+
+def test_signatures_are_forgotten_only_once_no_copy_could_pass_the_clock(web, settings):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from crm.models import SeenSignature
+
+    assert services.touchpoint_signature_remember(source=web, digest="a" * 64)
+    assert not services.touchpoint_signature_remember(source=web, digest="a" * 64)
+    assert services.touchpoint_signature_remember(source=web, digest="b" * 64)
+    SeenSignature.objects.filter(digest="a" * 64).update(seen_at=timezone.now() - dt.timedelta(minutes=12))
+
+    assert services.touchpoint_signatures_prune() == 1
+    assert list(SeenSignature.objects.values_list("digest", flat=True)) == ["b" * 64]
+    # Kept past the 5 minutes either side of the clock in which its request passes.
+    later = timezone.now() + dt.timedelta(minutes=10)
+    assert services.touchpoint_signatures_prune(now=later) == 0
+    assert settings.CELERY_BEAT_SCHEDULE["prune-touchpoint-signatures"]["task"] == (
+        "crm.tasks.touchpoint_signatures_prune"
+    )
+
+
 @pytest.mark.parametrize(
     ("headers", "says"),
     [

@@ -51,7 +51,11 @@ class ResultItemSerializer(serializers.Serializer):
         max_length=120, required=False, allow_blank=True, help_text="The source's own key of the customer."
     )
     sequence = serializers.IntegerField(
-        required=False, allow_null=True, help_text="The source's order: one customer's results apply in it."
+        required=False,
+        allow_null=True,
+        help_text="The source's order. One customer key's results apply by sequence, then occurred_at, "
+        "then arrival; a result without a sequence comes before the numbered ones of its key, and "
+        "waits, like every later one, while an earlier one is in the review queue.",
     )
     occurred_at = serializers.DateTimeField(
         required=False,

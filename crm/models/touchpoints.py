@@ -55,7 +55,10 @@ class TouchpointResult(models.Model):
         max_length=120, blank=True, help_text="The source's own key of the customer, when it sent one."
     )
     sequence = models.BigIntegerField(
-        null=True, blank=True, help_text="The source's order of results; results of one customer apply in it."
+        null=True,
+        blank=True,
+        help_text="The source's order of results: one customer key's results apply by sequence, then "
+        "occurred_at, then arrival; a result without a sequence comes before the numbered ones.",
     )
     occurred_at = models.DateTimeField(null=True, blank=True)
     payload = models.JSONField(help_text="The fields as the source sent them.")
@@ -85,10 +88,11 @@ class TouchpointResult(models.Model):
                 name="touchpointresult_pending",
             ),
             models.Index(fields=["batch", "status"], name="touchpointresult_batch_status"),
+            # What holds a result back: earlier ones of its key still pending or in review.
             models.Index(
                 fields=["source_system", "customer_key", "sequence", "occurred_at"],
-                condition=models.Q(status="pending"),
-                name="touchpointresult_pending_order",
+                condition=models.Q(status__in=["pending", "review"]),
+                name="touchpointresult_waiting_order",
             ),
         ]
         verbose_name = "touchpoint result"

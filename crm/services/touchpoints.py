@@ -356,14 +356,18 @@ class Claimed:
 
 
 # The claim: pending results whose lease is free (never claimed, or the worker
-# that claimed them is gone), oldest first. A result waits while an earlier
-# pending result of the same source and customer key exists (earlier in the
-# source's order: sequence, then occurred_at, then arrival), claimed or not, so
-# one customer's results apply in order across batches and workers. SKIP LOCKED
-# lets concurrent workers take disjoint sets without waiting on each other.
-# The LIMIT 1 keeps the NOT EXISTS a per-row probe of the pending-order index
-# (PostgreSQL does not turn a sublink with a LIMIT into an anti-join, whose plan
-# under stale statistics can read the whole inbox once per candidate).
+# that claimed them is gone), oldest first. A result waits while an earlier result
+# of the same source and customer key is still pending (claimed or not) or waits
+# in the review queue, so one customer's results apply in the source's order
+# across batches and workers, and nothing of theirs passes a result an
+# administrator has yet to place. The order (``result_order``): by sequence, then
+# occurred_at, then arrival; a result without a sequence comes before the
+# numbered ones of its key, one without a time before the timed ones (a missing
+# value is never read as 0). SKIP LOCKED lets concurrent workers take disjoint
+# sets without waiting on each other. The LIMIT 1 keeps the NOT EXISTS a per-row
+# probe of the pending-order index (PostgreSQL does not turn a sublink with a
+# LIMIT into an anti-join, whose plan under stale statistics can read the whole
+# inbox once per candidate).
 _CLAIM = """
 WITH picked AS (
     SELECT r.id FROM crm_touchpointresult r
@@ -372,9 +376,11 @@ WITH picked AS (
       AND (r.customer_key = '' OR NOT EXISTS (
             SELECT 1 FROM crm_touchpointresult e
             WHERE e.source_system_id = r.source_system_id AND e.customer_key = r.customer_key
-              AND e.status = 'pending' AND e.id <> r.id
-              AND (COALESCE(e.sequence, 0), COALESCE(e.occurred_at, '-infinity'::timestamptz), e.id)
-                < (COALESCE(r.sequence, 0), COALESCE(r.occurred_at, '-infinity'::timestamptz), r.id)
+              AND e.status IN ('pending', 'review') AND e.id <> r.id
+              AND (e.sequence IS NOT NULL, COALESCE(e.sequence, 0), e.occurred_at IS NOT NULL,
+                   COALESCE(e.occurred_at, '-infinity'::timestamptz), e.id)
+                < (r.sequence IS NOT NULL, COALESCE(r.sequence, 0), r.occurred_at IS NOT NULL,
+                   COALESCE(r.occurred_at, '-infinity'::timestamptz), r.id)
             LIMIT 1))
     ORDER BY r.received_at, r.id
     LIMIT %(limit)s
@@ -386,6 +392,16 @@ FROM picked WHERE t.id = picked.id
 RETURNING t.id, t.batch_id, t.source_system_id, t.external_id, t.record_kind, t.customer_key, t.sequence,
     t.occurred_at, t.payload, t.attempts, t.customer_id
 """
+
+
+def result_order(sequence: int | None, occurred_at: dt.datetime | None, pk: int) -> tuple[Any, ...]:
+    """A result's place in its source's order for one customer key, as the claim
+    compares them: sequence, then occurred_at, then arrival (the id); a missing
+    sequence or time sorts before any given one."""
+    return (
+        sequence is not None, sequence or 0, occurred_at is not None,
+        occurred_at or dt.datetime.min.replace(tzinfo=dt.UTC), pk,
+    )  # fmt: skip
 
 
 def lease() -> dt.timedelta:

@@ -289,6 +289,38 @@ def test_review_attaches_to_a_candidate_and_links_the_key(web, dave_customer):
     assert SourceRecord.objects.get(source_system=web, external_key="W7").customer_id == twin.pk
 
 
+def test_results_behind_one_in_review_wait_for_it_then_apply_in_order(web, dave_customer):
+    twin = make_customer(given_name="David", phones=[])  # dave's e-mail: the first result is ambiguous
+    receive(web, [visit("v-1", "dave@example.com", key="W7", sequence=1)])
+    receive(web, [profile("p-2", "W7", sequence=2, tier="G"), visit("v-3", "", key="W7", sequence=3)])
+    receive(web, [visit("v-0", "", key="W7", sequence=0), visit("x-1", "erin@example.org")])
+    apply_all()
+    # v-0 comes before the one in review, so nothing holds it (by its key alone it
+    # would be a new customer, who needs a name: rejected); x-1 has no key at all.
+    assert statuses(web) == {"v-0": "rejected", "v-1": "review", "p-2": "pending", "v-3": "pending",
+                             "x-1": "rejected"}  # fmt: skip
+
+    services.touchpoint_review_attach(
+        result_id=TouchpointResult.objects.get(external_id="v-1").pk, customer_id=twin.pk
+    )
+    apply_all()
+    after = statuses(web)
+    assert [after[k] for k in ("v-1", "p-2", "v-3")] == ["applied"] * 3
+    # Everything after it reached the customer the administrator chose, by the key it linked.
+    assert set(
+        Interaction.objects.filter(external_id__in=["v-1", "v-3"]).values_list("customer_id", flat=True)
+    ) == {twin.pk}
+    assert Customer.objects.get(pk=twin.pk).tier == "gold"
+
+
+def test_a_result_without_a_sequence_comes_before_the_numbered_ones_of_its_key(web, dave_customer):
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    receive(web, [profile("p-5", "K1", sequence=-5, tier="S"), profile("p-n", "K1", tier="G")])
+    claim = services.touchpoints.touchpoint_results_claim  # type: ignore[attr-defined]
+    # Not read as 0 (which would put it after -5): unnumbered first, then by number.
+    assert [c.external_id for c in claim(limit=10, token="peek")] == ["p-n"]
+
+
 def test_review_creates_a_new_customer_from_the_result(web, dave_customer):
     make_customer(given_name="David", phones=[])
     receive(web, [profile("p-1", "K1", first="Davina", last="Miller", email="dave@example.com")])

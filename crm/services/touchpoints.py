@@ -82,7 +82,9 @@ def result_map(
             }
         )
     try:
-        return apply_mappings(payload, kind_mappings)
+        return apply_mappings(
+            payload, kind_mappings, time_zone=source.time_zone, phone_region=source.phone_region
+        )
     except ValidationError as exc:
         raise ValidationError(
             {f"payload.{name}": messages for name, messages in exc.message_dict.items()}

@@ -55,7 +55,9 @@ class ResultItemSerializer(serializers.Serializer):
         allow_null=True,
         help_text="The source's order. One customer key's results apply by sequence, then occurred_at, "
         "then arrival; a result without a sequence comes before the numbered ones of its key, and "
-        "waits, like every later one, while an earlier one is in the review queue.",
+        "waits, like every later one, while an earlier one is in the review queue. A profile value "
+        "(customer.*, address.*) from a result older in this order than the one that last set it "
+        "is not written (the result is applied, with the reason superseded naming it).",
     )
     occurred_at = serializers.DateTimeField(
         required=False,

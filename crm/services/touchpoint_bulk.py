@@ -129,10 +129,10 @@ def _conflict(field: str, message: str) -> Outcome:
     return Outcome(ResultStatus.REJECTED, error={"reason": "conflict", "fields": {field: message}})
 
 
-def _applied(customer_id: int) -> Outcome:
+def _applied(customer_id: int, note: dict[str, Any] | None = None) -> Outcome:
     from crm.services.touchpoints import Outcome  # noqa: PLC0415
 
-    return Outcome(ResultStatus.APPLIED, customer_id=customer_id)
+    return Outcome(ResultStatus.APPLIED, customer_id=customer_id, error=note)
 
 
 def _interaction_row(
@@ -348,7 +348,13 @@ def profiles_apply_bulk(
     mappings, which is exactly what crm.field_access lets an integration set."""
     from crm.models import Customer  # noqa: PLC0415
     from crm.services.customers import _history_value, profile_events  # noqa: PLC0415
-    from crm.services.touchpoint_effects import profile_changes  # noqa: PLC0415
+    from crm.services.touchpoint_effects import (  # noqa: PLC0415
+        profile_changes,
+        profile_newest_only,
+        profile_orders_load,
+        profile_orders_record,
+        profile_stamps,
+    )
     from crm.services.touchpoints import _jsonb  # noqa: PLC0415
 
     outcomes: dict[int, Outcome] = {}
@@ -370,17 +376,30 @@ def profiles_apply_bulk(
     event_rows: list[tuple[int, int | None, dict[str, Any]]] = []
     messages: list[tuple[int, int, list[str]]] = []
     seen: set[int] = set()
-    for result, customer_id, mapped in rows:
+    # Which results of each key set each profile target last (see profile_newest_only).
+    orders: dict[tuple[int, str], dict[str, list[Any]]] = {}
+    for source_id in {r.source_system_id for r, _, _ in rows}:
+        keys = [r.customer_key for r, _, _ in rows if r.source_system_id == source_id and r.customer_key]
+        orders.update({(source_id, k): o for k, o in profile_orders_load(source_id, keys).items()})
+    stamps: dict[int, dict[str, dict[str, list[Any]]]] = {}
+    for result, customer_id, sent in rows:
         customer = customers.get(customer_id)
         if customer is None or customer_id in seen:
             deferred.append(result)
             continue
+        mapped, note = profile_newest_only(
+            result, sent, orders.get((result.source_system_id, result.customer_key))
+        )
         changes = profile_changes(customer, mapped)
         if set(changes) - PROFILE_FIELDS:
             deferred.append(result)
             continue
+        if result.customer_key:
+            stamps.setdefault(result.source_system_id, {})[result.customer_key] = profile_stamps(
+                result, mapped
+            )
         if not changes:
-            outcomes[result.id] = _applied(customer_id)
+            outcomes[result.id] = _applied(customer_id, note)
             continue
         before = {name: _history_value(customer, name) for name in changes}
         for name, value in changes.items():
@@ -390,6 +409,7 @@ def profiles_apply_bulk(
             for name, value in before.items():
                 setattr(customer, name, value)
             outcomes[result.id] = _invalid(errors)
+            stamps.get(result.source_system_id, {}).pop(result.customer_key, None)
             continue
         seen.add(customer_id)
         changed = list(changes)
@@ -412,7 +432,9 @@ def profiles_apply_bulk(
             for t, p, k in profile_events(customer, changed)
         )  # fmt: skip
         messages.append((customer_id, customer.version, changed))
-        outcomes[result.id] = _applied(customer_id)
+        outcomes[result.id] = _applied(customer_id, note)
+    for source_id, key_stamps in stamps.items():
+        profile_orders_record(source_id, key_stamps)
     if updates:
         with connection.cursor() as cursor:
             params: dict[str, Any] = {"rows": _jsonb(updates)}

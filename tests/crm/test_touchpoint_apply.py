@@ -168,6 +168,51 @@ def test_one_customers_results_apply_in_the_sources_order_across_batches(web, da
     assert [c.new_value for c in changes] == ["silver", "gold"]
 
 
+def test_a_change_arriving_after_a_later_one_was_applied_leaves_the_newer_values(web, dave_customer):
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    receive(web, [profile("p-2", "K1", sequence=2, tier="G", street="1 Elm St", city="Reno")])
+    apply_all()
+    # The earlier change comes late: its tier and city are older than what is on file,
+    # its opt-out is news. Set-based path, then (a name change) the one-by-one path.
+    receive(web, [profile("p-1", "K1", sequence=1, tier="S", city="Austin", no_calls="yes")])
+    apply_all()
+    receive(web, [profile("p-3", "K1", sequence=3, first="Davy")])
+    apply_all()
+    # Older than all: only its family name is news, which goes the one-by-one way.
+    receive(web, [profile("p-0", "K1", sequence=0, first="Dave", last="Oldname", tier="B")])
+    apply_all()
+
+    dave = Customer.objects.get(pk=dave_customer.pk)
+    home: Any = dave.primary_address
+    assert (dave.tier, dave.given_name, dave.family_name) == ("gold", "Davy", "Oldname")
+    assert (home["line1"], home["city"], dave.do_not_call) == (
+        "1 Elm St", "Reno", True)  # fmt: skip
+    assert statuses(web) == dict.fromkeys(["p-0", "p-1", "p-2", "p-3"], "applied")
+    late: Any = TouchpointResult.objects.get(external_id="p-1").error
+    assert (late["reason"], sorted(late["fields"])) == ("superseded", ["address.city", "customer.tier"])
+    older: Any = TouchpointResult.objects.get(external_id="p-0").error
+    assert sorted(older["fields"]) == ["customer.given_name", "customer.tier"]
+    assert [c.new_value for c in CustomerChange.objects.filter(customer=dave, field="tier")] == ["gold"]
+
+
+def test_a_result_without_a_sequence_is_placed_by_its_time_against_one_applied(web, dave_customer):
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    newer = profile("p-new", "K1", tier="G")
+    newer["occurred_at"] = "2026-03-01T12:00:00Z"
+    receive(web, [newer])
+    apply_all()
+    older = profile("p-old", "K1", tier="S")
+    older["occurred_at"] = "2026-03-01T11:00:00Z"
+    untimed = profile("p-any", "K1", tier="B")  # no order but arrival: before every timed one
+    receive(web, [older])
+    apply_all()
+    receive(web, [untimed])
+    apply_all()
+
+    assert Customer.objects.get(pk=dave_customer.pk).tier == "gold"
+    assert set(statuses(web).values()) == {"applied"}
+
+
 def test_a_result_whose_worker_is_lost_each_time_is_dead_lettered(web, dave_customer, settings):
     settings.CRM_INGEST_MAX_ATTEMPTS = 2
     settings.CRM_INGEST_LEASE_SECONDS = 5

@@ -64,7 +64,12 @@ class TouchpointResult(models.Model):
     payload = models.JSONField(help_text="The fields as the source sent them.")
     status = models.CharField(max_length=8, choices=ResultStatus.choices, default=ResultStatus.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
-    error = models.JSONField(null=True, blank=True, help_text="Why it was rejected or dead-lettered.")
+    error = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Why it was rejected or dead-lettered; on an applied profile change, the values a later "
+        "result had set already (superseded).",
+    )
     customer = models.ForeignKey(
         "crm.Customer", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -178,12 +178,16 @@ def profile_newest_only(
     newer = {t: orders[t] for t in _profile_targets(mapped) if t in orders and _order_of(orders[t]) > mine}
     if not newer:
         return mapped, None
-    note = {
-        "reason": "superseded",
-        "fields": {t: f"Not written: a later result of this customer key (sequence {s}, occurred_at {o}) "
-                      "set it already. Still recorded here." for t, (s, o, _pk) in newer.items()},
-    }  # fmt: skip
+    why = "Not written: a later result of this customer key ({}) set it already; the value sent stays in "
+    fields = {t: why.format(_described(s, o)) + "this result's payload." for t, (s, o, _pk) in newer.items()}
+    note = {"reason": "superseded", "fields": fields}
     return {k: v for k, v in mapped.items() if k not in newer}, note
+
+
+def _described(sequence: int | None, occurred_at: str | None) -> str:
+    if sequence is not None:
+        return f"sequence {sequence}"
+    return f"occurred at {occurred_at}" if occurred_at else "received after this one"
 
 
 def profile_orders_load(source_id: int, keys: list[str]) -> dict[str, dict[str, list[Any]]]:

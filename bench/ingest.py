@@ -16,8 +16,11 @@ customers, each known to a "bench-web" source by the key ``C<id>``. Then:
    not applied) and duplicated (an effect written twice);
 4. POSTs the same N results again and counts the rows that changed.
 
-Prints the time split (API, until applied), and as its last line one JSON
-object: events_per_s, events, lost, duplicated, replay_changed, peak_rss_mb.
+Prints the time split: the API (all POSTs answered), the queue (a result's wait
+from its POST's commit to a worker's claim) and the apply step (a claim from
+start to commit, and the worker-seconds all claims took), and as its last line
+one JSON object: events_per_s, events, lost, duplicated, replay_changed,
+peak_rss_mb, api_s, queue_wait_p50_s, apply_p50_s, apply_busy_s, ...
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import json
 import os
 import random
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -185,6 +189,9 @@ def main() -> int:
     parser.add_argument("--size", choices=sorted(SIZES), default="default")
     parser.add_argument("--worker-processes", type=int, default=2, help="Celery prefork pool size.")
     args = parser.parse_args()
+    # Stopped with a SIGTERM: still stop the server and worker it started (the
+    # finally below), or a stray worker keeps claiming the next run's results.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     size = SIZES[args.size]
     database = "crm_bench_ingest" if args.size == "default" else f"crm_bench_ingest_{args.size}"
 
@@ -299,6 +306,7 @@ def main() -> int:
             .values_list("status", "n")
         )
         applied = counts.get("applied", 0)
+        split = _time_split(source.pk)
         effects = _effects(source.pk, run)
         expected_effects = _expected_effects(source.pk)
         duplicated = max(0, effects["interactions"] - expected_effects["interactions"]) + max(
@@ -324,6 +332,13 @@ def main() -> int:
     print(f"API: {size:,} results in {api_seconds:.1f} s ({size / api_seconds:,.0f}/s); applied after "
           f"{total_seconds:.1f} s (the apply step trailed the API by {total_seconds - api_seconds:.1f} s); "
           f"replay {replay_seconds:.1f} s; statuses {counts}", file=sys.stderr)  # fmt: skip
+    print(f"Split: a result waited in the queue {split['queue_wait_p50_s']:.2f} s (median; at most "
+          f"{split['queue_wait_max_s']:.1f} s) from its POST's commit to its claim, then its claim took "
+          f"{split['apply_p50_s']:.2f} s (median) to apply; {split['claims']} claims kept the workers "
+          f"applying for {split['apply_busy_s']:.1f} s in all "
+          f"({split['apply_busy_s'] / max(split['claims'], 1):.2f} s each, "
+          f"{applied / max(split['apply_busy_s'], 0.001):,.0f} results per worker-second)",
+          file=sys.stderr)  # fmt: skip
     print(json.dumps({
         "events_per_s": round(applied / total_seconds), "events": size, "accepted": accepted,
         "applied": applied, "lost": accepted - applied, "duplicated": duplicated,
@@ -331,7 +346,7 @@ def main() -> int:
         "web_rss_mb": round(peak["web"]), "worker_rss_mb": round(peak["worker"]),
         "worker_process_rss_mb": round(peak["worker_process"]), "api_s": round(api_seconds, 1),
         "total_s": round(total_seconds, 1), "size": args.size, "worker_processes": args.worker_processes,
-        "batches": TouchpointBatch.objects.count(),
+        "batches": TouchpointBatch.objects.count(), **split,
     }))  # fmt: skip
     return 0
 
@@ -377,6 +392,35 @@ def _expected_effects(source_id: int) -> dict[str, int]:
         )
         interactions, purchases = cursor.fetchone()
     return {"interactions": interactions, "purchases": purchases}
+
+
+def _time_split(source_id: int) -> dict[str, Any]:
+    """Where a result's time went, read from the inbox: queued (received → claimed)
+    and applying (claimed → applied, the time of its whole claim); and the
+    worker-seconds spent applying (each claim from its start to its commit)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "WITH r AS (SELECT extract(epoch FROM claimed_at - received_at) AS queued,"
+            " extract(epoch FROM applied_at - claimed_at) AS applying FROM crm_touchpointresult"
+            " WHERE source_system_id = %(s)s AND status = 'applied'),"
+            " c AS (SELECT extract(epoch FROM max(applied_at) - min(claimed_at)) AS busy"
+            " FROM crm_touchpointresult WHERE source_system_id = %(s)s AND status = 'applied'"
+            " GROUP BY claimed_by)"
+            " SELECT (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY queued) FROM r),"
+            " (SELECT max(queued) FROM r),"
+            " (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY applying) FROM r),"
+            " (SELECT coalesce(sum(busy), 0) FROM c), (SELECT count(*) FROM c)",
+            {"s": source_id},
+        )
+        wait_p50, wait_max, apply_p50, busy, claims = cursor.fetchone()
+    return {
+        "queue_wait_p50_s": round(float(wait_p50 or 0), 2),
+        "queue_wait_max_s": round(float(wait_max or 0), 1),
+        "apply_p50_s": round(float(apply_p50 or 0), 2), "apply_busy_s": round(float(busy), 1),
+        "claims": claims,
+    }  # fmt: skip
 
 
 def _row_counts(source_id: int) -> dict[str, int]:

@@ -198,6 +198,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "crm.tasks.touchpoint_results_sweep",
         "schedule": 30.0,
     },
+    # Signatures of signed touchpoint requests, kept only while a replay could pass the clock check.
+    "prune-touchpoint-signatures": {
+        "task": "crm.tasks.touchpoint_signatures_prune",
+        "schedule": 300.0,
+    },
     # A file import whose message was lost, or whose worker died, is taken up again.
     "sweep-file-imports": {
         "task": "crm.tasks.file_imports_sweep",

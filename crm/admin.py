@@ -99,6 +99,8 @@ class SourceRecordAdmin(admin.ModelAdmin):
     list_filter = ["source_system"]
     search_fields = ["external_key"]
     raw_id_fields = ["customer"]
+    # The apply workers' bookkeeping of which result last set each profile value.
+    readonly_fields = ["profile_orders"]
 
 
 @admin.register(User)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from django.core.exceptions import ValidationError
 
 from crm import selectors
+from crm.bulk_sql import text_any
 from crm.models import Customer, SourceRecord, SourceSystem
 from crm.validation import normalize_email, normalize_phone
 
@@ -47,7 +48,7 @@ def source_keys_resolve(*, source: SourceSystem, keys: Iterable[str]) -> dict[st
     if not wanted:
         return {}
     return dict(
-        SourceRecord.objects.filter(source_system=source, external_key__in=wanted).values_list(
+        SourceRecord.objects.filter(text_any("external_key", wanted), source_system=source).values_list(
             "external_key", "customer_id"
         )
     )

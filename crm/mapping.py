@@ -13,11 +13,12 @@ import datetime as dt
 from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from django.core.exceptions import ValidationError
 
 from crm.models.choices import AccountStatus, Channel, CustomerStatus, Direction, Tier
-from crm.validation import normalize_email, normalize_phone
+from crm.validation import normalize_email, normalize_phone, validate_time_zone
 
 TARGETS: dict[str, str] = {
     "customer.external_key": "Key of the customer in the source system",
@@ -100,7 +101,13 @@ def _datetime(value: str, args: dict[str, Any]) -> dt.datetime:
     except ValueError:
         raise ValidationError(f"“{value}” is not an ISO 8601 date and time.") from None
     if moment.tzinfo is None:
-        raise ValidationError(f"“{value}” has no time zone: add Z or an offset such as +02:00.")
+        zone = args.get("time_zone")
+        if not zone:
+            raise ValidationError(f"“{value}” has no time zone: add Z or an offset such as +02:00.")
+        # The source's wall clock (its time zone, or the mapping's own): a time
+        # the clock skips in spring is read as if the clock had not moved yet, one it
+        # shows twice in autumn as the first of the two (zoneinfo's fold=0).
+        moment = moment.replace(tzinfo=ZoneInfo(zone))
     return moment.astimezone(dt.UTC)
 
 
@@ -186,6 +193,12 @@ def validate_mapping(target: str, transform: str, args: dict[str, Any]) -> None:
                 errors["transform_args"] = (
                     f"{', '.join(bad)} not allowed for {target}: use {_allowed(_CHOICES[target])}."
                 )
+    zone = args.get("time_zone") if isinstance(args, dict) else None
+    if transform == "datetime" and zone:
+        try:
+            validate_time_zone(zone)
+        except ValidationError as exc:
+            errors["transform_args"] = " ".join(exc.messages)
     if errors:
         raise ValidationError(errors)
 
@@ -198,8 +211,16 @@ class MappingRow(Protocol):
     required: bool
 
 
-def apply_mappings(record: dict[str, str], mappings: Iterable[MappingRow]) -> dict[str, Any]:
-    """Map one source record; raise a ValidationError naming every bad source field."""
+def apply_mappings(
+    record: dict[str, str], mappings: Iterable[MappingRow], *, time_zone: str = "", phone_region: str = ""
+) -> dict[str, Any]:
+    """Map one source record; raise a ValidationError naming every bad source field.
+
+    ``time_zone`` and ``phone_region`` are the source system's: a ``datetime``
+    value without an offset is read on the source's clock (a mapping's own
+    ``time_zone`` argument wins; with neither it is refused), and a phone number
+    without a country code in the source's region (a mapping's ``region``
+    argument wins; with neither, the CRM's default region)."""
     out: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for mapping in mappings:
@@ -208,8 +229,13 @@ def apply_mappings(record: dict[str, str], mappings: Iterable[MappingRow]) -> di
             if mapping.required:
                 errors[mapping.source_field] = f"Required (maps to {mapping.target})."
             continue
+        args = mapping.transform_args or {}
+        if mapping.transform == "datetime" and time_zone and not args.get("time_zone"):
+            args = {**args, "time_zone": time_zone}
+        elif mapping.transform == "phone_e164" and phone_region and not args.get("region"):
+            args = {**args, "region": phone_region}
         try:
-            value = TRANSFORMS[mapping.transform](str(raw), mapping.transform_args or {})
+            value = TRANSFORMS[mapping.transform](str(raw), args)
         except ValidationError as exc:
             errors[mapping.source_field] = " ".join(exc.messages)
             continue

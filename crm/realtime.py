@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -45,14 +46,39 @@ def send_now(group: str, message: dict[str, Any]) -> None:
     send_many_now([(group, message)])
 
 
+async def _listened(layer: Any, groups: set[str]) -> set[str]:
+    """Which of ``groups`` have a member now. The Redis layer keeps each group's
+    members in a sorted set scored by when they joined (members older than its
+    ``group_expiry`` no longer count); one pipelined ZCOUNT per server reads
+    them all. A ``group_send`` to an empty group costs two round trips and finds
+    nobody, and nearly every customer a worker applies results to is on no
+    screen. Another layer (in memory, in a test): every group is listened to."""
+    group_key = getattr(layer, "_group_key", None)
+    if group_key is None or not hasattr(layer, "consistent_hash") or not hasattr(layer, "group_expiry"):
+        return groups
+    by_server: dict[int, list[str]] = {}
+    for group in groups:
+        by_server.setdefault(layer.consistent_hash(group), []).append(group)
+    # group_send drops members scored at or before this moment: those after it count.
+    since = f"({int(time.time()) - int(layer.group_expiry)}"
+    found: set[str] = set()
+    for index, names in by_server.items():
+        pipe = layer.connection(index).pipeline(transaction=False)
+        for name in names:
+            pipe.zcount(group_key(name), since, "+inf")
+        counts = await pipe.execute()
+        found.update(name for name, count in zip(names, counts, strict=True) if count)
+    return found
+
+
 def send_many_now(messages: list[tuple[str, dict[str, Any]]]) -> None:
     """Send several messages in one trip into the event loop (a worker applying
-    hundreds of results at once would otherwise pay the loop's start-up on each).
+    hundreds of results at once would otherwise pay the loop's start-up on each),
+    only to the groups someone listens to (asked once for all of them).
 
     Inside a web request the messages are handed to the server's own event loop
-    and the request goes on without waiting for Redis: the loop also serves every
-    open WebSocket, and a request thread blocked on it (one thread runs all of a
-    process's sync views) held up every request behind it. One sender per loop
+    and the request goes on without waiting for Redis (a round trip or two per
+    group, paid in the request's thread and its response time). One sender per loop
     sends them in the order they were handed over, so an agent never sees a call
     end before it rang. Elsewhere (Celery, commands, tests) they are sent before
     returning."""
@@ -77,7 +103,15 @@ def send_many_now(messages: list[tuple[str, dict[str, Any]]]) -> None:
 
 
 async def _send_all(layer: Any, messages: list[tuple[str, dict[str, Any]]]) -> None:
+    groups = {group for group, _ in messages}
+    try:
+        listened = await _listened(layer, groups)
+    except Exception:
+        logger.warning("could not read who listens to %s groups; sending to all", len(groups), exc_info=True)
+        listened = groups
     for group, message in messages:
+        if group not in listened:
+            continue
         try:
             await layer.group_send(group, message)
         except Exception:

@@ -118,7 +118,10 @@ def touchpoint_results_apply() -> int:
 
     Idempotent: it takes no ids but claims what is pending with a conditional
     update, so a redelivered or duplicated message claims other rows or none.
-    Many messages for one backlog (one per batch received) cost a claim query each."""
+    Intake sends a message only when no run is queued and unstarted
+    (``touchpoint_apply_enqueue``): a busy backlog makes a few messages, not one
+    per batch received."""
+    services.touchpoint_apply_started()
     applied = services.touchpoint_results_apply(
         limit=settings.CRM_INGEST_BATCH_SIZE, worker=f"{socket.gethostname()}:{os.getpid()}"
     )
@@ -131,6 +134,12 @@ def touchpoint_results_apply() -> int:
 def touchpoint_results_sweep() -> bool:
     """Beat, every 30 s: enqueue an apply run if results have waited over a minute."""
     return services.touchpoint_results_sweep()
+
+
+@shared_task(name="crm.tasks.touchpoint_signatures_prune", ignore_result=True, expires=300)
+def touchpoint_signatures_prune() -> int:
+    """Beat, every 5 minutes: forget request signatures too old to be replayed."""
+    return services.touchpoint_signatures_prune()
 
 
 # --- Legacy file imports ---------------------------------------------------------------------

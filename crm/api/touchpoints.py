@@ -15,7 +15,6 @@ import time
 from typing import Any, cast
 
 from django.conf import settings
-from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig
 from django.db.models import Count
 from django.shortcuts import get_object_or_404
@@ -35,7 +34,6 @@ from crm.models import SourceSystem, TouchpointBatch, TouchpointResult, User
 from crm.models.choices import BatchOrigin, RecordKind, ResultStatus
 
 SIGNATURE_MAX_AGE = 300  # seconds either side of our clock
-SIGNATURE_MEMORY = 600  # a signature seen is refused for this long (past the 5 minutes it is valid)
 REASONS_DEFAULT = 100
 REASONS_MAX = 500
 
@@ -53,7 +51,13 @@ class ResultItemSerializer(serializers.Serializer):
         max_length=120, required=False, allow_blank=True, help_text="The source's own key of the customer."
     )
     sequence = serializers.IntegerField(
-        required=False, allow_null=True, help_text="The source's order: one customer's results apply in it."
+        required=False,
+        allow_null=True,
+        help_text="The source's order. One customer key's results apply by sequence, then occurred_at, "
+        "then arrival; a result without a sequence comes before the numbered ones of its key, and "
+        "waits, like every later one, while an earlier one is in the review queue. A profile value "
+        "(customer.*, address.*) from a result older in this order than the one that last set it "
+        "is not written (the result is applied, with the reason superseded naming it).",
     )
     occurred_at = serializers.DateTimeField(
         required=False,
@@ -155,7 +159,8 @@ def _source_for(request: Request, code: str) -> SourceSystem:
 def signature_check(*, source: SourceSystem, timestamp: str, signature: str, body: bytes, now: float) -> None:
     """Refuse (401) a request from a source with a signing secret unless it is signed
     with that secret over ``f"{timestamp}.{body}"``, made within 5 minutes, and
-    its signature was never seen before (remembered in the shared cache)."""
+    its signature was never seen before (remembered in PostgreSQL, so a Redis
+    restart does not open a window for replays)."""
     if not source.signing_secret:
         return
     if not timestamp or not signature:
@@ -182,9 +187,7 @@ def signature_check(*, source: SourceSystem, timestamp: str, signature: str, bod
         raise AuthenticationFailed(
             "The signature does not match: sign the exact bytes of the body with the source's secret."
         )
-    # cache.add writes only if the key is absent, atomically in Redis: of two
-    # requests carrying one signature, exactly one gets through.
-    if not cache.add(f"touchpoint-signature:{source.pk}:{digest.strip().lower()}", 1, SIGNATURE_MEMORY):
+    if not services.touchpoint_signature_remember(source=source, digest=digest.strip().lower()):
         raise AuthenticationFailed("This signature was used before: sign each request anew (a replay).")
 
 

@@ -14,7 +14,7 @@ from crm.models.holdings import Account, Product
 from crm.models.imports import FileImport, ImportFile, ImportRejection, ImportStatus
 from crm.models.security import LockoutScope, LoginEntryPoint, LoginLockout
 from crm.models.sources import FieldMapping, SourceRecord, SourceSystem
-from crm.models.touchpoints import TouchpointBatch, TouchpointResult
+from crm.models.touchpoints import SeenSignature, TouchpointBatch, TouchpointResult
 from crm.models.users import ApiToken, User
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "LoginEntryPoint",
     "LoginLockout",
     "Product",
+    "SeenSignature",
     "SourceRecord",
     "SourceSystem",
     "Task",

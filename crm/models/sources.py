@@ -52,6 +52,13 @@ class SourceRecord(models.Model):
     customer = models.ForeignKey("crm.Customer", on_delete=models.CASCADE, related_name="source_records")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_seen_at = models.DateTimeField(default=timezone.now)
+    profile_orders = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Per profile target (customer.tier, address.city, ...), where in the source's order "
+        "the result that last set it stands: [sequence, occurred_at, result id]. A result older than "
+        "that leaves the target as it is.",
+    )
 
     class Meta:
         constraints = [

@@ -55,13 +55,21 @@ class TouchpointResult(models.Model):
         max_length=120, blank=True, help_text="The source's own key of the customer, when it sent one."
     )
     sequence = models.BigIntegerField(
-        null=True, blank=True, help_text="The source's order of results; results of one customer apply in it."
+        null=True,
+        blank=True,
+        help_text="The source's order of results: one customer key's results apply by sequence, then "
+        "occurred_at, then arrival; a result without a sequence comes before the numbered ones.",
     )
     occurred_at = models.DateTimeField(null=True, blank=True)
     payload = models.JSONField(help_text="The fields as the source sent them.")
     status = models.CharField(max_length=8, choices=ResultStatus.choices, default=ResultStatus.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
-    error = models.JSONField(null=True, blank=True, help_text="Why it was rejected or dead-lettered.")
+    error = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Why it was rejected or dead-lettered; on an applied profile change, the values a later "
+        "result had set already (superseded).",
+    )
     customer = models.ForeignKey(
         "crm.Customer", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -85,13 +93,36 @@ class TouchpointResult(models.Model):
                 name="touchpointresult_pending",
             ),
             models.Index(fields=["batch", "status"], name="touchpointresult_batch_status"),
+            # What holds a result back: earlier ones of its key still pending or in review.
             models.Index(
                 fields=["source_system", "customer_key", "sequence", "occurred_at"],
-                condition=models.Q(status="pending"),
-                name="touchpointresult_pending_order",
+                condition=models.Q(status__in=["pending", "review"]),
+                name="touchpointresult_waiting_order",
             ),
         ]
         verbose_name = "touchpoint result"
 
     def __str__(self) -> str:
         return f"{self.record_kind} {self.external_id} ({self.status})"
+
+
+class SeenSignature(models.Model):
+    """The signature of a signed request a source sent, kept while a copy of the
+    request could still pass the 5-minute clock check, so the copy is refused as
+    a replay. In PostgreSQL, not the cache: a Redis restart must not forget them.
+    Unique per source and digest, so of two copies sent at once exactly one gets
+    through; a beat task deletes rows past the window."""
+
+    source_system = models.ForeignKey("crm.SourceSystem", on_delete=models.CASCADE, related_name="+")
+    digest = models.CharField(max_length=64, help_text="The hex HMAC-SHA256 the request carried.")
+    seen_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source_system", "digest"], name="seensignature_unique_digest"),
+        ]
+        indexes = [models.Index(fields=["seen_at"], name="seensignature_seen_at")]
+        verbose_name = "seen request signature"
+
+    def __str__(self) -> str:
+        return f"{self.digest[:12]}… from {self.source_system_id} at {self.seen_at:%Y-%m-%d %H:%M:%S}"

@@ -76,11 +76,14 @@ from crm.services.touchpoint_review import (
 from crm.services.touchpoints import (
     MAX_BATCH_ITEMS,
     touchpoint_apply_enqueue,
+    touchpoint_apply_started,
     touchpoint_batch_receive,
     touchpoint_results_apply,
     touchpoint_results_overdue,
     touchpoint_results_pending,
     touchpoint_results_sweep,
+    touchpoint_signature_remember,
+    touchpoint_signatures_prune,
 )
 
 __all__ = [
@@ -137,6 +140,7 @@ __all__ = [
     "task_set_status",
     "tasks_escalate_overdue",
     "touchpoint_apply_enqueue",
+    "touchpoint_apply_started",
     "touchpoint_batch_receive",
     "touchpoint_results_apply",
     "touchpoint_results_overdue",
@@ -145,4 +149,6 @@ __all__ = [
     "touchpoint_results_sweep",
     "touchpoint_review_attach",
     "touchpoint_review_create_new",
+    "touchpoint_signature_remember",
+    "touchpoint_signatures_prune",
 ]

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import overload
 
 from django.conf import settings
 from django.db import OperationalError, transaction
@@ -69,13 +70,45 @@ def events_dispatch_on_commit(event_ids: Iterable[int]) -> None:
     transaction.on_commit(hook)
 
 
+class _CommittedEvents(Sequence[BusinessEvent]):
+    """The events of one commit, read from the database only when a listener
+    looks at them: a listener that first asks how many there are and leaves a
+    bulk load to the worker (policies decide at most a few on commit) costs no
+    query for the thousand events of an ingest batch."""
+
+    def __init__(self, event_ids: Sequence[int]) -> None:
+        self._ids = event_ids
+        self._rows: list[BusinessEvent] | None = None
+
+    def _loaded(self) -> list[BusinessEvent]:
+        if self._rows is None:
+            self._rows = list(BusinessEvent.objects.filter(pk__in=self._ids).order_by("id"))
+        return self._rows
+
+    def __len__(self) -> int:
+        # Before loading: the ids. One appended by a savepoint later rolled back names
+        # no row, so this may count a few too many; a listener that leaves large
+        # transactions to the worker then leaves this one too, and the worker decides it.
+        return len(self._loaded()) if self._rows is not None else len(self._ids)
+
+    @overload
+    def __getitem__(self, index: int) -> BusinessEvent: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[BusinessEvent]: ...
+    def __getitem__(self, index: int | slice) -> BusinessEvent | Sequence[BusinessEvent]:
+        return self._loaded()[index]
+
+    def __iter__(self) -> Iterator[BusinessEvent]:
+        return iter(self._loaded())
+
+
 def events_committed(*, event_ids: Sequence[int]) -> None:
     """Runs after the commit that recorded ``event_ids``: real-time listeners in
     this process, deferred ones handed to a worker. Never raises: the request
     that recorded the events has already succeeded."""
     realtime = listeners.listeners("realtime")
     if realtime:
-        events = list(BusinessEvent.objects.filter(pk__in=event_ids).order_by("id"))
+        events = _CommittedEvents(event_ids)
         for listener in realtime:
             try:
                 listener(events)

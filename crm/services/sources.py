@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from crm.bulk_sql import text_any
 from crm.models import SourceRecord, SourceSystem, User
 
 CRM_SOURCE_CODE = "crm"
@@ -79,5 +80,5 @@ def source_records_seen(*, source: SourceSystem, keys: list[str], seen_at: dt.da
     if not wanted:
         return 0
     return SourceRecord.objects.filter(
-        source_system=source, external_key__in=wanted, last_seen_at__lt=moment - dt.timedelta(days=1)
+        text_any("external_key", wanted), source_system=source, last_seen_at__lt=moment - dt.timedelta(days=1)
     ).update(last_seen_at=moment)

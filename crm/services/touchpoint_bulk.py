@@ -19,6 +19,7 @@ from django.db import connection
 from django.utils import timezone
 
 from crm import events, realtime
+from crm.bulk_sql import ids_any
 from crm.models import Interaction
 from crm.models.choices import RecordKind, ResultStatus
 from crm.services.event_dispatch import events_dispatch_on_commit
@@ -128,10 +129,10 @@ def _conflict(field: str, message: str) -> Outcome:
     return Outcome(ResultStatus.REJECTED, error={"reason": "conflict", "fields": {field: message}})
 
 
-def _applied(customer_id: int) -> Outcome:
+def _applied(customer_id: int, note: dict[str, Any] | None = None) -> Outcome:
     from crm.services.touchpoints import Outcome  # noqa: PLC0415
 
-    return Outcome(ResultStatus.APPLIED, customer_id=customer_id)
+    return Outcome(ResultStatus.APPLIED, customer_id=customer_id, error=note)
 
 
 def _interaction_row(
@@ -324,6 +325,16 @@ WHERE c.id = x.id
 """
 
 
+# The change history of those updates (as CustomerChange rows: values as JSON).
+_INSERT_CHANGES = """
+INSERT INTO crm_customerchange (customer_id, version, field, old_value, new_value, actor_id,
+    source_system_id, at)
+SELECT x.customer_id, x.version, x.field, x.old_value, x.new_value, x.actor_id, x.source_system_id, %(now)s
+FROM jsonb_to_recordset(%(rows)s) AS x(customer_id bigint, version integer, field text, old_value jsonb,
+    new_value jsonb, actor_id bigint, source_system_id bigint)
+"""
+
+
 def profiles_apply_bulk(
     rows: list[tuple[Claimed, int, dict[str, Any]]], *, context: ApplyContext
 ) -> tuple[dict[int, Outcome], list[Claimed]]:
@@ -335,9 +346,15 @@ def profiles_apply_bulk(
 
     No field-access check is needed: every value comes from the source's own
     mappings, which is exactly what crm.field_access lets an integration set."""
-    from crm.models import Customer, CustomerChange  # noqa: PLC0415
+    from crm.models import Customer  # noqa: PLC0415
     from crm.services.customers import _history_value, profile_events  # noqa: PLC0415
-    from crm.services.touchpoint_effects import profile_changes  # noqa: PLC0415
+    from crm.services.touchpoint_effects import (  # noqa: PLC0415
+        profile_changes,
+        profile_newest_only,
+        profile_orders_load,
+        profile_orders_record,
+        profile_stamps,
+    )
     from crm.services.touchpoints import _jsonb  # noqa: PLC0415
 
     outcomes: dict[int, Outcome] = {}
@@ -348,24 +365,41 @@ def profiles_apply_bulk(
     columns = [*PROFILE_FIELDS, "version", "consents_updated_at", "household_id", "kind", "given_name",
                "family_name", "organization_name", "household_role"]  # fmt: skip
     # Locked in id order, like customers_reindex_search: two workers cannot deadlock.
-    locked = Customer.objects.select_for_update().filter(pk__in={c for _, c, _ in rows}).order_by("pk")
+    locked = (
+        Customer.objects.select_for_update()
+        .filter(ids_any("crm_customer.id", {c for _, c, _ in rows}))
+        .order_by("pk")
+    )
     customers = {c.pk: c for c in locked.only(*columns)}
     updates: list[dict[str, Any]] = []
-    history: list[CustomerChange] = []
+    history: list[dict[str, Any]] = []
     event_rows: list[tuple[int, int | None, dict[str, Any]]] = []
     messages: list[tuple[int, int, list[str]]] = []
     seen: set[int] = set()
-    for result, customer_id, mapped in rows:
+    # Which results of each key set each profile target last (see profile_newest_only).
+    orders: dict[tuple[int, str], dict[str, list[Any]]] = {}
+    for source_id in {r.source_system_id for r, _, _ in rows}:
+        keys = [r.customer_key for r, _, _ in rows if r.source_system_id == source_id and r.customer_key]
+        orders.update({(source_id, k): o for k, o in profile_orders_load(source_id, keys).items()})
+    stamps: dict[int, dict[str, dict[str, list[Any]]]] = {}
+    for result, customer_id, sent in rows:
         customer = customers.get(customer_id)
         if customer is None or customer_id in seen:
             deferred.append(result)
             continue
+        mapped, note = profile_newest_only(
+            result, sent, orders.get((result.source_system_id, result.customer_key))
+        )
         changes = profile_changes(customer, mapped)
         if set(changes) - PROFILE_FIELDS:
             deferred.append(result)
             continue
+        if result.customer_key:
+            stamps.setdefault(result.source_system_id, {})[result.customer_key] = profile_stamps(
+                result, mapped
+            )
         if not changes:
-            outcomes[result.id] = _applied(customer_id)
+            outcomes[result.id] = _applied(customer_id, note)
             continue
         before = {name: _history_value(customer, name) for name in changes}
         for name, value in changes.items():
@@ -375,6 +409,7 @@ def profiles_apply_bulk(
             for name, value in before.items():
                 setattr(customer, name, value)
             outcomes[result.id] = _invalid(errors)
+            stamps.get(result.source_system_id, {}).pop(result.customer_key, None)
             continue
         seen.add(customer_id)
         changed = list(changes)
@@ -385,9 +420,9 @@ def profiles_apply_bulk(
         source = context.source(result.source_system_id)
         actor = context.user_of(source)
         history.extend(
-            CustomerChange(customer_id=customer_id, version=customer.version, field=name, old_value=old,
-                           new_value=_history_value(customer, name), actor=actor, source_system=source,
-                           at=now)
+            {"customer_id": customer_id, "version": customer.version, "field": name, "old_value": old,
+             "new_value": _history_value(customer, name), "actor_id": actor.pk if actor else None,
+             "source_system_id": source.pk}
             for name, old in before.items()
         )  # fmt: skip
         event_rows.extend(
@@ -397,12 +432,15 @@ def profiles_apply_bulk(
             for t, p, k in profile_events(customer, changed)
         )  # fmt: skip
         messages.append((customer_id, customer.version, changed))
-        outcomes[result.id] = _applied(customer_id)
+        outcomes[result.id] = _applied(customer_id, note)
+    for source_id, key_stamps in stamps.items():
+        profile_orders_record(source_id, key_stamps)
     if updates:
         with connection.cursor() as cursor:
             params: dict[str, Any] = {"rows": _jsonb(updates)}
             cursor.execute(_UPDATE_CUSTOMERS, params)
-        CustomerChange.objects.bulk_create(history)
+            params = {"rows": _jsonb(history), "now": now}
+            cursor.execute(_INSERT_CHANGES, params)
         by_sender: dict[tuple[int, int | None], list[dict[str, Any]]] = {}
         for source_id, actor_id, row in event_rows:
             by_sender.setdefault((source_id, actor_id), []).append(row)

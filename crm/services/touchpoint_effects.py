@@ -115,9 +115,15 @@ def result_apply(result: Claimed, *, context: ApplyContext) -> Outcome:
         context.keys.setdefault(source.pk, {})[result.customer_key] = customer_id
     moment = result.occurred_at or timezone.now()
     kind = result.record_kind
+    note: dict[str, Any] | None = None
     if kind == RecordKind.CUSTOMER:
+        if result.customer_key:
+            orders = profile_orders_load(source.pk, [result.customer_key]).get(result.customer_key)
+            mapped, note = profile_newest_only(result, mapped, orders)
         if not created:
             _profile_apply(customer_id, mapped, source=source, actor=actor)
+        if result.customer_key:
+            profile_orders_record(source.pk, {result.customer_key: profile_stamps(result, mapped)})
     elif kind == RecordKind.INTERACTION:
         _interaction_apply(customer_id, mapped, result, source=source, actor=actor)
     elif kind == RecordKind.PURCHASE:
@@ -128,7 +134,91 @@ def result_apply(result: Claimed, *, context: ApplyContext) -> Outcome:
         _event_apply(customer_id, mapped, result, moment, source=source, actor=actor)
     else:  # refused at intake; a row written by other means
         raise ValidationError({"record_kind": f"“{kind}” is not a record kind."})
-    return Outcome(ResultStatus.APPLIED, customer_id=customer_id)
+    return Outcome(ResultStatus.APPLIED, customer_id=customer_id, error=note)
+
+
+# --- Results out of order ---------------------------------------------------------------------
+# One key's results are claimed in the source's order, but a result can still arrive
+# after a later one was applied (a source resending an old change, a slow feed). Its
+# contacts, purchases and events are history and are recorded; a profile value it
+# sets is written only if no later result of the key (``result_order``) set that
+# target already. The key's source record remembers, per target, which result
+# set it last. Results without a customer key have no order among themselves.
+
+_PROFILE_PREFIXES = ("customer.", "address.")
+
+
+def _profile_targets(mapped: dict[str, Any]) -> list[str]:
+    return [t for t in mapped if t.startswith(_PROFILE_PREFIXES) and t != "customer.external_key"]
+
+
+def _order_of(stamp: list[Any]) -> tuple[Any, ...]:
+    from crm.services.touchpoints import result_order  # noqa: PLC0415
+
+    sequence, occurred_at, pk = stamp
+    return result_order(sequence, dt.datetime.fromisoformat(occurred_at) if occurred_at else None, pk)
+
+
+def profile_stamps(result: Claimed, mapped: dict[str, Any]) -> dict[str, list[Any]]:
+    """What a result applied records per profile target it set."""
+    stamp = [result.sequence, result.occurred_at.isoformat() if result.occurred_at else None, result.id]
+    return dict.fromkeys(_profile_targets(mapped), stamp)
+
+
+def profile_newest_only(
+    result: Claimed, mapped: dict[str, Any], orders: dict[str, list[Any]] | None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``mapped`` without the profile targets a later result of the key already
+    set, and a note naming them (None when nothing was left out)."""
+    from crm.services.touchpoints import result_order  # noqa: PLC0415
+
+    if not orders:
+        return mapped, None
+    mine = result_order(result.sequence, result.occurred_at, result.id)
+    newer = {t: orders[t] for t in _profile_targets(mapped) if t in orders and _order_of(orders[t]) > mine}
+    if not newer:
+        return mapped, None
+    why = "Not written: a later result of this customer key ({}) set it already; the value sent stays in "
+    fields = {t: why.format(_described(s, o)) + "this result's payload." for t, (s, o, _pk) in newer.items()}
+    note = {"reason": "superseded", "fields": fields}
+    return {k: v for k, v in mapped.items() if k not in newer}, note
+
+
+def _described(sequence: int | None, occurred_at: str | None) -> str:
+    if sequence is not None:
+        return f"sequence {sequence}"
+    return f"occurred at {occurred_at}" if occurred_at else "received after this one"
+
+
+def profile_orders_load(source_id: int, keys: list[str]) -> dict[str, dict[str, list[Any]]]:
+    """The recorded stamps of these keys of a source (one query)."""
+    from crm.bulk_sql import text_any  # noqa: PLC0415
+    from crm.models import SourceRecord  # noqa: PLC0415
+
+    found = SourceRecord.objects.filter(
+        text_any("external_key", keys), source_system_id=source_id, profile_orders__isnull=False
+    ).values_list("external_key", "profile_orders")
+    return {key: orders or {} for key, orders in found}
+
+
+_RECORD_ORDERS = """
+UPDATE crm_sourcerecord r SET profile_orders = COALESCE(r.profile_orders, '{}'::jsonb) || x.orders
+FROM jsonb_to_recordset(%(rows)s) AS x(key text, orders jsonb)
+WHERE r.source_system_id = %(source)s AND r.external_key = x.key
+"""
+
+
+def profile_orders_record(source_id: int, stamps: dict[str, dict[str, list[Any]]]) -> None:
+    """Record the stamps of results just applied, per key (one statement)."""
+    from django.db import connection  # noqa: PLC0415
+
+    from crm.services.touchpoints import _jsonb  # noqa: PLC0415
+
+    rows = [{"key": key, "orders": orders} for key, orders in stamps.items() if orders]
+    if rows:
+        with connection.cursor() as cursor:
+            params: dict[str, Any] = {"rows": _jsonb(rows), "source": source_id}
+            cursor.execute(_RECORD_ORDERS, params)
 
 
 # --- Customers ------------------------------------------------------------------------------

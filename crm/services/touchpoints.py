@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
@@ -31,7 +32,7 @@ from psycopg.types.json import Jsonb
 from crm import realtime
 from crm.exceptions import Conflict, FieldAccessDenied
 from crm.mapping import apply_mappings
-from crm.models import FieldMapping, SourceSystem, TouchpointBatch, TouchpointResult, User
+from crm.models import FieldMapping, SeenSignature, SourceSystem, TouchpointBatch, TouchpointResult, User
 from crm.models.choices import BatchOrigin, RecordKind, ResultStatus
 from crm.services.sources import source_records_seen
 
@@ -39,6 +40,10 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH_ITEMS = 1000
 ITEM_FIELDS = ("external_id", "record_kind", "customer_key", "sequence", "occurred_at", "payload")
+_ITEM_FIELDS = frozenset(ITEM_FIELDS)
+# Read once: ``RecordKind.values`` builds its list anew on every access, twice per item.
+_KINDS = frozenset(RecordKind.values)
+_KINDS_HINT = f"Use one of: {', '.join(RecordKind.values)}."
 _BIGINT = 2**63 - 1
 
 
@@ -77,7 +82,9 @@ def result_map(
             }
         )
     try:
-        return apply_mappings(payload, kind_mappings)
+        return apply_mappings(
+            payload, kind_mappings, time_zone=source.time_zone, phone_region=source.phone_region
+        )
     except ValidationError as exc:
         raise ValidationError(
             {f"payload.{name}": messages for name, messages in exc.message_dict.items()}
@@ -96,7 +103,7 @@ def _item_check(
             "item": ["Each result must be a JSON object with external_id, record_kind and payload."]
         }
     errors: dict[str, list[str]] = {}
-    unknown = sorted(set(item) - set(ITEM_FIELDS))
+    unknown = sorted(item.keys() - _ITEM_FIELDS)
     for name in unknown:
         errors[name] = [f"Not a result field: use only {', '.join(ITEM_FIELDS)}."]
     external_id = item.get("external_id")
@@ -107,8 +114,8 @@ def _item_check(
         external_id = ""
     external_id = external_id.strip()
     kind = item.get("record_kind")
-    if kind not in RecordKind.values:
-        errors["record_kind"] = [f"Use one of: {', '.join(RecordKind.values)}."]
+    if kind not in _KINDS:
+        errors["record_kind"] = [_KINDS_HINT]
     customer_key = item.get("customer_key") or ""
     if isinstance(customer_key, int) and not isinstance(customer_key, bool):
         customer_key = str(customer_key)
@@ -125,7 +132,7 @@ def _item_check(
     payload = item.get("payload")
     if not isinstance(payload, dict):
         errors["payload"] = ["Must be a JSON object of the source's fields."]
-    elif kind in RecordKind.values:
+    elif kind in _KINDS:
         try:
             mapped = result_map(source=source, record_kind=kind, payload=payload, mappings=mappings)
         except ValidationError as exc:
@@ -250,18 +257,84 @@ def touchpoint_batch_receive(
     return batch
 
 
-def touchpoint_apply_enqueue() -> bool:
-    """Ask a worker to apply pending results. A broker that is away loses
-    nothing: the results are in PostgreSQL and the beat sweep asks again."""
+def _queued_key() -> str:
+    return f"touchpoint-apply-queued:{settings.CRM_INGEST_QUEUE or 'default'}"
+
+
+# How long a run counts as queued without having started (a message lost with a
+# worker that had reserved it): after this, intake asks again.
+QUEUED_MARK_SECONDS = 60
+
+
+def touchpoint_apply_enqueue(*, force: bool = False) -> bool:
+    """Ask a worker to apply pending results, unless a run is already queued and
+    has not started yet: a run claims whatever is pending when it runs, these
+    results too. So a thousand batches received while workers are busy make a
+    few messages, not a thousand (each of which would cost a worker a claim
+    query). The mark is set here and cleared by the run as it starts
+    (``touchpoint_apply_started``); ``force`` (the beat sweep) sends regardless.
+
+    A broker that is away loses nothing: the results are in PostgreSQL and the
+    beat sweep asks again."""
     from crm import tasks  # noqa: PLC0415  (tasks import the services)
 
+    key = _queued_key()
+    try:
+        if not cache.add(key, 1, QUEUED_MARK_SECONDS) and not force:
+            return True  # a run that has not started yet will take these
+    except Exception:
+        logger.warning("could not read whether an apply run is queued; asking anyway", exc_info=True)
     try:
         options: dict[str, Any] = {"queue": settings.CRM_INGEST_QUEUE} if settings.CRM_INGEST_QUEUE else {}
         tasks.touchpoint_results_apply.apply_async(**options)
     except Exception:
         logger.warning("could not enqueue touchpoint apply; the sweep will", exc_info=True)
+        _queued_clear()
         return False
     return True
+
+
+def _queued_clear() -> None:
+    try:
+        cache.delete(_queued_key())
+    except Exception:
+        logger.warning("could not clear the queued mark; it expires", exc_info=True)
+
+
+def touchpoint_apply_started() -> None:
+    """An apply run starts: results received from now on need a run of their own
+    (this one may have claimed its last batch before they commit)."""
+    _queued_clear()
+
+
+# --- Signed requests ------------------------------------------------------------------------
+
+# A signature is remembered this long: past the 5 minutes either side of our clock
+# in which its request is accepted at all, so a copy can never pass once it is forgotten.
+SIGNATURE_MEMORY = dt.timedelta(minutes=11)
+
+
+def touchpoint_signature_remember(*, source: SourceSystem, digest: str) -> bool:
+    """Note a signed request's signature; False when it was seen before (a replay).
+
+    One INSERT that skips a digest already stored for the source (its own
+    transaction, committed before the request goes on): of two copies sent at
+    once exactly one gets through, and a Redis restart forgets nothing."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO crm_seensignature (source_system_id, digest, seen_at) VALUES (%s, %s, %s)"
+            " ON CONFLICT (source_system_id, digest) DO NOTHING",
+            [source.pk, digest[:64], timezone.now()],
+        )
+        return cursor.rowcount == 1
+
+
+def touchpoint_signatures_prune(*, now: dt.datetime | None = None) -> int:
+    """Forget signatures older than SIGNATURE_MEMORY (beat, every few minutes);
+    return how many."""
+    cutoff = (now or timezone.now()) - SIGNATURE_MEMORY
+    deleted, _ = SeenSignature.objects.filter(seen_at__lt=cutoff).delete()
+    return deleted
 
 
 # --- Applying -------------------------------------------------------------------------------
@@ -285,14 +358,18 @@ class Claimed:
 
 
 # The claim: pending results whose lease is free (never claimed, or the worker
-# that claimed them is gone), oldest first. A result waits while an earlier
-# pending result of the same source and customer key exists (earlier in the
-# source's order: sequence, then occurred_at, then arrival), claimed or not, so
-# one customer's results apply in order across batches and workers. SKIP LOCKED
-# lets concurrent workers take disjoint sets without waiting on each other.
-# The LIMIT 1 keeps the NOT EXISTS a per-row probe of the pending-order index
-# (PostgreSQL does not turn a sublink with a LIMIT into an anti-join, whose plan
-# under stale statistics can read the whole inbox once per candidate).
+# that claimed them is gone), oldest first. A result waits while an earlier result
+# of the same source and customer key is still pending (claimed or not) or waits
+# in the review queue, so one customer's results apply in the source's order
+# across batches and workers, and nothing of theirs passes a result an
+# administrator has yet to place. The order (``result_order``): by sequence, then
+# occurred_at, then arrival; a result without a sequence comes before the
+# numbered ones of its key, one without a time before the timed ones (a missing
+# value is never read as 0). SKIP LOCKED lets concurrent workers take disjoint
+# sets without waiting on each other. The LIMIT 1 keeps the NOT EXISTS a per-row
+# probe of the pending-order index (PostgreSQL does not turn a sublink with a
+# LIMIT into an anti-join, whose plan under stale statistics can read the whole
+# inbox once per candidate).
 _CLAIM = """
 WITH picked AS (
     SELECT r.id FROM crm_touchpointresult r
@@ -301,9 +378,11 @@ WITH picked AS (
       AND (r.customer_key = '' OR NOT EXISTS (
             SELECT 1 FROM crm_touchpointresult e
             WHERE e.source_system_id = r.source_system_id AND e.customer_key = r.customer_key
-              AND e.status = 'pending' AND e.id <> r.id
-              AND (COALESCE(e.sequence, 0), COALESCE(e.occurred_at, '-infinity'::timestamptz), e.id)
-                < (COALESCE(r.sequence, 0), COALESCE(r.occurred_at, '-infinity'::timestamptz), r.id)
+              AND e.status IN ('pending', 'review') AND e.id <> r.id
+              AND (e.sequence IS NOT NULL, COALESCE(e.sequence, 0), e.occurred_at IS NOT NULL,
+                   COALESCE(e.occurred_at, '-infinity'::timestamptz), e.id)
+                < (r.sequence IS NOT NULL, COALESCE(r.sequence, 0), r.occurred_at IS NOT NULL,
+                   COALESCE(r.occurred_at, '-infinity'::timestamptz), r.id)
             LIMIT 1))
     ORDER BY r.received_at, r.id
     LIMIT %(limit)s
@@ -317,6 +396,16 @@ RETURNING t.id, t.batch_id, t.source_system_id, t.external_id, t.record_kind, t.
 """
 
 
+def result_order(sequence: int | None, occurred_at: dt.datetime | None, pk: int) -> tuple[Any, ...]:
+    """A result's place in its source's order for one customer key, as the claim
+    compares them: sequence, then occurred_at, then arrival (the id); a missing
+    sequence or time sorts before any given one."""
+    return (
+        sequence is not None, sequence or 0, occurred_at is not None,
+        occurred_at or dt.datetime.min.replace(tzinfo=dt.UTC), pk,
+    )  # fmt: skip
+
+
 def lease() -> dt.timedelta:
     return dt.timedelta(seconds=settings.CRM_INGEST_LEASE_SECONDS)
 
@@ -326,6 +415,17 @@ def touchpoint_results_claim(*, limit: int, token: str) -> list[Claimed]:
     transaction: the claim must be visible to other workers at once)."""
     now = timezone.now()
     with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")  # a claim lost in a crash is no claim
+        # The inbox's statistics are always stale (thousands of rows arrive and leave
+        # the pending state between two autovacuum analyses; after a TRUNCATE they say
+        # "empty"), and a sequential scan chosen for the per-row probe then reads the
+        # whole inbox once per candidate: minutes for one claim. Both scans have their
+        # partial indexes; use them.
+        cursor.execute("SET LOCAL enable_seqscan TO OFF")
+        # A claim takes tens of milliseconds. One seen running for minutes on the
+        # shared bench machine (cause not found) held its worker; cut off, the task
+        # retries with a new plan and snapshot.
+        cursor.execute("SET LOCAL statement_timeout TO '15s'")
         cursor.execute(_CLAIM, {"stale": now - lease(), "limit": limit, "now": now, "token": token})
         rows = cursor.fetchall()
     claimed = [Claimed(*row) for row in rows]
@@ -346,7 +446,9 @@ class Outcome:
 _UPDATE_OUTCOMES = """
 UPDATE crm_touchpointresult t
 SET status = x.status, error = x.error, customer_id = COALESCE(x.customer_id, t.customer_id),
-    applied_at = x.applied_at, claimed_at = x.claimed_at
+    applied_at = x.applied_at,
+    -- A result that left the queue keeps when it was claimed (how long it waited, how long it took).
+    claimed_at = CASE WHEN x.status = 'pending' THEN x.claimed_at ELSE t.claimed_at END
 FROM jsonb_to_recordset(%(rows)s) AS x(id bigint, status text, error jsonb, customer_id bigint,
     applied_at timestamptz, claimed_at timestamptz)
 WHERE t.id = x.id AND t.claimed_by = %(token)s
@@ -426,10 +528,17 @@ def _claimed_batch_apply(claimed: list[Claimed], *, token: str) -> int:
     # Real-time messages of the whole batch leave together, after the commit.
     with transaction.atomic(), realtime.batched():
         with connection.cursor() as cursor:
+            # The commit does not wait for its WAL to reach the disk: a database crash
+            # may forget the last fraction of a second of applied batches, whole (their
+            # results and effects together), and those results are simply applied
+            # again. Intake, which answers 202 to the source, still commits durably.
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
             cursor.execute(
-                "SELECT id FROM crm_touchpointresult WHERE id = ANY(%s) AND claimed_by = %s"
+                "SELECT id FROM crm_touchpointresult"
+                " WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)::bigint))"
+                " AND claimed_by = %s"
                 " AND status = 'pending' ORDER BY id FOR UPDATE",
-                [[c.id for c in claimed], token],
+                [json.dumps([c.id for c in claimed]), token],
             )
             mine = {row[0] for row in cursor.fetchall()}
         context = ApplyContext()
@@ -566,5 +675,5 @@ def touchpoint_results_pending() -> bool:
 def touchpoint_results_sweep() -> bool:
     """The beat sweep: enqueue an apply run when results are overdue."""
     if touchpoint_results_overdue():
-        return touchpoint_apply_enqueue()
+        return touchpoint_apply_enqueue(force=True)
     return False

@@ -168,6 +168,51 @@ def test_one_customers_results_apply_in_the_sources_order_across_batches(web, da
     assert [c.new_value for c in changes] == ["silver", "gold"]
 
 
+def test_a_change_arriving_after_a_later_one_was_applied_leaves_the_newer_values(web, dave_customer):
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    receive(web, [profile("p-2", "K1", sequence=2, tier="G", street="1 Elm St", city="Reno")])
+    apply_all()
+    # The earlier change comes late: its tier and city are older than what is on file,
+    # its opt-out is news. Set-based path, then (a name change) the one-by-one path.
+    receive(web, [profile("p-1", "K1", sequence=1, tier="S", city="Austin", no_calls="yes")])
+    apply_all()
+    receive(web, [profile("p-3", "K1", sequence=3, first="Davy")])
+    apply_all()
+    # Older than all: only its family name is news, which goes the one-by-one way.
+    receive(web, [profile("p-0", "K1", sequence=0, first="Dave", last="Oldname", tier="B")])
+    apply_all()
+
+    dave = Customer.objects.get(pk=dave_customer.pk)
+    home: Any = dave.primary_address
+    assert (dave.tier, dave.given_name, dave.family_name) == ("gold", "Davy", "Oldname")
+    assert (home["line1"], home["city"], dave.do_not_call) == (
+        "1 Elm St", "Reno", True)  # fmt: skip
+    assert statuses(web) == dict.fromkeys(["p-0", "p-1", "p-2", "p-3"], "applied")
+    late: Any = TouchpointResult.objects.get(external_id="p-1").error
+    assert (late["reason"], sorted(late["fields"])) == ("superseded", ["address.city", "customer.tier"])
+    older: Any = TouchpointResult.objects.get(external_id="p-0").error
+    assert sorted(older["fields"]) == ["customer.given_name", "customer.tier"]
+    assert [c.new_value for c in CustomerChange.objects.filter(customer=dave, field="tier")] == ["gold"]
+
+
+def test_a_result_without_a_sequence_is_placed_by_its_time_against_one_applied(web, dave_customer):
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    newer = profile("p-new", "K1", tier="G")
+    newer["occurred_at"] = "2026-03-01T12:00:00Z"
+    receive(web, [newer])
+    apply_all()
+    older = profile("p-old", "K1", tier="S")
+    older["occurred_at"] = "2026-03-01T11:00:00Z"
+    untimed = profile("p-any", "K1", tier="B")  # no order but arrival: before every timed one
+    receive(web, [older])
+    apply_all()
+    receive(web, [untimed])
+    apply_all()
+
+    assert Customer.objects.get(pk=dave_customer.pk).tier == "gold"
+    assert set(statuses(web).values()) == {"applied"}
+
+
 def test_a_result_whose_worker_is_lost_each_time_is_dead_lettered(web, dave_customer, settings):
     settings.CRM_INGEST_MAX_ATTEMPTS = 2
     settings.CRM_INGEST_LEASE_SECONDS = 5
@@ -319,6 +364,85 @@ def test_an_open_screen_of_the_customer_hears_of_the_new_contact_and_profile_cha
     assert by_event["interaction.recorded"]["interaction_id"] == interaction.pk
     assert by_event["customer.updated"]["fields"] == ["tier"]
     assert by_event["customer.updated"]["version"] == Customer.objects.get(pk=dave_customer.pk).version
+
+
+def test_a_batch_sends_only_to_customers_someone_watches(
+    web, dave_customer, erin_customer, django_capture_on_commit_callbacks, monkeypatch
+):
+    """One pipelined look at the layer's groups, then a send only where a screen
+    listens: a thousand results of customers on no screen cost no group_send."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from crm import realtime
+
+    layer: Any = get_channel_layer()
+    screen = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(realtime.customer_group(dave_customer.pk), screen)
+    sent: list[str] = []
+    group_send = layer.group_send
+
+    async def counted(group: str, message: dict[str, Any]) -> None:
+        sent.append(group)
+        await group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", counted)
+    services.source_record_link(source=web, external_key="D", customer_id=dave_customer.pk)
+    services.source_record_link(source=web, external_key="E", customer_id=erin_customer.pk)
+    receive(web, [visit("v-1", "", key="D", sequence=1), visit("v-2", "", key="E", sequence=1),
+                  profile("p-1", "E", sequence=2, tier="G"),
+                  visit("v-3", "", key="D", sequence=2)])  # fmt: skip
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert apply_all() == 4
+
+    async def hear() -> dict[str, Any]:
+        message: dict[str, Any] = await asyncio.wait_for(layer.receive(screen), timeout=10)
+        return message
+
+    heard = [async_to_sync(hear)() for _ in range(2)]
+    async_to_sync(layer.group_discard)(realtime.customer_group(dave_customer.pk), screen)
+    assert sent == [realtime.customer_group(dave_customer.pk)] * 2  # nothing to Erin's empty group
+    assert sorted(m["interaction_id"] for m in heard) == sorted(
+        Interaction.objects.filter(customer=dave_customer).values_list("pk", flat=True)
+    )
+
+
+def test_batches_received_while_a_run_waits_to_start_send_no_message_of_their_own(
+    web, dave_customer, settings, django_capture_on_commit_callbacks
+):
+    """The broker is the real Redis; nobody consumes this queue, so its length is
+    the number of apply runs asked for."""
+    import secrets
+
+    from config.celery import app
+
+    settings.CRM_INGEST_QUEUE = f"coalesce-{secrets.token_hex(4)}"
+
+    def queued() -> int:
+        with app.connection_for_write() as conn:
+            channel: Any = conn.default_channel  # the Redis transport's: .client is its Redis
+            return int(channel.client.llen(settings.CRM_INGEST_QUEUE))
+
+    try:
+        for n in range(3):
+            with django_capture_on_commit_callbacks(execute=True):
+                receive(web, [visit(f"v-{n}", "dave@example.com")])
+        assert queued() == 1  # the first batch's run, not yet started, takes all three
+
+        services.touchpoint_apply_started()  # a worker takes that message
+        with django_capture_on_commit_callbacks(execute=True):
+            receive(web, [visit("v-3", "dave@example.com")])
+        assert queued() == 2  # the started run may have claimed its last batch already
+
+        TouchpointResult.objects.update(received_at=time_ago(3600))
+        assert services.touchpoint_results_sweep()  # beat asks regardless of the mark
+        assert queued() == 3
+    finally:
+        with app.connection_for_write() as conn:
+            redis_channel: Any = conn.default_channel
+            redis_channel.client.delete(settings.CRM_INGEST_QUEUE)
+        services.touchpoint_apply_started()
 
 
 def test_the_sweep_asks_for_a_run_only_when_a_free_result_has_waited(web, dave_customer, settings):

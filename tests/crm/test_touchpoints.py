@@ -147,7 +147,12 @@ def test_a_body_over_the_servers_limit_is_a_413(web, web_user, settings):
     assert "fewer results" in response.json()["detail"]
 
 
-def test_a_signed_source_accepts_a_good_signature_once(web, web_user):
+@pytest.mark.parametrize("cache_lost", [False, True], ids=["replay", "replay-after-redis-restart"])
+def test_a_signed_source_accepts_a_good_signature_once(web, web_user, cache_lost):
+    """The signatures seen live in PostgreSQL: a Redis restart (here, the cache
+    emptied between the two) must not let a captured request through a second time."""
+    from django.core.cache import cache
+
     web.signing_secret = "s3cret"
     web.save()
     client = api_as(web_user)
@@ -156,9 +161,34 @@ def test_a_signed_source_accepts_a_good_signature_once(web, web_user):
     url = "/api/v1/touchpoints/web/results"
 
     assert client.post(url, data=body, content_type="application/json", **headers).status_code == 202
+    if cache_lost:
+        cache.clear()
     replay = client.post(url, data=body, content_type="application/json", **headers)
     assert replay.status_code == 401
     assert "used before" in replay.json()["detail"]
+    assert TouchpointBatch.objects.count() == 1
+
+
+def test_signatures_are_forgotten_only_once_no_copy_could_pass_the_clock(web, settings):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from crm.models import SeenSignature
+
+    assert services.touchpoint_signature_remember(source=web, digest="a" * 64)
+    assert not services.touchpoint_signature_remember(source=web, digest="a" * 64)
+    assert services.touchpoint_signature_remember(source=web, digest="b" * 64)
+    SeenSignature.objects.filter(digest="a" * 64).update(seen_at=timezone.now() - dt.timedelta(minutes=12))
+
+    assert services.touchpoint_signatures_prune() == 1
+    assert list(SeenSignature.objects.values_list("digest", flat=True)) == ["b" * 64]
+    # Kept past the 5 minutes either side of the clock in which its request passes.
+    later = timezone.now() + dt.timedelta(minutes=10)
+    assert services.touchpoint_signatures_prune(now=later) == 0
+    assert settings.CELERY_BEAT_SCHEDULE["prune-touchpoint-signatures"]["task"] == (
+        "crm.tasks.touchpoint_signatures_prune"
+    )
 
 
 @pytest.mark.parametrize(
@@ -245,6 +275,38 @@ def test_review_attaches_to_a_candidate_and_links_the_key(web, dave_customer):
 
     assert Interaction.objects.get(external_id="v-1").customer_id == twin.pk
     assert SourceRecord.objects.get(source_system=web, external_key="W7").customer_id == twin.pk
+
+
+def test_results_behind_one_in_review_wait_for_it_then_apply_in_order(web, dave_customer):
+    twin = make_customer(given_name="David", phones=[])  # dave's e-mail: the first result is ambiguous
+    receive(web, [visit("v-1", "dave@example.com", key="W7", sequence=1)])
+    receive(web, [profile("p-2", "W7", sequence=2, tier="G"), visit("v-3", "", key="W7", sequence=3)])
+    receive(web, [visit("v-0", "", key="W7", sequence=0), visit("x-1", "erin@example.org")])
+    apply_all()
+    # v-0 comes before the one in review, so nothing holds it (by its key alone it
+    # would be a new customer, who needs a name: rejected); x-1 has no key at all.
+    assert statuses(web) == {"v-0": "rejected", "v-1": "review", "p-2": "pending", "v-3": "pending",
+                             "x-1": "rejected"}  # fmt: skip
+
+    services.touchpoint_review_attach(
+        result_id=TouchpointResult.objects.get(external_id="v-1").pk, customer_id=twin.pk
+    )
+    apply_all()
+    after = statuses(web)
+    assert [after[k] for k in ("v-1", "p-2", "v-3")] == ["applied"] * 3
+    # Everything after it reached the customer the administrator chose, by the key it linked.
+    assert set(
+        Interaction.objects.filter(external_id__in=["v-1", "v-3"]).values_list("customer_id", flat=True)
+    ) == {twin.pk}
+    assert Customer.objects.get(pk=twin.pk).tier == "gold"
+
+
+def test_a_result_without_a_sequence_comes_before_the_numbered_ones_of_its_key(web, dave_customer):
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    receive(web, [profile("p-5", "K1", sequence=-5, tier="S"), profile("p-n", "K1", tier="G")])
+    claim = services.touchpoints.touchpoint_results_claim  # type: ignore[attr-defined]
+    # Not read as 0 (which would put it after -5): unnumbered first, then by number.
+    assert [c.external_id for c in claim(limit=10, token="peek")] == ["p-n"]
 
 
 def test_review_creates_a_new_customer_from_the_result(web, dave_customer):

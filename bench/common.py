@@ -103,14 +103,24 @@ def start_web(*, workers: int = 1) -> tuple[subprocess.Popen[bytes], int]:
          "--port", str(port), "--lifespan", "off", "--log-level", "warning", "--workers", str(workers)],
         cwd=ROOT, env=dict(os.environ),
     )  # fmt: skip
-    for _ in range(300):
+    try:
+        wait_for_port(port)
+    except SystemExit:
+        web.terminate()
+        raise
+    return web, port
+
+
+def wait_for_port(port: int, *, seconds: float = 30.0) -> None:
+    """Return once something accepts connections on the loopback ``port``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return web, port
+                return
         except OSError:
             time.sleep(0.1)
-    web.terminate()
-    raise SystemExit("uvicorn did not start")
+    raise SystemExit(f"nothing listens on port {port} after {seconds:.0f} s: uvicorn did not start")
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

@@ -53,7 +53,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.call_pop import _free_port, _wait_for
+from bench.common import free_port, wait_for_port
 from bench.ingest import largest_rss_mb, rss_mb
 from bench.policy_decision import EVENT_TYPES, PAYLOADS, build
 from bench.policy_decision import SIZES as POLICY_SIZES
@@ -112,7 +112,7 @@ def main() -> int:
     customers, cookies, token = _prepare(args.agents, customers_needed)
 
     run = secrets.token_hex(3)
-    port = _free_port()
+    port = free_port()
     limits = {f"POLICIES_{c}_DAILY_LIMIT": "100000" for c in ("AGENT_SCREEN", "SELF_SERVICE", "EMAIL",
                                                               "OUTBOUND_CALL")}  # fmt: skip
     env = dict(os.environ, DATABASE_URL=url, REDIS_URL=settings.REDIS_URL, DEBUG="false",
@@ -145,7 +145,7 @@ def main() -> int:
 
     threading.Thread(target=watch_memory, daemon=True).start()
     try:
-        _wait_for(port)
+        wait_for_port(port)
         time.sleep(3)  # the worker's pool
         measured = asyncio.run(_run(port, cookies, token, customers, run, total, args))
     finally:

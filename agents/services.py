@@ -42,6 +42,7 @@ from crm import services as crm_services
 from crm.exceptions import Conflict
 from crm.models import SourceSystem, User
 from crm.validation import normalize_phone
+from scripting import services as scripting_services
 
 logger = logging.getLogger(__name__)
 
@@ -324,8 +325,11 @@ def _record_call(call: Call, *, user: User, disposition: str, notes: str, now: d
         source=call.source_system, external_id=f"call:{call.telephony_id}", agent=user,
         disposition=disposition, subject=f"Call · {call.queue.name}", notes=notes,
         duration_seconds=max(0, int((ended - answered).total_seconds())),
+        script_run_id=scripting_services.run_for_call(call_id=call.pk),
     )  # fmt: skip
     Call.objects.filter(pk=call.pk).update(interaction=interaction)
+    # The call's script answers are shown in this entry; a run left unfinished ends here.
+    scripting_services.runs_link_interaction(call_id=call.pk, interaction=interaction)
     return interaction
 
 

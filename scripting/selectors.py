@@ -24,6 +24,7 @@ from scripting.models import Answer, Run, RunStatus, Script, ScriptVersion, Vers
 class QuestionView:
     spec: dict[str, Any]
     value: Any  # the saved answer, typed; None when unanswered
+    error: str = ""
 
     @property
     def key(self) -> str:
@@ -42,14 +43,22 @@ class Panel:
     text: str = ""
     questions: list[QuestionView] = field(default_factory=list)
     path: list[tuple[str, str]] = field(default_factory=list)  # (key, title) of the steps taken
-    done: int = 0
-    total: int = 0
+    done: int = 0  # steps taken
+    total: int = 0  # steps taken plus the fewest still to go
     # Answers of past runs shown in the contact history, by run id: [(question, answer)].
     history: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
 
     @property
     def percent(self) -> int:
-        return round(100 * self.done / self.total) if self.total else 0
+        return round(100 * self.done / self.total) if self.total else 100
+
+    @property
+    def to_go(self) -> int:
+        return self.total - self.done
+
+    @property
+    def completed(self) -> bool:
+        return self.run is not None and self.run.status == RunStatus.COMPLETED
 
 
 def answer_shown(value: Any) -> str:
@@ -91,8 +100,12 @@ def panel(
     run and of the runs the shown contact history names. The merge fields are
     filled from rows the screen already read (customer, household, accounts, the
     first offer) and the call facts the run copied when it started."""
+    # In progress, or completed on a call not yet wrapped up (the agent still sees how it ended).
+    shown = Q(status=RunStatus.ACTIVE) | Q(
+        status=RunStatus.COMPLETED, call_id__isnull=False, interaction__isnull=True
+    )
     run = (
-        Run.objects.filter(customer_id=customer.pk, agent=agent, status=RunStatus.ACTIVE)
+        Run.objects.filter(shown, customer_id=customer.pk, agent=agent)
         .select_related("version__script")
         .order_by("-started_at")
         .first()
@@ -117,7 +130,7 @@ def panel(
         customer=customer, accounts=accounts, offer=offers[0].offer if offers else None,
         call=run.call_facts, campaign_code=run.campaign_code,
     )  # fmt: skip
-    done = len(run.path)
+    done = len(run.path) - 1  # steps left behind; the shortest way on gives the rest
     return Panel(
         run=run,
         script_name=run.version.script.name,

@@ -34,6 +34,7 @@ from crm.validation import format_phone
 from policies import selectors as policies_selectors
 from policies import services as policies_services
 from policies.models import OfferChannel
+from scripting import selectors as scripting_selectors
 
 # --- The customer screen ------------------------------------------------------------------
 
@@ -113,15 +114,22 @@ def _screen_context(request: HttpRequest, customer_id: int) -> dict[str, Any] | 
         path=request.get_full_path(),
     )
     customer = screen.customer
+    # Offers the policies put on the agent's screen for this customer, newest first.
+    offers = list(
+        policies_selectors.offers_current(customer_id=customer_id).filter(channel=OfferChannel.AGENT_SCREEN)
+    )
     return desktop_context(
         request,
         screen=screen,
         customer=customer,
-        # Offers the policies put on the agent's screen for this customer, newest first.
-        offers=list(
-            policies_selectors.offers_current(customer_id=customer_id).filter(
-                channel=OfferChannel.AGENT_SCREEN
-            )
+        offers=offers,
+        # The call script panel (at most two queries) and the script answers of the history shown.
+        script=scripting_selectors.panel(
+            customer=customer,
+            agent=user,
+            accounts=screen.accounts,
+            offers=offers,
+            history_run_ids=[i.script_run_id for i in screen.interactions if i.script_run_id],
         ),
         phones=[{**p, "display": format_phone(p["number"])} for p in customer.phones],
         emails=[_split_email(e) for e in customer.emails],

@@ -55,6 +55,7 @@ bench: setup
 	$(PY) bench/screen_pop.py
 	$(PY) bench/call_pop.py
 	$(PY) bench/policy_decision.py
+	$(PY) bench/script_step.py
 
 stop:
 	-$(PY) -m config.embedded stop

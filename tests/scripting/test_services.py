@@ -11,7 +11,7 @@ from agents import services as agents_services
 from agents.models import Disposition, Queue
 from crm.exceptions import StaleVersion
 from crm.models import BusinessEvent, Customer, SourceSystem, Task, User
-from scripting import services
+from scripting import demo, services
 from scripting.models import Answer, Run, RunStatus, ScriptVersion, VersionStatus
 from tests.scripting.conftest import graph
 
@@ -226,3 +226,10 @@ def test_wrap_up_links_the_run_to_the_calls_history_entry(
     run.refresh_from_db()
     assert entry.script_run_id == run.pk and run.interaction_id == entry.pk
     assert run.status == RunStatus.ABANDONED  # dropped at "moving", counted as such
+
+
+def test_the_demo_script_is_seeded_once_and_runs_on_any_queue(alice: User, dave_customer: Customer) -> None:
+    assert demo.seed() == ["  Call script “Service call” (published, runs on every queue)"]
+    assert demo.seed() == []
+    run = services.run_start(customer_id=dave_customer.pk, agent=alice, call={"queue_code": "sales"})
+    assert run.version.script.code == demo.CODE

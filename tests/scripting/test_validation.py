@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scripting import validation
+from scripting import demo, validation
 from scripting.validation import publish_problems
 from tests.scripting.conftest import graph
 
@@ -185,3 +185,7 @@ def test_every_graph_the_validator_accepts_reaches_an_end_along_every_path(g: di
         # ...and a run that follows its defaults and branches never meets a missing step.
         for s in g["steps"]:
             assert s["end"] or s["next"]
+
+
+def test_the_demo_script_is_sound() -> None:
+    assert publish_problems(demo.GRAPH) == []

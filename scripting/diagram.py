@@ -50,7 +50,7 @@ def svg(graph: dict[str, Any], *, problem_steps: Iterable[str] = (), current: st
         row = rows.get(column, 0)
         rows[column] = row + 1
         where[step["key"]] = (PAD + column * (BOX_W + GAP_X), PAD + row * (BOX_H + GAP_Y))
-    width = PAD * 2 + (max(depth.values()) + 1) * (BOX_W + GAP_X) - GAP_X
+    width = PAD * 2 + (max(depth.values()) + 1) * (BOX_W + GAP_X) - GAP_X + 60  # room for a bend out
     height = PAD * 2 + max(rows.values()) * (BOX_H + GAP_Y) - GAP_Y + 60
     flagged = set(problem_steps)
     label = f"Flow of the script: {len(steps)} steps"
@@ -75,7 +75,11 @@ def svg(graph: dict[str, Any], *, problem_steps: Iterable[str] = (), current: st
                     f"M {x1 + BOX_W} {sy} C {x1 + BOX_W + GAP_X / 2} {sy}, {x2 - GAP_X / 2} {ty}, {x2} {ty}"
                 )
                 lx, ly = (x1 + BOX_W + x2) / 2, (sy + ty) / 2 - 4
-            else:  # back or sideways: a curve under the boxes
+            elif x2 == x1:  # same column: a bend out to the right
+                bulge = x1 + BOX_W + 30 + number * 8
+                path = f"M {x1 + BOX_W} {sy} C {bulge} {sy}, {bulge} {ty}, {x2 + BOX_W} {ty}"
+                lx, ly = bulge + 4, (sy + ty) / 2
+            else:  # back: a curve under the boxes
                 low = max(y1, y2) + BOX_H + 22 + number * 8
                 sx, tx = x1 + BOX_W / 2, x2 + BOX_W / 2
                 path = f"M {sx} {y1 + BOX_H} C {sx} {low}, {tx} {low}, {tx} {y2 + BOX_H}"

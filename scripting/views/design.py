@@ -54,7 +54,7 @@ def _designer_context(request: HttpRequest, script: Script, **extra: Any) -> dic
         by_step.setdefault(problem.step, []).append(problem.message)
     steps = [
         {**step, "problems": by_step.get(step["key"], []),
-         **{f"{part}_json": json.dumps(step.get(part) or [], indent=1) for part in JSON_PARTS}}
+         **{f"{part}_json": _json(step.get(part) or []) for part in JSON_PARTS}}
         for step in draft.graph["steps"]
     ]  # fmt: skip
     return page_context(
@@ -73,6 +73,21 @@ def _designer_context(request: HttpRequest, script: Script, **extra: Any) -> dic
         actions=REGISTRY,
         **extra,
     )
+
+
+# The order an author reads an item's keys in (PostgreSQL's jsonb keeps its own).
+_KEY_ORDER = ("key", "label", "type", "required", "choices", "min", "max", "min_length", "max_length",
+              "pattern", "kind", "question", "value", "condition", "to", "action", "settings")  # fmt: skip
+
+
+def _json(items: list[Any]) -> str:
+    def ordered(item: Any) -> Any:
+        if not isinstance(item, dict):
+            return item
+        rank = {k: i for i, k in enumerate(_KEY_ORDER)}
+        return dict(sorted(item.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+
+    return json.dumps([ordered(i) for i in items], indent=1, ensure_ascii=False) if items else "[]"
 
 
 @staff_with(EDIT)
@@ -148,10 +163,11 @@ def designer_edit(request: HttpRequest, script_id: int) -> HttpResponse:
     except ValidationError as exc:
         errors = messages_of(exc)
     context = _designer_context(request, script, edit_errors=errors, posted=request.POST)
-    template = (
-        "scripting/_designer_body.html" if request.headers.get("HX-Request") else "scripting/designer.html"
-    )
-    return render(request, template, context, status=400 if errors else 200)
+    if request.headers.get("HX-Request"):
+        # 200 even when refused: htmx swaps only successful responses, and the
+        # author must see the message on the designer.
+        return render(request, "scripting/_designer_body.html", context)
+    return render(request, "scripting/designer.html", context, status=400 if errors else 200)
 
 
 @staff_with(EDIT)

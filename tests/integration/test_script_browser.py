@@ -91,6 +91,7 @@ def _design(page: Any, origin: str, shots: Path) -> None:
     page.select_option("#as-script", label="Moving check")
     page.click("button:has-text('Assign')")
     expect(page.locator("table.grid")).to_contain_text("Moving check")
+    page.screenshot(path=str(shots / "script-assignments.png"))
 
 
 @pytest.mark.usefixtures("alice", "bob", "ivr")
@@ -167,6 +168,16 @@ def test_a_supervisor_builds_a_script_and_an_agent_runs_it_on_a_call(
         supervisor.click("a:has-text('Analytics')")
         expect(supervisor.locator("[data-runs]")).to_have_text("1")
         supervisor.screenshot(path=str(shots / "script-analytics.png"), full_page=True)
+        # A new draft compared with the published version, side by side.
+        supervisor.go_back()
+        supervisor.locator("#x-start").fill("Good morning {{ customer.first_name }}.")
+        with supervisor.expect_response(lambda r: r.url.endswith("/edit/")):
+            supervisor.locator("#step-start").locator("text=Save step").click()
+        supervisor.click("text=Compare versions side by side")
+        expect(supervisor.locator("tr.diff-changed")).to_contain_text("changed: text")
+        supervisor.screenshot(path=str(shots / "script-compare.png"), full_page=True)
+        supervisor.goto(f"{origin}/scripts/")
+        supervisor.screenshot(path=str(shots / "script-list.png"))
         browser.close()
     assert not errors, errors
     run = Run.objects.get()

@@ -15,7 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Max, Q
+from django.db.models import F, Max, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -51,6 +51,14 @@ def draft_for(*, script_id: int) -> ScriptVersion:
         newest = ScriptVersion.objects.filter(script_id=script_id).order_by("-number").first()
         graph = copy.deepcopy(newest.graph) if newest else validation.empty_graph()
         return ScriptVersion.objects.create(script_id=script_id, graph=graph)
+
+
+def working_version(*, script_id: int) -> ScriptVersion | None:
+    """What the designer shows: the draft, else the newest version (read only
+    until the first change opens a draft from it)."""
+    return (
+        ScriptVersion.objects.filter(script_id=script_id).order_by(F("number").desc(nulls_first=True)).first()
+    )
 
 
 def draft_save(*, script_id: int, graph: dict[str, Any]) -> ScriptVersion:
@@ -113,15 +121,9 @@ def version_retire(*, version_id: int) -> ScriptVersion:
 
 
 def script_clone(*, script_id: int, code: str, name: str, actor: User | None) -> Script:
-    """A new script whose draft is a copy of this one's newest version (or draft)."""
-    source = ScriptVersion.objects.filter(script_id=script_id).order_by("-status", "-number").first()
-    newest = (
-        ScriptVersion.objects.filter(script_id=script_id)
-        .exclude(status=VersionStatus.DRAFT)
-        .order_by("-number")
-        .first()
-        or source
-    )
+    """A new script whose draft is a copy of what the designer shows of this one
+    (its draft, else its newest version)."""
+    newest = working_version(script_id=script_id)
     with transaction.atomic():
         clone = script_create(code=code, name=name, actor=actor)
         if newest is not None:

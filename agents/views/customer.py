@@ -114,22 +114,15 @@ def _screen_context(request: HttpRequest, customer_id: int) -> dict[str, Any] | 
         path=request.get_full_path(),
     )
     customer = screen.customer
-    # Offers the policies put on the agent's screen for this customer, newest first.
-    offers = list(
-        policies_selectors.offers_current(customer_id=customer_id).filter(channel=OfferChannel.AGENT_SCREEN)
-    )
-    return desktop_context(
+    context = desktop_context(
         request,
         screen=screen,
         customer=customer,
-        offers=offers,
-        # The call script panel (at most two queries) and the script answers of the history shown.
-        script=scripting_selectors.panel(
-            customer=customer,
-            agent=user,
-            accounts=screen.accounts,
-            offers=offers,
-            history_run_ids=[i.script_run_id for i in screen.interactions if i.script_run_id],
+        # Offers the policies put on the agent's screen for this customer, newest first.
+        offers=list(
+            policies_selectors.offers_current(customer_id=customer_id).filter(
+                channel=OfferChannel.AGENT_SCREEN
+            )
         ),
         phones=[{**p, "display": format_phone(p["number"])} for p in customer.phones],
         emails=[_split_email(e) for e in customer.emails],
@@ -145,6 +138,12 @@ def _screen_context(request: HttpRequest, customer_id: int) -> dict[str, Any] | 
         back_url=_back_link(request),
         now=timezone.now(),
     )
+    # The call script panel (at most two queries) and the script answers of the history shown.
+    context["script"] = scripting_selectors.panel(
+        customer=customer, agent=user, accounts=screen.accounts, offers=context["offers"],
+        history_run_ids=[i.script_run_id for i in screen.interactions if i.script_run_id],
+    )  # fmt: skip
+    return context
 
 
 @staff_required

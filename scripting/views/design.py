@@ -47,7 +47,9 @@ def script_new(request: HttpRequest) -> HttpResponse:
 
 
 def _designer_context(request: HttpRequest, script: Script, **extra: Any) -> dict[str, Any]:
-    draft = services.draft_for(script_id=script.pk)
+    draft = services.working_version(script_id=script.pk)
+    if draft is None:  # a script always has a version; made afresh if someone deleted its draft
+        draft = services.draft_for(script_id=script.pk)
     problems = validation.publish_problems(draft.graph)
     by_step: dict[str, list[str]] = {}
     for problem in problems:
@@ -70,6 +72,7 @@ def _designer_context(request: HttpRequest, script: Script, **extra: Any) -> dic
         versions=selectors.versions_of(script),
         merge_fields=sorted(rendering.KNOWN),
         question_types=validation.QUESTION_TYPES,
+        question_keys=list(validation.question_index(draft.graph)),
         actions=REGISTRY,
         **extra,
     )
@@ -132,6 +135,8 @@ def _edit(op: str, post: Any) -> Callable[[dict[str, Any]], None]:
                 graph["start"] = steps[0]["key"]
         elif op == "start":
             graph["start"] = key
+        elif op in _ADDERS:
+            _step_of(graph, key)[_ADDERS[op][0]].append(_ADDERS[op][1](graph, key, post))
         elif op == "save":
             step = _step_of(graph, key)
             step.update(title=post.get("title", "").strip(), text=post.get("text", ""),
@@ -151,6 +156,53 @@ def _edit(op: str, post: Any) -> Callable[[dict[str, Any]], None]:
     return change
 
 
+def _new_question(graph: dict[str, Any], step: str, post: Any) -> dict[str, Any]:
+    key = post.get("q_key", "").strip()
+    if not validation.KEY.match(key):
+        raise ValidationError({step: "A question key is lower-case letters, digits and _, e.g. new_city."})
+    if key in validation.question_index(graph):
+        raise ValidationError({step: f"There is already a question “{key}”: answers are kept by key."})
+    question: dict[str, Any] = {
+        "key": key, "label": post.get("q_label", "").strip() or key, "type": post.get("q_type", "text"),
+        "required": post.get("q_required") == "on",
+    }  # fmt: skip
+    choices = [c.strip() for c in post.get("q_choices", "").split(",") if c.strip()]
+    if question["type"] in ("single", "multi"):
+        question["choices"] = choices
+    return question
+
+
+def _new_branch(graph: dict[str, Any], step: str, post: Any) -> dict[str, Any]:
+    condition = post.get("b_condition", "").strip()
+    target, label = post.get("b_to", ""), post.get("b_label", "").strip()
+    if condition:
+        return {"kind": "cel", "condition": condition, "to": target, "label": label}
+    question = validation.question_index(graph).get(post.get("b_question", ""))
+    if question is None:
+        raise ValidationError({step: "Choose the question the branch matches, or write a CEL condition."})
+    try:
+        value = validation.answer_value(question, post.get("b_value", ""))
+    except ValidationError as exc:
+        raise ValidationError({step: f"The value to match: {' '.join(exc.messages)}"}) from None
+    return {"kind": "match", "question": question["key"], "value": value, "to": target, "label": label}
+
+
+def _new_action(graph: dict[str, Any], step: str, post: Any) -> dict[str, Any]:
+    try:
+        settings = json.loads(post.get("a_settings") or "{}")
+    except json.JSONDecodeError as exc:
+        raise ValidationError({step: f"The action's settings are not valid JSON: {exc.msg}."}) from None
+    return {"action": post.get("a_action", ""), "settings": settings}
+
+
+# designer action -> (the step's list it adds to, the builder of the new item)
+_ADDERS: dict[str, tuple[str, Callable[[dict[str, Any], str, Any], dict[str, Any]]]] = {
+    "add_question": ("questions", _new_question),
+    "add_branch": ("branches", _new_branch),
+    "add_action": ("actions", _new_action),
+}
+
+
 @staff_with(EDIT)
 @require_POST
 def designer_edit(request: HttpRequest, script_id: int) -> HttpResponse:
@@ -158,15 +210,21 @@ def designer_edit(request: HttpRequest, script_id: int) -> HttpResponse:
     steps, problems and diagram), so the flow is redrawn as the author edits."""
     script = get_object_or_404(Script, pk=script_id)
     errors: dict[str, list[str]] = {}
+    before = services.working_version(script_id=script.pk)
     try:
-        services.draft_edit(script_id=script.pk, change=_edit(request.POST.get("op", ""), request.POST))
+        draft = services.draft_edit(
+            script_id=script.pk, change=_edit(request.POST.get("op", ""), request.POST)
+        )
     except ValidationError as exc:
         errors = messages_of(exc)
     context = _designer_context(request, script, edit_errors=errors, posted=request.POST)
     if request.headers.get("HX-Request"):
         # 200 even when refused: htmx swaps only successful responses, and the
         # author must see the message on the designer.
-        return render(request, "scripting/_designer_body.html", context)
+        response = render(request, "scripting/_designer_body.html", context)
+        if not errors and (before is None or before.pk != draft.pk):
+            response["HX-Refresh"] = "true"  # a draft was opened: the versions list changed too
+        return response
     return render(request, "scripting/designer.html", context, status=400 if errors else 200)
 
 
@@ -212,7 +270,7 @@ def script_preview(request: HttpRequest, script_id: int) -> HttpResponse:
     """Every step of the draft as an agent would read it for the chosen customer
     (by customer number, e.g. C-0000042, or id)."""
     script = get_object_or_404(Script, pk=script_id)
-    draft = services.draft_for(script_id=script.pk)
+    draft = services.working_version(script_id=script.pk) or services.draft_for(script_id=script.pk)
     wanted = request.GET.get("customer", "").strip().upper().removeprefix("C-").lstrip("0")
     customer = None
     if wanted.isdigit():

@@ -71,6 +71,24 @@
       if (first && !typing(document.activeElement)) first.focus({ preventScroll: true });
     }
   }
+  // A dropped connection: say so where the agent looks; nothing on screen is lost,
+  // and what was saved is on the server (the panel re-reads it when the page comes back).
+  function failed(event) {
+    var p = panel(), elt = event.detail && event.detail.elt;
+    if (!p || !elt || !p.contains(elt)) return;
+    var where = elt.closest("[data-question]");
+    var box = where ? where.querySelector(".script-q-msg") : p.querySelector(".script-actions");
+    if (!box) return;
+    var note = box.querySelector(".script-offline") || document.createElement("span");
+    note.className = "field-error-text script-offline";
+    note.setAttribute("role", "alert");
+    note.textContent = where ? "Not saved: the connection dropped. It is kept here; change it again or press Next when back online."
+                             : "Not sent: the connection dropped. Your answers are still here: try again when back online.";
+    if (!note.parentNode) box.prepend(note);
+  }
+  document.body.addEventListener("htmx:sendError", failed);
+  document.body.addEventListener("htmx:responseError", failed);
+
   new MutationObserver(settle).observe(document.body, { childList: true, subtree: true });
   settle();
 })();

@@ -24,8 +24,6 @@ from tests.integration.conftest import COMMITTED, Server, signed_in_page
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, COMMITTED, NEEDS_CHROMIUM]
 
-QUESTIONS = [{"key": "moving", "label": "Are you moving soon?", "type": "yes_no", "required": True}]
-BRANCHES = [{"kind": "match", "question": "moving", "value": True, "to": "moving", "label": "moving"}]
 CITY = [{"key": "new_city", "label": "New city", "type": "text", "required": True, "min_length": 2}]
 
 
@@ -68,7 +66,7 @@ def _design(page: Any, origin: str, shots: Path) -> None:
         if fields.get("end"):
             card.locator("input[name=end]").check()
         if "questions" in fields or "branches" in fields:
-            card.locator("summary").click()
+            card.locator("details:not(.designer-add) > summary").click()
             card.locator(f"#q-{key}").fill(json.dumps(fields.get("questions", [])))
             card.locator(f"#b-{key}").fill(json.dumps(fields.get("branches", [])))
         with page.expect_response(lambda r: r.url.endswith("/edit/")):
@@ -77,7 +75,25 @@ def _design(page: Any, origin: str, shots: Path) -> None:
         expect(page.locator(f"#x-{key}")).to_have_value(fields["text"])
 
     save("start", text='Hello {{ customer.first_name | "there" }}, thanks for calling {{ call.queue }}.',
-         next="close", questions=QUESTIONS, branches=BRANCHES)  # fmt: skip
+         next="close")  # fmt: skip
+    # The question and the branch through the step's small forms, as an author would.
+    start = page.locator("#step-start")
+    start.locator(".designer-add summary").click()
+    start.locator("#aq-key-start").fill("moving")
+    start.locator("#aq-label-start").fill("Are you moving soon?")
+    start.locator("#aq-type-start").select_option("yes_no")
+    start.locator("input[name=q_required]").check()
+    with page.expect_response(lambda r: r.url.endswith("/edit/")):
+        start.locator("text=Add question").click()
+    start = page.locator("#step-start")
+    start.locator(".designer-add summary").click()
+    start.locator("#ab-q-start").select_option("moving")
+    start.locator("#ab-v-start").fill("yes")
+    start.locator("#ab-to-start").select_option("moving")
+    start.locator("#ab-l-start").fill("moving")
+    page.screenshot(path=str(shots / "script-designer-add-branch.png"))
+    with page.expect_response(lambda r: r.url.endswith("/edit/")):
+        start.locator("text=Add branch").click()
     expect(page.locator("#diagram text.edge-label", has_text="moving")).to_be_visible()
     save("moving", text="Where are you moving to, {{ customer.first_name }}?", next="close", questions=CITY)
     save("close", text="Thank you, goodbye.", end=True)

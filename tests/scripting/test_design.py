@@ -106,3 +106,25 @@ def test_the_analytics_count_runs_completion_drop_off_and_answers(
     assert "50%" in html  # one of two finished runs completed
     assert "1 dropped" in html
     assert "greet → reason → close" in html and '<span class="dispo">resolved</span> 1' in html
+
+
+def test_questions_branches_and_actions_are_added_from_small_forms(desk: Client, bob: User) -> None:
+    script = services.script_create(code="forms", name="Forms", actor=bob)
+    edit(desk, script, op="add", new_key="done", new_title="Done")
+    edit(desk, script, op="add_question", step="start", q_key="reason", q_label="Reason", q_type="single",
+         q_choices="card, billing", q_required="on")  # fmt: skip
+    html = edit(desk, script, op="add_branch", step="start", b_question="reason", b_value="bill", b_to="done")
+    assert "The value to match: “Reason”: “bill” is not a choice" in html
+    edit(desk, script, op="add_branch", step="start", b_question="reason", b_value="billing", b_to="done",
+         b_label="billing")  # fmt: skip
+    edit(desk, script, op="add_branch", step="start", b_condition='answers.reason == "card"', b_to="done")
+    edit(
+        desk, script, op="add_action", step="done", a_action="record_disposition", a_settings='{"code": "ok"}'
+    )
+    draft = services.draft_for(script_id=script.pk)
+    start, done = draft.graph["steps"]
+    assert start["questions"] == [{"key": "reason", "label": "Reason", "type": "single", "required": True,
+                                   "choices": ["card", "billing"]}]  # fmt: skip
+    assert [b["kind"] for b in start["branches"]] == ["match", "cel"]
+    assert start["branches"][0]["value"] == "billing"
+    assert done["actions"] == [{"action": "record_disposition", "settings": {"code": "ok"}}]

@@ -163,6 +163,9 @@ def versions_of(script: Script) -> list[ScriptVersion]:
 # --- Analytics --------------------------------------------------------------------------------------------
 
 
+PATHS_SHOWN = 20
+
+
 @dataclass(frozen=True)
 class StepStats:
     key: str
@@ -197,7 +200,8 @@ class Analytics:
     active: int
     steps: list[StepStats]
     questions: list[QuestionStats]
-    paths: list[PathStats]
+    paths: list[PathStats]  # the most taken first, at most PATHS_SHOWN
+    other_paths: int = 0  # how many rarer paths are not listed
 
     @property
     def completion_rate(self) -> int:
@@ -252,5 +256,6 @@ def version_analytics(version: ScriptVersion) -> Analytics:
     )  # fmt: skip
     return Analytics(
         runs=len(runs), completed=status[RunStatus.COMPLETED], abandoned=status[RunStatus.ABANDONED],
-        active=status[RunStatus.ACTIVE], steps=steps, questions=questions, paths=path_stats,
+        active=status[RunStatus.ACTIVE], steps=steps, questions=questions, paths=path_stats[:PATHS_SHOWN],
+        other_paths=len(path_stats[PATHS_SHOWN:]),
     )  # fmt: skip

@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, InternalError, connection, transaction
+from django.utils import timezone
 
 from agents import services as agents_services
 from agents.models import Disposition, Queue
 from crm.exceptions import StaleVersion
 from crm.models import BusinessEvent, Customer, SourceSystem, Task, User
-from scripting import demo, services
+from scripting import demo, selectors, services
 from scripting.models import Answer, Run, RunStatus, ScriptVersion, VersionStatus
 from tests.scripting.conftest import graph
 
@@ -233,3 +236,37 @@ def test_the_demo_script_is_seeded_once_and_runs_on_any_queue(alice: User, dave_
     assert demo.seed() == []
     run = services.run_start(customer_id=dave_customer.pk, agent=alice, call={"queue_code": "sales"})
     assert run.version.script.code == demo.CODE
+
+
+def test_the_offer_on_screen_is_a_merge_field_and_a_yes_accepts_it(
+    bob: User, alice: User, dave_customer: Customer
+) -> None:
+    from policies.models import Offer, OfferPresentation
+
+    offer = Offer.objects.create(code="home-mortgage", name="A mortgage for your new home",
+                                 channels=["agent_screen"], value=500)  # fmt: skip
+    presented = OfferPresentation.objects.create(
+        offer=offer, customer=dave_customer, channel="agent_screen", sequence=1,
+        expires_at=timezone.now() + dt.timedelta(hours=1),
+    )  # fmt: skip
+    script = services.script_create(code="offer", name="Offer", actor=bob)
+    g = {"start": "pitch", "steps": [
+        {"key": "pitch", "title": "Pitch", "text": 'May I tell you about {{ offer.name | "our offers" }}?',
+         "end": False, "next": "done", "branches": [],
+         "questions": [{"key": "wants", "label": "Interested?", "type": "yes_no", "required": True}],
+         "actions": [{"action": "record_offer_response",
+                      "settings": {"offer": "home-mortgage", "question": "wants"}},
+                     {"action": "add_do_not_call", "settings": {}}]},
+        {"key": "done", "title": "Done", "text": "", "end": True, "next": "", "branches": [], "questions": [],
+         "actions": []}]}  # fmt: skip
+    services.draft_save(script_id=script.pk, graph=g)
+    services.version_publish(script_id=script.pk, actor=bob)
+    services.assignment_set(script_id=script.pk)
+    run = services.run_start(customer_id=dave_customer.pk, agent=alice)
+    panel = selectors.panel(customer=dave_customer, agent=alice, offers=[presented])
+    assert panel.text == "May I tell you about A mortgage for your new home?"
+    run = services.run_next(run_id=run.pk, agent=alice, answers={"wants": "yes"})
+    presented.refresh_from_db()
+    assert (presented.status, run.offers_accepted) == ("accepted", ["home-mortgage"])
+    dave_customer.refresh_from_db()
+    assert dave_customer.do_not_call

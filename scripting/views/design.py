@@ -56,7 +56,9 @@ def _designer_context(request: HttpRequest, script: Script, **extra: Any) -> dic
         by_step.setdefault(problem.step, []).append(problem.message)
     steps = [
         {**step, "problems": by_step.get(step["key"], []),
-         **{f"{part}_json": _json(step.get(part) or []) for part in JSON_PARTS}}
+         **{f"{part}_json": _json(part, step.get(part) or []) for part in JSON_PARTS},
+         "items_by_part": [(part, label, [_summary(part, item) for item in step.get(part) or []])
+                           for part, label in zip(JSON_PARTS, ("question", "branch", "action"), strict=True)]}
         for step in draft.graph["steps"]
     ]  # fmt: skip
     return page_context(
@@ -79,15 +81,32 @@ def _designer_context(request: HttpRequest, script: Script, **extra: Any) -> dic
 
 
 # The order an author reads an item's keys in (PostgreSQL's jsonb keeps its own).
-_KEY_ORDER = ("key", "label", "type", "required", "choices", "min", "max", "min_length", "max_length",
-              "pattern", "kind", "question", "value", "condition", "to", "action", "settings")  # fmt: skip
+_KEY_ORDER = {
+    "questions": ("key", "label", "type", "required", "choices", "min", "max", "min_length", "max_length",
+                  "pattern"),
+    "branches": ("kind", "question", "value", "condition", "to", "label"),
+    "actions": ("action", "settings"),
+}  # fmt: skip
 
 
-def _json(items: list[Any]) -> str:
+def _summary(part: str, item: dict[str, Any]) -> str:
+    """One line for an item of a step, as the author reads it."""
+    if part == "questions":
+        required = ", required" if item.get("required") else ""
+        return f"{item.get('label') or item.get('key')} ({item.get('type')}{required})"
+    if part == "branches":
+        value = selectors.answer_shown(item.get("value")).lower()
+        when = item.get("condition") if item.get("kind") == "cel" else f"{item.get('question')} = {value}"
+        return f"{when} → {item.get('to')}"
+    return f"{item.get('action')} {json.dumps(item.get('settings') or {}, ensure_ascii=False)}"
+
+
+def _json(part: str, items: list[Any]) -> str:
+    rank = {k: i for i, k in enumerate(_KEY_ORDER[part])}
+
     def ordered(item: Any) -> Any:
         if not isinstance(item, dict):
             return item
-        rank = {k: i for i, k in enumerate(_KEY_ORDER)}
         return dict(sorted(item.items(), key=lambda kv: rank.get(kv[0], len(rank))))
 
     return json.dumps([ordered(i) for i in items], indent=1, ensure_ascii=False) if items else "[]"
@@ -135,6 +154,12 @@ def _edit(op: str, post: Any) -> Callable[[dict[str, Any]], None]:
                 graph["start"] = steps[0]["key"]
         elif op == "start":
             graph["start"] = key
+        elif op == "remove":
+            items = _step_of(graph, key).get(post.get("part", ""))
+            index = post.get("index", "")
+            if not isinstance(items, list) or not index.isdigit() or int(index) >= len(items):
+                raise ValidationError({key: "That item is no longer there: reload the page."})
+            items.pop(int(index))
         elif op in _ADDERS:
             _step_of(graph, key)[_ADDERS[op][0]].append(_ADDERS[op][1](graph, key, post))
         elif op == "save":

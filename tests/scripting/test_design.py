@@ -128,3 +128,14 @@ def test_questions_branches_and_actions_are_added_from_small_forms(desk: Client,
     assert [b["kind"] for b in start["branches"]] == ["match", "cel"]
     assert start["branches"][0]["value"] == "billing"
     assert done["actions"] == [{"action": "record_disposition", "settings": {"code": "ok"}}]
+
+
+def test_an_item_of_a_step_is_removed_from_its_line(desk: Client, published: ScriptVersion) -> None:
+    script = published.script
+    html = desk.get(reverse("script-designer", args=[script.pk])).content.decode()
+    assert "moving = yes → moving" in html and "Are you moving soon? (yes_no, required)" in html
+    edit(desk, script, op="remove", step="greet", part="branches", index="0")
+    draft = services.draft_for(script_id=script.pk)
+    assert draft.graph["steps"][0]["branches"] == [] and published.graph["steps"][0]["branches"]
+    html = edit(desk, script, op="remove", step="greet", part="branches", index="0")
+    assert "That item is no longer there" in html

@@ -21,6 +21,24 @@ UPDATABLE_FIELDS = ("given_name", "family_name", "language", "preferred_channel"
 
 
 @dataclass(frozen=True)
+class Setting:
+    """One setting of an action as the designer's form shows it: ``kind`` is
+    text, number, question (one of the script's questions) or choice (one of
+    ``choices``: (value, label) pairs)."""
+
+    name: str
+    label: str
+    kind: str = "text"
+    choices: tuple[tuple[str, str], ...] | Callable[[], tuple[tuple[str, str], ...]] = ()
+    hint: str = ""
+
+    def options(self) -> tuple[tuple[str, str], ...]:
+        """The choices now (a callable is read when the form is drawn: the event
+        catalog fills as apps load)."""
+        return self.choices() if callable(self.choices) else self.choices
+
+
+@dataclass(frozen=True)
 class ActionSpec:
     name: str
     label: str
@@ -29,9 +47,15 @@ class ActionSpec:
     # setting -> the question types it may name (empty: any question)
     question_settings: dict[str, tuple[str, ...]] = field(default_factory=dict)
     check: Callable[[dict[str, Any]], list[str]] | None = None
+    settings: tuple[Setting, ...] = ()
+
+    def label_of(self, name: str) -> str:
+        return next((f"“{s.label}” ({name})" for s in self.settings if s.name == name), name)
 
     def problems(self, settings: dict[str, Any], questions: dict[str, dict[str, Any]]) -> list[str]:
-        found = [f"set {name}." for name in self.required if settings.get(name) in (None, "", [])]
+        found = [
+            f"set {self.label_of(name)}." for name in self.required if settings.get(name) in (None, "", [])
+        ]
         for name, types in self.question_settings.items():
             key = settings.get(name)
             if not key:
@@ -46,9 +70,16 @@ class ActionSpec:
         return found
 
 
+_FIELD_CHOICES = tuple((name, name.replace("_", " ")) for name in UPDATABLE_FIELDS)
+
+
 def _update_field(settings: dict[str, Any]) -> list[str]:
     if settings["field"] not in UPDATABLE_FIELDS:
         return [f"field must be one of {', '.join(UPDATABLE_FIELDS)}."]
+    if settings.get("question") in (None, "") and settings.get("value") in (None, ""):
+        return ["set “Answer to store” (question) or “Fixed value” (value)."]
+    if settings.get("question") and settings.get("value") not in (None, ""):
+        return ["store either an answer (question) or a fixed value (value), not both."]
     return []
 
 
@@ -72,21 +103,36 @@ REGISTRY: dict[str, ActionSpec] = {
     spec.name: spec
     for spec in (
         ActionSpec("record_disposition", "Record a disposition",
-                   "scripting.services.action_record_disposition", required=("code",)),
-        ActionSpec("update_customer_field", "Update a customer field from an answer",
-                   "scripting.services.action_update_customer_field", required=("field", "question"),
-                   question_settings={"question": ()}, check=_update_field),
+                   "scripting.services.action_record_disposition", required=("code",),
+                   settings=(Setting("code", "Disposition code", hint="e.g. resolved"),)),
+        ActionSpec("update_customer_field", "Update a customer field",
+                   "scripting.services.action_update_customer_field", required=("field",),
+                   question_settings={"question": ()}, check=_update_field,
+                   settings=(Setting("field", "Customer field", "choice", _FIELD_CHOICES),
+                             Setting("question", "Answer to store", "question"),
+                             Setting("value", "Fixed value", hint="instead of an answer"))),
         ActionSpec("schedule_callback", "Schedule a callback", "scripting.services.action_schedule_callback",
-                   required=("in_hours",), check=_task),
+                   required=("in_hours",), check=_task,
+                   settings=(Setting("in_hours", "Call back in (hours)", "number"),
+                             Setting("title", "Callback title", hint="optional"))),
         ActionSpec("record_offer_response", "Record the answer to an offer",
                    "scripting.services.action_record_offer_response", required=("offer", "question"),
-                   question_settings={"question": ("yes_no",)}),
+                   question_settings={"question": ("yes_no",)},
+                   settings=(Setting("offer", "Offer code"),
+                             Setting("question", "Yes/no answer to the offer", "question"))),
         ActionSpec("create_task", "Create a task", "scripting.services.action_create_task",
-                   required=("title",), check=_task),
+                   required=("title",), check=_task,
+                   settings=(Setting("title", "Task title"),
+                             Setting("kind", "Task kind", "choice", tuple(TaskKind.choices)),
+                             Setting("in_hours", "Due in (hours)", "number", hint="empty: no due date"))),
         ActionSpec("add_do_not_call", "Add to do-not-call", "scripting.services.action_add_do_not_call",
-                   question_settings={"question": ("yes_no",)}),
+                   question_settings={"question": ("yes_no",)},
+                   settings=(Setting("question", "Only when this yes/no answer is yes", "question",
+                                     hint="empty: always"),)),
         ActionSpec("raise_event", "Raise a business event with the answers",
-                   "scripting.services.action_raise_event", required=("type",), check=_event),
+                   "scripting.services.action_raise_event", required=("type",), check=_event,
+                   settings=(Setting("type", "Event type", "choice",
+                                     lambda: tuple((t, t) for t in sorted(events.CATALOG))),)),
     )
 }  # fmt: skip
 

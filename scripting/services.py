@@ -451,7 +451,11 @@ def _customer_version(context: ActionRun) -> int:
 
 
 def action_update_customer_field(context: ActionRun, settings: dict[str, Any]) -> None:
-    value = context.answers.get(settings["question"])
+    value = (
+        settings["value"]
+        if settings.get("value") not in (None, "")
+        else context.answers.get(settings.get("question", ""))
+    )
     if value is None:
         return
     customer = crm_services.customer_update(

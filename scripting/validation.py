@@ -145,7 +145,12 @@ def _question_shape(step: str, question: Any, seen: set[str]) -> list[Problem]:
             problems.append(Problem(step, f"Question “{key}”: list its choices."))
     for name in ("min", "max", "min_length", "max_length"):
         value = question.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        if value is None:
+            continue
+        if question.get("type") == "date" and name in ("min", "max"):
+            if not isinstance(value, str) or not is_date(value):
+                problems.append(Problem(step, f"Question “{key}”: {name} must be a date, YYYY-MM-DD."))
+        elif isinstance(value, bool) or not isinstance(value, int | float):
             problems.append(Problem(step, f"Question “{key}”: {name} must be a number."))
     pattern = question.get("pattern") or ""
     try:
@@ -153,6 +158,14 @@ def _question_shape(step: str, question: Any, seen: set[str]) -> list[Problem]:
     except (re.error, TypeError):
         problems.append(Problem(step, f"Question “{key}”: the pattern is not a valid regular expression."))
     return problems
+
+
+def is_date(value: str) -> bool:
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _branch_shape(step: str, branch: Any) -> list[Problem]:
@@ -293,7 +306,7 @@ def cel_problems(condition: str, questions: dict[str, dict[str, Any]]) -> list[s
     try:
         program = program_for(condition)
     except Exception as exc:  # noqa: BLE001  (the parser raises several kinds)
-        return [f"The condition does not compile: {str(exc).splitlines()[0]}"]
+        return [compile_error(str(exc))]
     problems = []
     toks = tokens(condition)
     for i, tok in enumerate(toks):
@@ -321,6 +334,20 @@ def cel_problems(condition: str, questions: dict[str, dict[str, Any]]) -> list[s
     if not isinstance(result, bool):
         return [f"The condition must give true or false; it gives {type(result).__name__}."]
     return []
+
+
+_PARSE_ERROR = re.compile(r"<input>:(\d+):(\d+): (.*)")
+
+
+def compile_error(text: str) -> str:
+    """The parser's message as an author reads it: where, then what (without
+    the parser's long list of the tokens it expected)."""
+    found = _PARSE_ERROR.search(text)
+    if found is None:
+        return f"The condition does not compile: {text.splitlines()[0]}"
+    line, column, what = found.groups()
+    where = f"line {line}, column {column}" if line != "1" else f"column {column}"
+    return f"The condition does not compile at {where}: {what.split(' expecting {')[0]}."
 
 
 @lru_cache(maxsize=8192)
@@ -386,9 +413,14 @@ def answer_value(question: dict[str, Any], raw: Any) -> Any:
         return number
     if kind == "date":
         try:
-            return dt.date.fromisoformat(str(raw).strip()).isoformat()
+            day = dt.date.fromisoformat(str(raw).strip()).isoformat()
         except ValueError:
             raise refuse(f"“{raw}” is not a date: use YYYY-MM-DD.") from None
+        if question.get("min") and day < question["min"]:
+            raise refuse(f"must be on or after {question['min']}.")
+        if question.get("max") and day > question["max"]:
+            raise refuse(f"must be on or before {question['max']}.")
+        return day
     text = str(raw).strip()
     if question.get("min_length") is not None and len(text) < question["min_length"]:
         raise refuse(f"needs at least {question['min_length']} characters.")

@@ -5,9 +5,9 @@ assignments and the analytics of a version. Agents get a 403."""
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from crm import selectors as crm_selectors
+from policies.conditions import CUSTOMER_FIELDS
 from scripting import diagram, rendering, selectors, services, validation
 from scripting.actions import REGISTRY
 from scripting.models import Assignment, Direction, Script, ScriptVersion, VersionStatus
@@ -24,7 +25,6 @@ from scripting.views.common import messages_of, page_context, staff_with, user_o
 
 EDIT = "scripting.change_script"
 ANALYTICS = "scripting.view_script_analytics"
-JSON_PARTS = ("questions", "branches", "actions")
 
 
 @staff_with(EDIT)
@@ -54,13 +54,11 @@ def _designer_context(request: HttpRequest, script: Script, **extra: Any) -> dic
     by_step: dict[str, list[str]] = {}
     for problem in problems:
         by_step.setdefault(problem.step, []).append(problem.message)
-    steps = [
-        {**step, "problems": by_step.get(step["key"], []),
-         **{f"{part}_json": _json(part, step.get(part) or []) for part in JSON_PARTS},
-         "items_by_part": [(part, label, [_summary(part, item) for item in step.get(part) or []])
-                           for part, label in zip(JSON_PARTS, ("question", "branch", "action"), strict=True)]}
-        for step in draft.graph["steps"]
-    ]  # fmt: skip
+    edit_errors: dict[str, list[str]] = extra.pop("edit_errors", {})
+    questions = validation.question_index(draft.graph)
+    steps = [_step_view(step, questions, by_step.get(step["key"], []), edit_errors.get(step["key"], []))
+             for step in draft.graph["steps"]]  # fmt: skip
+    step_keys = {s["key"] for s in draft.graph["steps"]}
     return page_context(
         request,
         script=script,
@@ -69,47 +67,103 @@ def _designer_context(request: HttpRequest, script: Script, **extra: Any) -> dic
         step_keys=[s["key"] for s in draft.graph["steps"]],
         start=draft.graph.get("start", ""),
         script_problems=by_step.get("", []),
+        edit_errors={k: v for k, v in edit_errors.items() if k not in step_keys},
         problem_count=len(problems),
         diagram=diagram.svg(draft.graph, problem_steps=by_step),
         versions=selectors.versions_of(script),
         merge_fields=sorted(rendering.KNOWN),
         question_types=validation.QUESTION_TYPES,
-        question_keys=list(validation.question_index(draft.graph)),
-        actions=REGISTRY,
+        all_questions=list(questions.values()),
+        cel_answers=[(k, validation.CEL_TYPE.get(q.get("type", ""), "")) for k, q in questions.items()],
+        cel_customer=sorted(CUSTOMER_FIELDS.items()),
+        actions=[(name, spec, [(s, s.options()) for s in spec.settings]) for name, spec in REGISTRY.items()],
         **extra,
     )
 
 
-# The order an author reads an item's keys in (PostgreSQL's jsonb keeps its own).
-_KEY_ORDER = {
-    "questions": ("key", "label", "type", "required", "choices", "min", "max", "min_length", "max_length",
-                  "pattern"),
-    "branches": ("kind", "question", "value", "condition", "to", "label"),
-    "actions": ("action", "settings"),
-}  # fmt: skip
+def _step_view(
+    step: dict[str, Any], questions: dict[str, dict[str, Any]], problems: list[str], errors: list[str]
+) -> dict[str, Any]:
+    """A step as its forms show it: each question, branch and action with the
+    values its form is filled with, and the answers a branch may match."""
+    own = [q["key"] for q in step.get("questions") or []]
+    named = [b.get("question") for b in step.get("branches") or [] if b.get("kind") == "match"]
+    matchable = [questions[k] for k in dict.fromkeys([*own, *named]) if k in questions]
+    return {
+        **step,
+        "problems": problems,
+        "edit_errors": errors,
+        "parts": [
+            (
+                "questions",
+                "question",
+                "Questions",
+                [
+                    {
+                        **q,
+                        "summary": _summary("questions", q),
+                        "choices_text": "\n".join(q.get("choices") or []),
+                    }
+                    for q in step.get("questions") or []
+                ],
+            ),
+            (
+                "branches",
+                "branch",
+                "Branches",
+                [
+                    {**b, "summary": _summary("branches", b), **_match_of(b, questions)}
+                    for b in step.get("branches") or []
+                ],
+            ),
+            (
+                "actions",
+                "action",
+                "Actions",
+                [{**a, "summary": _summary("actions", a)} for a in step.get("actions") or []],
+            ),
+        ],
+        "match_options": [(q.get("label") or q["key"], _answers_of(q)) for q in matchable],
+    }
+
+
+def _answers_of(question: dict[str, Any]) -> list[tuple[str, str]]:
+    """The answers a branch can match, as (form value, label): yes/no and the
+    options are listed; a typed answer (number, date, text) is written in."""
+    key = question["key"]
+    if question.get("type") == "yes_no":
+        return [(f"{key}|yes", "yes"), (f"{key}|no", "no")]
+    if question.get("type") in ("single", "multi"):
+        return [(f"{key}|{c}", c) for c in question.get("choices") or []]
+    return [(f"{key}|", "the value written below")]
+
+
+def _match_of(branch: dict[str, Any], questions: dict[str, dict[str, Any]]) -> dict[str, str]:
+    if branch.get("kind") != "match":
+        return {"match": "", "typed": ""}
+    question = questions.get(branch.get("question", ""), {})
+    value = branch.get("value")
+    if question.get("type") in ("yes_no", "single", "multi"):
+        shown = selectors.answer_shown(value[0] if isinstance(value, list) and value else value).lower()
+        if question.get("type") != "yes_no":
+            shown = str(value[0] if isinstance(value, list) and value else value)
+        return {"match": f"{branch.get('question')}|{shown}", "typed": ""}
+    return {"match": f"{branch.get('question')}|", "typed": "" if value is None else str(value)}
 
 
 def _summary(part: str, item: dict[str, Any]) -> str:
     """One line for an item of a step, as the author reads it."""
     if part == "questions":
         required = ", required" if item.get("required") else ""
-        return f"{item.get('label') or item.get('key')} ({item.get('type')}{required})"
+        kind = validation.QUESTION_TYPES.get(item.get("type", ""), item.get("type", "")).lower()
+        return f"{item.get('label') or item.get('key')} ({kind}{required})"
     if part == "branches":
         value = selectors.answer_shown(item.get("value")).lower()
         when = item.get("condition") if item.get("kind") == "cel" else f"{item.get('question')} = {value}"
         return f"{when} → {item.get('to')}"
-    return f"{item.get('action')} {json.dumps(item.get('settings') or {}, ensure_ascii=False)}"
-
-
-def _json(part: str, items: list[Any]) -> str:
-    rank = {k: i for i, k in enumerate(_KEY_ORDER[part])}
-
-    def ordered(item: Any) -> Any:
-        if not isinstance(item, dict):
-            return item
-        return dict(sorted(item.items(), key=lambda kv: rank.get(kv[0], len(rank))))
-
-    return json.dumps([ordered(i) for i in items], indent=1, ensure_ascii=False) if items else "[]"
+    spec = REGISTRY.get(item.get("action", ""))
+    settings = ", ".join(f"{k} {v}" for k, v in (item.get("settings") or {}).items())
+    return f"{spec.label if spec else item.get('action')}{': ' + settings if settings else ''}"
 
 
 @staff_with(EDIT)
@@ -156,75 +210,152 @@ def _edit(op: str, post: Any) -> Callable[[dict[str, Any]], None]:
             graph["start"] = key
         elif op == "remove":
             items = _step_of(graph, key).get(post.get("part", ""))
-            index = post.get("index", "")
-            if not isinstance(items, list) or not index.isdigit() or int(index) >= len(items):
-                raise ValidationError({key: "That item is no longer there: reload the page."})
-            items.pop(int(index))
-        elif op in _ADDERS:
-            _step_of(graph, key)[_ADDERS[op][0]].append(_ADDERS[op][1](graph, key, post))
+            index = _index_in(items, key, post.get("index", ""))
+            cast("list[Any]", items).pop(index)
+        elif op in _BUILDERS:
+            part, build = _BUILDERS[op]
+            items = _step_of(graph, key)[part]
+            index = _index_in(items, key, post["index"]) if post.get("index", "") != "" else None
+            item = build(graph, key, post, None if index is None else items[index])
+            if index is None:
+                items.append(item)
+            else:
+                items[index] = item
         elif op == "save":
             step = _step_of(graph, key)
             step.update(title=post.get("title", "").strip(), text=post.get("text", ""),
                         end=post.get("end") == "on", next=post.get("next", ""))  # fmt: skip
-            for part in JSON_PARTS:
-                try:
-                    value = json.loads(post.get(part) or "[]")
-                except json.JSONDecodeError as exc:
-                    raise ValidationError(
-                        {key: f"{part.capitalize()}: not valid JSON (line {exc.lineno}, column {exc.colno}: "
-                              f"{exc.msg}). Nothing was saved; fix it and save again."}
-                    ) from None  # fmt: skip
-                step[part] = value
         else:
             raise ValidationError({"op": "Unknown designer action."})
 
     return change
 
 
-def _new_question(graph: dict[str, Any], step: str, post: Any) -> dict[str, Any]:
+def _index_in(items: Any, step: str, index: str) -> int:
+    if not isinstance(items, list) or not index.isdigit() or int(index) >= len(items):
+        raise ValidationError({step: "That item is no longer there: reload the page."})
+    return int(index)
+
+
+def _number(post: Any, name: str, what: str, *, whole: bool = False) -> int | float | None:
+    raw = post.get(name, "").strip().replace(",", "")
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValidationError(f"{what} must be a number, e.g. 10; “{raw}” is not.") from None
+    if whole and (not value.is_integer() or value < 0):
+        raise ValidationError(f"{what} must be a whole number, 0 or more.")
+    return int(value) if value.is_integer() else value
+
+
+def _question(graph: dict[str, Any], step: str, post: Any, old: dict[str, Any] | None) -> dict[str, Any]:
     key = post.get("q_key", "").strip()
     if not validation.KEY.match(key):
-        raise ValidationError({step: "A question key is lower-case letters, digits and _, e.g. new_city."})
-    if key in validation.question_index(graph):
+        raise ValidationError({step: "Question key: lower-case letters, digits and _, e.g. new_city."})
+    existing = validation.question_index(graph).get(key)
+    if existing is not None and existing is not old:
         raise ValidationError({step: f"There is already a question “{key}”: answers are kept by key."})
-    question: dict[str, Any] = {
-        "key": key, "label": post.get("q_label", "").strip() or key, "type": post.get("q_type", "text"),
-        "required": post.get("q_required") == "on",
-    }  # fmt: skip
-    choices = [c.strip() for c in post.get("q_choices", "").split(",") if c.strip()]
-    if question["type"] in ("single", "multi"):
-        question["choices"] = choices
+    kind = post.get("q_type", "")
+    if kind not in validation.QUESTION_TYPES:
+        raise ValidationError({step: f"Question “{key}”: choose its type."})
+    question: dict[str, Any] = {"key": key, "label": post.get("q_label", "").strip() or key, "type": kind,
+                                "required": post.get("q_required") == "on"}  # fmt: skip
+    try:
+        if kind in ("single", "multi"):
+            choices = list(
+                dict.fromkeys(c.strip() for c in post.get("q_choices", "").splitlines() if c.strip())
+            )
+            if not choices:
+                raise ValidationError("list its options, one per line.")
+            question["choices"] = choices
+        elif kind == "number":
+            rules = {"min": _number(post, "q_min", "Min"), "max": _number(post, "q_max", "Max")}
+            question.update({k: v for k, v in rules.items() if v is not None})
+        elif kind == "date":
+            for name in ("min", "max"):
+                raw = post.get(f"q_{name}_date", "").strip()
+                if raw and not validation.is_date(raw):
+                    raise ValidationError(f"{name.capitalize()} date must be a date, YYYY-MM-DD.")
+                if raw:
+                    question[name] = raw
+        elif kind == "text":
+            rules = {"min_length": _number(post, "q_min_length", "Min length", whole=True),
+                     "max_length": _number(post, "q_max_length", "Max length", whole=True)}  # fmt: skip
+            question.update({k: v for k, v in rules.items() if v is not None})
+            pattern = post.get("q_pattern", "").strip()
+            if pattern:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ValidationError(f"the pattern is not a valid regular expression ({exc}).") from None
+                question["pattern"] = pattern
+        low, high = (
+            question.get("min", question.get("min_length")),
+            question.get("max", question.get("max_length")),
+        )
+        if low is not None and high is not None and low > high:
+            raise ValidationError("the minimum is above the maximum.")
+    except ValidationError as exc:
+        raise ValidationError({step: f"Question “{key}”: {' '.join(exc.messages)}"}) from None
     return question
 
 
-def _new_branch(graph: dict[str, Any], step: str, post: Any) -> dict[str, Any]:
-    condition = post.get("b_condition", "").strip()
+def _branch(graph: dict[str, Any], step: str, post: Any, old: dict[str, Any] | None) -> dict[str, Any]:
     target, label = post.get("b_to", ""), post.get("b_label", "").strip()
-    if condition:
+    if target not in {s["key"] for s in graph["steps"]} or target == step:
+        raise ValidationError({step: "Branch: choose the step it goes to."})
+    questions = validation.question_index(graph)
+    if post.get("b_kind") == "cel":
+        condition = post.get("b_condition", "").strip()
+        problems = validation.cel_problems(condition, questions)
+        if problems:
+            raise ValidationError({step: f"Branch condition: {' '.join(problems)}"})
         return {"kind": "cel", "condition": condition, "to": target, "label": label}
-    question = validation.question_index(graph).get(post.get("b_question", ""))
+    key, _, value = post.get("b_match", "").partition("|")
+    question = questions.get(key)
     if question is None:
-        raise ValidationError({step: "Choose the question the branch matches, or write a CEL condition."})
+        raise ValidationError({step: "Branch: choose the answer it matches, or write a CEL condition."})
     try:
-        value = validation.answer_value(question, post.get("b_value", ""))
+        matched = validation.answer_value(question, value or post.get("b_value", ""))
     except ValidationError as exc:
-        raise ValidationError({step: f"The value to match: {' '.join(exc.messages)}"}) from None
-    return {"kind": "match", "question": question["key"], "value": value, "to": target, "label": label}
+        raise ValidationError({step: f"Branch, the value to match: {' '.join(exc.messages)}"}) from None
+    if matched is None:
+        raise ValidationError({step: f"Branch: write the answer to “{question['label']}” it matches."})
+    return {"kind": "match", "question": key, "value": matched, "to": target, "label": label}
 
 
-def _new_action(graph: dict[str, Any], step: str, post: Any) -> dict[str, Any]:
+def _action(graph: dict[str, Any], step: str, post: Any, old: dict[str, Any] | None) -> dict[str, Any]:
+    name = post.get("a_action", "")
+    spec = REGISTRY.get(name)
+    if spec is None:
+        raise ValidationError({step: "Action: choose what it does."})
+    settings: dict[str, Any] = {}
     try:
-        settings = json.loads(post.get("a_settings") or "{}")
-    except json.JSONDecodeError as exc:
-        raise ValidationError({step: f"The action's settings are not valid JSON: {exc.msg}."}) from None
-    return {"action": post.get("a_action", ""), "settings": settings}
+        for setting in spec.settings:
+            field = f"a_{name}__{setting.name}"
+            if setting.kind == "number":
+                value: Any = _number(post, field, f"“{setting.label}”")
+            else:
+                value = post.get(field, "").strip()
+            if value not in (None, ""):
+                settings[setting.name] = value
+    except ValidationError as exc:
+        raise ValidationError({step: f"{spec.label}: {' '.join(exc.messages)}"}) from None
+    problems = spec.problems(settings, validation.question_index(graph))
+    if problems:
+        raise ValidationError({step: f"{spec.label}: {' '.join(problems)}"})
+    return {"action": name, "settings": settings}
 
 
-# designer action -> (the step's list it adds to, the builder of the new item)
-_ADDERS: dict[str, tuple[str, Callable[[dict[str, Any], str, Any], dict[str, Any]]]] = {
-    "add_question": ("questions", _new_question),
-    "add_branch": ("branches", _new_branch),
-    "add_action": ("actions", _new_action),
+# designer action -> (the step's list it edits, the builder of the item from its form)
+_BUILDERS: dict[
+    str, tuple[str, Callable[[dict[str, Any], str, Any, dict[str, Any] | None], dict[str, Any]]]
+] = {
+    "question": ("questions", _question),
+    "branch": ("branches", _branch),
+    "action": ("actions", _action),
 }
 
 
@@ -242,6 +373,16 @@ def designer_edit(request: HttpRequest, script_id: int) -> HttpResponse:
         )
     except ValidationError as exc:
         errors = messages_of(exc)
+    if errors and request.headers.get("HX-Request"):
+        # Refused: the message goes to the step's card and the form keeps what
+        # the author typed (the draft did not change, so nothing else is redrawn).
+        step = request.POST.get("step", "")
+        on_step = step in errors and any(s["key"] == step for s in (before.graph["steps"] if before else []))
+        response = render(request, "scripting/_edit_errors.html",
+                          {"messages": [m for ms in errors.values() for m in ms]})  # fmt: skip
+        response["HX-Retarget"] = f"#errors-{step}" if on_step else "#errors-designer"
+        response["HX-Reswap"] = "innerHTML"
+        return response
     context = _designer_context(request, script, edit_errors=errors, posted=request.POST)
     if request.headers.get("HX-Request"):
         # 200 even when refused: htmx swaps only successful responses, and the

@@ -24,8 +24,6 @@ from tests.integration.conftest import COMMITTED, Server, signed_in_page
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, COMMITTED, NEEDS_CHROMIUM]
 
-CITY = [{"key": "new_city", "label": "New city", "type": "text", "required": True, "min_length": 2}]
-
 
 def _post_call(server: Server, token: str, call_id: str) -> None:
     request = urllib.request.Request(  # noqa: S310  (http on loopback: the test's own server)
@@ -58,6 +56,11 @@ def _design(page: Any, origin: str, shots: Path) -> None:
     expect(page.locator("#step-close .problems")).to_contain_text("No way forward")
     page.screenshot(path=str(shots / "script-designer-problems.png"))
 
+    def edited(click: Any) -> None:
+        with page.expect_response(lambda r: r.url.endswith("/edit/")):
+            click()
+        page.wait_for_timeout(100)  # htmx settles the swap after the response
+
     def save(key: str, **fields: Any) -> None:
         card = page.locator(f"#step-{key}")
         card.locator(f"#x-{key}").fill(fields["text"])
@@ -65,37 +68,61 @@ def _design(page: Any, origin: str, shots: Path) -> None:
             card.locator(f"#n-{key}").select_option(fields["next"])
         if fields.get("end"):
             card.locator("input[name=end]").check()
-        if "questions" in fields or "branches" in fields:
-            card.locator("details:not(.designer-add) > summary").click()
-            card.locator(f"#q-{key}").fill(json.dumps(fields.get("questions", [])))
-            card.locator(f"#b-{key}").fill(json.dumps(fields.get("branches", [])))
-        with page.expect_response(lambda r: r.url.endswith("/edit/")):
-            card.locator("text=Save step").click()
-        page.wait_for_timeout(100)  # htmx settles the swap after the response
+        edited(card.locator("text=Save step").click)
         expect(page.locator(f"#x-{key}")).to_have_value(fields["text"])
+
+    def add(key: str, what: str) -> Any:
+        """Open the step's "Add a …" form and return it."""
+        card = page.locator(f"#step-{key}")
+        card.locator(
+            ".designer-add summary", has_text=f"Add a{'n' if what == 'action' else ''} {what}"
+        ).click()
+        return card.locator(f"form[aria-label='New {what} of {key}']")
 
     save("start", text='Hello {{ customer.first_name | "there" }}, thanks for calling {{ call.queue }}.',
          next="close")  # fmt: skip
-    # The question and the branch through the step's small forms, as an author would.
-    start = page.locator("#step-start")
-    start.locator(".designer-add summary").click()
-    start.locator("#aq-key-start").fill("moving")
-    start.locator("#aq-label-start").fill("Are you moving soon?")
-    start.locator("#aq-type-start").select_option("yes_no")
-    start.locator("input[name=q_required]").check()
-    with page.expect_response(lambda r: r.url.endswith("/edit/")):
-        start.locator("text=Add question").click()
-    start = page.locator("#step-start")
-    start.locator(".designer-add summary").click()
-    start.locator("#ab-q-start").select_option("moving")
-    start.locator("#ab-v-start").fill("yes")
-    start.locator("#ab-to-start").select_option("moving")
-    start.locator("#ab-l-start").fill("moving")
-    page.screenshot(path=str(shots / "script-designer-add-branch.png"))
-    with page.expect_response(lambda r: r.url.endswith("/edit/")):
-        start.locator("text=Add branch").click()
+    # The question, its branch and an action through labelled fields, as an author would: no JSON.
+    form = add("start", "question")
+    form.locator("#start-qnew-label").fill("Are you moving soon?")
+    form.locator("#start-qnew-key").fill("moving")
+    form.locator("#start-qnew-type").select_option("yes_no")
+    expect(form.locator("#start-qnew-choices")).to_be_hidden()  # options only for the choice types
+    form.locator("input[name=q_required]").check()
+    edited(form.locator("text=Add question").click)
+    form = add("start", "branch")
+    expect(form.locator("#start-bnew-cel")).to_be_hidden()
+    form.locator("#start-bnew-match").select_option(label="Are you moving soon? is yes")
+    form.locator("#start-bnew-to").select_option("moving")
+    form.locator("#start-bnew-label").fill("moving")
+    edited(form.locator("text=Add branch").click)
     expect(page.locator("#diagram text.edge-label", has_text="moving")).to_be_visible()
-    save("moving", text="Where are you moving to, {{ customer.first_name }}?", next="close", questions=CITY)
+    form = add("start", "action")
+    form.locator("#start-anew-kind").select_option(label="Record a disposition")
+    edited(form.locator("text=Add action").click)  # the code is missing: refused, naming the field
+    expect(page.locator("#errors-start")).to_contain_text("set “Disposition code” (code)")
+    form.locator("[name=a_record_disposition__code]").fill("resolved")
+    edited(form.locator("text=Add action").click)
+    expect(page.locator("#step-start .designer-item")).to_have_count(3)
+    # A CEL condition is checked on save, the error placed in the condition.
+    form = add("moving", "branch")
+    form.locator("input[value=cel]").check()
+    form.locator("#moving-bnew-cel").fill("answers.moving == ")
+    form.locator("#moving-bnew-to").select_option("close")
+    edited(form.locator("text=Add branch").click)
+    expect(page.locator("#errors-moving")).to_contain_text("does not compile at column 18")
+    expect(form.locator("#moving-bnew-cel")).to_have_value("answers.moving == ")  # kept for fixing
+    page.locator("#step-start").scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "script-designer-step.png"))
+    page.locator("#step-moving").scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "script-designer-cel-error.png"))
+    save("moving", text="Where are you moving to, {{ customer.first_name }}?", next="close")
+    form = add("moving", "question")
+    form.locator("#moving-qnew-label").fill("New city")
+    form.locator("#moving-qnew-key").fill("new_city")
+    form.locator("#moving-qnew-type").select_option("text")
+    form.locator("input[name=q_required]").check()
+    form.locator("#moving-qnew-minl").fill("2")
+    edited(form.locator("text=Add question").click)
     save("close", text="Thank you, goodbye.", end=True)
     expect(page.locator("#flow-h")).to_contain_text("Ready to publish")
     page.screenshot(path=str(shots / "script-designer.png"), full_page=True)

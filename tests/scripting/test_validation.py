@@ -88,8 +88,16 @@ def test_an_action_with_missing_settings_is_named() -> None:
         {"action": "update_customer_field", "settings": {"field": "password", "question": "amount"}},
     ]
     messages = problems_by_step(g)["billing"]
-    assert "Action create_task: set title." in messages
+    assert "Action create_task: set “Task title” (title)." in messages
     assert any("field must be one of" in m for m in messages)
+
+
+def test_a_date_question_s_range_is_dates() -> None:
+    g = graph()
+    step(g, "reason")["questions"].append({"key": "when", "type": "date", "min": 5, "max": "2026-02-30"})
+    messages = problems_by_step(g)["reason"]
+    assert "Question “when”: min must be a date, YYYY-MM-DD." in messages
+    assert "Question “when”: max must be a date, YYYY-MM-DD." in messages
 
 
 def test_a_script_without_an_end_step_is_refused() -> None:
@@ -118,6 +126,8 @@ def test_answers_are_typed(kind: str, raw: Any, expected: Any) -> None:
      ({"type": "text", "pattern": r"[A-Z]{2}\d{3}"}, "ab123", "expected form"),
      ({"type": "text", "max_length": 3}, "abcd", "at most 3 characters"),
      ({"type": "date"}, "31/01/2026", "YYYY-MM-DD"),
+     ({"type": "date", "min": "2026-01-01"}, "2025-12-31", "on or after 2026-01-01"),
+     ({"type": "date", "max": "2026-06-30"}, "2026-07-01", "on or before 2026-06-30"),
      ({"type": "single", "choices": ["a"]}, "b", "not a choice"),
      ({"type": "number"}, ["1"], "expects number")],
 )  # fmt: skip

@@ -306,7 +306,7 @@ def cel_problems(condition: str, questions: dict[str, dict[str, Any]]) -> list[s
     try:
         program = program_for(condition)
     except Exception as exc:  # noqa: BLE001  (the parser raises several kinds)
-        return [compile_error(str(exc))]
+        return [compile_error(str(exc), condition)]
     problems = []
     toks = tokens(condition)
     for i, tok in enumerate(toks):
@@ -339,15 +339,19 @@ def cel_problems(condition: str, questions: dict[str, dict[str, Any]]) -> list[s
 _PARSE_ERROR = re.compile(r"<input>:(\d+):(\d+): (.*)")
 
 
-def compile_error(text: str) -> str:
-    """The parser's message as an author reads it: where, then what (without
-    the parser's long list of the tokens it expected)."""
+def compile_error(text: str, condition: str) -> str:
+    """The parser's message as an author reads it: where (with a ▸ marking the
+    spot in the condition), then what, without the parser's long list of the
+    tokens it expected."""
     found = _PARSE_ERROR.search(text)
     if found is None:
         return f"The condition does not compile: {text.splitlines()[0]}"
     line, column, what = found.groups()
     where = f"line {line}, column {column}" if line != "1" else f"column {column}"
-    return f"The condition does not compile at {where}: {what.split(' expecting {')[0]}."
+    lines = condition.splitlines() or [""]
+    row, col = min(int(line), len(lines)) - 1, int(column) - 1
+    marked = f"{lines[row][:col]}▸{lines[row][col:]}".strip()
+    return f"The condition does not compile at {where} ({marked}): {what.split(' expecting {')[0]}."
 
 
 @lru_cache(maxsize=8192)

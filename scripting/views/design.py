@@ -24,6 +24,7 @@ from scripting.models import Assignment, Direction, Script, ScriptVersion, Versi
 from scripting.views.common import messages_of, page_context, staff_with, user_of
 
 EDIT = "scripting.change_script"
+_FORM_ID = re.compile(r"^[a-z][a-z0-9_]{0,39}-[qba](new|\d{1,4})$")
 ANALYTICS = "scripting.view_script_analytics"
 
 
@@ -378,9 +379,13 @@ def designer_edit(request: HttpRequest, script_id: int) -> HttpResponse:
         # the author typed (the draft did not change, so nothing else is redrawn).
         step = request.POST.get("step", "")
         on_step = step in errors and any(s["key"] == step for s in (before.graph["steps"] if before else []))
+        form = request.POST.get("errors_to", "")
         response = render(request, "scripting/_edit_errors.html",
                           {"messages": [m for ms in errors.values() for m in ms]})  # fmt: skip
-        response["HX-Retarget"] = f"#errors-{step}" if on_step else "#errors-designer"
+        if on_step and _FORM_ID.match(form) and form.startswith(f"{step}-"):
+            response["HX-Retarget"] = f"#{form}-errors"  # beside the button the author pressed
+        else:
+            response["HX-Retarget"] = f"#errors-{step}" if on_step else "#errors-designer"
         response["HX-Reswap"] = "innerHTML"
         return response
     context = _designer_context(request, script, edit_errors=errors, posted=request.POST)

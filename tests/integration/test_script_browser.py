@@ -99,7 +99,7 @@ def _design(page: Any, origin: str, shots: Path) -> None:
     form = add("start", "action")
     form.locator("#start-anew-kind").select_option(label="Record a disposition")
     edited(form.locator("text=Add action").click)  # the code is missing: refused, naming the field
-    expect(page.locator("#errors-start")).to_contain_text("set “Disposition code” (code)")
+    expect(page.locator("#start-anew-errors")).to_contain_text("set “Disposition code” (code)")
     form.locator("[name=a_record_disposition__code]").fill("resolved")
     edited(form.locator("text=Add action").click)
     expect(page.locator("#step-start .designer-item")).to_have_count(3)
@@ -109,10 +109,13 @@ def _design(page: Any, origin: str, shots: Path) -> None:
     form.locator("#moving-bnew-cel").fill("answers.moving == ")
     form.locator("#moving-bnew-to").select_option("close")
     edited(form.locator("text=Add branch").click)
-    expect(page.locator("#errors-moving")).to_contain_text("does not compile at column 18")
+    expect(page.locator("#moving-bnew-errors")).to_contain_text("at column 18 (answers.moving ==▸)")
     expect(form.locator("#moving-bnew-cel")).to_have_value("answers.moving == ")  # kept for fixing
+    for item in page.locator("#step-start .designer-item").all():
+        item.locator("summary").click()  # each item's own form, filled in
     page.locator("#step-start").scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "script-designer-step.png"))
+    page.locator("#step-start").screenshot(path=str(shots / "script-designer-step-card.png"))
     page.locator("#step-moving").scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "script-designer-cel-error.png"))
     save("moving", text="Where are you moving to, {{ customer.first_name }}?", next="close")

@@ -145,8 +145,8 @@ def test_questions_branches_and_actions_are_built_from_labelled_fields(desk: Cli
         desk, script, op="branch", step="start", b_kind="cel", b_condition="answers.reason == ", b_to="done"
     )
     assert (
-        "Branch condition: The condition does not compile at column 18: Syntax error: mismatched input"
-        in html
+        "Branch condition: The condition does not compile at column 18 (answers.reason ==▸): "
+        "Syntax error: mismatched input" in html
     )
     html = edit(
         desk, script, op="branch", step="start", b_kind="cel", b_condition="answers.nope", b_to="done"
@@ -213,6 +213,10 @@ def test_a_refused_edit_answers_on_the_step_and_keeps_the_form(desk: Client, bob
         url, {"op": "action", "step": "start", "a_action": "raise_event"}, HTTP_HX_REQUEST="true"
     )
     assert response["HX-Retarget"] == "#errors-start" and response["HX-Reswap"] == "innerHTML"
+    form = {"op": "action", "step": "start", "a_action": "raise_event", "errors_to": "start-a0"}
+    assert desk.post(url, form, HTTP_HX_REQUEST="true")["HX-Retarget"] == "#start-a0-errors"
+    form["errors_to"] = "other-a0"  # a form of another step: the step's own place
+    assert desk.post(url, form, HTTP_HX_REQUEST="true")["HX-Retarget"] == "#errors-start"
     assert "Raise a business event with the answers: set “Event type” (type)." in response.content.decode()
     response = desk.post(url, {"op": "add", "new_key": "Bad Key"}, HTTP_HX_REQUEST="true")
     assert response["HX-Retarget"] == "#errors-designer"

@@ -196,3 +196,9 @@ def script_call_facts(user: User) -> dict[str, Any]:
         "direction": call.direction, "caller_number": format_phone(call.caller_number or call.ani),
         "dialled_number": call.dnis,
     }  # fmt: skip
+
+
+def script_queues() -> list[tuple[str, str]]:
+    """The queues a call script can be assigned to, as (code, name), by name
+    (settings.SCRIPTING_QUEUES: scripting does not import agents)."""
+    return list(Queue.objects.filter(active=True).order_by("name").values_list("code", "name"))

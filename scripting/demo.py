@@ -1,8 +1,9 @@
 """The demo's call script (seed_demo runs ``seed`` through CRM_DEMO_SEEDERS).
 
-One published script, assigned to every queue (the demo's queues live in the
-agents app, which scripting does not import), so a call popped in ``make demo``
-shows it in the panel. Idempotent: found by code, published once."""
+One published script, assigned to the demo's queues by code (they live in the
+agents app, which scripting does not import: listed through SCRIPTING_QUEUES),
+or to every queue when none of them exists yet, so a call popped in ``make
+demo`` shows it in the panel. Idempotent: found by code, published once."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from typing import Any
 from crm.models import User
 from scripting import services
 from scripting.models import Assignment, Script, ScriptVersion, VersionStatus
+
+# The queues seed_floor makes for the demo.
+DEMO_QUEUES = ("service", "sales")
 
 CODE = "service-call"
 GRAPH: dict[str, Any] = {
@@ -79,7 +83,8 @@ GRAPH: dict[str, Any] = {
 
 
 def seed(*, author: User | None = None) -> list[str]:
-    """Create and publish the demo script and assign it to every queue, unless there."""
+    """Create and publish the demo script and assign it to the demo queues (to
+    every queue while they do not exist yet), unless there."""
     author = author or User.objects.filter(username="supervisor").first()
     script = Script.objects.filter(code=CODE).first()
     if script is None:
@@ -92,7 +97,10 @@ def seed(*, author: User | None = None) -> list[str]:
     if not ScriptVersion.objects.filter(script=script, status=VersionStatus.PUBLISHED).exists():
         services.version_publish(script_id=script.pk, actor=author)
         made = True
-    if not Assignment.objects.filter(queue_code="", campaign_code="", direction="").exists():
-        services.assignment_set(script_id=script.pk)
-        made = True
-    return [f"  Call script “{script.name}” (published, runs on every queue)"] if made else []
+    queues = [code for code, _ in services.queue_choices() or [] if code in DEMO_QUEUES]
+    where = f"runs on queue{'s' * (len(queues) > 1)} {', '.join(queues)}" if queues else "runs on every queue"
+    for queue in queues or [""]:
+        if not Assignment.objects.filter(queue_code=queue, campaign_code="", direction="").exists():
+            services.assignment_set(script_id=script.pk, queue_code=queue)
+            made = True
+    return [f"  Call script “{script.name}” (published, {where})"] if made else []

@@ -137,9 +137,15 @@ def assignment_set(
     *, script_id: int, queue_code: str = "", campaign_code: str = "", direction: str = ""
 ) -> Assignment:
     """Run this script for the queue / campaign / direction (blank: any); replaces
-    the script assigned to the same target."""
+    the script assigned to the same target. The queue must be one the agents app
+    lists (SCRIPTING_QUEUES)."""
+    queue_code = queue_code.strip()
+    queues = queue_choices()
+    if queue_code and queues is not None and queue_code not in dict(queues):
+        known = ", ".join(code for code, _ in queues) or "none yet"
+        raise ValidationError({"queue_code": f"There is no queue “{queue_code}”: choose one of {known}."})
     assignment, _ = Assignment.objects.update_or_create(
-        queue_code=queue_code.strip(), campaign_code=campaign_code.strip(), direction=direction,
+        queue_code=queue_code, campaign_code=campaign_code.strip(), direction=direction,
         defaults={"script_id": script_id},
     )  # fmt: skip
     return assignment
@@ -197,6 +203,13 @@ def version_assigned(
         if version is not None:
             return version
     return None
+
+
+def queue_choices() -> list[tuple[str, str]] | None:
+    """The queues as (code, name), as the agents app lists them (a dotted path in
+    SCRIPTING_QUEUES: scripting does not import agents); None when unset."""
+    path = getattr(settings, "SCRIPTING_QUEUES", "")
+    return [(str(code), str(name)) for code, name in import_string(path)()] if path else None
 
 
 def call_facts_for(user: User) -> dict[str, Any]:

@@ -508,10 +508,14 @@ def assignments(request: HttpRequest) -> HttpResponse:
                     campaign_code=request.POST.get("campaign_code", ""), direction=direction,
                 )  # fmt: skip
                 return redirect(reverse("script-assignments"))
-            except (ValidationError, IntegrityError) as exc:
+            except ValidationError as exc:
+                errors.update(messages_of(exc))
+            except IntegrityError as exc:
                 errors[""] = [str(exc)]
+    queues = services.queue_choices()
     context = page_context(
         request, rows=Assignment.objects.select_related("script"), scripts=Script.objects.order_by("name"),
-        directions=Direction.choices, errors=errors, posted=request.POST,
+        directions=Direction.choices, errors=errors, posted=request.POST, queues=queues,
+        queue_names=dict(queues or []),
     )  # fmt: skip
     return render(request, "scripting/assignments.html", context, status=400 if errors else 200)

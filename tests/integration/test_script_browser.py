@@ -133,7 +133,7 @@ def _design(page: Any, origin: str, shots: Path) -> None:
     page.click("#publish")
     expect(page.locator(".alert-hint")).to_contain_text("Published as v1")
     page.goto(f"{origin}/scripts/assignments/")
-    page.fill("#as-queue", "service")
+    page.select_option("#as-queue", label="Customer service (service)")
     page.select_option("#as-script", label="Moving check")
     page.click("button:has-text('Assign')")
     expect(page.locator("table.grid")).to_contain_text("Moving check")

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from agents.models import Queue
 from crm.models import User
 from scripting import services
 from scripting.models import ScriptVersion
@@ -114,5 +115,6 @@ def published(bob: User) -> ScriptVersion:
     script = services.script_create(code="service-call", name="Service call", actor=bob)
     services.draft_save(script_id=script.pk, graph=graph())
     version = services.version_publish(script_id=script.pk, actor=bob)
+    Queue.objects.get_or_create(code="service", defaults={"name": "Customer service"})
     services.assignment_set(script_id=script.pk, queue_code="service")
     return version

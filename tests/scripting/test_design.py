@@ -7,6 +7,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from agents.models import Queue
 from crm.models import Customer, User
 from scripting import services
 from scripting.models import Assignment, Run, RunStatus, Script, ScriptVersion, VersionStatus
@@ -90,9 +91,16 @@ def test_clone_retire_compare_assign_and_preview(
     desk.post(reverse("script-version-retire", args=[published.pk]))
     published.refresh_from_db()
     assert published.status == VersionStatus.RETIRED
+    Queue.objects.create(code="sales", name="Sales")
+    html = desk.get(reverse("script-assignments")).content.decode()
+    assert '<option value="sales">Sales (sales)</option>' in html  # the queues, as a choice
     wanted = {"queue_code": "sales", "campaign_code": "", "direction": "outbound", "script": script_id}
     desk.post(reverse("script-assignments"), wanted)
     assert Assignment.objects.filter(queue_code="sales", direction="outbound").exists()
+    response = desk.post(reverse("script-assignments"), {**wanted, "queue_code": "slaes"})
+    assert response.status_code == 400
+    assert "There is no queue “slaes”: choose one of service, sales." in response.content.decode()
+    assert not Assignment.objects.filter(queue_code="slaes").exists()
     html = desk.get(
         reverse("script-preview", args=[script_id]), {"customer": dave_customer.number}
     ).content.decode()

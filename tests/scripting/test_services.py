@@ -15,7 +15,7 @@ from agents.models import Disposition, Queue
 from crm.exceptions import StaleVersion
 from crm.models import BusinessEvent, Customer, SourceSystem, Task, User
 from scripting import demo, selectors, services
-from scripting.models import Answer, Run, RunStatus, ScriptVersion, VersionStatus
+from scripting.models import Answer, Assignment, Run, RunStatus, ScriptVersion, VersionStatus
 from tests.scripting.conftest import graph
 
 pytestmark = pytest.mark.django_db
@@ -211,7 +211,7 @@ def test_a_retired_version_finishes_the_runs_on_it_and_new_runs_take_the_next(
 def test_wrap_up_links_the_run_to_the_calls_history_entry(
     published: ScriptVersion, alice: User, ivr: SourceSystem, dave_customer: Customer
 ) -> None:
-    queue = Queue.objects.create(code="service", name="Customer service")
+    queue = Queue.objects.get(code="service")  # made with the published script's assignment
     Disposition.objects.create(code="resolved", label="Resolved")
     agents_services.agent_for(user=alice).queues.set([queue])
     agents_services.agent_set_state(user=alice, state="available")
@@ -236,6 +236,16 @@ def test_the_demo_script_is_seeded_once_and_runs_on_any_queue(alice: User, dave_
     assert demo.seed() == []
     run = services.run_start(customer_id=dave_customer.pk, agent=alice, call={"queue_code": "sales"})
     assert run.version.script.code == demo.CODE
+
+
+def test_the_demo_script_is_assigned_to_the_demo_queues_when_they_exist() -> None:
+    Queue.objects.create(code="sales", name="Sales")
+    Queue.objects.create(code="billing", name="Billing")  # not a demo queue: left alone
+    assert demo.seed() == ["  Call script “Service call” (published, runs on queue sales)"]
+    assert sorted(Assignment.objects.values_list("queue_code", flat=True)) == ["sales"]
+    Queue.objects.create(code="service", name="Customer service")
+    assert demo.seed() == ["  Call script “Service call” (published, runs on queues service, sales)"]
+    assert sorted(Assignment.objects.values_list("queue_code", flat=True)) == ["sales", "service"]
 
 
 def test_the_offer_on_screen_is_a_merge_field_and_a_yes_accepts_it(

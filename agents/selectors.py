@@ -193,6 +193,7 @@ def script_call_facts(user: User) -> dict[str, Any]:
         return {}
     return {
         "call_id": call.pk, "queue_code": call.queue.code, "queue": call.queue.name,
+        "state": call.state, "customer_id": call.customer_id or 0,
         "direction": call.direction, "caller_number": format_phone(call.caller_number or call.ani),
         "dialled_number": call.dnis,
     }  # fmt: skip

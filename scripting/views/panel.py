@@ -78,11 +78,19 @@ def panel_start(request: HttpRequest, customer_id: int) -> HttpResponse:
     if customer is None:
         return HttpResponse(status=404)
     user = user_of(request)
+    facts = services.call_facts_for(user)
+    if request.POST.get("auto") == "1" and not (
+        facts.get("state") == "connected" and facts.get("customer_id") == customer.pk
+    ):
+        # The panel asks by itself when the agent answers a call: only this
+        # customer's answered call starts a script that way.
+        return _panel_response(request, customer)
     error = ""
     try:
-        services.run_start(customer_id=customer.pk, agent=user, call=services.call_facts_for(user))
+        services.run_start(customer_id=customer.pk, agent=user, call=facts)
     except ValidationError as exc:
-        error = " ".join(exc.messages)
+        # Asked by the panel itself, a queue without a script is no error to show.
+        error = "" if request.POST.get("auto") == "1" else " ".join(exc.messages)
     return _panel_response(request, customer, error=error)
 
 

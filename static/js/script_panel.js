@@ -1,6 +1,7 @@
 // The script panel on the customer screen (templates/scripting/_panel.html).
-// Keys, when not typing: j next, k back, s start the script; Ctrl+Enter in an
-// answer goes to the next step. Answers are saved as they change (htmx on each
+// Keys, when not typing: j next, k back, s start the script (answering a call
+// whose queue has a script starts it by itself); Ctrl+Enter in an answer goes
+// to the next step. Answers are saved as they change (htmx on each
 // question); text still being typed is kept across the screen's live re-reads.
 (function () {
   "use strict";
@@ -89,6 +90,23 @@
   document.body.addEventListener("htmx:sendError", failed);
   document.body.addEventListener("htmx:responseError", failed);
 
+  // Answering a call starts its queue's script by itself, once per call: the
+  // server starts one only for this customer's answered call with a script
+  // assigned, and otherwise answers with the panel as it was (nothing to show).
+  var autoDone = false;
+  function autoStart() {
+    var bar = document.getElementById("callbar"), p = panel();
+    if (!bar || !p) return;
+    if (bar.hidden || bar.dataset.state !== "connected") { autoDone = false; return; }
+    if (autoDone) return;
+    autoDone = true;
+    var auto = p.querySelector("[data-script-auto]");
+    if (auto && !p.dataset.run) auto.click();
+  }
+  var bar = document.getElementById("callbar");
+  if (bar) new MutationObserver(autoStart).observe(bar, { attributes: true, attributeFilter: ["data-state", "hidden"] });
+
   new MutationObserver(settle).observe(document.body, { childList: true, subtree: true });
   settle();
+  document.addEventListener("DOMContentLoaded", autoStart); // after htmx has read the panel
 })();

@@ -11,9 +11,11 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from crm.models import Customer, User
+from agents import services as agents_services
+from agents.models import Call, Queue
+from crm.models import Customer, SourceSystem, User
 from scripting import services
-from scripting.models import Run, RunStatus, ScriptVersion
+from scripting.models import Assignment, Run, RunStatus, ScriptVersion
 from tests.agents.test_views import SCRIPT_PANEL_QUERIES
 
 pytestmark = pytest.mark.django_db
@@ -120,3 +122,56 @@ def test_agents_get_a_403_on_the_supervisor_pages(published: ScriptVersion, alic
                 reverse("script-assignments"), reverse("script-analytics", args=[published.pk])):  # fmt: skip
         assert client.get(url).status_code == 403, url
     assert client.post(reverse("script-publish", args=[published.script_id])).status_code == 403
+
+
+def _answered_call(alice: User, ivr: SourceSystem, *, answer: bool = True) -> None:
+    agents_services.agent_for(user=alice).queues.set([Queue.objects.get(code="service")])
+    agents_services.agent_set_state(user=alice, state="available")
+    call, _ = agents_services.call_arrive(
+        source=ivr, telephony_id="c1", ani="+12025550143", queue_code="service"
+    )
+    if answer:
+        agents_services.desk_call_control(user=alice, call_id=call.pk, kind="answered")
+
+
+def auto_start(client: Client, customer: Customer) -> str:
+    url = reverse("script-start", args=[customer.pk])
+    return client.post(url, {"auto": "1"}, HTTP_HX_REQUEST="true").content.decode()
+
+
+def test_answering_a_call_with_a_script_on_its_queue_starts_the_run(
+    published: ScriptVersion, alice: User, ivr: SourceSystem, dave_customer: Customer, erin_customer: Customer
+) -> None:
+    client = signed_in(alice)
+    assert "data-script-auto" in panel_of(screen(client, dave_customer))  # the panel can start by itself
+    _answered_call(alice, ivr, answer=False)
+    assert "Start the script" in auto_start(client, dave_customer)  # still ringing: nothing yet
+    assert not Run.objects.exists()
+    agents_services.desk_call_control(user=alice, call_id=Call.objects.get().pk, kind="answered")
+    assert "Start the script" in auto_start(client, erin_customer)  # another customer's screen: no
+    html = auto_start(client, dave_customer)
+    assert "Hello Dave, thanks for calling Customer service." in html
+    run = Run.objects.get()
+    assert (run.customer_id, run.queue_code, run.call_id) == (
+        dave_customer.pk,
+        "service",
+        Call.objects.get().pk,
+    )
+    assert f'data-run="{run.pk}"' in auto_start(client, dave_customer)  # asked again: the same run
+    assert Run.objects.count() == 1
+
+
+def test_a_call_on_a_queue_without_a_script_starts_nothing_and_says_nothing(
+    published: ScriptVersion, alice: User, ivr: SourceSystem, dave_customer: Customer
+) -> None:
+    Assignment.objects.all().delete()
+    _answered_call(alice, ivr)
+    client = signed_in(alice)
+    html = auto_start(client, dave_customer)
+    assert "Start the script" in html and "alert" not in html
+    assert not Run.objects.exists()
+    # Asked for by the agent (s), the missing assignment is explained.
+    html = client.post(
+        reverse("script-start", args=[dave_customer.pk]), HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert "No published script is assigned to queue “service”" in html

@@ -49,5 +49,8 @@ DROP FUNCTION IF EXISTS scripting_version_frozen();
 
 class Migration(migrations.Migration):
     dependencies = [("scripting", "0001_scripts_versions_runs_and_answers")]
+    # First written as "0002": a database that applied it under that name
+    # counts this one as applied instead of creating the trigger twice.
+    replaces = [("scripting", "0002")]
 
     operations = [migrations.RunSQL(FORWARD, BACKWARD)]

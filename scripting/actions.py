@@ -62,9 +62,9 @@ class ActionSpec:
                 continue
             question = questions.get(key)
             if question is None:
-                found.append(f"{name} names no question of this script (“{key}”).")
+                found.append(f"{self.label_of(name)} names no question of this script (“{key}”).")
             elif types and question["type"] not in types:
-                found.append(f"{name} must name a question of type {' or '.join(types)}.")
+                found.append(f"{self.label_of(name)} must name a question of type {' or '.join(types)}.")
         if not found and self.check is not None:
             found.extend(self.check(settings))
         return found

@@ -140,16 +140,19 @@ def _answers_of(question: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _match_of(branch: dict[str, Any], questions: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The branch's answer as its form's choice (question|answer) or, for a typed
+    answer (number, date, text), the value written beside it."""
     if branch.get("kind") != "match":
         return {"match": "", "typed": ""}
-    question = questions.get(branch.get("question", ""), {})
-    value = branch.get("value")
-    if question.get("type") in ("yes_no", "single", "multi"):
-        shown = selectors.answer_shown(value[0] if isinstance(value, list) and value else value).lower()
-        if question.get("type") != "yes_no":
-            shown = str(value[0] if isinstance(value, list) and value else value)
-        return {"match": f"{branch.get('question')}|{shown}", "typed": ""}
-    return {"match": f"{branch.get('question')}|", "typed": "" if value is None else str(value)}
+    key, value = branch.get("question", ""), branch.get("value")
+    if isinstance(value, list):  # a several-choices answer matches one choice
+        value = value[0] if value else ""
+    kind = questions.get(key, {}).get("type")
+    if kind == "yes_no":
+        return {"match": f"{key}|{selectors.answer_shown(value).lower()}", "typed": ""}
+    if kind in ("single", "multi"):
+        return {"match": f"{key}|{value}", "typed": ""}
+    return {"match": f"{key}|", "typed": "" if value is None else str(value)}
 
 
 def _summary(part: str, item: dict[str, Any]) -> str:

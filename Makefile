@@ -54,6 +54,7 @@ format: setup
 bench: setup
 	$(PY) bench/screen_pop.py
 	$(PY) bench/policy_decision.py
+	$(PY) bench/script_step.py
 
 stop:
 	-$(PY) -m config.embedded stop

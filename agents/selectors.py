@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db.models import Avg, Count, DateTimeField, ExpressionWrapper, F, Min, Q, Value, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from agents.models import Agent, AgentState, Call, CallState, Queue
+from crm.models import User
 from crm.validation import format_phone
 
 
@@ -264,3 +266,30 @@ def work_list(*, user_id: int, limit: int = 15) -> list[WorkItem]:
         )
         for t in rows
     ]
+
+
+def script_call_facts(user: User) -> dict[str, Any]:
+    """The agent's current call as a call script reads it (settings.SCRIPTING_CALL_FACTS):
+    which script runs (queue, direction) and the call's merge fields. Empty off a call."""
+    call = (
+        Call.objects.filter(
+            agent__user=user, state__in=[CallState.RINGING, CallState.CONNECTED, CallState.HELD]
+        )
+        .select_related("queue")
+        .order_by("-arrived_at")
+        .first()
+    )
+    if call is None:
+        return {}
+    return {
+        "call_id": call.pk, "queue_code": call.queue.code, "queue": call.queue.name,
+        "state": call.state, "customer_id": call.customer_id or 0,
+        "direction": call.direction, "caller_number": format_phone(call.caller_number or call.ani),
+        "dialled_number": call.dnis,
+    }  # fmt: skip
+
+
+def script_queues() -> list[tuple[str, str]]:
+    """The queues a call script can be assigned to, as (code, name), by name
+    (settings.SCRIPTING_QUEUES: scripting does not import agents)."""
+    return list(Queue.objects.filter(active=True).order_by("name").values_list("code", "name"))

@@ -43,6 +43,7 @@ from crm.exceptions import Conflict
 from crm.models import SourceSystem, User
 from crm.realtime import batched as realtime_batched
 from crm.validation import normalize_phone
+from scripting import services as scripting_services
 
 # States an agent may choose for themselves; the others follow from calls.
 SELF_STATES = {AgentState.AVAILABLE, AgentState.BREAK, AgentState.OFFLINE}
@@ -326,9 +327,11 @@ def _record_call(call: Call, *, user: User, disposition: str, notes: str, now: d
         customer_id=customer.pk, channel="phone", direction=call.direction, occurred_at=answered,
         source=call.source_system, external_id=f"call:{call.telephony_id}", agent=user,
         disposition=disposition, subject=f"Call · {call.queue.name}", notes=notes,
-        duration_seconds=duration,
+        duration_seconds=duration, script_run_id=scripting_services.run_for_call(call_id=call.pk),
     )  # fmt: skip
     Call.objects.filter(pk=call.pk).update(interaction=interaction)
+    # The call's script answers are shown in this entry; a run left unfinished ends here.
+    scripting_services.runs_link_interaction(call_id=call.pk, interaction=interaction)
     ended_payload = {"call_id": call.telephony_id, "direction": call.direction, "duration_seconds": duration,
                      "queue": call.queue.code, "agent": user.username}  # fmt: skip
     facts: list[tuple[str, dict[str, Any]]] = [("call.ended", ended_payload)]

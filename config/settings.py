@@ -239,7 +239,11 @@ POLICIES_DECIDE_ON_COMMIT_MAX_EVENTS = env_int("POLICIES_DECIDE_ON_COMMIT_MAX_EV
 # an import of last year's transactions) is recorded and decides nothing.
 POLICIES_EVENT_MAX_AGE_HOURS = env_int("POLICIES_EVENT_MAX_AGE_HOURS", 24, minimum=1)
 # Demo data of the apps built on crm, run by seed_demo (crm imports no other app).
-CRM_DEMO_SEEDERS: list[str] = ["policies.demo.seed"]
+CRM_DEMO_SEEDERS: list[str] = ["policies.demo.seed", "scripting.demo.seed"]
+# The agent's current call as scripting sees it (scripting does not import agents).
+SCRIPTING_CALL_FACTS = "agents.selectors.script_call_facts"
+# The queues a script can be assigned to, as (code, name) pairs; unset: any code is taken.
+SCRIPTING_QUEUES = "agents.selectors.script_queues"
 # How often a process asks Redis whether another changed a policy, and the oldest
 # its index may get whatever Redis says (an edit in the Django admin announces nothing).
 POLICIES_INDEX_CHECK_SECONDS = 1.0

@@ -13,6 +13,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     path("policies/", include("policies.page_urls")),
+    path("scripts/", include("scripting.urls")),
     path("", include("agents.urls")),
 ]
 

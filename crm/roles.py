@@ -26,6 +26,8 @@ AGENT = [
     "crm.view_sourcerecord",
     # Interaction policies (named as strings: crm imports no other app).
     "policies.view_offer", "policies.view_offerpresentation",
+    # Call scripts: agents run them, never edit them.
+    "scripting.view_run", "scripting.add_run", "scripting.change_run",
 ]  # fmt: skip
 SUPERVISOR = [
     *AGENT,
@@ -42,9 +44,14 @@ SUPERVISOR = [
     "agents.view_queue", "agents.add_queue", "agents.change_queue",
     "agents.view_disposition", "agents.add_disposition", "agents.change_disposition",
     "agents.view_call", "agents.view_agentstatechange",
+    # Call scripts: author, publish, assign, read the analytics.
+    "scripting.view_script", "scripting.add_script", "scripting.change_script",
+    "scripting.view_scriptversion", "scripting.change_scriptversion",
+    "scripting.view_assignment", "scripting.add_assignment", "scripting.change_assignment",
+    "scripting.delete_assignment", "scripting.view_script_analytics",
 ]  # fmt: skip
 # Administrators hold every permission of these apps, except writing the audit trails.
-ADMINISTRATOR_APPS = ["crm", "auth", "agents", "policies"]
+ADMINISTRATOR_APPS = ["crm", "auth", "agents", "policies", "scripting"]
 NEVER_GRANTED = [
     "crm.add_accesslogentry", "crm.change_accesslogentry", "crm.delete_accesslogentry",
     "crm.add_customerchange", "crm.change_customerchange", "crm.delete_customerchange",

@@ -35,6 +35,7 @@ from crm.validation import format_phone
 from policies import selectors as policies_selectors
 from policies import services as policies_services
 from policies.models import OfferChannel
+from scripting import selectors as scripting_selectors
 
 # --- The customer screen ------------------------------------------------------------------
 
@@ -115,7 +116,7 @@ def _screen_context(request: HttpRequest, customer_id: int) -> dict[str, Any] | 
     # of their records too, logged as the API logs a household read.
     log_screen_read(request, [customer_id, *(member.pk for member in screen.household_members)])
     customer = screen.customer
-    return desktop_context(
+    context = desktop_context(
         request,
         screen=screen,
         customer=customer,
@@ -137,6 +138,12 @@ def _screen_context(request: HttpRequest, customer_id: int) -> dict[str, Any] | 
         back_url=_back_link(request),
         now=timezone.now(),
     )
+    # The call script panel (at most two queries) and the script answers of the history shown.
+    context["script"] = scripting_selectors.panel(
+        customer=customer, agent=user, accounts=screen.accounts, offers=context["offers"],
+        history_run_ids=[i.script_run_id for i in screen.interactions if i.script_run_id],
+    )  # fmt: skip
+    return context
 
 
 @staff_required

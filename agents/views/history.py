@@ -18,6 +18,7 @@ from agents.views.common import (
 from agents.views.customer import history_rows
 from crm import selectors
 from crm.models.choices import Channel
+from scripting import selectors as scripting_selectors
 
 
 @staff_required
@@ -50,7 +51,14 @@ def customer_history(request: HttpRequest, customer_id: int) -> HttpResponse:
     response = render(
         request,
         "agents/_history_rows.html",
-        {**context, "history": history_rows(interactions), "first_page": before is None},
+        {
+            **context,
+            "history": history_rows(interactions),
+            "first_page": before is None,
+            "script": scripting_selectors.history_answers(
+                i.script_run_id for i in interactions if i.script_run_id
+            ),
+        },
     )
     response["Cache-Control"] = "no-store"
     return response

@@ -175,3 +175,14 @@ def test_a_call_on_a_queue_without_a_script_starts_nothing_and_says_nothing(
         reverse("script-start", args=[dave_customer.pk]), HTTP_HX_REQUEST="true"
     ).content.decode()
     assert "No published script is assigned to queue “service”" in html
+
+
+def test_history_pages_loaded_as_the_agent_scrolls_show_their_runs_answers(
+    anywhere: ScriptVersion, alice: User, dave_customer: Customer
+) -> None:
+    run = services.run_start(customer_id=dave_customer.pk, agent=alice)
+    run = services.run_next(run_id=run.pk, agent=alice, answers={"moving": "no"})
+    services.run_next(run_id=run.pk, agent=alice, answers={"reason": "card"})
+    page = signed_in(alice).get(reverse("customer-history", args=[dave_customer.pk]) + "?channel=")
+    html = page.content.decode()
+    assert page.status_code == 200 and "<dt>Reason</dt><dd>card</dd>" in html

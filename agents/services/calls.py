@@ -1,196 +1,33 @@
-"""Presence and routing: every write about agents' states and calls.
-
-Two rules hold under any concurrency, and each is kept by row locks taken in
-one order (the call first, then the agent):
-
-- a call rings at most one agent at a time, and is connected to at most one;
-- an agent is rung by at most one call at a time, and is on at most one.
-
-A call goes to the available agent with the queue's skill who has been idle
-longest; with nobody available it waits in its queue, and the next agent of
-that queue to become available takes the call that has waited longest. A call
-not answered within the queue's ring time moves on to the next agent, and the
-agent who missed it is put on a break so that they are not rung again unseen.
-"""
+"""Calls from the telephony system: arrival and routing to the longest-idle
+agent with the skill, ringing and its timeout, call events (answered, held,
+resumed, transferred, ended), transfers and the desk's call controls."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import zoneinfo
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from agents import realtime
 from agents.models import (
     Agent,
     AgentState,
-    AgentStateChange,
     BreakReason,
     Call,
     CallEvent,
     CallState,
-    Disposition,
     Queue,
 )
+from agents.services.presence import MAX_CANDIDATES, CallNotFound, _change
 from crm import selectors
-from crm import services as crm_services
 from crm.exceptions import Conflict
 from crm.models import SourceSystem, User
 from crm.realtime import batched as realtime_batched
 from crm.validation import normalize_phone
-from scripting import services as scripting_services
-
-# States an agent may choose for themselves; the others follow from calls.
-SELF_STATES = {AgentState.AVAILABLE, AgentState.BREAK, AgentState.OFFLINE}
-BUSY_STATES = {AgentState.RINGING, AgentState.ON_CALL}
-# Outbound calls and callbacks only 08:00-21:00 on the customer's clock (US TCPA).
-CALLING_HOURS = (8, 21)
-# Beyond this many matches the pop shows a search instead of a list.
-MAX_CANDIDATES = 20
-
-
-class CallNotFound(Exception):
-    """The telephony system named a call the CRM never received."""
-
-
-# --- Agents --------------------------------------------------------------------------
-
-
-def agent_for(*, user: User) -> Agent:
-    """The user's presence row, created offline on first use."""
-    agent, _ = Agent.objects.get_or_create(user=user)
-    return agent
-
-
-def agent_set_state(
-    *, user: User, state: str, reason: str = "", by: User | None = None, now: dt.datetime | None = None
-) -> Agent:
-    """Change an agent's own state (available, a break with its reason, offline).
-
-    1. Lock the agent; refuse a change while a call rings or is connected (the
-       call decides: it ends, or moves on).
-    2. Record the change; an agent becoming available is idle from now.
-    3. Going available takes the longest-waiting call of the agent's queues."""
-    if state not in SELF_STATES:
-        raise ValidationError({"state": f"Choose one of {', '.join(sorted(SELF_STATES))}."})
-    if state == AgentState.BREAK and reason not in BreakReason.values:
-        raise ValidationError({"reason": f"Say why: one of {', '.join(BreakReason.values)}."})
-    now = now or timezone.now()
-    with transaction.atomic(), realtime_batched():
-        agent = agent_for(user=user)
-        agent = Agent.objects.select_for_update().get(pk=agent.pk)
-        if agent.state in BUSY_STATES and by is None:
-            raise Conflict({"state": f"You are {agent.get_state_display().lower()}: finish the call first."})
-        if agent.state == AgentState.WRAP_UP and by is None:
-            raise Conflict({"state": "Finish the wrap-up first: choose how the call ended."})
-        _change(agent, state, reason=reason if state == AgentState.BREAK else "", by=by, now=now)
-        if state == AgentState.AVAILABLE:
-            _take_waiting_call(agent, now=now)
-    return agent
-
-
-def _change(
-    agent: Agent,
-    state: str,
-    *,
-    reason: str = "",
-    call: Call | None = None,
-    by: User | None = None,
-    now: dt.datetime,
-) -> None:
-    """Write ``agent``'s new state (locked by the caller) and its history row, and
-    tell the agent's screens and the floor view once it commits."""
-    agent.state = state
-    agent.state_since = now
-    agent.break_reason = reason if state == AgentState.BREAK else ""
-    if state == AgentState.AVAILABLE:
-        agent.idle_since = now
-        agent.call = None
-    elif state in (AgentState.OFFLINE, AgentState.BREAK):
-        agent.call = None
-    elif call is not None:
-        agent.call = call
-    agent.save(update_fields=["state", "state_since", "break_reason", "idle_since", "call"])
-    AgentStateChange.objects.create(agent=agent, state=state, reason=reason, call=call, changed_by=by, at=now)
-    extra: dict[str, Any] = {}
-    if state == AgentState.WRAP_UP and call is not None:
-        # The wrap-up form needs them at once, whoever ended the call.
-        extra["dispositions"] = [{"code": d.code, "label": d.label} for d in dispositions_for(call.queue_id)]
-    realtime.agent_state_changed(agent, **extra)
-
-
-def agent_force_offline(*, user: User, by: User) -> Agent:
-    """A supervisor takes an agent off the floor. Never one with a call ringing or
-    connected (the caller is real); from a break or wrap-up, yes."""
-    with transaction.atomic():
-        agent = Agent.objects.select_for_update().get(pk=agent_for(user=user).pk)
-        if agent.state in BUSY_STATES:
-            raise Conflict(
-                {"state": f"{user.get_full_name() or user.username} is on a call: wait for it to end."}
-            )
-        if agent.state != AgentState.OFFLINE:
-            _change(agent, AgentState.OFFLINE, reason="set by supervisor", by=by, now=timezone.now())
-    return agent
-
-
-def callbacks_due(*, now: dt.datetime | None = None, window: dt.timedelta = dt.timedelta(minutes=1)) -> int:
-    """Every minute: each callback that fell due in the last minute pops up on its
-    agent's desk; overdue ones are escalated (crm.services.tasks_escalate_overdue)."""
-    from crm.models import Task  # noqa: PLC0415  (crm's model, read here only)
-
-    now = now or timezone.now()
-    due = Task.objects.filter(
-        kind="callback", status="open", assigned_to__isnull=False, due_at__gt=now - window, due_at__lte=now
-    ).values("pk", "customer_id", "assigned_to_id", "title")
-    told = 0
-    for task in due:
-        realtime.callback_due(agent_id=task["assigned_to_id"], task_id=task["pk"],
-                              customer_id=task["customer_id"], title=task["title"])  # fmt: skip
-        told += 1
-    escalated = crm_services.tasks_escalate_overdue(now=now)
-    if escalated:
-        realtime.queue_changed(0)  # the floor re-reads itself
-    return told + len(escalated)
-
-
-def agent_heartbeat(*, user: User, now: dt.datetime | None = None) -> None:
-    """The desk is open: one UPDATE, no lock held beyond it."""
-    Agent.objects.filter(user=user).update(heartbeat_at=now or timezone.now())
-
-
-def agents_gone_quiet(*, silent_seconds: int = 60, now: dt.datetime | None = None) -> int:
-    """Agents whose desk stopped beating (browser closed, network gone) while
-    available or on a break go offline, so no call rings an empty chair. Agents
-    on a call keep it: the call, not the browser, decides."""
-    now = now or timezone.now()
-    cutoff = now - dt.timedelta(seconds=silent_seconds)
-    quiet = Agent.objects.filter(
-        state__in=[AgentState.AVAILABLE, AgentState.BREAK, AgentState.WRAP_UP], heartbeat_at__lt=cutoff
-    ).values_list("user_id", flat=True)
-    moved = 0
-    for user_id in list(quiet):
-        with transaction.atomic():
-            agent = Agent.objects.select_for_update(skip_locked=True).filter(pk=user_id).first()
-            if agent is None or agent.state in BUSY_STATES or agent.heartbeat_at is None:
-                continue
-            if agent.heartbeat_at >= cutoff:
-                continue
-            _change(agent, AgentState.OFFLINE, reason="desk closed", now=now)
-            moved += 1
-    return moved
-
-
-def agent_sign_out(*, user: User) -> None:
-    """Signing out ends availability (a call in progress is the telephony system's)."""
-    with transaction.atomic():
-        agent = Agent.objects.select_for_update().filter(user=user).first()
-        if agent is not None and agent.state not in BUSY_STATES and agent.state != AgentState.OFFLINE:
-            _change(agent, AgentState.OFFLINE, reason="signed out", now=timezone.now())
 
 
 def desk_call_control(*, user: User, call_id: int, kind: str, payload: dict[str, Any] | None = None) -> Call:
@@ -210,180 +47,6 @@ def desk_call_control(*, user: User, call_id: int, kind: str, payload: dict[str,
         payload=payload,
     )
     return updated
-
-
-def dispositions_for(queue_id: int) -> list[Disposition]:
-    """The queue's own dispositions and those offered in every queue."""
-    return list(
-        Disposition.objects.filter(active=True)
-        .filter(Q(queue_id=queue_id) | Q(queue__isnull=True))
-        .order_by("position", "label")
-    )
-
-
-def call_wrap_up(
-    *,
-    user: User,
-    disposition: str,
-    notes: str = "",
-    callback_at: dt.datetime | None = None,
-    now: dt.datetime | None = None,
-) -> Agent:
-    """The agent finishes after-call work.
-
-    1. Lock the agent (in wrap-up) and read its call.
-    2. Check the disposition is one the call's queue offers, and a callback is
-       in the future and within calling hours on the customer's clock.
-    3. Record the call in the customer's contact history (phone, inbound, its
-       length, the agent, the disposition, the notes), once per call.
-    4. A do-not-call disposition sets the customer's consent; a callback becomes
-       a task for this agent at that time.
-    5. The agent is available again and takes the longest-waiting call."""
-    now = now or timezone.now()
-    with transaction.atomic(), realtime_batched():
-        agent = Agent.objects.select_for_update().filter(user=user).first()
-        if agent is None or agent.state != AgentState.WRAP_UP or agent.call_id is None:
-            raise Conflict({"state": "You are not wrapping up a call."})
-        call = (
-            Call.objects.select_for_update(of=("self",))
-            .select_related("queue", "customer", "source_system")
-            .get(pk=agent.call_id)
-        )
-        chosen = next((d for d in dispositions_for(call.queue_id) if d.code == disposition), None)
-        if chosen is None:
-            offered = ", ".join(d.code for d in dispositions_for(call.queue_id)) or "none configured"
-            raise ValidationError({"disposition": f"Choose how the call ended: one of {offered}."})
-        customer = call.customer
-        if callback_at is not None:
-            _check_callback(callback_at, zone=customer.time_zone if customer else "", now=now)
-        call.disposition = chosen.code
-        call.notes = notes.strip()
-        if customer is not None:
-            call.interaction = _record_call(
-                call, user=user, disposition=chosen.code, notes=call.notes, now=now
-            )
-            if chosen.sets_do_not_call and not customer.do_not_call:
-                crm_services.customer_update(
-                    customer_id=customer.pk, expected_version=customer.version,
-                    changes={"do_not_call": True}, actor=user,
-                )  # fmt: skip
-            if callback_at is not None:
-                crm_services.task_create(
-                    customer_id=customer.pk, kind="callback", title=f"Call back {customer.display_name}",
-                    description=call.notes, due_at=callback_at, assigned_to=user, created_by=user,
-                    origin=f"call:{call.pk}",
-                )  # fmt: skip
-        call.save(update_fields=["disposition", "notes", "interaction"])
-        _change(agent, AgentState.AVAILABLE, now=now)
-        _take_waiting_call(agent, now=now)
-    return agent
-
-
-def wrap_up_zone(*, user: User) -> str:
-    """The clock a callback is typed on: the customer's of the call in wrap-up."""
-    zone = (
-        Agent.objects.filter(user=user, call__customer__isnull=False)
-        .values_list("call__customer__time_zone", flat=True)
-        .first()
-    )
-    return zone or "UTC"
-
-
-def wrap_ups_overdue(*, now: dt.datetime | None = None) -> int:
-    """After-call work past its queue's limit ends by itself: the call goes into
-    the contact history without an outcome (the agent may add notes later), and
-    the agent is available again, so the queue is not left waiting on a form."""
-    now = now or timezone.now()
-    finished = 0
-    wrapping = Agent.objects.filter(state=AgentState.WRAP_UP, call__isnull=False).select_related(
-        "call__queue"
-    )
-    for agent in wrapping:
-        call = agent.call
-        if call is None or now - agent.state_since <= dt.timedelta(seconds=call.queue.wrap_up_seconds):
-            continue
-        with transaction.atomic():
-            locked = Agent.objects.select_for_update(skip_locked=True).filter(pk=agent.pk).first()
-            if locked is None or locked.state != AgentState.WRAP_UP or locked.call_id != call.pk:
-                continue
-            _record_call(call, user=locked.user, disposition="", notes="", now=now)
-            _change(locked, AgentState.AVAILABLE, reason="wrap-up time over", now=now)
-            _take_waiting_call(locked, now=now)
-            finished += 1
-    return finished
-
-
-def _record_call(call: Call, *, user: User, disposition: str, notes: str, now: dt.datetime) -> Any:
-    """The call's entry in its customer's contact history, and its business
-    events for the policies: ``call.ended`` and, when the agent chose one,
-    ``call.disposition`` (each once per call: keyed by the telephony system's id)."""
-    customer = call.customer
-    if customer is None:
-        return None
-    answered = call.answered_at or call.arrived_at
-    ended = call.ended_at or now
-    duration = max(0, int((ended - answered).total_seconds()))
-    interaction, _ = crm_services.interaction_record(
-        customer_id=customer.pk, channel="phone", direction=call.direction, occurred_at=answered,
-        source=call.source_system, external_id=f"call:{call.telephony_id}", agent=user,
-        disposition=disposition, subject=f"Call · {call.queue.name}", notes=notes,
-        duration_seconds=duration, script_run_id=scripting_services.run_for_call(call_id=call.pk),
-    )  # fmt: skip
-    Call.objects.filter(pk=call.pk).update(interaction=interaction)
-    # The call's script answers are shown in this entry; a run left unfinished ends here.
-    scripting_services.runs_link_interaction(call_id=call.pk, interaction=interaction)
-    ended_payload = {"call_id": call.telephony_id, "direction": call.direction, "duration_seconds": duration,
-                     "queue": call.queue.code, "agent": user.username}  # fmt: skip
-    facts: list[tuple[str, dict[str, Any]]] = [("call.ended", ended_payload)]
-    if disposition:
-        facts.append(
-            (
-                "call.disposition",
-                {"disposition": disposition, "call_id": call.telephony_id, "agent": user.username},
-            )
-        )
-    for event_type, payload in facts:
-        crm_services.business_event_record(
-            type=event_type, occurred_at=ended, payload=payload, source=call.source_system,
-            idempotency_key=f"call:{call.telephony_id}:{event_type}", customer_id=customer.pk, actor=user,
-        )  # fmt: skip
-    return interaction
-
-
-def _check_callback(when: dt.datetime, *, zone: str, now: dt.datetime) -> None:
-    if timezone.is_naive(when):
-        raise ValidationError({"callback_at": "Give the callback time with its zone."})
-    if when <= now:
-        raise ValidationError({"callback_at": "The callback time has passed: choose a time ahead."})
-    try:
-        local = when.astimezone(zoneinfo.ZoneInfo(zone)) if zone else when
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        local = when
-    if not CALLING_HOURS[0] <= local.hour < CALLING_HOURS[1]:
-        raise ValidationError(
-            {
-                "callback_at": f"That is {local:%H:%M} for the customer ({zone or 'UTC'}): calls are allowed "
-                f"{CALLING_HOURS[0]:02d}:00-{CALLING_HOURS[1]:02d}:00 their time."
-            }
-        )
-
-
-def presence_snapshot(*, user: User) -> dict[str, Any]:
-    """What a desk shows when it (re)connects: the agent's state and their call."""
-    agent = Agent.objects.select_related("call__queue").filter(user=user).first()
-    if agent is None:
-        return {"state": AgentState.OFFLINE, "since": None, "reason": "", "call": None}
-    call = agent.call
-    snapshot: dict[str, Any] = {
-        "state": agent.state,
-        "since": agent.state_since.isoformat(),
-        "reason": agent.break_reason,
-        "call": realtime.call_shape(call) if call is not None else None,
-    }
-    if agent.state == AgentState.WRAP_UP and call is not None:
-        offered = dispositions_for(call.queue_id)
-        snapshot["dispositions"] = [{"code": d.code, "label": d.label} for d in offered]
-    return snapshot
 
 
 # --- Calls ----------------------------------------------------------------------------
@@ -602,34 +265,6 @@ def call_ring_timeout(*, call_id: int, offer: int, now: dt.datetime | None = Non
         _change(agent, AgentState.BREAK, reason=BreakReason.MISSED_CALL, now=now)
         _route(call, now=now)
     return True
-
-
-def calls_sweep(*, now: dt.datetime | None = None) -> int:
-    """Beat's pass every two seconds: a call that has rung as long as its queue
-    allows moves on to the next agent, and a waiting call is
-    offered to an available agent the router skipped while another transaction
-    held that agent's row. Returns how many calls moved."""
-    now = now or timezone.now()
-    moved = 0
-    for call in Call.objects.filter(state=CallState.RINGING).select_related("queue"):
-        started = call.ring_started_at or call.arrived_at
-        if now - started >= dt.timedelta(seconds=call.queue.ring_seconds):
-            moved += call_ring_timeout(call_id=call.pk, offer=call.offers, now=now)
-    moved += wrap_ups_overdue(now=now)
-    waiting = Call.objects.filter(state=CallState.QUEUED).order_by("arrived_at").values_list("pk", flat=True)
-    for call_id in waiting[:200]:
-        with transaction.atomic():
-            locked = (
-                # The call's row only: a lock on its queue's row would serialize the queue.
-                Call.objects.select_for_update(skip_locked=True, of=("self",))
-                .filter(pk=call_id, state=CallState.QUEUED)
-                .select_related("queue")
-                .first()
-            )
-            if locked is not None:
-                _route(locked, now=now)
-                moved += locked.state == CallState.RINGING
-    return moved
 
 
 # The telephony events a call accepts in each state: anything else is out of order.

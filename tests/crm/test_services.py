@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
-from crm import services
+from crm import clock, services
 from crm.exceptions import Conflict, StaleVersion
 from crm.models import BusinessEvent, Customer, Interaction
 from tests.conftest import make_customer, minutes_ago
@@ -31,7 +31,7 @@ def test_it_names_every_bad_field_and_writes_nothing():
             phones=[{"number": "not a phone"}],
             emails=[{"address": "nope"}],
             tier="diamond",
-            date_of_birth=dt.date.today() + dt.timedelta(days=1),
+            date_of_birth=clock.latest_date_anywhere() + dt.timedelta(days=1),
             time_zone="Mars/Olympus",
         )
     errors = caught.value.message_dict

@@ -2,7 +2,7 @@
 status, simulation, results and lift) and offers.
 
 They live in the staff desktop (its top bar, its sign-in): the desktop's access
-helpers come from agents.views.common. Reading needs policies.view_policy
+helpers come from crm.staff_pages. Reading needs policies.view_policy
 (supervisors and administrators); writing needs the add/change permissions.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -22,8 +21,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from agents.views.common import desktop_context, staff_of, staff_required
 from crm import events
+from crm.staff_pages import View, desktop_context, staff_of, staff_with
 from policies import actions as action_registry
 from policies import conditions, forms, selectors, services, simulation
 from policies.models import DecisionOutcome, Offer, OfferStatus, Policy, PolicyStatus
@@ -41,25 +40,10 @@ TRANSITIONS = {
 }
 
 
-def supervisor_required(permission: str = VIEW) -> Callable[..., Callable[..., HttpResponse]]:
+def supervisor_required(permission: str = VIEW) -> Callable[[View], View]:
     """Staff with ``permission`` (and the right to read policies); others get a 403
     page that says whose pages these are."""
-
-    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-        @staff_required
-        @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            user = staff_of(request)
-            if not (user.has_perm(VIEW) and user.has_perm(permission)):
-                return render(
-                    request, "policies/forbidden.html", desktop_context(request, permission=permission),
-                    status=403,
-                )  # fmt: skip
-            return view(request, *args, **kwargs)
-
-        return wrapper
-
-    return decorate
+    return staff_with(permission, forbidden="policies/forbidden.html", extra=(VIEW,))
 
 
 def _today_start() -> dt.datetime:

@@ -7,7 +7,9 @@ or a service, render. The small dataclasses only shape values for the templates
 
 from __future__ import annotations
 
-from agents.views.common import SEARCH_COUNT_CAP, staff_required
+from agents.views.common import (
+    SEARCH_COUNT_CAP,
+)
 from agents.views.customer import (
     customer_detail,
     customer_offer_respond,
@@ -25,6 +27,7 @@ from agents.views.desk import (
 from agents.views.floor import floor_agent_offline, floor_part, floor_view
 from agents.views.history import customer_history
 from agents.views.search import LoginView, LogoutView, home
+from crm.staff_pages import staff_required
 
 __all__ = [
     "SEARCH_COUNT_CAP",

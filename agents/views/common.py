@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from functools import wraps
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlencode
 
-from django.contrib.auth.views import redirect_to_login
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 
 from agents import services as agents_services
 from crm import selectors, services
 from crm.exceptions import Conflict
-from crm.models import Interaction, User
+from crm.models import Interaction
 from crm.models.choices import AccessChannel, Channel
-from crm.models.users import Role
+from crm.staff_pages import staff_of
 
 # The desk's call controls, by the word in the URL, and the telephony event each asks for.
 DESK_CALL_CONTROLS = {
@@ -41,60 +37,9 @@ _BACK_KEYS = ("q", "field", "page")
 # --- Access --------------------------------------------------------------------------
 
 
-def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Anonymous users go to the log-in page; customers and integrations get a 403
-    that says what this is, instead of a bare error."""
-
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        user = request.user
-        if not user.is_authenticated:
-            login = redirect_to_login(request.get_full_path())
-            if request.headers.get("HX-Request"):
-                # The session ran out under a page swap: htmx would put the log-in
-                # page inside the results. HX-Redirect makes it load the whole page.
-                response = HttpResponse(status=200)
-                response["HX-Redirect"] = login["Location"]
-                return response
-            return login
-        user = cast("User", user)
-        if not user.is_active or not user.is_staff_member:
-            return render(request, "agents/forbidden.html", {"who": _who(user)}, status=403)
-        return view(request, *args, **kwargs)
-
-    return wrapper
-
-
 def partial_request(request: HttpRequest) -> bool:
     """An htmx swap of part of a page (not a history restore, which wants it whole)."""
     return bool(request.headers.get("HX-Request")) and not request.headers.get("HX-History-Restore-Request")
-
-
-def _who(user: User) -> str:
-    if user.is_customer:
-        return "a self-service customer"
-    if user.is_integration:
-        return "an integration"
-    return "an account without a staff role"
-
-
-def role_label(user: User) -> str:
-    if user.is_superuser:
-        return Role.ADMINISTRATOR.label
-    for role in (Role.ADMINISTRATOR, Role.SUPERVISOR, Role.AGENT):
-        if role.value in user.roles:
-            return str(role.label)
-    return ""
-
-
-def staff_of(request: HttpRequest) -> User:
-    """The signed-in staff member (``staff_required`` has checked)."""
-    return cast("User", request.user)
-
-
-def desktop_context(request: HttpRequest, **context: Any) -> dict[str, Any]:
-    """What every desktop page shows in its top bar, plus the page's own values."""
-    return {"role": role_label(staff_of(request)), **context}
 
 
 def json_error(exc: Exception, status: int) -> JsonResponse:

@@ -22,15 +22,13 @@ from agents.forms import (
 from agents.views.common import (
     _BACK_KEYS,
     CALLING_HOURS,
-    desktop_context,
     history_context,
     log_screen_read,
-    staff_of,
-    staff_required,
 )
 from crm import selectors, services
 from crm.exceptions import Conflict, StaleVersion
 from crm.models import Customer, Interaction
+from crm.staff_pages import desktop_context, staff_of, staff_required
 from crm.validation import format_phone
 from policies import selectors as policies_selectors
 from policies import services as policies_services

@@ -18,15 +18,13 @@ from agents.forms import (
 from agents.models import Call
 from agents.views.common import (
     DESK_CALL_CONTROLS,
-    desktop_context,
     json_error,
-    staff_of,
-    staff_required,
 )
 from agents.views.search import result_rows_of
 from crm import selectors, services
 from crm.exceptions import Conflict
 from crm.models.choices import AccessChannel
+from crm.staff_pages import desktop_context, staff_of, staff_required
 from crm.validation import format_phone
 
 # --- The desk: presence and the call in hand ------------------------------------------------

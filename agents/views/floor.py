@@ -13,12 +13,10 @@ from agents import selectors as agents_selectors
 from agents import services as agents_services
 from agents.models import Agent
 from agents.views.common import (
-    desktop_context,
     json_error,
-    staff_of,
-    staff_required,
 )
 from crm.exceptions import Conflict
+from crm.staff_pages import desktop_context, staff_of, staff_required
 
 # --- The supervisor's floor view ---------------------------------------------------------------
 

@@ -12,12 +12,11 @@ from agents.views.common import (
     history_cursor,
     log_screen_read,
     parse_history_cursor,
-    staff_of,
-    staff_required,
 )
 from agents.views.customer import history_rows
 from crm import selectors
 from crm.models.choices import Channel
+from crm.staff_pages import staff_of, staff_required
 from scripting import selectors as scripting_selectors
 
 

@@ -27,15 +27,13 @@ from agents.views.common import (
     _BACK_KEYS,
     RESULTS_PER_PAGE,
     SEARCH_COUNT_CAP,
-    desktop_context,
     partial_request,
-    staff_of,
-    staff_required,
 )
 from crm import selectors, services
 from crm.api.pagination import CappedCountPaginator
 from crm.models import Customer, User
 from crm.models.choices import AccessChannel
+from crm.staff_pages import desktop_context, staff_of, staff_required
 from crm.validation import format_phone
 
 # --- Log-in ----------------------------------------------------------------------------

@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "scripting",
     "campaigns",
     "agents",
+    "selfservice",
 ]
 
 MIDDLEWARE = [

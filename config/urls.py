@@ -14,6 +14,7 @@ urlpatterns = [
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     path("policies/", include("policies.page_urls")),
     path("scripts/", include("scripting.urls")),
+    path("me/", include("selfservice.urls")),
     path("", include("agents.urls")),
 ]
 

@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 
 from crm.models import User
 from crm.models.users import Role
@@ -60,6 +60,11 @@ def _who(user: User) -> str:
     return "an account without a staff role"
 
 
+def _is_home(request: HttpRequest) -> bool:
+    match = request.resolver_match
+    return match is not None and match.url_name == "home"
+
+
 def staff_required(view: View) -> View:
     """Anonymous users go to the log-in page; customers and integrations get a 403
     that says what this is, instead of a bare error."""
@@ -69,6 +74,9 @@ def staff_required(view: View) -> View:
         if not request.user.is_authenticated:
             return _to_login(request)
         user = staff_of(request)
+        if user.is_active and user.customer_id and _is_home(request):
+            # Signing in lands on the home page: a customer's home is their own page.
+            return redirect("me")
         if not user.is_active or not user.is_staff_member:
             return render(request, "agents/forbidden.html", {"who": _who(user)}, status=403)
         return view(request, *args, **kwargs)

@@ -249,9 +249,12 @@ def uvicorn_server(django_db_setup: None, tmp_path_factory: pytest.TempPathFacto
         process.stop()
 
 
-def signed_in_page(browser: Any, server: Server, username: str, errors: list[str]) -> Any:
+def signed_in_page(
+    browser: Any, server: Server, username: str, errors: list[str], *, landing: str = "/"
+) -> Any:
     """A new browser context at 1366x768 signed in through the real log-in form of
-    ``server``; the page's JavaScript errors are appended to ``errors``."""
+    ``server`` (staff land on ``/``, customers on their own page); the page's
+    JavaScript errors are appended to ``errors``."""
     from tests.conftest import PASSWORD
 
     page = browser.new_context(viewport={"width": 1366, "height": 768}, locale="en-US").new_page()
@@ -260,5 +263,5 @@ def signed_in_page(browser: Any, server: Server, username: str, errors: list[str
     page.fill("#id_username", username)
     page.fill("#id_password", PASSWORD)
     page.press("#id_password", "Enter")
-    page.wait_for_url(f"{server.origin}/")
+    page.wait_for_url(f"{server.origin}{landing}")
     return page

@@ -1,0 +1,85 @@
+"""The customer's side of the loop in a real browser against a real uvicorn: an
+event posted by an integration raises an offer on the customer's own web page,
+which shows it by itself, and the customer accepts it."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from crm import services
+from crm.models import User
+from policies import engine
+from policies import services as policy_services
+from policies.models import OfferPresentation
+from tests.conftest import PASSWORD
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, SCREENSHOTS
+from tests.integration.conftest import COMMITTED, Server, signed_in_page
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, COMMITTED, NEEDS_CHROMIUM]
+
+
+def test_an_offer_appears_on_the_customers_page_and_they_accept_it(
+    uvicorn_server: Server, bob: User, frank: User
+) -> None:
+    customer = services.customer_create(
+        given_name="Nadia", family_name="Okafor", marketing_opt_in=True, time_zone="America/Chicago",
+        emails=[{"address": "nadia@example.com"}], phones=[{"number": "+12025550199", "kind": "mobile"}],
+    )  # fmt: skip
+    services.customer_login_create(customer=customer, username="nadia", password=PASSWORD)
+    policy_services.offer_save(
+        code="home-mortgage", name="A mortgage for your new home", channels=["self_service"], status="active",
+        talking_points="For the agents only.", self_service_text="Lock today's rate for 60 days.",
+    )  # fmt: skip
+    policy_services.policy_save(
+        actor=bob, name="A new address: a mortgage on the customer's page", status="active",
+        trigger_types=["web.page_view"], condition='event.page_category == "mortgage"',
+        actions=[{"action": "present_offer",
+                  "settings": {"offer": "home-mortgage", "channels": ["self_service"]}}],
+    )  # fmt: skip
+    engine.index_invalidate()
+    _, token = services.api_token_create(user=frank, name="web site")
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = Path(SCREENSHOTS)
+    shots.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page: Any = signed_in_page(browser, uvicorn_server, "nadia", errors, landing="/me/")
+        expect(page.locator("#live-state")).to_have_attribute("data-state", "live", timeout=10_000)
+        expect(page.locator("#my-offers")).to_contain_text("Nothing new for you right now")
+        page.screenshot(path=str(shots / "self-service-empty.png"))
+
+        body = {"type": "web.page_view", "customer": customer.pk, "idempotency_key": "page-1",
+                "occurred_at": timezone.now().isoformat(),
+                "payload": {"url": "/mortgages", "page_category": "mortgage"}}  # fmt: skip
+        request = urllib.request.Request(  # noqa: S310  (http on loopback: the test's own server)
+            f"{uvicorn_server.origin}/api/v1/events", data=json.dumps(body).encode(), method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            assert response.status == 201
+
+        offer = page.locator("[data-offer]")
+        expect(offer).to_contain_text("A mortgage for your new home", timeout=10_000)
+        expect(offer).to_contain_text("Lock today's rate")
+        expect(page.locator("#my-offers")).not_to_contain_text("For the agents only")
+        page.screenshot(path=str(shots / "self-service-offer.png"), full_page=True)
+
+        page.get_by_role("button", name="Yes, I'm interested").click()
+        expect(page.locator("#my-offers")).to_contain_text("we have your answer", timeout=10_000)
+        expect(page.locator("[data-offer]")).to_have_count(0)
+        page.screenshot(path=str(shots / "self-service-accepted.png"))
+        browser.close()
+    presentation = OfferPresentation.objects.get(customer=customer)
+    assert (presentation.status, presentation.responded_by) == (
+        "accepted",
+        User.objects.get(username="nadia"),
+    )
+    assert not errors, errors

@@ -34,7 +34,7 @@ demo: setup
 	@echo ""
 	@echo "  Contact Center CRM is starting on http://127.0.0.1:$${CRM_PORT:-8000}/"
 	@echo "  Log in as agent1 / supervisor / admin (password: demo-password-1)"
-	@echo "  Self-service customer: customer / demo-password-1; API docs at /api/docs/"
+	@echo "  Self-service customer: customer / demo-password-1 (their page: /me/); API docs at /api/docs/"
 	@echo "  A simulated phone system calls the queues: sign in as agent1 and press a (available)."
 	@echo ""
 	$(DEMO_ENV) $(VENV)/bin/honcho start -f Procfile

@@ -61,10 +61,13 @@ def test_an_expired_session_under_htmx_reloads_the_whole_page_to_log_in() -> Non
 
 
 def test_a_self_service_customer_gets_a_403_saying_this_is_the_staff_desktop(dave: User) -> None:
-    for url in (reverse("home"), reverse("customer", args=[dave.customer_id])):
+    for url in (reverse("customer", args=[dave.customer_id]), reverse("floor")):
         response = client_for(dave).get(url)
         assert response.status_code == 403
         assert "This is the staff desktop" in response.content.decode()
+        assert reverse("me") in response.content.decode()
+    # The home page, where signing in lands, is their own page for them.
+    assert client_for(dave).get(reverse("home"))["Location"] == reverse("me")
     assert not AccessLogEntry.objects.exists()
 
 

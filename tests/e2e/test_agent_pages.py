@@ -204,13 +204,16 @@ def test_many_results_page_with_the_arrow_keys(
     assert page.locator("#results").count() == 0
 
 
-def test_a_self_service_customer_who_signs_in_here_is_told_this_is_the_staff_desktop(
-    open_page: OpenPage, log_in: LogIn, screenshot: Shot
+def test_a_self_service_customer_lands_on_their_page_and_is_told_staff_pages_are_not_theirs(
+    open_page: OpenPage, log_in: LogIn, screenshot: Shot, live_server: Any
 ) -> None:
     customer = make_customer()
     services.customer_login_create(customer=customer, username="dave", password=PASSWORD)
     page = open_page()
     log_in(page, "dave", PASSWORD)
+    page.wait_for_url(re.compile(r".*/me/$"))
+    assert page.locator("h1").inner_text() == f"Hello, {customer.given_name}"
+    page.goto(f"{live_server.url}/floor/")
     assert page.locator("h1").inner_text() == "This is the staff desktop"
     screenshot(page, "08-forbidden")
     page.get_by_role("main").get_by_role("button", name="Sign out").click()

@@ -16,6 +16,7 @@ import pytest
 import redis
 from django.conf import settings
 from django.core.cache import cache
+from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -138,6 +139,13 @@ def api_as(user: User) -> APIClient:
     _, secret = services.api_token_create(user=user, name="test")
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    return client
+
+
+def signed_in(user: User) -> Client:
+    """A page client with ``user``'s session, as after the log-in form."""
+    client = Client()
+    client.force_login(user)
     return client
 
 

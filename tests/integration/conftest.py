@@ -13,12 +13,14 @@ whatever the test did.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ from urllib.parse import quote, urlencode
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -265,3 +268,37 @@ def signed_in_page(
     page.press("#id_password", "Enter")
     page.wait_for_url(f"{server.origin}{landing}")
     return page
+
+
+def mortgage_policy(actor: Any, channel: str, *, talking_points: str, self_service_text: str) -> Any:
+    """An active mortgage offer on ``channel`` and an active policy presenting it
+    to whoever reads a mortgage page (see ``post_mortgage_page_view``)."""
+    from policies import engine
+    from policies import services as policy_services
+
+    policy_services.offer_save(
+        code="home-mortgage", name="A mortgage for your new home", channels=[channel], status="active",
+        talking_points=talking_points, self_service_text=self_service_text,
+    )  # fmt: skip
+    policy = policy_services.policy_save(
+        actor=actor, name=f"Mortgage pages read: the mortgage on {channel}", status="active",
+        trigger_types=["web.page_view"], condition='event.page_category == "mortgage"',
+        actions=[{"action": "present_offer", "settings": {"offer": "home-mortgage", "channels": [channel]}}],
+    )  # fmt: skip
+    engine.index_invalidate()
+    return policy
+
+
+def post_mortgage_page_view(server: Server, token: str, customer_id: int) -> None:
+    """An integration (``token``) tells the real server that the customer read a
+    mortgage page: the event the offer tests' policies react to."""
+
+    body = {"type": "web.page_view", "customer": customer_id, "idempotency_key": f"page-{customer_id}",
+            "occurred_at": timezone.now().isoformat(),
+            "payload": {"url": "/mortgages/calculator", "page_category": "mortgage"}}  # fmt: skip
+    request = urllib.request.Request(  # noqa: S310  (http on loopback: the test's own server)
+        f"{server.origin}/api/v1/events", data=json.dumps(body).encode(), method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        assert response.status == 201

@@ -5,35 +5,24 @@ reads the result on the policy's page."""
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.utils import timezone
 
 from crm import services
-from crm.models import Customer, User
-from policies import engine
-from policies import services as policy_services
+from crm.models import User
 from policies.models import OfferPresentation
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, SCREENSHOTS
-from tests.integration.conftest import COMMITTED, Server, signed_in_page
+from tests.integration.conftest import (
+    COMMITTED,
+    Server,
+    mortgage_policy,
+    post_mortgage_page_view,
+    signed_in_page,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, COMMITTED, NEEDS_CHROMIUM]
-
-
-def _post_event(server: Server, token: str, customer: Customer) -> None:
-    body = {"type": "web.page_view", "customer": customer.pk, "idempotency_key": "page-1",
-            "occurred_at": timezone.now().isoformat(),
-            "payload": {"url": "/mortgages/calculator", "page_category": "mortgage"}}  # fmt: skip
-    request = urllib.request.Request(  # noqa: S310  (http on loopback: the test's own server)
-        f"{server.origin}/api/v1/events", data=json.dumps(body).encode(), method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )  # fmt: skip
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-        assert response.status == 201
 
 
 @pytest.mark.usefixtures("alice", "ivr")
@@ -41,17 +30,12 @@ def test_an_offer_appears_on_the_open_screen_and_the_agent_accepts_it_with_the_k
     uvicorn_server: Server, bob: User, frank: User
 ) -> None:
     customer = services.customer_create(given_name="Maya", family_name="Lopez", marketing_opt_in=True)
-    policy_services.offer_save(
-        code="home-mortgage", name="A mortgage for your new home", channels=["agent_screen"], status="active",
-        talking_points="Our 30-year fixed rate is locked for 60 days.", self_service_text="Lock a rate.",
-    )  # fmt: skip
-    policy = policy_services.policy_save(
-        actor=bob, name="Mortgage pages read: the mortgage on the agent screen", status="active",
-        trigger_types=["web.page_view"], condition='event.page_category == "mortgage"',
-        actions=[{"action": "present_offer",
-                  "settings": {"offer": "home-mortgage", "channels": ["agent_screen"]}}],
-    )  # fmt: skip
-    engine.index_invalidate()
+    policy = mortgage_policy(
+        bob,
+        "agent_screen",
+        talking_points="Our 30-year fixed rate is locked for 60 days.",
+        self_service_text="Lock a rate.",
+    )
     _, token = services.api_token_create(user=frank, name="web site")
     from playwright.sync_api import expect, sync_playwright
 
@@ -65,7 +49,7 @@ def test_an_offer_appears_on_the_open_screen_and_the_agent_accepts_it_with_the_k
         expect(page.locator(".live-state")).to_have_attribute("data-state", "live", timeout=10_000)
         expect(page.locator(".offers-panel")).to_contain_text("No offers for this customer right now")
 
-        _post_event(uvicorn_server, token, customer)
+        post_mortgage_page_view(uvicorn_server, token, customer.pk)
         offer = page.locator("[data-first-offer]")
         expect(offer).to_contain_text("A mortgage for your new home", timeout=10_000)
         expect(offer).to_contain_text("locked for 60 days")

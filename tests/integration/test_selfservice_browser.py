@@ -4,22 +4,23 @@ which shows it by itself, and the customer accepts it."""
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.utils import timezone
 
 from crm import services
 from crm.models import User
-from policies import engine
-from policies import services as policy_services
 from policies.models import OfferPresentation
 from tests.conftest import PASSWORD
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, SCREENSHOTS
-from tests.integration.conftest import COMMITTED, Server, signed_in_page
+from tests.integration.conftest import (
+    COMMITTED,
+    Server,
+    mortgage_policy,
+    post_mortgage_page_view,
+    signed_in_page,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, COMMITTED, NEEDS_CHROMIUM]
 
@@ -32,17 +33,12 @@ def test_an_offer_appears_on_the_customers_page_and_they_accept_it(
         emails=[{"address": "nadia@example.com"}], phones=[{"number": "+12025550199", "kind": "mobile"}],
     )  # fmt: skip
     services.customer_login_create(customer=customer, username="nadia", password=PASSWORD)
-    policy_services.offer_save(
-        code="home-mortgage", name="A mortgage for your new home", channels=["self_service"], status="active",
-        talking_points="For the agents only.", self_service_text="Lock today's rate for 60 days.",
-    )  # fmt: skip
-    policy_services.policy_save(
-        actor=bob, name="A new address: a mortgage on the customer's page", status="active",
-        trigger_types=["web.page_view"], condition='event.page_category == "mortgage"',
-        actions=[{"action": "present_offer",
-                  "settings": {"offer": "home-mortgage", "channels": ["self_service"]}}],
-    )  # fmt: skip
-    engine.index_invalidate()
+    mortgage_policy(
+        bob,
+        "self_service",
+        talking_points="For the agents only.",
+        self_service_text="Lock today's rate for 60 days.",
+    )
     _, token = services.api_token_create(user=frank, name="web site")
     from playwright.sync_api import expect, sync_playwright
 
@@ -56,15 +52,7 @@ def test_an_offer_appears_on_the_customers_page_and_they_accept_it(
         expect(page.locator("#my-offers")).to_contain_text("Nothing new for you right now")
         page.screenshot(path=str(shots / "self-service-empty.png"))
 
-        body = {"type": "web.page_view", "customer": customer.pk, "idempotency_key": "page-1",
-                "occurred_at": timezone.now().isoformat(),
-                "payload": {"url": "/mortgages", "page_category": "mortgage"}}  # fmt: skip
-        request = urllib.request.Request(  # noqa: S310  (http on loopback: the test's own server)
-            f"{uvicorn_server.origin}/api/v1/events", data=json.dumps(body).encode(), method="POST",
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        )  # fmt: skip
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            assert response.status == 201
+        post_mortgage_page_view(uvicorn_server, token, customer.pk)
 
         offer = page.locator("[data-offer]")
         expect(offer).to_contain_text("A mortgage for your new home", timeout=10_000)

@@ -17,14 +17,9 @@ from crm.models import Customer, SourceSystem, User
 from scripting import services
 from scripting.models import Assignment, Run, RunStatus, ScriptVersion
 from tests.agents.test_views import SCRIPT_PANEL_QUERIES
+from tests.conftest import signed_in
 
 pytestmark = pytest.mark.django_db
-
-
-def signed_in(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def screen(client: Client, customer: Customer) -> str:

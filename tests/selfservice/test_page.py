@@ -17,16 +17,10 @@ from crm import services
 from crm.models import BusinessEvent, Customer, User
 from policies import engine
 from policies.models import OfferPresentation
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, signed_in
 from tests.policies.conftest import make_offer, make_policy, present
 
 pytestmark = pytest.mark.django_db
-
-
-def signed_in(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def _view(customer: Customer, key: str) -> None:
@@ -67,7 +61,7 @@ def test_a_customer_sees_their_own_web_offers_and_details(dave: User, offers: di
 
 
 def test_an_offers_closing_time_is_on_the_customers_clock(dave: User, offers: dict[str, Any]) -> None:
-    Customer.objects.filter(pk=dave.customer_id).update(time_zone="America/Chicago")
+    Customer.objects.filter(pk=offers["Dave/self_service"].customer_id).update(time_zone="America/Chicago")
     expires = offers["Dave/self_service"].expires_at.astimezone(zoneinfo.ZoneInfo("America/Chicago"))
     for name in ("me", "me-offers"):
         html = signed_in(dave).get(reverse(name)).content.decode()

@@ -1,5 +1,7 @@
 """API v1 for offers: a customer's offers for the self-service web and the agent
-screen, and their answers. Integrations may not read or answer offers."""
+screen, and their answers; the delivery feed of the e-mail and outbound-call
+offers for the e-mail platform and the dialer, which pass the answers back.
+Other integrations may not read or answer offers."""
 
 from __future__ import annotations
 
@@ -137,12 +139,19 @@ class _Respond(StrictQueryParams, APIView):
 
     def _answer(self, request: Request, presentation_id: int, reason: str = "") -> Response:
         user = _user(request)
-        _no_integrations(user)
         visible = crm_selectors.customers_visible_to(user).values("pk")
-        presentation = get_object_or_404(
-            OfferPresentation.objects.filter(customer__in=visible), pk=presentation_id
-        )
-        if not user.is_customer and not user.has_perm(RESPOND_PERMISSION):
+        offers = OfferPresentation.objects.filter(customer__in=visible)
+        if user.is_integration:
+            # The e-mail platform and the dialer pass on the answers to the offers they
+            # delivered (a click, a yes on the phone); other integrations answer none.
+            channel = selectors.delivery_channel_of(user)
+            if channel is None:
+                raise PermissionDenied(
+                    "Only an e-mail platform or a dialer answers offers, for the ones it delivered."
+                )
+            offers = offers.filter(channel=channel)
+        presentation = get_object_or_404(offers, pk=presentation_id)
+        if not user.is_customer and not user.is_integration and not user.has_perm(RESPOND_PERMISSION):
             raise PermissionDenied("You may not answer offers for customers.")
         answered = services.offer_respond(
             presentation_id=presentation.pk, accepted=self.accepted, actor=user, reason=reason
@@ -273,3 +282,98 @@ class PolicyCheckView(StrictQueryParams, APIView):
         incoming.is_valid(raise_exception=True)
         services.policy_validate(Policy(**incoming.validated_data))
         return Response({"ok": True})
+
+
+# --- Delivery by the e-mail platform and the dialer -------------------------------------------
+
+
+def _delivery_channel(request: Request) -> str:
+    channel = selectors.delivery_channel_of(_user(request))
+    if channel is None:
+        raise PermissionDenied(
+            "Only an e-mail platform's or a dialer's integration takes offers to deliver "
+            "(its source system's kind is email or dialer)."
+        )
+    return channel
+
+
+class DeliveryCustomerSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    display_name = serializers.CharField()
+    email = serializers.CharField(source="primary_email", help_text="Empty when none is on file.")
+    phone = serializers.CharField(source="primary_phone", help_text="E.164; empty when none is on file.")
+    language = serializers.CharField()
+    time_zone = serializers.CharField(help_text="Send or call within the customer's hours in this zone.")
+
+
+class DeliveryOfferSerializer(OfferSerializer):
+    talking_points = serializers.CharField(help_text="What the dialer's agent says.")
+
+
+class DeliverySerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="Acknowledge it once taken; answer it at /offers/{id}/accept/.")
+    channel = serializers.CharField()
+    presented_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField(help_text="Do not deliver it after this time.")
+    customer = DeliveryCustomerSerializer()
+    offer = DeliveryOfferSerializer()
+
+
+class DeliveriesSerializer(serializers.Serializer):
+    channel = serializers.CharField()
+    deliveries = DeliverySerializer(many=True)
+    more = serializers.BooleanField(help_text="More are waiting: acknowledge these and read again.")
+
+
+class DeliveriesQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(min_value=1, max_value=500, required=False, default=100)
+
+
+class DeliveryAckSerializer(JsonTypes, serializers.Serializer):
+    delivered = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), min_length=1, max_length=500,
+        help_text="The ids of the offers taken for delivery (at most 500).",
+    )  # fmt: skip
+
+
+class DeliveryAckResultSerializer(serializers.Serializer):
+    acknowledged = serializers.ListField(child=serializers.IntegerField())
+    already = serializers.ListField(child=serializers.IntegerField(), help_text="Acknowledged before.")
+    unknown = serializers.ListField(
+        child=serializers.IntegerField(),
+        help_text="Not offers of this channel: nothing was changed for them.",
+    )
+
+
+@extend_schema(
+    tags=["offers"],
+    description="The offers the policies presented on this integration's channel (an e-mail platform: "
+    "email; a dialer: outbound_call) that it has not acknowledged yet, oldest first. At least once: an "
+    "offer stays in the feed until acknowledged. Offers whose customer withdrew consent, or that expired, "
+    "are left out.",
+    responses={200: DeliveriesSerializer},
+)
+class OfferDeliveriesView(StrictQueryParams, APIView):
+    query_serializers = {"get": DeliveriesQuerySerializer}
+
+    def get(self, request: Request) -> Response:
+        channel = _delivery_channel(request)
+        rows, more = selectors.offers_to_deliver(channel=channel, limit=self.query()["limit"])
+        return Response(DeliveriesSerializer({"channel": channel, "deliveries": rows, "more": more}).data)
+
+
+@extend_schema(
+    tags=["offers"],
+    description="Acknowledge offers taken for delivery: they leave the feed. Idempotent.",
+    request=DeliveryAckSerializer,
+    responses={200: DeliveryAckResultSerializer},
+)
+class OfferDeliveriesAckView(StrictQueryParams, APIView):
+    def post(self, request: Request) -> Response:
+        channel = _delivery_channel(request)
+        incoming = DeliveryAckSerializer(data=request.data if isinstance(request.data, dict) else {})
+        incoming.is_valid(raise_exception=True)
+        ack = services.offers_mark_delivered(
+            channel=channel, presentation_ids=incoming.validated_data["delivered"]
+        )
+        return Response(DeliveryAckResultSerializer(ack).data)

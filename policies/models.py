@@ -261,6 +261,9 @@ class OfferPresentation(models.Model):
     responded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # E-mail and outbound-call offers are sent by the e-mail platform and the dialer:
+    # set when the integration acknowledges it has taken the offer for delivery.
+    delivered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -277,6 +280,13 @@ class OfferPresentation(models.Model):
             models.Index(fields=["customer", "-presented_at"], name="presentation_customer_time"),
             models.Index(
                 fields=["expires_at"], condition=models.Q(status="presented"), name="presentation_open_expiry"
+            ),
+            # The delivery feed of each integration channel: what is still to be taken, oldest first.
+            models.Index(
+                fields=["channel", "id"],
+                condition=models.Q(status="presented", delivered_at__isnull=True)
+                & models.Q(channel__in=["email", "outbound_call"]),
+                name="presentation_to_deliver",
             ),
         ]
 

@@ -11,8 +11,16 @@ from django.db.models import Case, Count, Exists, Max, OuterRef, Q, QuerySet, Wh
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from crm.models import BusinessEvent
-from policies.models import Decision, DecisionOutcome, OfferPresentation, Policy, PresentationStatus
+from crm.models import BusinessEvent, User
+from crm.models.choices import SourceKind
+from policies.models import (
+    Decision,
+    DecisionOutcome,
+    OfferChannel,
+    OfferPresentation,
+    Policy,
+    PresentationStatus,
+)
 
 # A screen further behind than this reloads its offers instead of replaying them.
 CATCH_UP_LIMIT = 200
@@ -52,6 +60,44 @@ def customer_offers(*, customer_id: int, after: int | None = None) -> CustomerOf
         .order_by("sequence")
     )
     return CustomerOffers(list(missed), last, reload=False)
+
+
+# --- Delivery by the integrations that send offers -----------------------------------------
+
+# Which offer channel each kind of integration delivers: the e-mail platform sends
+# the e-mail offers, the dialer calls for the outbound-call ones.
+DELIVERY_CHANNELS: dict[str, str] = {
+    SourceKind.EMAIL: OfferChannel.EMAIL, SourceKind.DIALER: OfferChannel.OUTBOUND_CALL,
+}  # fmt: skip
+# The consent each channel needs at the moment of sending, on top of marketing consent.
+_SEND_CONSENT: dict[str, Q] = {OfferChannel.EMAIL: Q(customer__do_not_email=False),
+                 OfferChannel.OUTBOUND_CALL: Q(customer__do_not_call=False)}  # fmt: skip
+
+
+def delivery_channel_of(user: User) -> str | None:
+    """The offer channel ``user``'s source system delivers, if any."""
+    source = user.source_system if user.is_integration else None
+    return DELIVERY_CHANNELS.get(source.kind) if source is not None else None
+
+
+def offers_to_deliver(*, channel: str, limit: int) -> tuple[list[OfferPresentation], bool]:
+    """Offers presented on ``channel`` that its integration has not taken yet,
+    oldest first, and whether more are waiting. Offers that expired, or whose
+    customer withdrew the consent since, are not to be sent and are left out
+    (an expired one leaves the queue when the expiry sweep closes it)."""
+    rows = list(
+        OfferPresentation.objects.filter(
+            channel=channel,
+            status=PresentationStatus.PRESENTED,
+            delivered_at__isnull=True,
+            expires_at__gt=timezone.now(),
+            customer__marketing_opt_in=True,
+        )
+        .filter(_SEND_CONSENT[channel])
+        .select_related("offer", "customer")
+        .order_by("id")[: limit + 1]
+    )
+    return rows[:limit], len(rows) > limit
 
 
 # --- Supervisor pages: lists and results -----------------------------------------------------

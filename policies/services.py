@@ -342,3 +342,32 @@ def _record_offer_event(
         source=crm_services.crm_source(), idempotency_key=f"{event_type}:{presentation.pk}",
         customer_id=presentation.customer_id, actor=actor,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DeliveryAck:
+    acknowledged: list[int]
+    already: list[int]
+    unknown: list[int]
+
+
+def offers_mark_delivered(*, channel: str, presentation_ids: list[int]) -> DeliveryAck:
+    """The channel's integration has taken these offers for delivery: they leave
+    its feed. Repeating an acknowledgement changes nothing; an id that is not an
+    offer of this channel is reported back, never touched."""
+    wanted = list(dict.fromkeys(presentation_ids))
+    with transaction.atomic():
+        marked = set(
+            OfferPresentation.objects.select_for_update()
+            .filter(pk__in=wanted, channel=channel, delivered_at__isnull=True)
+            .values_list("pk", flat=True)
+        )
+        OfferPresentation.objects.filter(pk__in=marked).update(delivered_at=timezone.now())
+        known = set(
+            OfferPresentation.objects.filter(pk__in=wanted, channel=channel).values_list("pk", flat=True)
+        )
+    return DeliveryAck(
+        acknowledged=[pk for pk in wanted if pk in marked],
+        already=[pk for pk in wanted if pk in known and pk not in marked],
+        unknown=[pk for pk in wanted if pk not in known],
+    )

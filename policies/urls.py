@@ -9,6 +9,8 @@ from policies import api
 urlpatterns = [
     path("customers/<int:id>/offers/", api.CustomerOffersView.as_view(), name="api-customer-offers"),
     path("me/offers/", api.MyOffersView.as_view(), name="api-my-offers"),
+    path("offers/deliveries/", api.OfferDeliveriesView.as_view(), name="api-offer-deliveries"),
+    path("offers/deliveries/ack/", api.OfferDeliveriesAckView.as_view(), name="api-offer-deliveries-ack"),
     path("offers/<int:id>/accept/", api.OfferAcceptView.as_view(), name="api-offer-accept"),
     path("offers/<int:id>/decline/", api.OfferDeclineView.as_view(), name="api-offer-decline"),
     path("policies/vocabulary/", api.PolicyVocabularyView.as_view(), name="api-policy-vocabulary"),

@@ -77,7 +77,7 @@ class DecisionAdmin(ReadOnlyAdmin):
 
 @admin.register(OfferPresentation)
 class OfferPresentationAdmin(ReadOnlyAdmin):
-    list_display = ["presented_at", "offer", "customer", "channel", "status", "sequence"]
+    list_display = ["presented_at", "offer", "customer", "channel", "status", "sequence", "delivered_at"]
     list_filter = ["status", "channel"]
     list_select_related = ["offer"]
     raw_id_fields = ["customer", "event", "responded_by", "policy"]

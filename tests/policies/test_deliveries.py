@@ -102,7 +102,8 @@ def test_acknowledged_offers_leave_the_feed_once(
 
 
 def test_an_empty_or_malformed_acknowledgement_names_the_field(mailer: User) -> None:
-    for body in ({}, {"delivered": []}, {"delivered": ["x"]}):
+    bodies: list[dict[str, Any]] = [{}, {"delivered": []}, {"delivered": ["x"]}]
+    for body in bodies:
         response = api_as(mailer).post("/api/v1/offers/deliveries/ack/", body, format="json")
         assert response.status_code == 400 and "delivered" in response.json()
 

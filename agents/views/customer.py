@@ -28,6 +28,7 @@ from agents.views.common import (
 from crm import selectors, services
 from crm.exceptions import Conflict, StaleVersion
 from crm.models import Customer, Interaction
+from crm.models.choices import Channel
 from crm.staff_pages import desktop_context, staff_of, staff_required
 from crm.validation import format_phone
 from policies import selectors as policies_selectors
@@ -99,14 +100,14 @@ def _back_link(request: HttpRequest) -> str:
     return reverse("home") + (f"?{kept}" if kept else "")
 
 
-def _screen_context(request: HttpRequest, customer_id: int) -> dict[str, Any] | None:
+def _screen_context(request: HttpRequest, customer_id: int, *, channel: str = "") -> dict[str, Any] | None:
     """Everything the customer screen shows, read in one selector call and logged
     as a read; None when there is no such customer among those this staff member
-    may see."""
+    may see. ``channel``: the history shows that channel's contacts only."""
     user = staff_of(request)
     try:
         screen = selectors.customer_screen(
-            customer_id=customer_id, queryset=selectors.customers_visible_to(user)
+            customer_id=customer_id, queryset=selectors.customers_visible_to(user), history_channel=channel
         )
     except Customer.DoesNotExist:
         return None
@@ -132,7 +133,7 @@ def _screen_context(request: HttpRequest, customer_id: int) -> dict[str, Any] | 
         address=customer.primary_address,
         history=history_rows(screen.interactions),
         history_limit=selectors.SCREEN_HISTORY,
-        **history_context(screen.interactions, customer_id=customer_id),
+        **history_context(screen.interactions, customer_id=customer_id, channel=channel),
         back_url=_back_link(request),
         now=timezone.now(),
     )
@@ -163,8 +164,15 @@ def customer_detail(request: HttpRequest, customer_id: int) -> HttpResponse:
 def customer_screen_part(request: HttpRequest, customer_id: int) -> HttpResponse:
     """The screen's body alone, read afresh: what the live page swaps in when the
     socket says the record changed, and after a reconnect (frames only tell; the
-    rows are the truth, so the page re-reads them instead of patching itself)."""
-    context = _screen_context(request, customer_id)
+    rows are the truth, so the page re-reads them instead of patching itself).
+    ``?channel=``: the history filter the agent chose, kept across re-reads."""
+    channel = request.GET.get("channel", "")
+    if channel and channel not in Channel.values:
+        return HttpResponse(
+            f"Unknown channel “{channel}”: use one of {', '.join(Channel.values)}, or none for all.",
+            status=400,
+        )
+    context = _screen_context(request, customer_id, channel=channel)
     if context is None:
         return HttpResponse(status=404)
     response = render(request, "agents/_screen.html", context)

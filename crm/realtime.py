@@ -148,9 +148,9 @@ async def _sender(queue: asyncio.Queue[list[tuple[str, dict[str, Any]]]]) -> Non
     layer = get_channel_layer()
     while True:
         messages = list(await queue.get())
-        # What queued up while the last lot went out leaves together, in order: one
-        # look-up of who listens instead of one per request. At 50 calls a second a
-        # sender taking one request's messages at a time fell behind for good.
+        # What queued up while the last lot went out leaves with the next, in order: one
+        # look-up of who listens (a Redis round trip) per lot instead of one per request,
+        # so a sender that falls behind under load catches up instead of staying behind.
         while not queue.empty():
             messages.extend(queue.get_nowait())
         await _send_all(layer, messages)

@@ -197,11 +197,14 @@ class CustomerScreen:
     open_tasks: list[Task]
 
 
-def customer_screen(*, customer_id: int, queryset: QuerySet[Customer] | None = None) -> CustomerScreen:
+def customer_screen(
+    *, customer_id: int, queryset: QuerySet[Customer] | None = None, history_channel: str = ""
+) -> CustomerScreen:
     """Everything the agent sees about one customer, in at most five queries
     whatever the length of the history: the customer with its household (and
     whether any task is open), the other members, the accounts with their
-    products, the last 50 contacts, the open tasks (only when there are some)."""
+    products, the last 50 contacts (of ``history_channel`` only, when the agent
+    filters the history), the open tasks (only when there are some)."""
     base = queryset if queryset is not None else Customer.objects.all()
     open_tasks = Task.objects.filter(customer_id=OuterRef("pk"), status__in=OPEN_TASK_STATUSES)
     customer = (
@@ -225,9 +228,11 @@ def customer_screen(*, customer_id: int, queryset: QuerySet[Customer] | None = N
         .select_related("product")
         .order_by("status", "-opened_on")
     )
+    history = Interaction.objects.filter(customer_id=customer.pk)
+    if history_channel:
+        history = history.filter(channel=history_channel)
     interactions = list(
-        Interaction.objects.filter(customer_id=customer.pk)
-        .select_related("agent")
+        history.select_related("agent")
         # Only what the history shows: not the agents' password hashes and flags.
         .only(*HISTORY_FIELDS)
         .order_by("-occurred_at", "-id")[:SCREEN_HISTORY]

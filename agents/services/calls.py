@@ -10,6 +10,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from agents import realtime
@@ -52,18 +53,15 @@ def desk_call_control(*, user: User, call_id: int, kind: str, payload: dict[str,
 # --- Calls ----------------------------------------------------------------------------
 
 
-def _call_state_commit() -> None:
-    """The current transaction's commit returns without waiting for the disk.
-
-    For the telephony system's calls and events only: a commit that waits for the
-    write-ahead log's flush (4-8 ms on these disks) was the largest single cost of
-    a call on the floor's hot path. The data stays consistent; what a crash of the
-    database server itself (not of a web process) may lose is the last fraction
-    of a second of call states, which the phone system, the owner of the call,
-    reports again. The call's contact history, written at wrap-up, and every other
-    write keep synchronous commits."""
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+# Call-state commits do not wait for the disk. For the telephony system's calls and
+# events only: a commit that waits for the write-ahead log's flush (4-8 ms on these
+# disks) was the largest single cost of a call on the floor's hot path. The data stays
+# consistent; what a crash of the database server itself (not of a web process) may
+# lose is the last fraction of a second of call states, which the phone system, the
+# owner of the call, reports again. The call's contact history, written at wrap-up, and
+# every other write keep synchronous commits. Each hot statement says it itself
+# (``set_config('synchronous_commit', 'off', true)``, i.e. SET LOCAL) instead of
+# paying a round trip for it.
 
 
 def call_arrive(
@@ -113,7 +111,7 @@ def call_arrive(
 # the agent in the ringing state and keep the change. It is what ``_route`` and
 # ``_ring`` do for a call that exists, written out for the arrival: at 50 calls a
 # second the ORM's seven statements (BEGIN to COMMIT) were most of a call's time.
-# Its commit does not wait for the disk (``_call_state_commit``).
+# Its commit does not wait for the disk (see call-state commits above).
 _ARRIVE_SQL = """
 WITH picked AS (
     SELECT a.user_id FROM agents_agent a
@@ -300,22 +298,25 @@ def call_event(
     payload = payload or {}
     now = now or timezone.now()
     with transaction.atomic(), realtime_batched():
-        _call_state_commit()
         call = (
             Call.objects.select_for_update(of=("self",))
             .select_related("queue", "agent__user")
+            # The commit does not wait for the disk (call-state commits, above).
+            .annotate(_no_flush_wait=RawSQL("set_config('synchronous_commit', 'off', true)", ()))
             .filter(source_system=source, telephony_id=telephony_id)
             .first()
         )
         if call is None:
             raise CallNotFound(telephony_id)
-        if CallEvent.objects.filter(call=call, event_id=event_id).exists():
+        # The event, once: a repeat inserts nothing (the call is locked, so nobody else
+        # is inserting it). Inserted before the state is checked; a refusal below rolls
+        # it back with everything else.
+        if not _record_event(call=call, event_id=event_id, kind=kind, payload=payload, now=now):
             return call, False
         if call.state not in _ALLOWED[kind]:
             raise Conflict(
                 {"kind": f"The call is {call.get_state_display().lower()}: “{kind}” cannot happen now."}
             )
-        CallEvent.objects.create(call=call, event_id=event_id, kind=kind, payload=payload, at=now)
         agent = Agent.objects.select_for_update().get(pk=call.agent_id) if call.agent_id else None
         if kind == "answered":
             call.state = CallState.CONNECTED
@@ -341,9 +342,27 @@ def call_event(
                     _change(agent, AgentState.WRAP_UP, call=call, now=now)
             if was == CallState.QUEUED:
                 realtime.queue_changed(call.queue_id)
-        call.save()
+        call.save(update_fields=_EVENT_FIELDS)
         realtime.call_changed(call)
     return call, True
+
+
+# What an event may change on the call (``_ring`` and ``_route`` save their own).
+_EVENT_FIELDS = ["state", "answered_at", "ended_at", "end_reason", "queue", "agent", "arrived_at"]
+
+_EVENT_SQL = f"""
+INSERT INTO {CallEvent._meta.db_table} (call_id, event_id, kind, payload, at)
+VALUES (%s, %s, %s, %s::jsonb, %s)
+ON CONFLICT (call_id, event_id) DO NOTHING
+RETURNING id
+"""
+
+
+def _record_event(*, call: Call, event_id: str, kind: str, payload: dict[str, Any], now: dt.datetime) -> bool:
+    """Insert the call's event; False when the telephony system sent it before."""
+    with connection.cursor() as cursor:
+        cursor.execute(_EVENT_SQL, [call.pk, event_id, kind, json.dumps(payload), now])
+        return cursor.fetchone() is not None
 
 
 def _transfer(call: Call, agent: Agent | None, payload: dict[str, Any], *, now: dt.datetime) -> None:

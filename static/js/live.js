@@ -136,6 +136,8 @@
     return before;
   }
 
+  // Resolves to true once the server took the request, false when it refused it (the
+  // refusal is then shown in the call bar).
   function post(url, body) {
     var error = callbar && callbar.querySelector(".callbar-error");
     if (error) error.textContent = "";
@@ -147,10 +149,12 @@
       return response.json().then(function (data) {
         if (!response.ok) throw new Error(data.error || "The request failed (" + response.status + ").");
         apply(data);
+        return true;
       });
     }).catch(function (exc) {
       if (error) error.textContent = exc.message;
       else window.alert(exc.message);
+      return false;
     });
   }
 
@@ -203,7 +207,12 @@
       if (!current.call || to.length !== 2) return;
       var body = {};
       body[to[0]] = to[1];
-      post(callbar.dataset.callUrl + current.call.call_id + "/transfer/", body).then(closeTransfer);
+      // Refused (that agent just took another call, or lacks the skill): the list stays
+      // open beside the reason, read again so it offers who is free now.
+      post(callbar.dataset.callUrl + current.call.call_id + "/transfer/", body).then(function (done) {
+        if (done) closeTransfer();
+        else openTransfer();
+      });
     });
     transferForm.addEventListener("keydown", function (event) {
       if (event.key === "Escape") { event.preventDefault(); closeTransfer(); }
@@ -325,7 +334,11 @@
     refreshing = true;
     var before = knownInteractions();
     var offersBefore = knownOffers();
-    fetch(screen.dataset.partUrl, { credentials: "same-origin", headers: { "X-Requested-With": "live", "X-Screen-Id": screenId } })
+    // The history stays on the channel the agent chose: the re-read comes filtered alike.
+    var chosen = screen.querySelector('.history-filter [data-history-channel][aria-pressed="true"]');
+    var channel = chosen ? chosen.dataset.historyChannel : "";
+    var url = screen.dataset.partUrl + (channel ? "?channel=" + encodeURIComponent(channel) : "");
+    fetch(url, { credentials: "same-origin", headers: { "X-Requested-With": "live", "X-Screen-Id": screenId } })
       .then(function (response) {
         if (response.status === 404) { showLive("gone", "This customer is no longer available to you."); return null; }
         if (response.redirected || !response.ok) throw new Error("screen " + response.status);

@@ -26,3 +26,38 @@ def test_a_customer_reading_their_own_record_is_not_logged(dave, dave_customer):
 def test_one_read_of_many_customers_writes_one_row_each(alice, dave_customer, erin_customer):
     ids = [dave_customer.pk, erin_customer.pk, dave_customer.pk]
     assert services.access_log_record(user=alice, customer_ids=ids) == 2
+
+
+def _synchronous_commit() -> str:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return str(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_read_logged_on_its_own_is_committed_and_later_writes_still_wait_for_the_disk(alice, dave_customer):
+    import psycopg
+    from django.db import connection
+
+    assert connection.get_autocommit()
+    services.access_log_record(user=alice, customer_ids=[dave_customer.pk], channel="page")
+    # Committed at once: another connection sees it.
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    with psycopg.connect(**params) as other:
+        seen = other.execute(
+            "SELECT count(*) FROM crm_accesslogentry WHERE customer_id = %s", [dave_customer.pk]
+        ).fetchone()
+    assert seen == (1,)
+    # Relaxed for that statement's own commit only, never for the connection.
+    assert _synchronous_commit() == "on"
+
+
+def test_a_read_logged_inside_a_transaction_leaves_that_transactions_commit_synchronous(alice, dave_customer):
+    with transaction.atomic():
+        services.access_log_record(user=alice, customer_ids=[dave_customer.pk], channel="page")
+        assert _synchronous_commit() == "on"
+    assert AccessLogEntry.objects.filter(customer_id=dave_customer.pk).count() == 1

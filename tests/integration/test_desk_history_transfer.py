@@ -5,6 +5,9 @@ loads older contacts, and t transfers the call to an available colleague."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import threading
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +108,124 @@ def test_the_agent_transfers_a_call_to_an_available_colleague_with_t(
         browser.close()
     assert not errors, errors
     assert agents_services.agent_for(user=colleague).state == AgentState.RINGING
+
+
+def _timeline_post(server: Server, token: str, customer_id: int, body: dict[str, Any]) -> None:
+    request = urllib.request.Request(  # noqa: S310  (http on loopback: the test's own server)
+        f"{server.origin}/api/v1/customers/{customer_id}/timeline/",
+        data=json.dumps({"direction": "inbound", **body}).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310  (loopback)
+        assert response.status == 201
+
+
+def test_the_history_keeps_its_channel_when_the_screen_reads_itself_again(
+    uvicorn_server: Server, alice: User, dave_customer: Customer, ivr: SourceSystem, frank: User
+) -> None:
+    now = timezone.now()
+    for n in range(8):
+        services.interaction_record(
+            customer_id=dave_customer.pk, channel="email" if n % 2 else "phone", direction="inbound",
+            source=ivr, external_id=f"before-{n}", occurred_at=now - dt.timedelta(days=n + 1),
+            subject=f"Earlier contact {n}",
+        )  # fmt: skip
+    _, token = services.api_token_create(user=frank, name="ivr sync")
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        errors: list[str] = []
+        page = signed_in_page(browser, uvicorn_server, "alice", errors)
+        page.set_viewport_size({"width": 1366, "height": 768})
+        page.goto(f"{uvicorn_server.origin}/customer/{dave_customer.pk}/")
+        expect(page.locator("#live-state")).to_have_attribute("data-state", "live", timeout=10_000)
+        rows = page.locator("#history-rows tr[data-interaction]")
+        page.locator('[data-history-channel="email"]').click()
+        expect(rows).to_have_count(4)
+        # Two contacts synced while the agent reads the e-mails: the screen reads itself
+        # again (one re-read for both), and stays on e-mail.
+        _timeline_post(uvicorn_server, token, dave_customer.pk,
+                       {"channel": "phone", "external_id": "live-phone", "subject": "Phoned while filtered",
+                        "occurred_at": now.isoformat()})  # fmt: skip
+        _timeline_post(uvicorn_server, token, dave_customer.pk,
+                       {"channel": "email", "external_id": "live-email", "subject": "Wrote while filtered",
+                        "occurred_at": now.isoformat()})  # fmt: skip
+        expect(page.locator("#history-rows")).to_contain_text("Wrote while filtered", timeout=10_000)
+        expect(rows).to_have_count(5)
+        expect(page.locator('[data-history-channel="email"]')).to_have_attribute("aria-pressed", "true")
+        expect(page.locator('[data-history-channel=""]')).to_have_attribute("aria-pressed", "false")
+        assert set(rows.locator(".col-channel").all_inner_texts()) == {"↙ E-mail"}
+        expect(page.locator("#screen")).not_to_contain_text("Phoned while filtered")
+        expect(page.locator("#history-rows tr.row-new")).to_have_count(1)
+        page.locator(".history-filter").scroll_into_view_if_needed()
+        page.screenshot(path=str(Path(SCREENSHOTS) / "customer-history-filter-live.png"))
+        # All again: the phone contact was there all along.
+        page.locator('[data-history-channel=""]').click()
+        expect(page.locator("#history-rows")).to_contain_text("Phoned while filtered")
+        browser.close()
+    assert not errors, errors
+
+
+@pytest.mark.usefixtures("dave_customer")
+def test_a_refused_transfer_keeps_the_list_open_beside_the_reason(
+    uvicorn_server: Server, alice: User, ivr: SourceSystem
+) -> None:
+    queue = Queue.objects.create(code="service", name="Customer service")
+    colleague = services.staff_user_create(
+        username="carl", password="not-used-password-1", role="agent", first_name="Carl", last_name="Diaz"
+    )
+    for user in (alice, colleague):
+        agents_services.agent_for(user=user).queues.set([queue])
+    agents_services.agent_set_state(user=alice, state=AgentState.AVAILABLE)
+    call, _ = agents_services.call_arrive(
+        source=ivr, telephony_id="x2", ani="+12025550143", queue_code="service"
+    )
+    agents_services.call_event(source=ivr, telephony_id="x2", event_id="a", kind="answered")
+    agents_services.agent_set_state(user=colleague, state=AgentState.AVAILABLE)
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        errors: list[str] = []
+        page: Any = signed_in_page(browser, uvicorn_server, "alice", errors)
+        page.set_viewport_size({"width": 1366, "height": 768})
+        page.goto(f"{uvicorn_server.origin}/customer/{call.customer_id}/")
+        expect(page.locator("#callbar")).to_have_attribute("data-state", "connected", timeout=10_000)
+        page.locator("body").click()
+        page.keyboard.press("t")
+        select = page.locator("#transfer-to")
+        expect(select.locator("option")).to_contain_text(["Carl Diaz"])
+        # Carl goes on a break while the list is open (from another thread: Playwright's
+        # loop runs on this one, and the state change sends its frames on commit).
+        went = threading.Thread(target=_on_break, args=(colleague,))
+        went.start()
+        went.join()
+        page.keyboard.press("Enter")
+        expect(page.locator(".callbar-error")).to_contain_text("Carl Diaz is on a break", timeout=10_000)
+        expect(page.locator("#transfer")).to_be_visible()
+        expect(select).to_be_focused()
+        # Read again: Carl is no longer offered.
+        expect(select).not_to_contain_text("Carl Diaz")
+        expect(select).to_contain_text("Nobody with this skill is available")
+        expect(page.locator("#presence")).to_have_attribute("data-state", "on_call")
+        page.screenshot(path=str(Path(SCREENSHOTS) / "desk-transfer-refused.png"))
+        # The agent picks the queue instead, from the same list.
+        select.select_option(value="queue:service")
+        page.keyboard.press("Enter")
+        expect(page.locator("#presence")).to_have_attribute("data-state", "wrap_up", timeout=10_000)
+        expect(page.locator("#transfer")).to_be_hidden()
+        expect(page.locator(".callbar-error")).to_have_text("")
+        browser.close()
+    assert not errors, errors
+    assert agents_services.agent_for(user=colleague).state == AgentState.BREAK
+
+
+def _on_break(user: User) -> None:
+    from django.db import connection
+
+    try:
+        agents_services.agent_set_state(user=user, state=AgentState.BREAK, reason="lunch")
+    finally:
+        connection.close()

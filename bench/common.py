@@ -17,6 +17,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,14 +95,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_web(*, workers: int = 1) -> tuple[subprocess.Popen[bytes], int]:
+def _log(name: str | None) -> Any:
+    """Where a started server writes: ``.local/bench/<name>`` when named, else this process's output."""
+    if name is None:
+        return None
+    logs = ROOT / ".local" / "bench"
+    logs.mkdir(parents=True, exist_ok=True)
+    return open(logs / name, "wb")  # the child process keeps it open
+
+
+def start_web(*, workers: int = 1, log: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
     """uvicorn on a free loopback port with this process's environment (call
-    ``setup_django`` first), once it accepts connections."""
+    ``setup_django`` first), once it accepts connections; ``log`` names a file
+    under .local/bench for its output."""
     port = free_port()
     web = subprocess.Popen(
         [str(Path(sys.executable).parent / "uvicorn"), "config.asgi:application", "--host", "127.0.0.1",
-         "--port", str(port), "--lifespan", "off", "--log-level", "warning", "--workers", str(workers)],
-        cwd=ROOT, env=dict(os.environ),
+         "--port", str(port), "--lifespan", "off", "--log-level", "warning", "--no-access-log",
+         "--workers", str(workers)],
+        cwd=ROOT, env=dict(os.environ), stdout=_log(log), stderr=subprocess.STDOUT if log else None,
     )  # fmt: skip
     try:
         wait_for_port(port)
@@ -109,6 +121,21 @@ def start_web(*, workers: int = 1) -> tuple[subprocess.Popen[bytes], int]:
         web.terminate()
         raise
     return web, port
+
+
+def start_worker(*, processes: int = 2, log: str | None = None) -> subprocess.Popen[bytes]:
+    """A Celery worker as the Procfile runs it (prefork, ``processes`` pool
+    processes, every task of the default queue) with this process's environment.
+    The bench sets CELERY_TASK_DEFAULT_QUEUE to a queue of its own first, so the
+    worker consumes all the bench's tasks (ingest, event dispatch, ...) and no
+    other environment's."""
+    queue = os.environ.get("CELERY_TASK_DEFAULT_QUEUE", "celery")
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "celery"), "-A", "config", "worker", "--pool", "prefork",
+         "--concurrency", str(processes), "--hostname", f"{queue}@%h", "--loglevel", "WARNING",
+         "--without-mingle", "--without-gossip", "--without-heartbeat"],
+        cwd=ROOT, env=dict(os.environ), stdout=_log(log), stderr=subprocess.STDOUT if log else None,
+    )  # fmt: skip
 
 
 def wait_for_port(port: int, *, seconds: float = 30.0) -> None:
@@ -150,6 +177,40 @@ def peak_rss_mb(pid: int) -> float:
         except OSError:
             pass
     return round(max(peaks, default=0.0), 1)
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (a worker's pool processes), read from /proc."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                todo.extend(int(child) for child in (task / "children").read_text().split())
+            except OSError:
+                pass
+    return found
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory now of a process and its descendants, summed, in MB (Linux)."""
+    return sum(_rss(p) for p in _tree(pid)) / 1e6
+
+
+def largest_rss_mb(pid: int) -> float:
+    """Resident memory now of the largest single process of a tree, in MB."""
+    return max((_rss(p) for p in _tree(pid)), default=0) / 1e6
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -258,7 +258,7 @@ def touchpoint_batch_receive(
 
 
 def _queued_key() -> str:
-    return f"touchpoint-apply-queued:{settings.CRM_INGEST_QUEUE or 'default'}"
+    return f"touchpoint-apply-queued:{settings.CRM_INGEST_QUEUE or settings.CELERY_TASK_DEFAULT_QUEUE}"
 
 
 # How long a run counts as queued without having started (a message lost with a

@@ -235,6 +235,19 @@ def test_a_result_claimed_by_a_live_worker_is_left_alone(web, dave_customer):
     assert statuses(web) == {"v-1": "pending"}
 
 
+def test_a_claim_reaches_past_a_head_of_the_backlog_that_another_worker_holds(web, dave_customer):
+    # A claim reads the backlog a window at a time (at least 100 rows): the first
+    # window and more are held by a live worker, the claim still finds the rest.
+    receive(web, [visit(f"v-{i:03}", "dave@example.com") for i in range(130)])
+    claim = services.touchpoints.touchpoint_results_claim  # type: ignore[attr-defined]
+    held = claim(limit=120, token="busy")
+    free = claim(limit=5, token="second")
+
+    assert len(held) == 120
+    assert [c.external_id for c in free] == [f"v-{i:03}" for i in range(120, 125)]
+    assert not {c.id for c in held} & {c.id for c in free}
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_at_once_apply_each_result_exactly_once(dave_customer, erin_customer):
     web = web_source()

@@ -21,6 +21,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+# Whether the bench runs on the embedded PostgreSQL (whose processes it can watch).
+_embedded_postgres: list[bool] = []
 BENCH_SECRET_KEY = "bench-secret-key-not-for-production-0123456789-abcdefghijkl"
 
 
@@ -29,6 +31,7 @@ def bench_database_url(database: str) -> str:
     embedded one), creating the database if needed."""
     base = os.environ.get("DATABASE_URL")
     if not base:
+        _embedded_postgres.append(True)
         from config import embedded
 
         base = embedded.postgres_url(database)
@@ -211,6 +214,34 @@ def tree_rss_mb(pid: int) -> float:
 def largest_rss_mb(pid: int) -> float:
     """Resident memory now of the largest single process of a tree, in MB."""
     return max((_rss(p) for p in _tree(pid)), default=0) / 1e6
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """CPU time (user + system) each of these processes has used so far, in seconds (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
+def tree_pids(pid: int) -> list[int]:
+    return _tree(pid)
+
+
+def embedded_postgres_pids() -> list[int]:
+    """The embedded PostgreSQL's postmaster and its backends (none when DATABASE_URL
+    names another server), to count the CPU the database spends on a run."""
+    if not _embedded_postgres:
+        return []
+    try:
+        return _tree(int((ROOT / ".local" / "pg" / "postmaster.pid").read_text().split()[0]))
+    except (OSError, ValueError):
+        return []
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -43,12 +43,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import (
+    cpu_seconds,
+    embedded_postgres_pids,
     largest_rss_mb,
+    load_average,
     recreate_database,
     setup_django,
     start_web,
     start_worker,
     stop,
+    tree_pids,
     tree_rss_mb,
 )
 
@@ -242,9 +246,18 @@ def main() -> int:
                     raise SystemExit("not applied within an hour")
             return time.monotonic() - started
 
+        # The CPU the web and worker processes spent on the first run: on a shared
+        # machine the wall-clock figures move with the neighbours' load, this less so.
+        processes = {"web": lambda: tree_pids(web.pid), "worker": lambda: tree_pids(worker.pid),
+                     "postgres": embedded_postgres_pids}  # fmt: skip
+        cpu_before = {name: cpu_seconds(pids()) for name, pids in processes.items()}
         started = time.monotonic()
         api_seconds, accepted = post_all(port, token, items)
         total_seconds = until_applied(started)
+        cpu_used = {
+            name: sum(used - cpu_before[name].get(pid, 0.0) for pid, used in cpu_seconds(pids()).items())
+            for name, pids in processes.items()
+        }  # fmt: skip
         counts = dict(
             TouchpointResult.objects.order_by()
             .values("status")
@@ -287,7 +300,12 @@ def main() -> int:
         "web_rss_mb": round(peak["web"]), "worker_rss_mb": round(peak["worker"]),
         "worker_process_rss_mb": round(peak["worker_process"]), "api_s": round(api_seconds, 1),
         "total_s": round(total_seconds, 1), "size": args.size, "worker_processes": args.worker_processes,
-        "batches": TouchpointBatch.objects.count(), **split,
+        "batches": TouchpointBatch.objects.count(),
+        "worker_cpu_ms_per_result": round(cpu_used["worker"] / size * 1000, 3),
+        "web_cpu_ms_per_result": round(cpu_used["web"] / size * 1000, 3),
+        # The embedded server's backends of the web and the worker both (0 on another server).
+        "postgres_cpu_ms_per_result": round(cpu_used["postgres"] / size * 1000, 3),
+        "load_average": load_average(), **split,
     }))  # fmt: skip
     return 0
 

@@ -221,10 +221,19 @@ def main() -> int:
     worker = start_worker(processes=args.worker_processes, log="worker.log")
     web, port = start_web(log="uvicorn.log")
     peak = {"web": 0.0, "worker": 0.0, "worker_process": 0.0}
+    # The CPU seconds each process of the web, the worker and the embedded PostgreSQL
+    # used, as last read (twice a second: a process that exits keeps its last reading):
+    # on a shared machine the wall-clock figures move with the neighbours' load, the
+    # CPU a result costs much less so.
+    processes = {"web": lambda: tree_pids(web.pid), "worker": lambda: tree_pids(worker.pid),
+                 "postgres": embedded_postgres_pids}  # fmt: skip
+    cpu: dict[str, dict[int, float]] = {name: {} for name in processes}
     done = threading.Event()
 
     def watch() -> None:
         while not done.is_set():
+            for name, pids in processes.items():
+                cpu[name].update(cpu_seconds(pids()))
             peak["web"] = max(peak["web"], tree_rss_mb(web.pid))
             peak["worker"] = max(peak["worker"], tree_rss_mb(worker.pid))
             peak["worker_process"] = max(peak["worker_process"], largest_rss_mb(worker.pid))
@@ -246,18 +255,15 @@ def main() -> int:
                     raise SystemExit("not applied within an hour")
             return time.monotonic() - started
 
-        # The CPU the web and worker processes spent on the first run: on a shared
-        # machine the wall-clock figures move with the neighbours' load, this less so.
-        processes = {"web": lambda: tree_pids(web.pid), "worker": lambda: tree_pids(worker.pid),
-                     "postgres": embedded_postgres_pids}  # fmt: skip
-        cpu_before = {name: cpu_seconds(pids()) for name, pids in processes.items()}
+        cpu_before = {name: dict(readings) for name, readings in cpu.items()}
         started = time.monotonic()
         api_seconds, accepted = post_all(port, token, items)
         total_seconds = until_applied(started)
+        time.sleep(0.6)  # one more reading of every process
         cpu_used = {
-            name: sum(used - cpu_before[name].get(pid, 0.0) for pid, used in cpu_seconds(pids()).items())
-            for name, pids in processes.items()
-        }  # fmt: skip
+            name: sum(used - cpu_before[name].get(pid, 0.0) for pid, used in readings.items())
+            for name, readings in cpu.items()
+        }
         counts = dict(
             TouchpointResult.objects.order_by()
             .values("status")

@@ -454,7 +454,7 @@ def touchpoint_results_claim(*, limit: int, token: str) -> list[Claimed]:
                 break
             # The window's few thousand rows are sorted; the pending index is not read again.
             cursor.execute("SET LOCAL enable_sort TO ON")
-            params = {
+            params: dict[str, Any] = {
                 "ids": json.dumps([pk for pk, _ in candidates]), "stale": now - lease(),
                 "limit": limit - len(rows), "now": now, "token": token,
             }  # fmt: skip

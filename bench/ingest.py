@@ -12,8 +12,9 @@ customers, each known to a "bench-web" source by the key ``C<id>``. Then:
 2. POSTs N results (a mix: 60% web visits, 20% profile changes of tier,
    address or phone, 12% purchases, 8% consent changes) in batches of 1,000
    from 4 client threads over real HTTP;
-3. waits until no result is pending; counts what was applied, lost (accepted but
-   not applied) and duplicated (an effect written twice);
+3. waits until no result is pending and every event they raised was dispatched
+   (its deferred listeners ran); counts what was applied, lost (accepted but not
+   applied) and duplicated (an effect written twice);
 4. POSTs the same N results again and counts the rows that changed.
 
 Prints the time split: the API (all POSTs answered), the queue (a result's wait
@@ -26,6 +27,7 @@ peak_rss_mb, api_s, queue_wait_p50_s, apply_p50_s, apply_busy_s, ...
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import http.client
 import json
 import os
@@ -175,9 +177,18 @@ def main() -> int:
     from django.core.management import call_command
     from django.db import connection
     from django.db.models import Count
+    from django.utils import timezone
 
     from crm import services
-    from crm.models import Customer, FieldMapping, SourceSystem, TouchpointBatch, TouchpointResult, User
+    from crm.models import (
+        BusinessEvent,
+        Customer,
+        FieldMapping,
+        SourceSystem,
+        TouchpointBatch,
+        TouchpointResult,
+        User,
+    )
 
     if Customer.objects.count() != size:
         print(f"Building {database}: {size:,} customers ...", file=sys.stderr)
@@ -246,8 +257,15 @@ def main() -> int:
         def pending() -> int:
             return TouchpointResult.objects.filter(status="pending").count()
 
-        def until_applied(started: float) -> float:
-            while pending():
+        def undispatched(since: dt.datetime) -> bool:
+            """Whether an event of this run still waits for its deferred listeners
+            (the policy engine's decisions are part of the work a result brings)."""
+            return BusinessEvent.objects.filter(
+                dispatched_at__isnull=True, recorded_at__gte=since, dispatch_error=""
+            ).exists()
+
+        def until_applied(started: float, since: dt.datetime) -> float:
+            while pending() or undispatched(since):
                 if worker.poll() is not None:
                     raise SystemExit("the worker exited; see .local/bench/worker.log")
                 time.sleep(0.2)
@@ -256,9 +274,9 @@ def main() -> int:
             return time.monotonic() - started
 
         cpu_before = {name: dict(readings) for name, readings in cpu.items()}
-        started = time.monotonic()
+        started, since = time.monotonic(), timezone.now()
         api_seconds, accepted = post_all(port, token, items)
-        total_seconds = until_applied(started)
+        total_seconds = until_applied(started, since)
         time.sleep(0.6)  # one more reading of every process
         cpu_used = {
             name: sum(used - cpu_before[name].get(pid, 0.0) for pid, used in readings.items())
@@ -278,9 +296,9 @@ def main() -> int:
             0, effects["purchases"] - expected_effects["purchases"]
         )
         before = _row_counts(source.pk)
-        replay_started = time.monotonic()
+        replay_started, since = time.monotonic(), timezone.now()
         _, replay_accepted = post_all(port, token, items)
-        until_applied(replay_started)
+        until_applied(replay_started, since)
         replay_seconds = time.monotonic() - replay_started
         after = _row_counts(source.pk)
         replay_changed = sum(abs(after[k] - before[k]) for k in before) + replay_accepted

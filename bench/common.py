@@ -17,10 +17,13 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB_POOL_SIZE = "10"  # the Procfile's default
+# Whether the bench runs on the embedded PostgreSQL (whose processes it can watch).
+_embedded_postgres: list[bool] = []
 BENCH_SECRET_KEY = "bench-secret-key-not-for-production-0123456789-abcdefghijkl"
 
 
@@ -29,6 +32,7 @@ def bench_database_url(database: str) -> str:
     embedded one), creating the database if needed."""
     base = os.environ.get("DATABASE_URL")
     if not base:
+        _embedded_postgres.append(True)
         from config import embedded
 
         base = embedded.postgres_url(database)
@@ -95,9 +99,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_web(*, workers: int = 1) -> tuple[subprocess.Popen[bytes], int]:
+def _log(name: str | None) -> Any:
+    """Where a started server writes: ``.local/bench/<name>`` when named, else this process's output."""
+    if name is None:
+        return None
+    logs = ROOT / ".local" / "bench"
+    logs.mkdir(parents=True, exist_ok=True)
+    return open(logs / name, "wb")  # the child process keeps it open
+
+
+def start_web(*, workers: int = 1, log: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
     """uvicorn on a free loopback port with this process's environment (call
-    ``setup_django`` first), once it accepts connections."""
+    ``setup_django`` first), once it accepts connections; ``log`` names a file
+    under .local/bench for its output."""
     port = free_port()
     env = dict(os.environ)
     # As the Procfile runs it: a web process borrows database connections from a pool.
@@ -106,8 +120,9 @@ def start_web(*, workers: int = 1) -> tuple[subprocess.Popen[bytes], int]:
     env.setdefault("DATABASE_POOL_MAX_SIZE", WEB_POOL_SIZE)
     web = subprocess.Popen(
         [str(Path(sys.executable).parent / "uvicorn"), "config.asgi:application", "--host", "127.0.0.1",
-         "--port", str(port), "--lifespan", "off", "--log-level", "warning", "--workers", str(workers)],
-        cwd=ROOT, env=env,
+         "--port", str(port), "--lifespan", "off", "--log-level", "warning", "--no-access-log",
+         "--workers", str(workers)],
+        cwd=ROOT, env=env, stdout=_log(log), stderr=subprocess.STDOUT if log else None,
     )  # fmt: skip
     try:
         wait_for_port(port)
@@ -115,6 +130,21 @@ def start_web(*, workers: int = 1) -> tuple[subprocess.Popen[bytes], int]:
         web.terminate()
         raise
     return web, port
+
+
+def start_worker(*, processes: int = 2, log: str | None = None) -> subprocess.Popen[bytes]:
+    """A Celery worker as the Procfile runs it (prefork, ``processes`` pool
+    processes, every task of the default queue) with this process's environment.
+    The bench sets CELERY_TASK_DEFAULT_QUEUE to a queue of its own first, so the
+    worker consumes all the bench's tasks (ingest, event dispatch, ...) and no
+    other environment's."""
+    queue = os.environ.get("CELERY_TASK_DEFAULT_QUEUE", "celery")
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "celery"), "-A", "config", "worker", "--pool", "prefork",
+         "--concurrency", str(processes), "--hostname", f"{queue}@%h", "--loglevel", "WARNING",
+         "--without-mingle", "--without-gossip", "--without-heartbeat"],
+        cwd=ROOT, env=dict(os.environ), stdout=_log(log), stderr=subprocess.STDOUT if log else None,
+    )  # fmt: skip
 
 
 def wait_for_port(port: int, *, seconds: float = 30.0) -> None:
@@ -156,6 +186,68 @@ def peak_rss_mb(pid: int) -> float:
         except OSError:
             pass
     return round(max(peaks, default=0.0), 1)
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (a worker's pool processes), read from /proc."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                todo.extend(int(child) for child in (task / "children").read_text().split())
+            except OSError:
+                pass
+    return found
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory now of a process and its descendants, summed, in MB (Linux)."""
+    return sum(_rss(p) for p in _tree(pid)) / 1e6
+
+
+def largest_rss_mb(pid: int) -> float:
+    """Resident memory now of the largest single process of a tree, in MB."""
+    return max((_rss(p) for p in _tree(pid)), default=0) / 1e6
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """CPU time (user + system) each of these processes has used so far, in seconds (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
+def tree_pids(pid: int) -> list[int]:
+    return _tree(pid)
+
+
+def embedded_postgres_pids() -> list[int]:
+    """The embedded PostgreSQL's postmaster and its backends (none when DATABASE_URL
+    names another server), to count the CPU the database spends on a run."""
+    if not _embedded_postgres:
+        return []
+    try:
+        return _tree(int((ROOT / ".local" / "pg" / "postmaster.pid").read_text().split()[0]))
+    except (OSError, ValueError):
+        return []
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -53,8 +53,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, wait_for_port
-from bench.ingest import largest_rss_mb, rss_mb
+from bench.common import free_port, largest_rss_mb, wait_for_port
+from bench.common import tree_rss_mb as rss_mb
 from bench.policy_decision import EVENT_TYPES, PAYLOADS, build
 from bench.policy_decision import SIZES as POLICY_SIZES
 from bench.screen_pop import bench_database_url, percentile

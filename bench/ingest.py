@@ -6,14 +6,15 @@ Builds its own database (``crm_bench_ingest`` or ``crm_bench_ingest_small``, on
 the server DATABASE_URL names or the embedded one) with ``seed_bulk`` once: N
 customers, each known to a "bench-web" source by the key ``C<id>``. Then:
 
-1. starts uvicorn (one process) and a Celery worker (prefork, two processes;
-   ``--worker-processes`` to change)
-   against it, on a queue of its own;
+1. starts uvicorn (one process) and a Celery worker as the Procfile runs it
+   (prefork, two processes, ``--worker-processes`` to change; every task: the
+   apply runs and the events' deferred listeners) on a default queue of its own;
 2. POSTs N results (a mix: 60% web visits, 20% profile changes of tier,
    address or phone, 12% purchases, 8% consent changes) in batches of 1,000
    from 4 client threads over real HTTP;
-3. waits until no result is pending; counts what was applied, lost (accepted but
-   not applied) and duplicated (an effect written twice);
+3. waits until no result is pending and every event they raised was dispatched
+   (its deferred listeners ran); counts what was applied, lost (accepted but not
+   applied) and duplicated (an effect written twice);
 4. POSTs the same N results again and counts the rows that changed.
 
 Prints the time split: the API (all POSTs answered), the queue (a result's wait
@@ -26,17 +27,16 @@ peak_rss_mb, api_s, queue_wait_p50_s, apply_p50_s, apply_busy_s, ...
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import http.client
 import json
 import os
 import random
 import secrets
 import signal
-import subprocess
 import sys
 import threading
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.screen_pop import bench_database_url
+from bench.common import (
+    cpu_seconds,
+    embedded_postgres_pids,
+    largest_rss_mb,
+    load_average,
+    recreate_database,
+    setup_django,
+    start_web,
+    start_worker,
+    stop,
+    tree_pids,
+    tree_rss_mb,
+)
 
 SIZES = {"default": 1_000_000, "small": 100_000}
 BATCH = 1000
@@ -67,40 +79,6 @@ MAPPINGS: list[tuple[str, str, str, str, dict[str, Any]]] = [
     ("purchase", "currency", "purchase.currency", "upper", {}),
     ("purchase", "sku", "purchase.product", "text", {}),
 ]
-
-
-def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants, read from /proc (Linux)."""
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
-                todo.extend(int(child) for child in (task / "children").read_text().split())
-            except OSError:
-                pass
-    return found
-
-
-def _rss(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process and its children, in MB."""
-    return sum(_rss(p) for p in _tree(pid)) / 1e6
-
-
-def largest_rss_mb(pid: int) -> float:
-    """The largest single process of a tree (a pool process, not the pool), in MB."""
-    return max((_rss(p) for p in _tree(pid)), default=0) / 1e6
 
 
 def results(n: int, customers: list[int], seed: int) -> list[dict[str, Any]]:
@@ -195,30 +173,27 @@ def main() -> int:
     size = SIZES[args.size]
     database = "crm_bench_ingest" if args.size == "default" else f"crm_bench_ingest_{args.size}"
 
-    os.environ.setdefault("SECRET_KEY", "bench-secret-key-not-for-production-0123456789-abcdefghijkl")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ.setdefault("CRM_EMBEDDED_SERVERS", "true")
-    url = bench_database_url(database)
-    os.environ["DATABASE_URL"] = url
-    import django
-
-    warnings.filterwarnings("ignore", "No directory at", UserWarning)
-    django.setup()
-    from django.conf import settings
+    url = setup_django(database)
     from django.core.management import call_command
     from django.db import connection
     from django.db.models import Count
+    from django.utils import timezone
 
     from crm import services
-    from crm.models import Customer, FieldMapping, SourceSystem, TouchpointBatch, TouchpointResult, User
+    from crm.models import (
+        BusinessEvent,
+        Customer,
+        FieldMapping,
+        SourceSystem,
+        TouchpointBatch,
+        TouchpointResult,
+        User,
+    )
 
-    call_command("migrate", verbosity=0)
     if Customer.objects.count() != size:
         print(f"Building {database}: {size:,} customers ...", file=sys.stderr)
         connection.close()
-        from bench.screen_pop import _recreate_database
-
-        _recreate_database(url, database)
+        recreate_database(url, database)
         call_command("migrate", verbosity=0)
         call_command("seed_bulk", customers=size, interactions_per_customer=0, accounts_per_customer=0,
                      no_progress=True)  # fmt: skip
@@ -249,56 +224,64 @@ def main() -> int:
     _, token = services.api_token_create(user=user, name="bench ingest")
     connection.close()
 
-    queue = f"bench-ingest-{secrets.token_hex(4)}"
-    port = 18_000 + random.randint(0, 999)
-    env = dict(os.environ, DATABASE_URL=url, REDIS_URL=settings.REDIS_URL, CRM_INGEST_QUEUE=queue,
-               DEBUG="false", ALLOWED_HOSTS="127.0.0.1", SECURE_SSL_REDIRECT="false", LOG_LEVEL="WARNING",
-               CRM_TOUCHPOINT_THROTTLE="100000/min", CELERY_TASK_ALWAYS_EAGER="false")  # fmt: skip
-    bin_dir = Path(sys.executable).parent
-    logs = ROOT / ".local" / "bench"
-    logs.mkdir(parents=True, exist_ok=True)
-    web = subprocess.Popen(
-        [str(bin_dir / "uvicorn"), "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--lifespan", "off", "--log-level", "warning", "--no-access-log"],
-        cwd=ROOT, env=env, stdout=open(logs / "uvicorn.log", "wb"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    worker = subprocess.Popen(
-        [str(bin_dir / "celery"), "-A", "config", "worker", "--pool", "prefork",
-         "--concurrency", str(args.worker_processes),
-         "--queues", queue, "--hostname", f"{queue}@%h", "--loglevel", "WARNING",
-         "--without-mingle", "--without-gossip", "--without-heartbeat"],
-        cwd=ROOT, env=env, stdout=open(logs / "worker.log", "wb"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    # The worker runs as in production: every task on the default queue (the apply
+    # runs and the events' deferred listeners both), here a queue of this run's own.
+    os.environ.update(CELERY_TASK_DEFAULT_QUEUE=f"bench-ingest-{secrets.token_hex(4)}", CRM_INGEST_QUEUE="",
+                      LOG_LEVEL="WARNING", CRM_TOUCHPOINT_THROTTLE="100000/min",
+                      CELERY_TASK_ALWAYS_EAGER="false")  # fmt: skip
+    worker = start_worker(processes=args.worker_processes, log="worker.log")
+    web, port = start_web(log="uvicorn.log")
     peak = {"web": 0.0, "worker": 0.0, "worker_process": 0.0}
-    stop = threading.Event()
+    # The CPU seconds each process of the web, the worker and the embedded PostgreSQL
+    # used, as last read (twice a second: a process that exits keeps its last reading):
+    # on a shared machine the wall-clock figures move with the neighbours' load, the
+    # CPU a result costs much less so.
+    processes = {"web": lambda: tree_pids(web.pid), "worker": lambda: tree_pids(worker.pid),
+                 "postgres": embedded_postgres_pids}  # fmt: skip
+    cpu: dict[str, dict[int, float]] = {name: {} for name in processes}
+    done = threading.Event()
 
     def watch() -> None:
-        while not stop.is_set():
-            peak["web"] = max(peak["web"], rss_mb(web.pid))
-            peak["worker"] = max(peak["worker"], rss_mb(worker.pid))
+        while not done.is_set():
+            for name, pids in processes.items():
+                cpu[name].update(cpu_seconds(pids()))
+            peak["web"] = max(peak["web"], tree_rss_mb(web.pid))
+            peak["worker"] = max(peak["worker"], tree_rss_mb(worker.pid))
             peak["worker_process"] = max(peak["worker_process"], largest_rss_mb(worker.pid))
             time.sleep(0.5)
 
     threading.Thread(target=watch, daemon=True).start()
     try:
-        _wait_listening(port)
-        time.sleep(3)  # the worker's pool
+        time.sleep(2)  # the worker's pool
 
         def pending() -> int:
             return TouchpointResult.objects.filter(status="pending").count()
 
-        def until_applied(started: float) -> float:
-            while pending():
+        def undispatched(since: dt.datetime) -> bool:
+            """Whether an event of this run still waits for its deferred listeners
+            (the policy engine's decisions are part of the work a result brings)."""
+            return BusinessEvent.objects.filter(
+                dispatched_at__isnull=True, recorded_at__gte=since, dispatch_error=""
+            ).exists()
+
+        def until_applied(started: float, since: dt.datetime) -> float:
+            while pending() or undispatched(since):
                 if worker.poll() is not None:
-                    raise SystemExit(f"the worker exited; see {logs / 'worker.log'}")
+                    raise SystemExit("the worker exited; see .local/bench/worker.log")
                 time.sleep(0.2)
                 if time.monotonic() - started > 3600:
                     raise SystemExit("not applied within an hour")
             return time.monotonic() - started
 
-        started = time.monotonic()
+        cpu_before = {name: dict(readings) for name, readings in cpu.items()}
+        started, since = time.monotonic(), timezone.now()
         api_seconds, accepted = post_all(port, token, items)
-        total_seconds = until_applied(started)
+        total_seconds = until_applied(started, since)
+        time.sleep(0.6)  # one more reading of every process
+        cpu_used = {
+            name: sum(used - cpu_before[name].get(pid, 0.0) for pid, used in readings.items())
+            for name, readings in cpu.items()
+        }
         counts = dict(
             TouchpointResult.objects.order_by()
             .values("status")
@@ -313,21 +296,16 @@ def main() -> int:
             0, effects["purchases"] - expected_effects["purchases"]
         )
         before = _row_counts(source.pk)
-        replay_started = time.monotonic()
+        replay_started, since = time.monotonic(), timezone.now()
         _, replay_accepted = post_all(port, token, items)
-        until_applied(replay_started)
+        until_applied(replay_started, since)
         replay_seconds = time.monotonic() - replay_started
         after = _row_counts(source.pk)
         replay_changed = sum(abs(after[k] - before[k]) for k in before) + replay_accepted
     finally:
-        stop.set()
-        for process in (web, worker):
-            process.terminate()
-        for process in (web, worker):
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        done.set()
+        stop(web)
+        stop(worker)
 
     print(f"API: {size:,} results in {api_seconds:.1f} s ({size / api_seconds:,.0f}/s); applied after "
           f"{total_seconds:.1f} s (the apply step trailed the API by {total_seconds - api_seconds:.1f} s); "
@@ -346,22 +324,14 @@ def main() -> int:
         "web_rss_mb": round(peak["web"]), "worker_rss_mb": round(peak["worker"]),
         "worker_process_rss_mb": round(peak["worker_process"]), "api_s": round(api_seconds, 1),
         "total_s": round(total_seconds, 1), "size": args.size, "worker_processes": args.worker_processes,
-        "batches": TouchpointBatch.objects.count(), **split,
+        "batches": TouchpointBatch.objects.count(),
+        "worker_cpu_ms_per_result": round(cpu_used["worker"] / size * 1000, 3),
+        "web_cpu_ms_per_result": round(cpu_used["web"] / size * 1000, 3),
+        # The embedded server's backends of the web and the worker both (0 on another server).
+        "postgres_cpu_ms_per_result": round(cpu_used["postgres"] / size * 1000, 3),
+        "load_average": load_average(), **split,
     }))  # fmt: skip
     return 0
-
-
-def _wait_listening(port: int) -> None:
-    import socket
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("uvicorn did not start")
 
 
 def _effects(source_id: int, run: str) -> dict[str, int]:

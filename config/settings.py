@@ -150,6 +150,10 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# The queue every task goes to unless routed elsewhere, and the one a worker
+# consumes by default: a bench sets one of its own, so its worker runs exactly as
+# production's does (every task) without taking another environment's messages.
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
 # With acks_late, a message not acknowledged within this time is delivered again:
 # it must be longer than the longest task (a touchpoint apply run stops after
 # CRM_INGEST_TASK_BUDGET_SECONDS), and it bounds how long a message held by a

@@ -47,8 +47,15 @@ class TouchpointBatch(models.Model):
 class TouchpointResult(models.Model):
     """One result (a contact, a profile change, a purchase, ...) as the source sent it."""
 
-    batch = models.ForeignKey(TouchpointBatch, on_delete=models.CASCADE, related_name="results")
-    source_system = models.ForeignKey("crm.SourceSystem", on_delete=models.PROTECT, related_name="+")
+    # No index of their own: every result is written twice more after it arrives
+    # (claimed, then applied), each time into every index, and the (batch, status)
+    # index and the unique (source, external id) one already start with these.
+    batch = models.ForeignKey(
+        TouchpointBatch, on_delete=models.CASCADE, related_name="results", db_index=False
+    )
+    source_system = models.ForeignKey(
+        "crm.SourceSystem", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     external_id = models.CharField(max_length=120, help_text="The source's own id of this result.")
     record_kind = models.CharField(max_length=12, choices=RecordKind.choices)
     customer_key = models.CharField(

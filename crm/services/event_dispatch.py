@@ -40,19 +40,23 @@ DISPATCH_BATCH = 500
 
 
 class _DispatchOnCommit:
-    """The one on-commit hook of a transaction: the ids of the events it recorded."""
+    """The one on-commit hook of a transaction: the ids of the events it recorded,
+    and of those whose deferred listeners already ran in it (``dispatched``)."""
 
     def __init__(self) -> None:
         self.event_ids: list[int] = []
+        self.dispatched: set[int] = set()
 
     def __call__(self) -> None:
-        events_committed(event_ids=self.event_ids)
+        events_committed(event_ids=self.event_ids, dispatched=self.dispatched)
 
 
-def events_dispatch_on_commit(event_ids: Iterable[int]) -> None:
+def events_dispatch_on_commit(event_ids: Iterable[int], *, dispatched: bool = False) -> None:
     """Hand these newly recorded events to their listeners once the current
     transaction commits (at once outside a transaction). Cheap: a list append
-    per event; one hook and one task per transaction however many events."""
+    per event; one hook and one task per transaction however many events.
+    ``dispatched``: their deferred listeners ran in this transaction already
+    (``events_dispatch_in_worker``); only the real-time ones are left."""
     ids = [int(pk) for pk in event_ids]
     if not ids:
         return
@@ -64,10 +68,47 @@ def events_dispatch_on_commit(event_ids: Iterable[int]) -> None:
         for _savepoints, hook, _robust in connection.run_on_commit:
             if isinstance(hook, _DispatchOnCommit):
                 hook.event_ids.extend(ids)
+                if dispatched:
+                    hook.dispatched.update(ids)
                 return
     hook = _DispatchOnCommit()
     hook.event_ids.extend(ids)
+    if dispatched:
+        hook.dispatched.update(ids)
     transaction.on_commit(hook)
+
+
+def events_dispatch_in_worker(events: Sequence[BusinessEvent]) -> bool:
+    """For a worker that recorded ``events`` in its open transaction, inserted as
+    dispatched (``dispatched_at`` set, one attempt): run their deferred listeners
+    now, in a savepoint of that transaction, so the events, what the listeners
+    wrote and the dispatched mark commit together, as ``business_events_dispatch``
+    would write them. That task would cost a broker message, a worker's turn, the
+    events loaded and locked again and each event row written a second time.
+
+    If a listener fails, its writes roll back with the savepoint and the events
+    go back to the outbox (not dispatched; a worker runs them one by one with the
+    error kept). Returns whether the listeners ran. The real-time listeners still
+    run on commit (``events_dispatch_on_commit``, which the caller calls)."""
+    if not events:
+        return True
+    deferred = listeners.listeners("deferred")
+    try:
+        with transaction.atomic():
+            for listener in deferred:
+                listener(events)
+    except OperationalError:
+        raise  # the database went away: the caller's transaction is lost anyway
+    except Exception:  # listeners are other apps' code: any failure is theirs
+        logger.warning(
+            "deferred listeners failed on %d events recorded by a worker; the outbox dispatches them",
+            len(events), exc_info=True,
+        )  # fmt: skip
+        BusinessEvent.objects.filter(pk__in=[e.pk for e in events]).update(
+            dispatched_at=None, dispatch_attempts=0
+        )
+        return False
+    return True
 
 
 class _CommittedEvents(Sequence[BusinessEvent]):
@@ -102,10 +143,13 @@ class _CommittedEvents(Sequence[BusinessEvent]):
         return iter(self._loaded())
 
 
-def events_committed(*, event_ids: Sequence[int]) -> None:
+def events_committed(
+    *, event_ids: Sequence[int], dispatched: set[int] | frozenset[int] = frozenset()
+) -> None:
     """Runs after the commit that recorded ``event_ids``: real-time listeners in
-    this process, deferred ones handed to a worker. Never raises: the request
-    that recorded the events has already succeeded."""
+    this process, deferred ones handed to a worker (except the ``dispatched``
+    ones, whose deferred listeners ran in that transaction). Never raises: the
+    request that recorded the events has already succeeded."""
     realtime = listeners.listeners("realtime")
     if realtime:
         events = _CommittedEvents(event_ids)
@@ -114,6 +158,10 @@ def events_committed(*, event_ids: Sequence[int]) -> None:
                 listener(events)
             except Exception:
                 logger.exception("real-time listener %r failed on events %s", listener, event_ids[:20])
+    if dispatched:
+        event_ids = [pk for pk in event_ids if pk not in dispatched]
+        if not event_ids:
+            return
     if not listeners.listeners("deferred"):
         BusinessEvent.objects.filter(pk__in=event_ids, dispatched_at__isnull=True).update(
             dispatched_at=timezone.now()

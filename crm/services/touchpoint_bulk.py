@@ -20,13 +20,19 @@ from django.utils import timezone
 
 from crm import events, realtime
 from crm.bulk_sql import ids_any
-from crm.models import Interaction
+from crm.models import BusinessEvent, Interaction
 from crm.models.choices import RecordKind, ResultStatus
-from crm.services.event_dispatch import events_dispatch_on_commit
+from crm.services.event_dispatch import events_dispatch_in_worker, events_dispatch_on_commit
 
 if TYPE_CHECKING:
     from crm.services.touchpoint_effects import ApplyContext
     from crm.services.touchpoints import Claimed, Outcome
+
+# The columns of an event row in the model's order (Model.from_db takes values so).
+_EVENT_COLUMNS = (
+    "id", "type", "customer_id", "occurred_at", "payload", "source_system_id", "idempotency_key", "actor_id",
+    "recorded_at", "dispatched_at", "dispatch_attempts", "dispatch_error",
+)  # fmt: skip
 
 BULK_KINDS = (RecordKind.INTERACTION, RecordKind.PURCHASE, RecordKind.CUSTOMER)
 _LIMITS = {"campaign_code": 40, "disposition": 40, "subject": 200}
@@ -43,14 +49,17 @@ ON CONFLICT DO NOTHING
 RETURNING id, external_id, customer_id, channel, direction, disposition, occurred_at
 """
 
+# Inserted as dispatched (one attempt): the worker runs their deferred listeners in
+# this transaction (events_dispatch_in_worker), and puts them back if those fail.
 _INSERT_EVENTS = """
 INSERT INTO crm_businessevent (type, customer_id, occurred_at, payload, source_system_id, idempotency_key,
-    actor_id, recorded_at)
-SELECT x.type, x.customer_id, x.occurred_at, x.payload, %(source)s, x.idempotency_key, %(actor)s, %(now)s
+    actor_id, recorded_at, dispatched_at, dispatch_attempts)
+SELECT x.type, x.customer_id, x.occurred_at, x.payload, %(source)s, x.idempotency_key, %(actor)s, %(now)s,
+    %(now)s, 1
 FROM jsonb_to_recordset(%(rows)s) AS x(type text, customer_id bigint, occurred_at timestamptz, payload jsonb,
     idempotency_key text)
 ON CONFLICT (source_system_id, idempotency_key) DO NOTHING
-RETURNING id, idempotency_key
+RETURNING id, idempotency_key, occurred_at
 """
 
 
@@ -248,15 +257,25 @@ def _insert_events(
         params: dict[str, Any] = {"source": source_id, "actor": actor_id, "now": now, "rows": _jsonb(rows)}
         cursor.execute(_INSERT_EVENTS, params)
         inserted = cursor.fetchall()
-    # The outbox, as business_event_record does: listeners hear of the new events on commit.
-    events_dispatch_on_commit([pk for pk, _ in inserted])
-    return {key for _, key in inserted}
+    by_key = {row["idempotency_key"]: row for row in rows}
+    # The rows just written, as the listeners read them, without reading them back.
+    recorded = [
+        BusinessEvent.from_db("default", _EVENT_COLUMNS, (
+            pk, row["type"], row["customer_id"], occurred_at, row["payload"], source_id, key, actor_id, now,
+            now, 1, ""))
+        for pk, key, occurred_at in inserted
+        for row in (by_key[key],)
+    ]  # fmt: skip
+    dispatched = events_dispatch_in_worker(recorded)
+    # The outbox, as business_event_record does: the real-time listeners hear of the
+    # new events on commit (and a worker runs the deferred ones if they failed here).
+    events_dispatch_on_commit([e.pk for e in recorded], dispatched=dispatched)
+    return {key for _, key, _ in inserted}
 
 
 def _purchases(
     source_id: int, rows: list[tuple[Claimed, int, dict[str, Any]]], *, context: ApplyContext
 ) -> dict[int, Outcome]:
-    from crm.models import BusinessEvent  # noqa: PLC0415
     from crm.services.touchpoint_effects import _amount  # noqa: PLC0415
 
     if not rows:

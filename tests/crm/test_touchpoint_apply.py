@@ -17,10 +17,12 @@ from crm.models import (
     CustomerChange,
     Interaction,
     SourceRecord,
+    Task,
     TouchpointBatch,
     TouchpointResult,
 )
 from tests.conftest import make_customer
+from tests.crm import event_listeners
 from tests.touchpoint_data import (
     apply_all,
     profile,
@@ -233,6 +235,19 @@ def test_a_result_claimed_by_a_live_worker_is_left_alone(web, dave_customer):
     services.touchpoints.touchpoint_results_claim(limit=10, token="busy")  # type: ignore[attr-defined]
     assert apply_all() == 0
     assert statuses(web) == {"v-1": "pending"}
+
+
+def test_a_claim_reaches_past_a_head_of_the_backlog_that_another_worker_holds(web, dave_customer):
+    # A claim reads the backlog a window at a time (at least 100 rows): the first
+    # window and more are held by a live worker, the claim still finds the rest.
+    receive(web, [visit(f"v-{i:03}", "dave@example.com") for i in range(130)])
+    claim = services.touchpoints.touchpoint_results_claim  # type: ignore[attr-defined]
+    held = claim(limit=120, token="busy")
+    free = claim(limit=5, token="second")
+
+    assert len(held) == 120
+    assert [c.external_id for c in free] == [f"v-{i:03}" for i in range(120, 125)]
+    assert not {c.id for c in held} & {c.id for c in free}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -524,3 +539,53 @@ def test_events_of_set_based_results_go_through_the_outbox_like_any_other(
     )
     # No deferred listener is configured: dispatched when the apply committed.
     assert not recorded.filter(dispatched_at__isnull=True).exists()
+
+
+@pytest.fixture
+def deferred_listener(settings: Any) -> Any:
+    """One deferred listener of the dispatch tests; returns a function that sets it."""
+
+    def configure(name: str) -> None:
+        settings.CRM_EVENT_LISTENERS = {"realtime": [], "deferred": [f"tests.crm.event_listeners.{name}"]}
+        listeners.forget()
+
+    event_listeners.seen.clear()
+    yield configure
+    event_listeners.seen.clear()
+    listeners.forget()
+
+
+def test_a_worker_runs_the_deferred_listeners_of_set_based_results_in_their_transaction(
+    web, dave_customer, deferred_listener, django_capture_on_commit_callbacks
+):
+    deferred_listener("writes_a_task")
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    receive(web, [visit("v-1", "", key="K1"), profile("p-1", "K1", sequence=2, tier="G")])
+    connection.run_on_commit.clear()  # the fixtures' hooks (see above)
+    with django_capture_on_commit_callbacks(execute=False) as hooks:
+        apply_all()
+
+    recorded = list(BusinessEvent.objects.filter(source_system=web).order_by("id"))
+    assert {e.type for e in recorded} >= {"interaction.recorded", "customer.profile_changed"}
+    # Dispatched with the apply, before any commit or worker: the listener's tasks are there.
+    assert all(e.dispatched_at is not None and e.dispatch_attempts == 1 for e in recorded)
+    assert sorted(pk for _, ids in event_listeners.seen for pk in ids) == [e.pk for e in recorded]
+    assert Task.objects.filter(customer=dave_customer).count() == len(recorded)
+    with django_capture_on_commit_callbacks(execute=True):
+        for hook in hooks:
+            hook()  # the commit: no event goes to a worker a second time
+    assert sorted(pk for _, ids in event_listeners.seen for pk in ids) == [e.pk for e in recorded]
+
+
+def test_events_whose_deferred_listener_fails_in_the_worker_go_back_to_the_outbox(
+    web, dave_customer, deferred_listener
+):
+    deferred_listener("fails_every_time")
+    services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
+    receive(web, [visit("v-1", "", key="K1")])
+    connection.run_on_commit.clear()
+    apply_all()
+
+    assert statuses(web) == {"v-1": "applied"}  # the listener's failure is the outbox's to retry
+    event = BusinessEvent.objects.get(source_system=web, type="interaction.recorded")
+    assert (event.dispatched_at, event.dispatch_attempts) == (None, 0)

@@ -55,6 +55,8 @@ bench: setup
 	$(PY) bench/screen_pop.py
 	$(PY) bench/policy_decision.py
 	$(PY) bench/script_step.py
+	$(PY) bench/event_to_offer.py
+	$(PY) bench/ingest.py
 
 stop:
 	-$(PY) -m config.embedded stop

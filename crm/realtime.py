@@ -118,6 +118,12 @@ async def _send_all(layer: Any, messages: list[tuple[str, dict[str, Any]]]) -> N
             logger.exception("could not deliver %s to %s", message.get("event"), group)
 
 
+def in_server_thread() -> bool:
+    """Whether this thread runs a request's sync code for the ASGI server (a web
+    process, as opposed to a worker, a command or a test)."""
+    return _server_loop() is not None
+
+
 def _server_loop() -> asyncio.AbstractEventLoop | None:
     """The ASGI server's running event loop when this thread runs a request's sync
     code for it (asgiref records it there), else None."""

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import overload
 
 from django.conf import settings
-from django.db import OperationalError, transaction
+from django.db import OperationalError, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -182,6 +182,9 @@ class _DispatchBatcher:
             with self._wake:
                 ids, self._ids = self._ids, []
             _enqueue(ids)
+            # Only an eager Celery (tests) touches the database here: leave no
+            # connection of this thread open between batches.
+            connections.close_all()
 
 
 _batcher = _DispatchBatcher()

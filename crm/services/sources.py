@@ -11,18 +11,12 @@ from django.utils import timezone
 
 from crm.bulk_sql import text_any
 from crm.models import SourceRecord, SourceSystem, User
-from crm.selectors import source_systems
 
 CRM_SOURCE_CODE = "crm"
 
 
 def crm_source() -> SourceSystem:
-    """The source system that stands for this CRM's own screens and API: from the
-    per-process cache of source systems when it holds it (every offer presented
-    records an event of this source, and the row never changes), else read."""
-    for source in source_systems().values():
-        if source.code == CRM_SOURCE_CODE:
-            return source
+    """The source system that stands for this CRM's own screens and API."""
     return SourceSystem.objects.get(code=CRM_SOURCE_CODE)
 
 

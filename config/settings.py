@@ -269,6 +269,10 @@ POLICIES_CHANNEL_DAILY_LIMITS: dict[str, int] = {
     "outbound_call": env_int("POLICIES_OUTBOUND_CALL_DAILY_LIMIT", 1, minimum=0),
 }
 CRM_EVENT_DISPATCH_MAX_ATTEMPTS = env_int("CRM_EVENT_DISPATCH_MAX_ATTEMPTS", 5, minimum=1)
+# A web process hands the events its requests recorded to the worker together,
+# this often (milliseconds; 0: one task per transaction, at its commit). The rows
+# are the outbox: a process that dies first leaves them to the sweep below.
+CRM_EVENT_DISPATCH_BATCH_SECONDS = env_int("CRM_EVENT_DISPATCH_BATCH_MS", 50, minimum=0) / 1000
 # How long an event may wait for its dispatch message before the sweep sends it again.
 CRM_EVENT_SWEEP_AFTER_SECONDS = env_int("CRM_EVENT_SWEEP_AFTER_SECONDS", 30, minimum=1)
 # --- Legacy file imports (crm.services.imports) ----------------------------------

@@ -79,8 +79,8 @@ def send_many_now(messages: list[tuple[str, dict[str, Any]]]) -> None:
     Inside a web request the messages are handed to the server's own event loop
     and the request goes on without waiting for Redis (a round trip or two per
     group, paid in the request's thread and its response time). One sender per loop
-    sends them in the order they were handed over, so an agent never sees a call
-    end before it rang. Elsewhere (Celery, commands, tests) they are sent before
+    sends each group's messages in the order they were handed over, so an agent
+    never sees a call end before it rang. Elsewhere (Celery, commands, tests) they are sent before
     returning."""
     layer = get_channel_layer()
     if layer is None or not messages:
@@ -103,19 +103,34 @@ def send_many_now(messages: list[tuple[str, dict[str, Any]]]) -> None:
 
 
 async def _send_all(layer: Any, messages: list[tuple[str, dict[str, Any]]]) -> None:
+    """Each group's messages in order; the groups side by side, so that their
+    round trips to Redis overlap instead of adding up (a web process under load
+    gets its event loop back only now and then, and each round trip waits for it)."""
     groups = {group for group, _ in messages}
     try:
         listened = await _listened(layer, groups)
     except Exception:
         logger.warning("could not read who listens to %s groups; sending to all", len(groups), exc_info=True)
         listened = groups
+    by_group: dict[str, list[dict[str, Any]]] = {}
     for group, message in messages:
-        if group not in listened:
-            continue
-        try:
-            await layer.group_send(group, message)
-        except Exception:
-            logger.exception("could not deliver %s to %s", message.get("event"), group)
+        if group in listened:
+            by_group.setdefault(group, []).append(message)
+
+    async def send_in_order(group: str, ordered: list[dict[str, Any]]) -> None:
+        for message in ordered:
+            try:
+                await layer.group_send(group, message)
+            except Exception:
+                logger.exception("could not deliver %s to %s", message.get("event"), group)
+
+    await asyncio.gather(*(send_in_order(group, ordered) for group, ordered in by_group.items()))
+
+
+def in_server_thread() -> bool:
+    """Whether this thread runs a request's sync code for the ASGI server (a web
+    process, as opposed to a worker, a command or a test)."""
+    return _server_loop() is not None
 
 
 def _server_loop() -> asyncio.AbstractEventLoop | None:

@@ -41,6 +41,7 @@ from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
+from crm import realtime
 from crm.models import BusinessEvent, Customer
 from crm.selectors import source_systems
 from policies import actions as action_registry
@@ -56,7 +57,7 @@ from policies.models import (
     PolicyStatus,
     PresentationStatus,
 )
-from policies.services import ActionRun
+from policies.services import ActionRun, offers_present
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class OfferInfo:
     valid_to: dt.datetime | None
     talking_points: str
     self_service_text: str
+    value_text: str = ""  # the value as its Decimal prints, for the frames
 
     def is_live(self, moment: dt.datetime) -> bool:
         if self.status != OfferStatus.ACTIVE:
@@ -176,7 +178,7 @@ def index_invalidate() -> None:
 
 
 def index_build(*, generation: int = 0) -> PolicyIndex:
-    offers = {o.code: _offer_info(o) for o in Offer.objects.exclude(status=OfferStatus.RETIRED)}
+    offers = {o.code: offer_info(o) for o in Offer.objects.exclude(status=OfferStatus.RETIRED)}
     by_type: dict[str, list[Candidate]] = defaultdict(list)
     for policy in Policy.objects.filter(status=PolicyStatus.ACTIVE).order_by("-priority", "id"):
         candidate = _candidate(policy, offers)
@@ -193,18 +195,18 @@ def candidate_for(policy: Policy) -> Candidate | None:
     """One policy as the engine would run it, whatever its status (a simulation
     replays a draft); None when its condition no longer compiles."""
     codes = [a.get("settings", {}).get("offer") for a in policy.actions if isinstance(a, dict)]
-    offers = {o.code: _offer_info(o) for o in Offer.objects.filter(code__in=[c for c in codes if c])}
+    offers = {o.code: offer_info(o) for o in Offer.objects.filter(code__in=[c for c in codes if c])}
     return _candidate(policy, offers)
 
 
-def _offer_info(offer: Offer) -> OfferInfo:
+def offer_info(offer: Offer) -> OfferInfo:
     return OfferInfo(
         id=offer.pk, code=offer.code, name=offer.name, value=float(offer.value), marketing=offer.marketing,
         channels=frozenset(offer.channels), max_presentations=offer.max_presentations,
         period_days=offer.period_days, cooling_off_days=offer.cooling_off_days,
         expires_after_hours=offer.expires_after_hours, status=offer.status, valid_from=offer.valid_from,
         valid_to=offer.valid_to, talking_points=offer.talking_points,
-        self_service_text=offer.self_service_text,
+        self_service_text=offer.self_service_text, value_text=str(offer.value),
     )  # fmt: skip
 
 
@@ -538,18 +540,18 @@ def verdict_reason(verdict: Verdict) -> str:
 
 
 def apply(plan: Plan, *, event: BusinessEvent, now: dt.datetime) -> list[Decision]:
-    """The actions' effects and the decision rows (inside the caller's transaction)."""
+    """The actions' effects and the decision rows (inside the caller's transaction).
+    The offers chosen are presented together (``offers_present``: a fixed number
+    of statements for all of them), from the index's copy of each offer."""
     assert event.customer_id is not None  # noqa: S101  (decide() skips events of no customer)
-    offers = {o.pk: o for o in Offer.objects.filter(pk__in={p.offer.id for p in plan.presentations})}
+    offers_present(
+        event=event, customer_id=event.customer_id, now=now,
+        items=[(p.candidate.id, p.offer, p.channel) for p in plan.presentations],
+    )  # fmt: skip
     decisions: list[Decision] = []
     for verdict in plan.verdicts:
         run = ActionRun(event=event, customer_id=event.customer_id, policy_id=verdict.candidate.id, now=now)
         task = None
-        for proposal in verdict.proposals:
-            if proposal.chosen:
-                action_registry.implementation("present_offer")(
-                    run=run, settings={"offer": offers[proposal.offer.id], "channel": proposal.channel}
-                )
         for name, action_settings in verdict.run_others:
             result = action_registry.implementation(name)(run=run, settings=action_settings)
             if name == "create_task":
@@ -570,9 +572,38 @@ def apply(plan: Plan, *, event: BusinessEvent, now: dt.datetime) -> list[Decisio
     return decisions
 
 
-def decide(event: BusinessEvent, *, customer: Customer | None = None) -> list[Decision] | None:
+# The claim: the one row that says this event was decided. With ``relaxed``, the
+# transaction it opens commits without waiting for its WAL to reach the disk
+# (synchronous_commit off, for this transaction only). That is safe because
+# everything it writes can be written again: the event row itself was committed
+# durably by the request that recorded it, and stays undispatched until the
+# worker's pass, whose own commit is durable and flushes the WAL up to and
+# including this transaction's. So a PostgreSQL crash in between (the only
+# thing that can lose such a commit) loses claim, decisions and presentations
+# together, and the worker's pass then decides the event afresh. A screen told
+# of an offer whose row was lost so is set right by the rows when it reloads.
+_CLAIM = (
+    "INSERT INTO policies_eventevaluation (event_id, evaluated_at, candidates, matched)"
+    " VALUES (%s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+)
+_CLAIM_RELAXED = (
+    "INSERT INTO policies_eventevaluation (event_id, evaluated_at, candidates, matched)"
+    " SELECT %s, %s, %s, %s FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+)
+
+
+def decide(
+    event: BusinessEvent, *, customer: Customer | None = None, relaxed: bool = False
+) -> list[Decision] | None:
     """Decide once for one event; None when there was nothing to decide or another
-    pass already did."""
+    pass already did.
+
+    The facts are read and the plan made before the claim, so that the claim can
+    say how many policies matched in the same statement; a pass that then finds
+    the claim taken (another pass decided the event meanwhile) throws its plan
+    away. The worker's pass skips events already claimed before reading anything
+    (``decide_events``)."""
     if event.customer_id is None:
         return None
     now = timezone.now()
@@ -581,28 +612,33 @@ def decide(event: BusinessEvent, *, customer: Customer | None = None) -> list[De
     candidates = policy_index().candidates(event.type, now)
     if not candidates:
         return None
+    if customer is None:
+        customer = Customer.objects.only(*CUSTOMER_COLUMNS).get(pk=event.customer_id)
+    plan = evaluate(candidates, facts_load(event, customer, now), now)
     with transaction.atomic():
-        # The claim. A concurrent pass blocks here until the first commits, then finds the row.
+        # A concurrent pass blocks here until the first commits, then finds the row.
         with connection.cursor() as cursor:
             cursor.execute(
-                "INSERT INTO policies_eventevaluation (event_id, evaluated_at, candidates, matched)"
-                " VALUES (%s, %s, %s, 0) ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-                [event.pk, now, len(candidates)],
+                _CLAIM_RELAXED if relaxed else _CLAIM, [event.pk, now, len(candidates), len(plan.verdicts)]
             )
             if cursor.fetchone() is None:
                 return None
-        if customer is None:
-            customer = Customer.objects.only(*CUSTOMER_COLUMNS).get(pk=event.customer_id)
-        plan = evaluate(candidates, facts_load(event, customer, now), now)
-        decisions = apply(plan, event=event, now=now)
-        if decisions:
-            EventEvaluation.objects.filter(event_id=event.pk).update(matched=len(decisions))
+        # The frames of every offer this event raised leave together, on commit.
+        with realtime.batched():
+            decisions = apply(plan, event=event, now=now)
     return decisions
 
 
 def decide_events(events: Sequence[BusinessEvent]) -> None:
     """The deferred listener (crm CRM_EVENT_LISTENERS): runs in the dispatch
-    transaction, so an event is marked dispatched only with its decisions."""
+    transaction, so an event is marked dispatched only with its decisions. Events
+    the on-commit pass already decided (nearly all) cost one read for the batch."""
+    claimed = set(
+        EventEvaluation.objects.filter(event_id__in=[e.pk for e in events]).values_list("event_id", flat=True)
+    )
+    events = [e for e in events if e.pk not in claimed]
+    if not events:
+        return
     customers = Customer.objects.only(*CUSTOMER_COLUMNS).in_bulk(
         {e.customer_id for e in events if e.customer_id}
     )
@@ -633,7 +669,7 @@ def decide_on_commit(events: Sequence[BusinessEvent]) -> None:
     try:
         for event in events:
             try:
-                decide(event)
+                decide(event, relaxed=True)
             except Exception:
                 logger.exception("deciding event %s on commit failed; the worker decides it", event.pk)
     finally:

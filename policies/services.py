@@ -9,7 +9,6 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Max
 from django.utils import timezone
 
 from crm import events, realtime
@@ -165,37 +164,87 @@ def _index_changed_here_and_on_commit() -> None:
 
 
 def offer_present(*, run: ActionRun, settings: dict[str, Any]) -> OfferPresentation:
-    """Put one offer in front of the customer on one channel.
+    """Put one offer in front of the customer on one channel (``offers_present`` for one)."""
+    from policies import engine  # noqa: PLC0415  (the engine imports these services)
 
-    1. Take the customer's next sequence number under a transaction-scoped lock
-       (two events of one customer decided at once must not share a number).
-    2. Write the presentation, and record offer.presented, which flows back into
-       the loop (contact history, other policies).
-    3. Tell every screen showing the customer, and their own session, on commit."""
     offer = settings["offer"]
-    channel: str = settings["channel"]
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_advisory_xact_lock(%s, %s)", [_SEQUENCE_LOCK_NAMESPACE, run.customer_id]
-            )
-        last = OfferPresentation.objects.filter(customer_id=run.customer_id).aggregate(n=Max("sequence"))["n"]
-        presentation = OfferPresentation.objects.create(
-            offer_id=offer.id, customer_id=run.customer_id, channel=channel, policy_id=run.policy_id,
-            event_id=run.event.pk, sequence=(last or 0) + 1, presented_at=run.now,
-            expires_at=run.now + dt.timedelta(hours=offer.expires_after_hours),
-        )  # fmt: skip
-        _record_offer_event("offer.presented", presentation, offer_code=offer.code, actor=None)
-        realtime.send_on_commit(
-            realtime.customer_group(run.customer_id),
-            realtime.offer_presented(
-                customer_id=run.customer_id, presentation_id=presentation.pk, sequence=presentation.sequence,
-                channel=channel, expires_at=presentation.expires_at.isoformat(),
-                offer={"code": offer.code, "name": offer.name, "talking_points": offer.talking_points,
-                       "self_service_text": offer.self_service_text, "value": str(offer.value)},
-            ),
-        )  # fmt: skip
+    info = offer if isinstance(offer, engine.OfferInfo) else engine.offer_info(offer)
+    (presentation,) = offers_present(
+        event=run.event, customer_id=run.customer_id, now=run.now,
+        items=[(run.policy_id, info, settings["channel"])],
+    )  # fmt: skip
     return presentation
+
+
+def offers_present(
+    *, event: BusinessEvent, customer_id: int, now: dt.datetime, items: list[tuple[int | None, Any, str]]
+) -> list[OfferPresentation]:
+    """Put the offers one event won in front of the customer, in a fixed number of
+    statements however many there are. ``items``: (policy id, offer, channel), the
+    offer as the engine's index holds it (``engine.OfferInfo``).
+
+    1. Take the customer's next sequence numbers under a transaction-scoped lock
+       (two events of one customer decided at once must not share a number); the
+       insert that follows reads the last number in its own statement, whose
+       snapshot is taken after the lock is held.
+    2. Write the presentations, and record an offer.presented for each, which
+       flows back into the loop (contact history, other policies).
+    3. Tell every screen showing the customer, and their own session, on commit."""
+    if not items:
+        return []
+    # No savepoint of its own: the presentations stand or fall with the decision.
+    with transaction.atomic(savepoint=False):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_SEQUENCE_LOCK_NAMESPACE, customer_id])
+            cursor.execute(
+                "INSERT INTO policies_offerpresentation (offer_id, customer_id, channel, policy_id, event_id,"
+                " sequence, status, presented_at, expires_at)"
+                " SELECT i.offer_id, %s, i.channel, i.policy_id, %s, last.n + i.n, %s, %s, i.expires_at"
+                " FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::timestamptz[])"
+                " WITH ORDINALITY AS i(offer_id, channel, policy_id, expires_at, n),"
+                " (SELECT coalesce(max(sequence), 0) AS n FROM policies_offerpresentation"
+                "  WHERE customer_id = %s) AS last"
+                " ORDER BY i.n RETURNING id, sequence",
+                [customer_id, event.pk, PresentationStatus.PRESENTED, now,
+                 [offer.id for _, offer, _ in items], [channel for _, _, channel in items],
+                 [policy_id for policy_id, _, _ in items],
+                 [now + dt.timedelta(hours=offer.expires_after_hours) for _, offer, _ in items], customer_id],
+            )  # fmt: skip
+            numbered = sorted(cursor.fetchall(), key=lambda row: row[1])
+        presentations = [
+            OfferPresentation(
+                id=pk,
+                offer_id=offer.id,
+                customer_id=customer_id,
+                channel=channel,
+                policy_id=policy_id,
+                event_id=event.pk,
+                sequence=sequence,
+                presented_at=now,
+                expires_at=now + dt.timedelta(hours=offer.expires_after_hours),
+            )
+            for (pk, sequence), (policy_id, offer, channel) in zip(numbered, items, strict=True)
+        ]
+        codes = [offer.code for _, offer, _ in items]
+        crm_services.business_events_record_new(
+            items=[
+                ("offer.presented", customer_id, now, _offer_payload(p, code), f"offer.presented:{p.pk}")
+                for p, code in zip(presentations, codes, strict=True)
+            ],
+            source=crm_services.crm_source(),
+        )
+        group = realtime.customer_group(customer_id)
+        for presentation, (_, offer, channel) in zip(presentations, items, strict=True):
+            realtime.send_on_commit(
+                group,
+                realtime.offer_presented(
+                    customer_id=customer_id, presentation_id=presentation.pk, sequence=presentation.sequence,
+                    channel=channel, expires_at=presentation.expires_at.isoformat(),
+                    offer={"code": offer.code, "name": offer.name, "talking_points": offer.talking_points,
+                           "self_service_text": offer.self_service_text, "value": offer.value_text},
+                ),
+            )  # fmt: skip
+    return presentations
 
 
 def policy_task_create(*, run: ActionRun, settings: dict[str, Any]) -> Task:
@@ -325,9 +374,7 @@ def _send_responded(presentation: OfferPresentation) -> None:
     )  # fmt: skip
 
 
-def _record_offer_event(
-    event_type: str, presentation: OfferPresentation, *, offer_code: str, actor: User | None, reason: str = ""
-) -> None:
+def _offer_payload(presentation: OfferPresentation, offer_code: str) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "offer": offer_code,
         "channel": presentation.channel,
@@ -335,6 +382,13 @@ def _record_offer_event(
     }
     if presentation.policy_id is not None:
         payload["policy_id"] = presentation.policy_id
+    return payload
+
+
+def _record_offer_event(
+    event_type: str, presentation: OfferPresentation, *, offer_code: str, actor: User | None, reason: str = ""
+) -> None:
+    payload = _offer_payload(presentation, offer_code)
     if reason and event_type == "offer.declined":
         payload["reason"] = reason[:200]
     crm_services.business_event_record(

@@ -31,7 +31,7 @@ from crm.services.event_dispatch import (
     business_events_sweep,
     events_dispatch_on_commit,
 )
-from crm.services.events import business_event_record
+from crm.services.events import business_event_record, business_events_record_new
 from crm.services.history import interaction_record, task_create, task_set_status, tasks_escalate_overdue
 from crm.services.households import household_add_member, household_create, household_remove_member
 from crm.services.imports import (
@@ -107,6 +107,7 @@ __all__ = [
     "api_tokens_revoke",
     "business_event_record",
     "business_events_dispatch",
+    "business_events_record_new",
     "business_events_sweep",
     "client_address",
     "crm_source",

@@ -71,8 +71,55 @@ def business_event_record(
         id=row[0], type=type, customer_id=subject_id, occurred_at=occurred_at, payload=payload,
         source_system=source, idempotency_key=idempotency_key, actor=actor, recorded_at=recorded_at,
     )  # fmt: skip
-    events_dispatch_on_commit([event.pk])
+    events_dispatch_on_commit([event.pk], recorded=[event])
     return event, True
+
+
+def business_events_record_new(
+    *, items: list[tuple[str, int, dt.datetime, dict[str, Any], str]], source: SourceSystem
+) -> list[BusinessEvent]:
+    """Record several events of the system itself (the CRM's own facts, such as each
+    offer presented) in one statement; return those that were new.
+
+    ``items``: (type, customer id, occurred at, payload, idempotency key). The keys
+    are derived from the rows the events describe, so a repeat is the same fact
+    again and is skipped without the conflict check ``business_event_record``
+    makes for keys an integrator chose."""
+    if not items:
+        return []
+    for event_type, _, occurred_at, payload, _ in items:
+        events.get(event_type).validate(payload)
+        if timezone.is_naive(occurred_at):
+            raise ValidationError({"occurred_at": "Give the time with its zone."})
+    recorded_at = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO crm_businessevent (type, customer_id, occurred_at, payload, source_system_id,"
+            " idempotency_key, recorded_at)"
+            " SELECT i.type, i.customer_id, i.occurred_at, i.payload, %s, i.key, %s"
+            " FROM unnest(%s::text[], %s::bigint[], %s::timestamptz[], %s::jsonb[], %s::text[])"
+            " WITH ORDINALITY AS i(type, customer_id, occurred_at, payload, key, n) ORDER BY i.n"
+            " ON CONFLICT (source_system_id, idempotency_key) DO NOTHING RETURNING id, idempotency_key",
+            [source.pk, recorded_at, [i[0] for i in items], [i[1] for i in items], [i[2] for i in items],
+             [_jsonb(i[3]) for i in items], [i[4] for i in items]],
+        )  # fmt: skip
+        ids = dict((key, pk) for pk, key in cursor.fetchall())
+    new = [
+        BusinessEvent(
+            id=ids[key],
+            type=event_type,
+            customer_id=customer_id,
+            occurred_at=occurred_at,
+            payload=payload,
+            source_system=source,
+            idempotency_key=key,
+            recorded_at=recorded_at,
+        )
+        for event_type, customer_id, occurred_at, payload, key in items
+        if key in ids
+    ]
+    events_dispatch_on_commit([e.pk for e in new], recorded=new)
+    return new
 
 
 def _jsonb(value: Any) -> Any:

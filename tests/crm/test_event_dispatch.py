@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from config.celery import app as celery_app
-from crm import listeners, services
+from crm import listeners, realtime, services
 from crm.models import BusinessEvent, Customer, SourceSystem, Task
 from tests.crm import event_listeners
 
@@ -161,3 +162,23 @@ def test_a_listener_that_is_not_a_real_name_stops_start_up(settings: Any) -> Non
     settings.CRM_EVENT_LISTENERS = {"later": []}
     with pytest.raises(SystemCheckError, match="realtime and deferred"):
         call_command("check")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_web_process_hands_the_events_of_several_requests_to_the_worker_together(
+    configured: Any, dave_customer: Customer, ivr: SourceSystem, settings: Any, monkeypatch: Any
+) -> None:
+    configured(realtime=["remember_realtime"], deferred=["writes_a_task"])
+    settings.CRM_EVENT_DISPATCH_BATCH_SECONDS = 0.5
+    monkeypatch.setattr(realtime, "in_server_thread", lambda: True)
+    # Two requests, each its own transaction: the real-time listeners run at each commit.
+    first = _record(dave_customer, ivr, "e1")
+    second = _record(dave_customer, ivr, "e2")
+    assert event_listeners.seen[:2] == [("realtime", [first.pk]), ("realtime", [second.pk])]
+    deadline = time.monotonic() + 30
+    while BusinessEvent.objects.filter(pk__in=[first.pk, second.pk], dispatched_at__isnull=True).exists():
+        assert time.monotonic() < deadline, "the batch never reached the worker"
+        time.sleep(0.05)
+    # One task for both: the worker's listener saw them together.
+    assert event_listeners.seen[2:] == [("deferred", [first.pk, second.pk])]
+    assert Task.objects.filter(customer=dave_customer).count() == 2

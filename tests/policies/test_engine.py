@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from crm import listeners, services
 from crm.exceptions import Conflict
 from crm.models import BusinessEvent, Customer, Task, User
+from crm.selectors import source_systems
 from policies import engine
 from policies import services as policy_services
 from policies.models import Decision, EventEvaluation, OfferPresentation
@@ -359,3 +361,41 @@ def test_the_on_commit_pass_leaves_the_events_it_records_to_the_worker(
         assert EventEvaluation.objects.get(event_id=presented.pk).matched == 1
     finally:
         listeners.forget()
+
+
+def test_a_decision_costs_the_same_queries_however_many_offers_it_presents(
+    live_engine: None, bob: User, dave_customer: Customer, settings: Any
+) -> None:
+    settings.POLICIES_TOP_N_PER_CHANNEL = 4
+    customer = opted_in(dave_customer)
+
+    def decide_one(key: str) -> int:
+        event, _ = services.business_event_record(
+            type="web.page_view", occurred_at=timezone.now(), payload={"url": "/"},
+            source=services.crm_source(), idempotency_key=key, customer=customer,
+        )  # fmt: skip
+        forget_pending_dispatch()
+        # The process's caches warm, as in a running server: only the decision counts.
+        engine.policy_index()
+        source_systems()
+        with CaptureQueriesContext(connection) as queries:
+            assert engine.decide(event, customer=customer) is not None
+        return len(queries)
+
+    make_offer("one")
+    make_policy(bob, name="one", trigger_types=["web.page_view"], actions=present("one", "agent_screen"))
+    with_one = decide_one("k1")
+    assert OfferPresentation.objects.count() == 1
+    for code in ("two", "three", "four"):
+        make_offer(code)
+        make_policy(bob, name=code, trigger_types=["web.page_view"], actions=present(code, "agent_screen"))
+    with_three = decide_one("k2")  # "one" still waits for an answer: the three others
+    sequences = list(OfferPresentation.objects.order_by("sequence").values_list("sequence", flat=True))
+    assert sequences == [1, 2, 3, 4]
+    # Each offer presented is also an offer.presented event, recorded with the others.
+    presented = BusinessEvent.objects.filter(type="offer.presented")
+    assert sorted(presented.values_list("payload__presentation_id", flat=True)) == sorted(
+        OfferPresentation.objects.values_list("pk", flat=True)
+    )
+    # Three offers and four decision rows take the statements one offer took.
+    assert with_three == with_one

@@ -236,21 +236,30 @@ class WorkItem:
     customer_id: int
     customer_name: str
     mine: bool
+    queue: str = ""
 
     def overdue(self, now: dt.datetime) -> bool:
         return self.due_at is not None and self.due_at < now
 
 
 def work_list(*, user_id: int, limit: int = 15) -> list[WorkItem]:
-    """The agent's open tasks and the callbacks anyone may take (escalated ones
-    among them), most urgent first: one query."""
+    """The agent's open tasks, the callbacks anyone may take (escalated ones
+    among them) and the unassigned tasks of the queues the agent answers (a
+    policy's "have a sales rep call" for queue:sales), most urgent first: one query."""
     from crm.models import Task  # noqa: PLC0415  (crm's rows, read for the desk)
 
+    my_queues = Queue.objects.filter(agents__user_id=user_id).values("code")
     rows = (
         Task.objects.filter(status__in=["open", "in_progress"])
-        .filter(Q(assigned_to_id=user_id) | Q(assigned_to__isnull=True, kind="callback"))
+        .filter(
+            Q(assigned_to_id=user_id)
+            | Q(assigned_to__isnull=True, kind="callback")
+            | Q(assigned_to__isnull=True, queue__in=my_queues)
+        )
         .select_related("customer")
-        .only("pk", "title", "kind", "due_at", "priority", "assigned_to_id", "customer__display_name")
+        .only(
+            "pk", "title", "kind", "due_at", "priority", "assigned_to_id", "queue", "customer__display_name"
+        )
         .order_by("priority", F("due_at").asc(nulls_last=True), "pk")[:limit]
     )
     return [
@@ -263,6 +272,7 @@ def work_list(*, user_id: int, limit: int = 15) -> list[WorkItem]:
             customer_id=t.customer_id,
             customer_name=t.customer.display_name,
             mine=t.assigned_to_id == user_id,
+            queue=t.queue,
         )
         for t in rows
     ]

@@ -251,9 +251,11 @@ def policy_task_create(*, run: ActionRun, settings: dict[str, Any]) -> Task:
     """A task for the customer, due within the hours the policy says; its origin
     names the policy (``policy:<id>``) so its outcome can be traced back."""
     assignee, note = _assignee(settings["assign_to"], run.customer_id)
+    target_kind, _, target = str(settings["assign_to"]).partition(":")
     task = Task.objects.create(
         customer_id=run.customer_id, kind=settings["kind"], title=settings["title"][:200],
         description=note, priority=settings.get("priority") or 3,
+        queue=target if target_kind == "queue" else "",
         due_at=run.now + dt.timedelta(hours=settings["due_in_hours"]),
         assigned_to=assignee, origin=f"policy:{run.policy_id}",
     )  # fmt: skip

@@ -129,6 +129,10 @@ class Task(models.Model):
     assigned_to = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"
     )
+    # Unassigned work for a team: the code of the call queue whose agents may take it
+    # (e.g. a policy's "have a sales rep call": queue:sales). A code, not a key: crm
+    # knows no queues; the desk's work list matches it with the agent's skills.
+    queue = models.CharField(max_length=40, blank=True, default="")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

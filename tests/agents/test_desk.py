@@ -465,3 +465,36 @@ def test_the_agent_records_the_customers_answer_to_an_offer_on_the_screen(
     assert "No offers for this customer right now" in response.content.decode()
     again = client.post(url).content.decode()
     assert "no longer open" in again
+
+
+def test_a_policys_task_for_a_queue_is_in_the_work_list_of_that_queues_agents_only(
+    alice: User, carol: User, bob: User, dave_customer: Customer
+) -> None:
+    from agents import selectors as agents_selectors
+    from agents.models import Queue
+    from crm import services as crm_services
+    from crm.models import Task
+    from policies import services as policy_services
+    from tests.policies.conftest import make_policy
+
+    sales = Queue.objects.create(code="sales", name="Sales")
+    services.agent_for(user=alice).queues.set([sales])
+    services.agent_for(user=carol).queues.set([])
+    event, _ = crm_services.business_event_record(
+        type="web.page_view", occurred_at=timezone.now(), payload={"url": "/"},
+        source=crm_services.crm_source(), idempotency_key="view-1", customer=dave_customer,
+    )  # fmt: skip
+    policy = make_policy(bob, status="draft", trigger_types=["web.page_view"],
+                         actions=[{"action": "tag_customer", "settings": {"tag": "browsing"}}])  # fmt: skip
+    run = policy_services.ActionRun(event=event, customer_id=dave_customer.pk, policy_id=policy.pk,
+                                    now=timezone.now())  # fmt: skip
+    task = policy_services.policy_task_create(run=run, settings={
+        "kind": "sales_call", "title": "Large withdrawal: call within a day", "due_in_hours": 24,
+        "assign_to": "queue:sales", "priority": 1,
+    })  # fmt: skip
+    assert (task.queue, task.assigned_to_id) == ("sales", None)
+    assert [w.task_id for w in agents_selectors.work_list(user_id=alice.pk)] == [task.pk]
+    assert agents_selectors.work_list(user_id=carol.pk) == []
+    html = desk(alice).get(reverse("home")).content.decode()
+    assert "Large withdrawal: call within a day" in html and "sales queue" in html
+    assert Task.objects.count() == 1

@@ -90,7 +90,16 @@ def _task(settings: dict[str, Any]) -> list[str]:
     hours = settings.get("in_hours", 0)
     if isinstance(hours, bool) or not isinstance(hours, int | float) or hours < 0:
         problems.append("in_hours must be a number of hours, 0 or more.")
+    queue = settings.get("queue", "")
+    if queue and queue not in {code for code, _ in _queue_options()}:
+        problems.append(f"“{queue}” is not a queue: choose one of the list.")
     return problems
+
+
+def _queue_options() -> tuple[tuple[str, str], ...]:
+    from scripting.services import queue_choices  # noqa: PLC0415  (services imports this module)
+
+    return tuple(queue_choices() or ())
 
 
 def _event(settings: dict[str, Any]) -> list[str]:
@@ -124,7 +133,9 @@ REGISTRY: dict[str, ActionSpec] = {
                    required=("title",), check=_task,
                    settings=(Setting("title", "Task title"),
                              Setting("kind", "Task kind", "choice", tuple(TaskKind.choices)),
-                             Setting("in_hours", "Due in (hours)", "number", hint="empty: no due date"))),
+                             Setting("in_hours", "Due in (hours)", "number", hint="empty: no due date"),
+                             Setting("queue", "For the agents of", "choice", _queue_options,
+                                     hint="empty: on the customer's record only"))),
         ActionSpec("add_do_not_call", "Add to do-not-call", "scripting.services.action_add_do_not_call",
                    question_settings={"question": ("yes_no",)},
                    settings=(Setting("question", "Only when this yes/no answer is yes", "question",

@@ -493,7 +493,7 @@ def action_create_task(context: ActionRun, settings: dict[str, Any]) -> None:
         customer_id=context.run.customer_id, kind=settings.get("kind", "follow_up"), title=settings["title"],
         description=settings.get("description", ""), priority=int(settings.get("priority", 3)),
         due_at=timezone.now() + dt.timedelta(hours=float(hours)) if hours else None,
-        created_by=context.agent, origin=f"script:{context.run.pk}",
+        created_by=context.agent, origin=f"script:{context.run.pk}", queue=settings.get("queue", ""),
     )  # fmt: skip
 
 

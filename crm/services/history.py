@@ -108,10 +108,12 @@ def task_create(
     assigned_to: User | None = None,
     created_by: User | None = None,
     origin: str = "",
+    queue: str = "",
 ) -> Task:
+    """A task; ``queue``: unassigned work for the agents of that call queue (a code)."""
     task = Task(
-        customer_id=customer_id, kind=kind, title=title.strip(), description=description,
-        priority=priority, due_at=due_at, assigned_to=assigned_to, created_by=created_by, origin=origin,
+        customer_id=customer_id, kind=kind, title=title.strip(), description=description, priority=priority,
+        due_at=due_at, assigned_to=assigned_to, created_by=created_by, origin=origin, queue=queue,
     )  # fmt: skip
     task.full_clean()
     task.save()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -280,3 +281,21 @@ def test_the_offer_on_screen_is_a_merge_field_and_a_yes_accepts_it(
     assert (presented.status, run.offers_accepted) == ("accepted", ["home-mortgage"])
     dave_customer.refresh_from_db()
     assert dave_customer.do_not_call
+
+
+def test_a_scripts_task_for_a_queue_is_checked_against_the_queues_and_carries_it(
+    alice: User, dave_customer: Customer
+) -> None:
+    from types import SimpleNamespace
+
+    from scripting import actions
+
+    Queue.objects.create(code="sales", name="Sales")
+    assert actions._task({"title": "Call about the mortgage", "queue": "sales"}) == []
+    assert "“nope” is not a queue" in actions._task({"title": "Call about the mortgage", "queue": "nope"})[0]
+    context: Any = SimpleNamespace(run=SimpleNamespace(customer_id=dave_customer.pk, pk=7), agent=alice)
+    services.action_create_task(
+        context, {"title": "Call about the mortgage", "kind": "sales_call", "queue": "sales"}
+    )
+    task = Task.objects.get(customer=dave_customer)
+    assert (task.queue, task.assigned_to_id, task.origin) == ("sales", None, "script:7")

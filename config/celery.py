@@ -33,4 +33,3 @@ def _check_event_listeners(**_kwargs: Any) -> None:
     errors = check_listeners()
     if errors:
         raise ImproperlyConfigured("; ".join(str(error.msg) for error in errors))
-

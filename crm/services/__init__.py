@@ -68,6 +68,12 @@ from crm.services.tokens import (
     customer_login_create,
     staff_user_create,
 )
+from crm.services.touchpoint_apply import (
+    touchpoint_results_apply,
+    touchpoint_results_overdue,
+    touchpoint_results_pending,
+    touchpoint_results_sweep,
+)
 from crm.services.touchpoint_review import (
     touchpoint_results_retry,
     touchpoint_review_attach,
@@ -78,10 +84,6 @@ from crm.services.touchpoints import (
     touchpoint_apply_enqueue,
     touchpoint_apply_started,
     touchpoint_batch_receive,
-    touchpoint_results_apply,
-    touchpoint_results_overdue,
-    touchpoint_results_pending,
-    touchpoint_results_sweep,
     touchpoint_signature_remember,
     touchpoint_signatures_prune,
 )

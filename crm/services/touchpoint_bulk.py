@@ -25,8 +25,8 @@ from crm.models.choices import RecordKind, ResultStatus
 from crm.services.event_dispatch import events_dispatch_in_worker, events_dispatch_on_commit
 
 if TYPE_CHECKING:
+    from crm.services.touchpoint_apply import Claimed, Outcome
     from crm.services.touchpoint_effects import ApplyContext
-    from crm.services.touchpoints import Claimed, Outcome
 
 # The columns of an event row in the model's order (Model.from_db takes values so).
 _EVENT_COLUMNS = (
@@ -119,13 +119,13 @@ def results_apply_bulk(
 
 
 def _rejected(exc: Exception) -> Outcome:
-    from crm.services.touchpoints import Outcome, _error  # noqa: PLC0415
+    from crm.services.touchpoint_apply import Outcome, _error  # noqa: PLC0415
 
     return Outcome(ResultStatus.REJECTED, error=_error(exc))
 
 
 def _invalid(fields: dict[str, str]) -> Outcome:
-    from crm.services.touchpoints import Outcome  # noqa: PLC0415
+    from crm.services.touchpoint_apply import Outcome  # noqa: PLC0415
 
     return Outcome(
         ResultStatus.REJECTED, error={"reason": "invalid", "fields": {k: [v] for k, v in fields.items()}}
@@ -133,13 +133,13 @@ def _invalid(fields: dict[str, str]) -> Outcome:
 
 
 def _conflict(field: str, message: str) -> Outcome:
-    from crm.services.touchpoints import Outcome  # noqa: PLC0415
+    from crm.services.touchpoint_apply import Outcome  # noqa: PLC0415
 
     return Outcome(ResultStatus.REJECTED, error={"reason": "conflict", "fields": {field: message}})
 
 
 def _applied(customer_id: int, note: dict[str, Any] | None = None) -> Outcome:
-    from crm.services.touchpoints import Outcome  # noqa: PLC0415
+    from crm.services.touchpoint_apply import Outcome  # noqa: PLC0415
 
     return Outcome(ResultStatus.APPLIED, customer_id=customer_id, error=note)
 

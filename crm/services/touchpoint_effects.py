@@ -29,7 +29,7 @@ from crm.services.history import interaction_record
 from crm.services.sources import source_record_link
 
 if TYPE_CHECKING:
-    from crm.services.touchpoints import Claimed, Outcome
+    from crm.services.touchpoint_apply import Claimed, Outcome
 
 # customer.<target> → the Customer field it sets directly.
 _DIRECT_FIELDS = (
@@ -81,7 +81,8 @@ def result_apply(result: Claimed, *, context: ApplyContext) -> Outcome:
     2. find its customer (crm.identity): several candidates send it to review;
        nobody creates a customer from the mapped profile, linked to the source key;
     3. apply the effect of its kind."""
-    from crm.services.touchpoints import Outcome, result_map  # noqa: PLC0415
+    from crm.services.touchpoint_apply import Outcome  # noqa: PLC0415
+    from crm.services.touchpoints import result_map  # noqa: PLC0415
 
     source = context.source(result.source_system_id)
     actor = context.user_of(source)
@@ -153,7 +154,7 @@ def _profile_targets(mapped: dict[str, Any]) -> list[str]:
 
 
 def _order_of(stamp: list[Any]) -> tuple[Any, ...]:
-    from crm.services.touchpoints import result_order  # noqa: PLC0415
+    from crm.services.touchpoint_apply import result_order  # noqa: PLC0415
 
     sequence, occurred_at, pk = stamp
     return result_order(sequence, dt.datetime.fromisoformat(occurred_at) if occurred_at else None, pk)
@@ -170,7 +171,7 @@ def profile_newest_only(
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """``mapped`` without the profile targets a later result of the key already
     set, and a note naming them (None when nothing was left out)."""
-    from crm.services.touchpoints import result_order  # noqa: PLC0415
+    from crm.services.touchpoint_apply import result_order  # noqa: PLC0415
 
     if not orders:
         return mapped, None

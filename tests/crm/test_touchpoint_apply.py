@@ -160,7 +160,7 @@ def test_one_customers_results_apply_in_the_sources_order_across_batches(web, da
     # The later change arrives first; the earlier one comes in a second batch.
     receive(web, [profile("p-2", "K1", sequence=2, tier="G")])
     receive(web, [profile("p-1", "K1", sequence=1, tier="S")])
-    claim = services.touchpoints.touchpoint_results_claim  # type: ignore[attr-defined]
+    claim = services.touchpoint_apply.touchpoint_results_claim  # type: ignore[attr-defined]
     assert [c.external_id for c in claim(limit=10, token="peek")] == ["p-1"]  # never both at once
     TouchpointResult.objects.update(claimed_at=None)
     apply_all()
@@ -220,7 +220,7 @@ def test_a_result_whose_worker_is_lost_each_time_is_dead_lettered(web, dave_cust
     settings.CRM_INGEST_LEASE_SECONDS = 5
     receive(web, [visit("v-1", "dave@example.com")])
     for _ in range(2):  # claimed, then the worker vanishes before applying
-        assert len(services.touchpoints.touchpoint_results_claim(limit=10, token="lost")) == 1  # type: ignore[attr-defined]
+        assert len(services.touchpoint_apply.touchpoint_results_claim(limit=10, token="lost")) == 1  # type: ignore[attr-defined]
         TouchpointResult.objects.update(claimed_at=time_ago(10))
     apply_all()
 
@@ -232,7 +232,7 @@ def test_a_result_whose_worker_is_lost_each_time_is_dead_lettered(web, dave_cust
 
 def test_a_result_claimed_by_a_live_worker_is_left_alone(web, dave_customer):
     receive(web, [visit("v-1", "dave@example.com")])
-    services.touchpoints.touchpoint_results_claim(limit=10, token="busy")  # type: ignore[attr-defined]
+    services.touchpoint_apply.touchpoint_results_claim(limit=10, token="busy")  # type: ignore[attr-defined]
     assert apply_all() == 0
     assert statuses(web) == {"v-1": "pending"}
 
@@ -241,7 +241,7 @@ def test_a_claim_reaches_past_a_head_of_the_backlog_that_another_worker_holds(we
     # A claim reads the backlog a window at a time (at least 100 rows): the first
     # window and more are held by a live worker, the claim still finds the rest.
     receive(web, [visit(f"v-{i:03}", "dave@example.com") for i in range(130)])
-    claim = services.touchpoints.touchpoint_results_claim  # type: ignore[attr-defined]
+    claim = services.touchpoint_apply.touchpoint_results_claim  # type: ignore[attr-defined]
     held = claim(limit=120, token="busy")
     free = claim(limit=5, token="second")
 
@@ -468,7 +468,7 @@ def test_the_sweep_asks_for_a_run_only_when_a_free_result_has_waited(web, dave_c
     TouchpointResult.objects.update(received_at=time_ago(120))
     assert services.touchpoint_results_overdue()
 
-    services.touchpoints.touchpoint_results_claim(limit=10, token="busy")  # type: ignore[attr-defined]
+    services.touchpoint_apply.touchpoint_results_claim(limit=10, token="busy")  # type: ignore[attr-defined]
     assert not services.touchpoint_results_overdue()  # a live worker has it
 
 

@@ -73,6 +73,15 @@ def make_policy(actor: User | None, **fields: Any) -> Policy:
     return policy_services.policy_save(actor=actor, **values)
 
 
+def page_viewed(customer: Customer, key: str) -> None:
+    """The customer read a web page (``web.page_view``), decided by the engine at once."""
+    event, _ = services.business_event_record(
+        type="web.page_view", occurred_at=timezone.now(), payload={"url": "/travel"},
+        source=services.crm_source(), idempotency_key=key, customer=customer,
+    )  # fmt: skip
+    engine.decide(event)
+
+
 def present(offer: str, *channels: str) -> list[dict[str, Any]]:
     return [{"action": "present_offer", "settings": {"offer": offer, "channels": list(channels)}}]
 

@@ -13,7 +13,7 @@ from crm import services
 from crm.models import BusinessEvent, Customer, SourceSystem, User
 from policies.models import Decision, OfferPresentation, Policy
 from tests.conftest import api_as
-from tests.policies.conftest import forget_pending_dispatch, make_offer, make_policy, present
+from tests.policies.conftest import forget_pending_dispatch, make_offer, make_policy, page_viewed, present
 
 WITHDRAWAL = {
     "type": "transaction.withdrawal",
@@ -101,15 +101,10 @@ def offers(bob: User, dave_customer: Customer, erin_customer: Customer) -> dict[
     make_offer("travel-card", value=Decimal("150"), talking_points="Mention the lounge.")
     make_policy(bob, trigger_types=["web.page_view"], actions=present("travel-card", "self_service"))
     Customer.objects.update(marketing_opt_in=True)
-    from policies import engine
 
     forget_pending_dispatch()
     for customer in (dave_customer, erin_customer):
-        event, _ = services.business_event_record(
-            type="web.page_view", occurred_at=timezone.now(), payload={"url": "/travel"},
-            source=services.crm_source(), idempotency_key=f"view-{customer.pk}", customer=customer,
-        )  # fmt: skip
-        engine.decide(event)
+        page_viewed(customer, f"view-{customer.pk}")
     return {p.customer.given_name: p for p in OfferPresentation.objects.select_related("customer")}
 
 

@@ -10,10 +10,9 @@ from django.utils import timezone
 
 from crm import services
 from crm.models import BusinessEvent, Customer, SourceSystem, User
-from policies import engine
 from policies.models import OfferPresentation
 from tests.conftest import api_as
-from tests.policies.conftest import make_offer, make_policy, present
+from tests.policies.conftest import make_offer, make_policy, page_viewed, present
 
 pytestmark = pytest.mark.django_db
 
@@ -43,11 +42,7 @@ def presented(bob: User, dave_customer: Customer, erin_customer: Customer) -> di
     Customer.objects.update(marketing_opt_in=True)
     BusinessEvent.objects.update(dispatched_at=timezone.now())
     for customer in (dave_customer, erin_customer):
-        event, _ = services.business_event_record(
-            type="web.page_view", occurred_at=timezone.now(), payload={"url": "/travel"},
-            source=services.crm_source(), idempotency_key=f"view-{customer.pk}", customer=customer,
-        )  # fmt: skip
-        engine.decide(event)
+        page_viewed(customer, f"view-{customer.pk}")
     found = OfferPresentation.objects.select_related("customer")
     return {f"{p.customer.given_name}/{p.channel}": p for p in found}
 

@@ -13,22 +13,12 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from crm import services
 from crm.models import BusinessEvent, Customer, User
-from policies import engine
 from policies.models import OfferPresentation
 from tests.conftest import PASSWORD, signed_in
-from tests.policies.conftest import make_offer, make_policy, present
+from tests.policies.conftest import make_offer, make_policy, page_viewed, present
 
 pytestmark = pytest.mark.django_db
-
-
-def _view(customer: Customer, key: str) -> None:
-    event, _ = services.business_event_record(
-        type="web.page_view", occurred_at=timezone.now(), payload={"url": "/travel"},
-        source=services.crm_source(), idempotency_key=key, customer=customer,
-    )  # fmt: skip
-    engine.decide(event)
 
 
 @pytest.fixture
@@ -43,7 +33,7 @@ def offers(bob: User, dave_customer: Customer, erin_customer: Customer) -> dict[
     Customer.objects.update(marketing_opt_in=True)
     BusinessEvent.objects.update(dispatched_at=timezone.now())
     for customer in (dave_customer, erin_customer):
-        _view(customer, f"view-{customer.pk}")
+        page_viewed(customer, f"view-{customer.pk}")
     found = OfferPresentation.objects.select_related("customer", "offer")
     return {f"{p.customer.given_name}/{p.channel}": p for p in found}
 
@@ -83,7 +73,7 @@ def test_the_page_reads_as_many_queries_for_several_offers_as_for_one(
             trigger_types=["web.page_view"],
             actions=present(f"extra-{n}", "self_service"),
         )
-    _view(offers["Dave/self_service"].customer, "view-again")
+    page_viewed(offers["Dave/self_service"].customer, "view-again")
     assert OfferPresentation.objects.filter(customer__given_name="Dave", channel="self_service").count() >= 3
     with CaptureQueriesContext(connection) as four:
         client.get(reverse("me"))

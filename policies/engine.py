@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections import defaultdict
@@ -37,7 +38,6 @@ from typing import Any
 
 import cel
 from django.conf import settings
-from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -61,7 +61,7 @@ from policies.services import ActionRun, offers_present
 
 logger = logging.getLogger(__name__)
 
-GENERATION_KEY = "policies:index-generation"
+GENERATION_KEY = "crm:policies:index-generation"
 COMPLAINT_OPENED, COMPLAINT_RESOLVED = "complaint.opened", "complaint.resolved"
 
 
@@ -128,27 +128,121 @@ class PolicyIndex:
 _lock = threading.Lock()
 _index: PolicyIndex | None = None
 _checked_at = 0.0
+# The Redis channel on which a committed change to a policy or an offer is announced
+# (its message: the new generation). Not a cache key: pub/sub channels are global.
+CHANGES_CHANNEL = "crm:policies:index-changed"
+# One round trip: the generation bumped and the new number published together.
+_ANNOUNCE = "local g = redis.call('INCR', KEYS[1]) redis.call('PUBLISH', ARGV[1], g) return g"
+
+
+_client: tuple[int, Any] | None = None
+
+
+def _redis() -> Any:
+    """This process's client for the generation and the announcements (a fork gets its own)."""
+    global _client  # noqa: PLW0603
+    import redis  # noqa: PLC0415  (only the processes that decide need it)
+
+    if _client is None or _client[0] != os.getpid():
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+        _client = (os.getpid(), client)
+    return _client[1]
+
+
+class _ChangeListener:
+    """One thread per process, subscribed to CHANGES_CHANNEL: a policy paused or an
+    offer edited in any process reaches this one about a millisecond after its
+    commit, before this process's next decision, and a decision never pays a
+    round trip to learn that nothing changed.
+
+    ``generation`` is the newest generation announced. While the thread is not
+    subscribed (starting, Redis down, reconnecting) ``live`` is False and
+    ``policy_index`` falls back to asking Redis at most every
+    POLICIES_INDEX_CHECK_SECONDS; the maximum age bounds what a lost
+    announcement (a process that died between its commit and its publish) can cost."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.live = False
+        self._pid = 0
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def ensure_running(self) -> None:
+        if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+            return
+        with self._start_lock:
+            if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+                return
+            # A forked worker process inherits the fields but not the thread.
+            self._pid, self.live = os.getpid(), False
+            self._thread = threading.Thread(target=self._run, name="policy-index-changes", daemon=True)
+            self._thread.start()
+
+    def heard(self, generation: int) -> None:
+        self.generation = max(self.generation, generation)
+
+    def _run(self) -> None:
+        pause = 0.1
+        while True:
+            pubsub = None
+            try:
+                client = _redis()
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(CHANGES_CHANNEL)
+                # Subscribed first, then read: a change announced in between is heard twice, never missed.
+                self.heard(int(client.get(GENERATION_KEY) or 0))
+                self.live, pause = True, 0.1
+                while True:
+                    message = pubsub.get_message(timeout=30.0)  # the timeout only keeps the socket checked
+                    if message is not None and message.get("type") == "message":
+                        self.heard(int(message["data"]))
+            except Exception:
+                self.live = False
+                logger.warning("policy changes: not subscribed, polling until Redis is back", exc_info=True)
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+            finally:
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:
+                        logger.debug("closing the policy-change subscription failed", exc_info=True)
+
+
+_listener = _ChangeListener()
 
 
 def _generation() -> int:
     try:
-        return int(cache.get(GENERATION_KEY) or 0)
+        return int(_redis().get(GENERATION_KEY) or 0)
     except Exception:  # noqa: BLE001  (Redis down: keep the index we have until its age runs out)
         logger.warning("could not read the policy index generation")
         return _index.generation if _index else 0
 
 
 def policy_index() -> PolicyIndex:
-    """The active policies by event type. Rebuilt when another process announced a
-    change (checked at most every POLICIES_INDEX_CHECK_SECONDS) or past its maximum age."""
+    """The active policies by event type. Rebuilt when a change was announced (heard
+    at once by this process's listener; while it is not subscribed, asked of Redis
+    at most every POLICIES_INDEX_CHECK_SECONDS), and past its maximum age."""
     global _index, _checked_at  # noqa: PLW0603  (a process-wide cache by design)
+    _listener.ensure_running()
     now = time.monotonic()
     index = _index
-    if index is not None and now - _checked_at < settings.POLICIES_INDEX_CHECK_SECONDS:
-        return index
-    generation = _generation()
-    with _lock:
+    if _listener.live:
+        generation = _listener.generation
+    elif index is not None and now - _checked_at < settings.POLICIES_INDEX_CHECK_SECONDS:
+        generation = index.generation
+    else:
+        generation = _generation()
         _checked_at = now
+    if (
+        index is not None
+        and index.generation == generation
+        and now - index.loaded_at <= settings.POLICIES_INDEX_MAX_AGE_SECONDS
+    ):
+        return index
+    with _lock:
         if (
             _index is None
             or _index.generation != generation
@@ -165,16 +259,28 @@ def index_forget() -> None:
         _index = None
 
 
+def index_changed_on_commit() -> None:
+    """A policy or an offer is being changed in the current transaction: this process
+    rebuilds at once (it reads this transaction's rows), every process once it
+    commits. Called by the services, the admin and the models' signals; announced
+    once per transaction however many rows changed."""
+    index_forget()
+    pending = transaction.get_connection().run_on_commit
+    if any(hook is index_invalidate for _, hook, _ in pending):
+        return
+    transaction.on_commit(index_invalidate)
+
+
 def index_invalidate() -> None:
-    """A policy or an offer changed: this process rebuilds at once, others within
-    POLICIES_INDEX_CHECK_SECONDS."""
+    """A policy or an offer changed (call on commit): this process rebuilds at once,
+    every other one as soon as its listener hears the new generation."""
     index_forget()
     try:
-        cache.incr(GENERATION_KEY)
-    except ValueError:
-        cache.set(GENERATION_KEY, 1, timeout=None)
+        generation = int(_redis().eval(_ANNOUNCE, 1, GENERATION_KEY, CHANGES_CHANNEL))
     except Exception:  # noqa: BLE001
         logger.warning("could not announce a policy change; other processes see it within their max age")
+        return
+    _listener.heard(generation)
 
 
 def index_build(*, generation: int = 0) -> PolicyIndex:

@@ -156,8 +156,7 @@ def _index_changed_here_and_on_commit() -> None:
     other processes hear of the change once it is committed."""
     from policies import engine  # noqa: PLC0415  (the engine imports these services)
 
-    engine.index_forget()
-    transaction.on_commit(engine.index_invalidate)
+    engine.index_changed_on_commit()
 
 
 # --- Actions (registered in policies.actions) -----------------------------------------------

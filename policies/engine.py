@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -51,7 +52,6 @@ from policies.models import (
     DecisionOutcome,
     EventEvaluation,
     Offer,
-    OfferPresentation,
     OfferStatus,
     Policy,
     PolicyStatus,
@@ -411,42 +411,97 @@ CUSTOMER_COLUMNS = (
 )  # fmt: skip
 
 
-def facts_load(event: BusinessEvent, customer: Customer, now: dt.datetime, *, as_of: bool = False) -> Facts:
-    """Two indexed reads: the customer's events within POLICIES_HISTORY_DAYS, and
-    their presentations within the longest period any offer's rules look back.
-    ``as_of``: only what was known at ``now`` (a simulation replaying the past)."""
-    since = now - dt.timedelta(days=settings.POLICIES_HISTORY_DAYS)
-    ages: dict[str, list[float]] = defaultdict(list)
-    last_opened = last_resolved = None
-    recent = BusinessEvent.objects.filter(customer_id=customer.pk, occurred_at__gte=since)
-    past = OfferPresentation.objects.filter(
-        customer_id=customer.pk,
-        presented_at__gte=now - dt.timedelta(days=settings.POLICIES_RULES_LOOKBACK_DAYS),
+def _facts_sql(*, with_customer: bool, as_of: bool) -> str:
+    """One statement for the facts of one event (built once per variant): the
+    customer's row when asked, their history aggregated per event type (the ages
+    in days, as ``conditions.History`` keeps them) and their presentations, the
+    last two as JSON text that ``json.loads`` reads in C. The ORM's three
+    queries cost three round trips, their compilation, and a Python datetime
+    parse for each of up to POLICIES_HISTORY_LIMIT history rows."""
+    key = (with_customer, as_of)
+    sql = _FACTS_SQL.get(key)
+    if sql is not None:
+        return sql
+    events_until = (
+        " AND occurred_at <= %(now)s" if as_of else ""
+    )  # the event itself counts, as when decided live
+    shown_until = " AND p.presented_at < %(now)s" if as_of else ""
+    history = (
+        "(SELECT coalesce(json_object_agg(t.type, t.ages), '{}')::text FROM ("
+        " SELECT h.type, array_agg(greatest(extract(epoch FROM %(now)s - h.occurred_at), 0)::float8 / 86400)"
+        " AS ages FROM (SELECT type, occurred_at FROM crm_businessevent"
+        f"  WHERE customer_id = %(customer)s AND occurred_at >= %(since)s{events_until}"
+        "  ORDER BY occurred_at DESC LIMIT %(limit)s) h GROUP BY h.type) t)"
     )
-    if as_of:
-        recent = recent.filter(occurred_at__lte=now)  # the event itself counts, as when decided live
-        past = past.filter(presented_at__lt=now)
-    rows = recent.order_by("-occurred_at").values_list("type", "occurred_at")[
-        : settings.POLICIES_HISTORY_LIMIT
-    ]
-    for event_type, occurred_at in rows:
-        ages[event_type].append(max((now - occurred_at).total_seconds(), 0) / 86_400)
-        if event_type == COMPLAINT_OPENED and last_opened is None:
-            last_opened = occurred_at
-        elif event_type == COMPLAINT_RESOLVED and last_resolved is None:
-            last_resolved = occurred_at
-    presentations = [
-        PastPresentation(*row)
-        for row in past.values_list(
-            "offer_id", "channel", "status", "presented_at", "responded_at", "expires_at"
+    shown = (
+        "(SELECT coalesce(json_agg(json_build_array(p.offer_id, p.channel, p.status, p.presented_at,"
+        " p.responded_at, p.expires_at)), '[]')::text FROM policies_offerpresentation p"
+        f" WHERE p.customer_id = %(customer)s AND p.presented_at >= %(lookback)s{shown_until})"
+    )
+    if with_customer:
+        columns = ", ".join(
+            f"c.{column}::text" if column == "addresses" else f"c.{column}"
+            for column in _customer_columns()[0]
         )
+        sql = f"SELECT {columns}, {history}, {shown} FROM crm_customer c WHERE c.id = %(customer)s"
+    else:
+        sql = f"SELECT {history}, {shown}"
+    _FACTS_SQL[key] = sql
+    return sql
+
+
+_FACTS_SQL: dict[tuple[bool, bool], str] = {}
+
+
+def _customer_columns() -> tuple[list[str], list[str]]:
+    """Columns and attribute names of CUSTOMER_COLUMNS in the model's field order
+    (``Model.from_db`` with some fields deferred takes the values in that order)."""
+    fields = [f for f in Customer._meta.concrete_fields if {f.name, f.attname} & set(CUSTOMER_COLUMNS)]
+    return [f.column for f in fields], [f.attname for f in fields]
+
+
+def facts_load(
+    event: BusinessEvent, customer: Customer | None, now: dt.datetime, *, as_of: bool = False
+) -> tuple[Customer, Facts]:
+    """The facts of one event in one statement: the customer's events within
+    POLICIES_HISTORY_DAYS (at most POLICIES_HISTORY_LIMIT), their presentations
+    within the longest period any offer's rules look back, and the customer's
+    row too when ``customer`` is None (Customer.DoesNotExist if there is none).
+    ``as_of``: only what was known at ``now`` (a simulation replaying the past)."""
+    customer_id = customer.pk if customer is not None else event.customer_id
+    params = {
+        "customer": customer_id, "now": now, "limit": settings.POLICIES_HISTORY_LIMIT,
+        "since": now - dt.timedelta(days=settings.POLICIES_HISTORY_DAYS),
+        "lookback": now - dt.timedelta(days=settings.POLICIES_RULES_LOOKBACK_DAYS),
+    }  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(_facts_sql(with_customer=customer is None, as_of=as_of), params)
+        row = cursor.fetchone()
+    if row is None:
+        raise Customer.DoesNotExist(f"customer {customer_id}")
+    if customer is None:
+        attnames = _customer_columns()[1]
+        values = list(row[: len(attnames)])
+        addresses = attnames.index("addresses")
+        values[addresses] = json.loads(values[addresses]) if values[addresses] else []
+        customer = Customer.from_db(connection.alias, attnames, values)
+        row = row[len(attnames) :]
+    ages: dict[str, list[float]] = json.loads(row[0])
+    parse = dt.datetime.fromisoformat
+    presentations = [
+        PastPresentation(
+            offer, channel, status, parse(shown), parse(answered) if answered else None, parse(ends)
+        )
+        for offer, channel, status, shown, answered, ends in json.loads(row[1])
     ]
-    return Facts(
+    opened, resolved = ages.get(COMPLAINT_OPENED), ages.get(COMPLAINT_RESOLVED)
+    return customer, Facts(
         event=event_map(event),
         customer=customer_map(customer, now.date()),
-        history=conditions.History(dict(ages)),
+        history=conditions.History(ages),
         presentations=presentations,
-        open_complaint=last_opened is not None and (last_resolved is None or last_resolved < last_opened),
+        # The last complaint opened is younger than the last one resolved.
+        open_complaint=bool(opened) and (not resolved or min(resolved) > min(opened)),  # type: ignore[arg-type]
     )
 
 
@@ -645,10 +700,13 @@ def verdict_reason(verdict: Verdict) -> str:
 # --- Applying a plan, and the listeners ----------------------------------------------------
 
 
-def apply(plan: Plan, *, event: BusinessEvent, now: dt.datetime) -> list[Decision]:
-    """The actions' effects and the decision rows (inside the caller's transaction).
-    The offers chosen are presented together (``offers_present``: a fixed number
-    of statements for all of them), from the index's copy of each offer."""
+def apply(
+    plan: Plan, *, event: BusinessEvent, now: dt.datetime, write_decisions: bool = True
+) -> list[Decision]:
+    """The actions' effects and the decision rows (inside the caller's transaction;
+    ``write_decisions=False``: the caller wrote them with its claim). The offers chosen
+    are presented together (``offers_present``: a fixed number of statements for
+    all of them), from the index's copy of each offer."""
     assert event.customer_id is not None  # noqa: S101  (decide() skips events of no customer)
     offers_present(
         event=event, customer_id=event.customer_id, now=now,
@@ -674,6 +732,8 @@ def apply(plan: Plan, *, event: BusinessEvent, now: dt.datetime) -> list[Decisio
                 created_at=now,
             )
         )
+    if not write_decisions:
+        return []
     Decision.objects.bulk_create(decisions)
     return decisions
 
@@ -718,21 +778,57 @@ def decide(
     candidates = policy_index().candidates(event.type, now)
     if not candidates:
         return None
-    if customer is None:
-        customer = Customer.objects.only(*CUSTOMER_COLUMNS).get(pk=event.customer_id)
-    plan = evaluate(candidates, facts_load(event, customer, now), now)
+    try:
+        _, facts = facts_load(event, customer, now)
+    except Customer.DoesNotExist:
+        return None  # erased since: nothing to decide
+    plan = evaluate(candidates, facts, now)
+    claim = [event.pk, now, len(candidates), len(plan.verdicts)]
     with transaction.atomic():
         # A concurrent pass blocks here until the first commits, then finds the row.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _CLAIM_RELAXED if relaxed else _CLAIM, [event.pk, now, len(candidates), len(plan.verdicts)]
-            )
-            if cursor.fetchone() is None:
-                return None
-        # The frames of every offer this event raised leave together, on commit.
+        if any(name == "create_task" for v in plan.verdicts for name, _ in v.run_others):
+            # A decision names its task: the tasks first, the decisions after them.
+            with connection.cursor() as cursor:
+                cursor.execute(_CLAIM_RELAXED if relaxed else _CLAIM, claim)
+                if cursor.fetchone() is None:
+                    return None
+            with realtime.batched():  # the frames of every offer this event raised leave together, on commit
+                return apply(plan, event=event, now=now)
+        decisions = _claim_with_decisions(plan, event=event, now=now, claim=claim, relaxed=relaxed)
+        if decisions is None:
+            return None
         with realtime.batched():
-            decisions = apply(plan, event=event, now=now)
+            apply(plan, event=event, now=now, write_decisions=False)
     return decisions
+
+
+def _claim_with_decisions(
+    plan: Plan, *, event: BusinessEvent, now: dt.datetime, claim: list[Any], relaxed: bool
+) -> list[Decision] | None:
+    """The claim and the decision rows in one statement (the decisions are written
+    only if the claim was): no task to wait for. None when the claim was taken."""
+    assert event.customer_id is not None  # noqa: S101  (decide() skips events of no customer)
+    rows = [(v.candidate.id, v.candidate.version, v.outcome, verdict_reason(v)[:200]) for v in plan.verdicts]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH claim AS ({_CLAIM_RELAXED if relaxed else _CLAIM}),"
+            " made AS (INSERT INTO policies_decision (event_id, policy_id, policy_version, customer_id,"
+            "  outcome, reason, task_id, created_at)"
+            "  SELECT claim.event_id, d.policy_id, d.version, %s, d.outcome, d.reason, NULL, %s"
+            "  FROM claim, unnest(%s::bigint[], %s::integer[], %s::text[], %s::text[])"
+            "  WITH ORDINALITY AS d(policy_id, version, outcome, reason, n) ORDER BY d.n RETURNING id)"
+            " SELECT (SELECT count(*) FROM claim), ARRAY(SELECT id FROM made)",
+            [*claim, event.customer_id, now, [r[0] for r in rows], [r[1] for r in rows],
+             [r[2] for r in rows], [r[3] for r in rows]],
+        )  # fmt: skip
+        claimed, ids = cursor.fetchone()
+    if not claimed:
+        return None
+    return [
+        Decision(id=pk, event_id=event.pk, policy_id=policy_id, policy_version=version,
+                 customer_id=event.customer_id, outcome=outcome, reason=reason, created_at=now)
+        for pk, (policy_id, version, outcome, reason) in zip(sorted(ids), rows, strict=True)
+    ]  # fmt: skip
 
 
 def decide_events(events: Sequence[BusinessEvent]) -> None:

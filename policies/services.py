@@ -18,7 +18,6 @@ from crm.models import BusinessEvent, Interaction, Task, User
 from policies import actions as action_registry
 from policies import conditions
 from policies.models import (
-    CustomerTag,
     Offer,
     OfferPresentation,
     Policy,
@@ -230,7 +229,7 @@ def offers_present(
                 ("offer.presented", customer_id, now, _offer_payload(p, code), f"offer.presented:{p.pk}")
                 for p, code in zip(presentations, codes, strict=True)
             ],
-            source=crm_services.crm_source(),
+            source=crm_services.CRM_SOURCE_CODE,
         )
         group = realtime.customer_group(customer_id)
         for presentation, (_, offer, channel) in zip(presentations, items, strict=True):
@@ -286,9 +285,13 @@ def agent_notify(*, run: ActionRun, settings: dict[str, Any]) -> None:
 
 
 def customer_tag(*, run: ActionRun, settings: dict[str, Any]) -> None:
-    CustomerTag.objects.get_or_create(
-        customer_id=run.customer_id, tag=settings["tag"], defaults={"policy_id": run.policy_id}
-    )
+    # One statement, no savepoint: a tag the customer already has stays as it was.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO policies_customertag (customer_id, tag, policy_id, created_at)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (customer_id, tag) DO NOTHING",
+            [run.customer_id, settings["tag"], run.policy_id, timezone.now()],
+        )
 
 
 def _last_agent(customer_id: int) -> User | None:

@@ -76,7 +76,7 @@ def business_event_record(
 
 
 def business_events_record_new(
-    *, items: list[tuple[str, int, dt.datetime, dict[str, Any], str]], source: SourceSystem
+    *, items: list[tuple[str, int, dt.datetime, dict[str, Any], str]], source: SourceSystem | str
 ) -> list[BusinessEvent]:
     """Record several events of the system itself (the CRM's own facts, such as each
     offer presented) in one statement; return those that were new.
@@ -84,7 +84,8 @@ def business_events_record_new(
     ``items``: (type, customer id, occurred at, payload, idempotency key). The keys
     are derived from the rows the events describe, so a repeat is the same fact
     again and is skipped without the conflict check ``business_event_record``
-    makes for keys an integrator chose."""
+    makes for keys an integrator chose. ``source``: the source system, or its code
+    (looked up in the same statement: no round trip for the CRM's own source)."""
     if not items:
         return []
     for event_type, _, occurred_at, payload, _ in items:
@@ -92,18 +93,23 @@ def business_events_record_new(
         if timezone.is_naive(occurred_at):
             raise ValidationError({"occurred_at": "Give the time with its zone."})
     recorded_at = timezone.now()
+    source_sql = "(SELECT id FROM crm_sourcesystem WHERE code = %s)" if isinstance(source, str) else "%s"
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO crm_businessevent (type, customer_id, occurred_at, payload, source_system_id,"
             " idempotency_key, recorded_at)"
-            " SELECT i.type, i.customer_id, i.occurred_at, i.payload, %s, i.key, %s"
+            f" SELECT i.type, i.customer_id, i.occurred_at, i.payload, {source_sql}, i.key, %s"
             " FROM unnest(%s::text[], %s::bigint[], %s::timestamptz[], %s::jsonb[], %s::text[])"
             " WITH ORDINALITY AS i(type, customer_id, occurred_at, payload, key, n) ORDER BY i.n"
-            " ON CONFLICT (source_system_id, idempotency_key) DO NOTHING RETURNING id, idempotency_key",
-            [source.pk, recorded_at, [i[0] for i in items], [i[1] for i in items], [i[2] for i in items],
-             [_jsonb(i[3]) for i in items], [i[4] for i in items]],
+            " ON CONFLICT (source_system_id, idempotency_key) DO NOTHING"
+            " RETURNING id, idempotency_key, source_system_id",
+            [source if isinstance(source, str) else source.pk, recorded_at, [i[0] for i in items],
+             [i[1] for i in items], [i[2] for i in items], [_jsonb(i[3]) for i in items],
+             [i[4] for i in items]],
         )  # fmt: skip
-        ids = dict((key, pk) for pk, key in cursor.fetchall())
+        rows = cursor.fetchall()
+    ids = {key: pk for pk, key, _ in rows}
+    source_id = rows[0][2] if rows else None
     new = [
         BusinessEvent(
             id=ids[key],
@@ -111,7 +117,7 @@ def business_events_record_new(
             customer_id=customer_id,
             occurred_at=occurred_at,
             payload=payload,
-            source_system=source,
+            source_system_id=source_id,
             idempotency_key=key,
             recorded_at=recorded_at,
         )

@@ -45,6 +45,7 @@ from django.utils import timezone
 from crm import realtime
 from crm.models import BusinessEvent, Customer
 from crm.selectors import source_systems
+from crm.services.events import server_bound_cursor
 from policies import actions as action_registry
 from policies import conditions
 from policies.models import (
@@ -474,7 +475,7 @@ def facts_load(
         "since": now - dt.timedelta(days=settings.POLICIES_HISTORY_DAYS),
         "lookback": now - dt.timedelta(days=settings.POLICIES_RULES_LOOKBACK_DAYS),
     }  # fmt: skip
-    with connection.cursor() as cursor:
+    with server_bound_cursor() as cursor:
         cursor.execute(_facts_sql(with_customer=customer is None, as_of=as_of), params)
         row = cursor.fetchone()
     if row is None:
@@ -788,7 +789,7 @@ def decide(
         # A concurrent pass blocks here until the first commits, then finds the row.
         if any(name == "create_task" for v in plan.verdicts for name, _ in v.run_others):
             # A decision names its task: the tasks first, the decisions after them.
-            with connection.cursor() as cursor:
+            with server_bound_cursor() as cursor:
                 cursor.execute(_CLAIM_RELAXED if relaxed else _CLAIM, claim)
                 if cursor.fetchone() is None:
                     return None
@@ -809,7 +810,7 @@ def _claim_with_decisions(
     only if the claim was): no task to wait for. None when the claim was taken."""
     assert event.customer_id is not None  # noqa: S101  (decide() skips events of no customer)
     rows = [(v.candidate.id, v.candidate.version, v.outcome, verdict_reason(v)[:200]) for v in plan.verdicts]
-    with connection.cursor() as cursor:
+    with server_bound_cursor() as cursor:
         cursor.execute(
             f"WITH claim AS ({_CLAIM_RELAXED if relaxed else _CLAIM}),"
             " made AS (INSERT INTO policies_decision (event_id, policy_id, policy_version, customer_id,"

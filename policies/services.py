@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from crm import events, realtime
 from crm import services as crm_services
 from crm.exceptions import Conflict
 from crm.models import BusinessEvent, Interaction, Task, User
+from crm.services.events import server_bound_cursor
 from policies import actions as action_registry
 from policies import conditions
 from policies.models import (
@@ -192,7 +193,7 @@ def offers_present(
         return []
     # No savepoint of its own: the presentations stand or fall with the decision.
     with transaction.atomic(savepoint=False):
-        with connection.cursor() as cursor:
+        with server_bound_cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_SEQUENCE_LOCK_NAMESPACE, customer_id])
             cursor.execute(
                 "INSERT INTO policies_offerpresentation (offer_id, customer_id, channel, policy_id, event_id,"
@@ -286,7 +287,7 @@ def agent_notify(*, run: ActionRun, settings: dict[str, Any]) -> None:
 
 def customer_tag(*, run: ActionRun, settings: dict[str, Any]) -> None:
     # One statement, no savepoint: a tag the customer already has stays as it was.
-    with connection.cursor() as cursor:
+    with server_bound_cursor() as cursor:
         cursor.execute(
             "INSERT INTO policies_customertag (customer_id, tag, policy_id, created_at)"
             " VALUES (%s, %s, %s, %s) ON CONFLICT (customer_id, tag) DO NOTHING",

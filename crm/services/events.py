@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
+import psycopg
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
@@ -17,6 +21,26 @@ from crm import events
 from crm.exceptions import Conflict
 from crm.models import BusinessEvent, Customer, SourceSystem, User
 from crm.services.event_dispatch import events_dispatch_on_commit
+
+
+@contextmanager
+def server_bound_cursor() -> Iterator[CursorWrapper]:
+    """A cursor of the current connection for the few statements every event runs.
+
+    Django's cursors bind on the client: each value is quoted into the SQL text in
+    Python (a tenth of an event's CPU went there), and PostgreSQL parses and plans
+    the text afresh each time. This one sends the values apart from the SQL
+    (dumped in C) and psycopg prepares a statement once it has run it five times
+    on a connection (pooled connections keep them). It is wrapped as Django wraps
+    its own, so the statements are counted and logged like any other."""
+    connection.ensure_connection()
+    raw = psycopg.Cursor(connection.connection)
+    wrapped = connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
+    try:
+        with connection.wrap_database_errors:
+            yield wrapped
+    finally:
+        raw.close()
 
 
 def business_event_record(
@@ -46,7 +70,7 @@ def business_event_record(
     subject_id = customer.pk if customer else customer_id
     recorded_at = timezone.now()
     # One round trip whether the key is new or a repeat; no savepoint needed.
-    with connection.cursor() as cursor:
+    with server_bound_cursor() as cursor:
         cursor.execute(
             "INSERT INTO crm_businessevent (type, customer_id, occurred_at, payload, source_system_id,"
             " idempotency_key, actor_id, recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
@@ -94,7 +118,7 @@ def business_events_record_new(
             raise ValidationError({"occurred_at": "Give the time with its zone."})
     recorded_at = timezone.now()
     source_sql = "(SELECT id FROM crm_sourcesystem WHERE code = %s)" if isinstance(source, str) else "%s"
-    with connection.cursor() as cursor:
+    with server_bound_cursor() as cursor:
         cursor.execute(
             "INSERT INTO crm_businessevent (type, customer_id, occurred_at, payload, source_system_id,"
             " idempotency_key, recorded_at)"

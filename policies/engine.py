@@ -784,7 +784,7 @@ def decide(
     except Customer.DoesNotExist:
         return None  # erased since: nothing to decide
     plan = evaluate(candidates, facts, now)
-    claim = [event.pk, now, len(candidates), len(plan.verdicts)]
+    claim: list[Any] = [event.pk, now, len(candidates), len(plan.verdicts)]
     with transaction.atomic():
         # A concurrent pass blocks here until the first commits, then finds the row.
         if any(name == "create_task" for v in plan.verdicts for name, _ in v.run_others):

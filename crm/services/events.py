@@ -34,7 +34,7 @@ def server_bound_cursor() -> Iterator[CursorWrapper]:
     on a connection (pooled connections keep them). It is wrapped as Django wraps
     its own, so the statements are counted and logged like any other."""
     connection.ensure_connection()
-    raw = psycopg.Cursor(connection.connection)
+    raw: Any = psycopg.Cursor(connection.connection)  # Django's wrappers take any DB-API cursor
     wrapped = connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
     try:
         with connection.wrap_database_errors:
@@ -133,7 +133,7 @@ def business_events_record_new(
         )  # fmt: skip
         rows = cursor.fetchall()
     ids = {key: pk for pk, key, _ in rows}
-    source_id = rows[0][2] if rows else None
+    source_id: int = rows[0][2] if rows else 0  # no row: no event to build
     new = [
         BusinessEvent(
             id=ids[key],

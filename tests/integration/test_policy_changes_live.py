@@ -48,10 +48,11 @@ def test_pausing_a_policy_or_editing_its_offer_stops_the_very_next_event_on_anot
         code="home-mortgage", name="Home mortgage", channels=["self_service"], status="active",
         self_service_text="Moving? Lock a rate.", max_presentations=50, period_days=1, cooling_off_days=0,
     )  # fmt: skip
+    present = {"offer": "home-mortgage", "channels": ["self_service"]}
     policy = policy_services.policy_save(
         actor=bob, name="Mortgage pages", status="active", trigger_types=["web.page_view"],
         condition='event.page_category == "mortgage"',
-        actions=[{"action": "present_offer", "settings": {"offer": "home-mortgage", "channels": ["self_service"]}}],
+        actions=[{"action": "present_offer", "settings": present}],
     )  # fmt: skip
     first = post_page_view(uvicorn_server, token, "view-1")
     assert offered(first)  # the server's index holds the policy now

@@ -181,7 +181,10 @@ class _ChangeListener:
             self._thread.start()
 
     def heard(self, generation: int) -> None:
-        self.generation = max(self.generation, generation)
+        # Taken as it comes, not the largest seen: Redis publishes the generations in
+        # order (the Lua script bumps and publishes at once), and one that went back
+        # (Redis restarted empty) must still differ from the index's.
+        self.generation = generation
 
     def _run(self) -> None:
         pause = 0.1
@@ -277,11 +280,9 @@ def index_invalidate() -> None:
     every other one as soon as its listener hears the new generation."""
     index_forget()
     try:
-        generation = int(_redis().eval(_ANNOUNCE, 1, GENERATION_KEY, CHANGES_CHANNEL))
+        _redis().eval(_ANNOUNCE, 1, GENERATION_KEY, CHANGES_CHANNEL)
     except Exception:  # noqa: BLE001
         logger.warning("could not announce a policy change; other processes see it within their max age")
-        return
-    _listener.heard(generation)
 
 
 def index_build(*, generation: int = 0) -> PolicyIndex:

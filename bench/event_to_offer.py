@@ -78,6 +78,12 @@ def main() -> int:
     parser.add_argument(
         "--seconds", type=float, default=None, help="How long events keep coming: 60 (small: 10)."
     )
+    parser.add_argument(
+        "--cost", type=int, default=0, metavar="N",
+        help="Instead: N events POSTed one after the other (no sockets, no load), and what one\n"
+        "costs: the web process's CPU per event over real HTTP, and the SQL statements\n"
+        "per event (counted in this process through the same view, its commit and decision).",
+    )  # fmt: skip
     args = parser.parse_args()
     per_type, agents, rate, seconds = SIZES[args.size]
     args.agents = args.agents or agents
@@ -90,6 +96,7 @@ def main() -> int:
     os.environ.setdefault("SECRET_KEY", "bench-secret-key-not-for-production-0123456789-abcdefghijkl")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("CRM_EMBEDDED_SERVERS", "true")
+    os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1")
     url = bench_database_url(database)
     os.environ["DATABASE_URL"] = url
 
@@ -115,9 +122,11 @@ def main() -> int:
     port = free_port()
     limits = {f"POLICIES_{c}_DAILY_LIMIT": "100000" for c in ("AGENT_SCREEN", "SELF_SERVICE", "EMAIL",
                                                               "OUTBOUND_CALL")}  # fmt: skip
+    # As the Procfile runs the web process: with a pool of database connections.
     env = dict(os.environ, DATABASE_URL=url, REDIS_URL=settings.REDIS_URL, DEBUG="false",
                ALLOWED_HOSTS="127.0.0.1", SECURE_SSL_REDIRECT="false", SESSION_COOKIE_SECURE="false",
                LOG_LEVEL="WARNING", CELERY_TASK_ALWAYS_EAGER="false",
+               DATABASE_POOL_MAX_SIZE=os.environ.get("DATABASE_POOL_MAX_SIZE", "10"),
                **limits)  # fmt: skip
     bin_dir = Path(sys.executable).parent
     logs = ROOT / ".local" / "bench"
@@ -147,6 +156,9 @@ def main() -> int:
     try:
         wait_for_port(port)
         time.sleep(3)  # the worker's pool
+        if args.cost:
+            print(json.dumps(_cost(port, web.pid, token, customers, run, args.cost, limits)))
+            return 0
         measured = asyncio.run(_run(port, cookies, token, customers, run, total, args))
     finally:
         stop.set()
@@ -306,6 +318,70 @@ async def _run(  # noqa: PLR0917
     pool.shutdown()
     return {"arrived": arrived, "sent": sent, "api_ms": api_ms, "failures": failures, "posting_s": posting_s,
             "watched": watched, "clock": (time.time(), time.perf_counter()), "total": total}  # fmt: skip
+
+
+def _event_body(n: int, customers: list[int], run: str, agents: int = 1) -> dict[str, Any]:
+    customer = customers[(n // EVENTS_PER_CUSTOMER) % len(customers)]
+    event_type = POSTED_TYPES[n % len(POSTED_TYPES)]
+    return {"type": event_type, "customer": customer, "idempotency_key": f"e2o-{run}-{n}",
+            "occurred_at": _now_iso(), "payload": PAYLOADS[event_type]}  # fmt: skip
+
+
+def _cost(  # noqa: PLR0917
+    port: int, web_pid: int, token: str, customers: list[int], run: str, count: int, limits: dict[str, str]
+) -> dict[str, Any]:
+    """What one event costs, with nothing else going on: the web process's CPU
+    seconds over ``count`` sequential POSTs (real HTTP, keep-alive off as most
+    integrations send), and the SQL statements of one event, counted here through
+    the same view, commit and on-commit decision with the Django test client."""
+    import psutil
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext, override_settings
+
+    from policies.models import OfferPresentation
+
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def post(n: int) -> None:
+        body = json.dumps(_event_body(n, customers, run)).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v1/events", data=body, method="POST", headers=headers
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+            response.read()
+
+    web = psutil.Process(web_pid)
+    for n in range(50):  # warm-up: the index, the pool, compiled statements
+        post(n)
+    before = web.cpu_times()
+    wall = time.perf_counter()
+    for n in range(50, 50 + count):
+        post(n)
+    wall = time.perf_counter() - wall
+    after = web.cpu_times()
+    cpu = (after.user + after.system) - (before.user + before.system)
+    offers = OfferPresentation.objects.filter(event__idempotency_key__startswith=f"e2o-{run}-").count()
+
+    client = Client()
+    per_event: list[int] = []
+    channels = ("agent_screen", "self_service", "email", "outbound_call")
+    limit_settings = {"POLICIES_CHANNEL_DAILY_LIMITS": dict.fromkeys(channels, 100000)}
+    with override_settings(**limit_settings):
+        for n in range(50 + count, 50 + count + 50):
+            with CaptureQueriesContext(connection) as queries:
+                response = client.post(
+                    "/api/v1/events", data=_event_body(n, customers, run), content_type="application/json",
+                    HTTP_AUTHORIZATION=f"Bearer {token}", secure=True,
+                )  # fmt: skip
+            assert response.status_code == 201, response.content
+            per_event.append(len(queries))
+    return {
+        "bench": "event_cost", "events": count, "web_cpu_ms_per_event": round(cpu * 1000 / count, 2),
+        "wall_ms_per_event": round(wall * 1000 / count, 2),
+        "offers_per_event": round(offers / (count + 50), 2),
+        "sql_per_event_p50": statistics.median(per_event), "sql_per_event_max": max(per_event),
+    }  # fmt: skip
 
 
 def _score(measured: dict[str, Any]) -> dict[str, Any]:

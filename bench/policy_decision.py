@@ -245,7 +245,7 @@ def main() -> int:
                 source_system_id=source.pk,
                 idempotency_key="bench",
             )
-            cases.append((event, engine.facts_load(event, customer, now)))
+            cases.append((event, engine.facts_load(event, customer, now)[1]))
     rng = random.Random(11)
     timings: list[float] = []
     cpu_timings: list[float] = []

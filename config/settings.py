@@ -249,8 +249,10 @@ CRM_DEMO_SEEDERS: list[str] = ["policies.demo.seed", "scripting.demo.seed"]
 SCRIPTING_CALL_FACTS = "agents.selectors.script_call_facts"
 # The queues a script can be assigned to, as (code, name) pairs; unset: any code is taken.
 SCRIPTING_QUEUES = "agents.selectors.script_queues"
-# How often a process asks Redis whether another changed a policy, and the oldest
-# its index may get whatever Redis says (an edit in the Django admin announces nothing).
+# A change to a policy or an offer is announced over Redis pub/sub on commit and heard
+# by every process at once; while a process is not subscribed (Redis down) it asks this
+# often. The oldest an index may get whatever was heard (an announcement lost with a
+# process that died between its commit and its publish).
 POLICIES_INDEX_CHECK_SECONDS = 1.0
 POLICIES_INDEX_MAX_AGE_SECONDS = env_int("POLICIES_INDEX_MAX_AGE_SECONDS", 60, minimum=1)
 # history.count / days_since see this far back, at most this many events.

@@ -23,6 +23,7 @@ from rest_framework.request import Request
 
 from crm.backends import remember_permissions
 from crm.models import ApiToken, SourceSystem, User
+from crm.services.events import server_bound_cursor
 from crm.services.tokens import TOKEN_PREFIX, token_digest
 
 __all__ = ["TOKEN_PREFIX", "ApiTokenAuthentication", "token_digest"]
@@ -69,7 +70,7 @@ def _lookup_sql() -> str:
 def token_lookup(secret: str) -> tuple[ApiToken, list[int], list[int]] | None:
     """The token whose digest matches ``secret``, with its user (and the user's
     source system) attached, and the user's group and direct permission ids."""
-    with connection.cursor() as cursor:
+    with server_bound_cursor() as cursor:  # the same statement on every request: prepared
         cursor.execute(_lookup_sql(), [token_digest(secret)])
         row = cursor.fetchone()
     if row is None:

@@ -9,7 +9,6 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -50,8 +49,7 @@ class PolicyAdmin(admin.ModelAdmin):
         obj.updated_by = request.user  # type: ignore[assignment]
         obj.updated_at = timezone.now()
         super().save_model(request, obj, form, change)
-        engine.index_forget()
-        transaction.on_commit(engine.index_invalidate)
+        engine.index_changed_on_commit()
 
 
 @admin.register(Offer)
@@ -63,8 +61,7 @@ class OfferAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Offer, form: Any, change: bool) -> None:
         obj.updated_at = timezone.now()
         super().save_model(request, obj, form, change)
-        engine.index_forget()
-        transaction.on_commit(engine.index_invalidate)
+        engine.index_changed_on_commit()
 
 
 @admin.register(Decision)

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
+import os
 import threading
 import time
 from collections import defaultdict
@@ -37,13 +39,13 @@ from typing import Any
 
 import cel
 from django.conf import settings
-from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
 from crm import realtime
 from crm.models import BusinessEvent, Customer
 from crm.selectors import source_systems
+from crm.services.events import server_bound_cursor
 from policies import actions as action_registry
 from policies import conditions
 from policies.models import (
@@ -51,7 +53,6 @@ from policies.models import (
     DecisionOutcome,
     EventEvaluation,
     Offer,
-    OfferPresentation,
     OfferStatus,
     Policy,
     PolicyStatus,
@@ -61,7 +62,7 @@ from policies.services import ActionRun, offers_present
 
 logger = logging.getLogger(__name__)
 
-GENERATION_KEY = "policies:index-generation"
+GENERATION_KEY = "crm:policies:index-generation"
 COMPLAINT_OPENED, COMPLAINT_RESOLVED = "complaint.opened", "complaint.resolved"
 
 
@@ -128,27 +129,124 @@ class PolicyIndex:
 _lock = threading.Lock()
 _index: PolicyIndex | None = None
 _checked_at = 0.0
+# The Redis channel on which a committed change to a policy or an offer is announced
+# (its message: the new generation). Not a cache key: pub/sub channels are global.
+CHANGES_CHANNEL = "crm:policies:index-changed"
+# One round trip: the generation bumped and the new number published together.
+_ANNOUNCE = "local g = redis.call('INCR', KEYS[1]) redis.call('PUBLISH', ARGV[1], g) return g"
+
+
+_client: tuple[int, Any] | None = None
+
+
+def _redis() -> Any:
+    """This process's client for the generation and the announcements (a fork gets its own)."""
+    global _client  # noqa: PLW0603
+    import redis  # noqa: PLC0415  (only the processes that decide need it)
+
+    if _client is None or _client[0] != os.getpid():
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+        _client = (os.getpid(), client)
+    return _client[1]
+
+
+class _ChangeListener:
+    """One thread per process, subscribed to CHANGES_CHANNEL: a policy paused or an
+    offer edited in any process reaches this one about a millisecond after its
+    commit, before this process's next decision, and a decision never pays a
+    round trip to learn that nothing changed.
+
+    ``generation`` is the newest generation announced. While the thread is not
+    subscribed (starting, Redis down, reconnecting) ``live`` is False and
+    ``policy_index`` falls back to asking Redis at most every
+    POLICIES_INDEX_CHECK_SECONDS; the maximum age bounds what a lost
+    announcement (a process that died between its commit and its publish) can cost."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.live = False
+        self._pid = 0
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def ensure_running(self) -> None:
+        if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+            return
+        with self._start_lock:
+            if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+                return
+            # A forked worker process inherits the fields but not the thread.
+            self._pid, self.live = os.getpid(), False
+            self._thread = threading.Thread(target=self._run, name="policy-index-changes", daemon=True)
+            self._thread.start()
+
+    def heard(self, generation: int) -> None:
+        # Taken as it comes, not the largest seen: Redis publishes the generations in
+        # order (the Lua script bumps and publishes at once), and one that went back
+        # (Redis restarted empty) must still differ from the index's.
+        self.generation = generation
+
+    def _run(self) -> None:
+        pause = 0.1
+        while True:
+            pubsub = None
+            try:
+                client = _redis()
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(CHANGES_CHANNEL)
+                # Subscribed first, then read: a change announced in between is heard twice, never missed.
+                self.heard(int(client.get(GENERATION_KEY) or 0))
+                self.live, pause = True, 0.1
+                while True:
+                    message = pubsub.get_message(timeout=30.0)  # the timeout only keeps the socket checked
+                    if message is not None and message.get("type") == "message":
+                        self.heard(int(message["data"]))
+            except Exception:
+                self.live = False
+                logger.warning("policy changes: not subscribed, polling until Redis is back", exc_info=True)
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+            finally:
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:
+                        logger.debug("closing the policy-change subscription failed", exc_info=True)
+
+
+_listener = _ChangeListener()
 
 
 def _generation() -> int:
     try:
-        return int(cache.get(GENERATION_KEY) or 0)
+        return int(_redis().get(GENERATION_KEY) or 0)
     except Exception:  # noqa: BLE001  (Redis down: keep the index we have until its age runs out)
         logger.warning("could not read the policy index generation")
         return _index.generation if _index else 0
 
 
 def policy_index() -> PolicyIndex:
-    """The active policies by event type. Rebuilt when another process announced a
-    change (checked at most every POLICIES_INDEX_CHECK_SECONDS) or past its maximum age."""
+    """The active policies by event type. Rebuilt when a change was announced (heard
+    at once by this process's listener; while it is not subscribed, asked of Redis
+    at most every POLICIES_INDEX_CHECK_SECONDS), and past its maximum age."""
     global _index, _checked_at  # noqa: PLW0603  (a process-wide cache by design)
+    _listener.ensure_running()
     now = time.monotonic()
     index = _index
-    if index is not None and now - _checked_at < settings.POLICIES_INDEX_CHECK_SECONDS:
-        return index
-    generation = _generation()
-    with _lock:
+    if _listener.live:
+        generation = _listener.generation
+    elif index is not None and now - _checked_at < settings.POLICIES_INDEX_CHECK_SECONDS:
+        generation = index.generation
+    else:
+        generation = _generation()
         _checked_at = now
+    if (
+        index is not None
+        and index.generation == generation
+        and now - index.loaded_at <= settings.POLICIES_INDEX_MAX_AGE_SECONDS
+    ):
+        return index
+    with _lock:
         if (
             _index is None
             or _index.generation != generation
@@ -165,14 +263,24 @@ def index_forget() -> None:
         _index = None
 
 
+def index_changed_on_commit() -> None:
+    """A policy or an offer is being changed in the current transaction: this process
+    rebuilds at once (it reads this transaction's rows), every process once it
+    commits. Called by the services, the admin and the models' signals; announced
+    once per transaction however many rows changed."""
+    index_forget()
+    pending = transaction.get_connection().run_on_commit
+    if any(hook is index_invalidate for _, hook, _ in pending):
+        return
+    transaction.on_commit(index_invalidate)
+
+
 def index_invalidate() -> None:
-    """A policy or an offer changed: this process rebuilds at once, others within
-    POLICIES_INDEX_CHECK_SECONDS."""
+    """A policy or an offer changed (call on commit): this process rebuilds at once,
+    every other one as soon as its listener hears the new generation."""
     index_forget()
     try:
-        cache.incr(GENERATION_KEY)
-    except ValueError:
-        cache.set(GENERATION_KEY, 1, timeout=None)
+        _redis().eval(_ANNOUNCE, 1, GENERATION_KEY, CHANGES_CHANNEL)
     except Exception:  # noqa: BLE001
         logger.warning("could not announce a policy change; other processes see it within their max age")
 
@@ -305,42 +413,97 @@ CUSTOMER_COLUMNS = (
 )  # fmt: skip
 
 
-def facts_load(event: BusinessEvent, customer: Customer, now: dt.datetime, *, as_of: bool = False) -> Facts:
-    """Two indexed reads: the customer's events within POLICIES_HISTORY_DAYS, and
-    their presentations within the longest period any offer's rules look back.
-    ``as_of``: only what was known at ``now`` (a simulation replaying the past)."""
-    since = now - dt.timedelta(days=settings.POLICIES_HISTORY_DAYS)
-    ages: dict[str, list[float]] = defaultdict(list)
-    last_opened = last_resolved = None
-    recent = BusinessEvent.objects.filter(customer_id=customer.pk, occurred_at__gte=since)
-    past = OfferPresentation.objects.filter(
-        customer_id=customer.pk,
-        presented_at__gte=now - dt.timedelta(days=settings.POLICIES_RULES_LOOKBACK_DAYS),
+def _facts_sql(*, with_customer: bool, as_of: bool) -> str:
+    """One statement for the facts of one event (built once per variant): the
+    customer's row when asked, their history aggregated per event type (the ages
+    in days, as ``conditions.History`` keeps them) and their presentations, the
+    last two as JSON text that ``json.loads`` reads in C. The ORM's three
+    queries cost three round trips, their compilation, and a Python datetime
+    parse for each of up to POLICIES_HISTORY_LIMIT history rows."""
+    key = (with_customer, as_of)
+    sql = _FACTS_SQL.get(key)
+    if sql is not None:
+        return sql
+    events_until = (
+        " AND occurred_at <= %(now)s" if as_of else ""
+    )  # the event itself counts, as when decided live
+    shown_until = " AND p.presented_at < %(now)s" if as_of else ""
+    history = (
+        "(SELECT coalesce(json_object_agg(t.type, t.ages), '{}')::text FROM ("
+        " SELECT h.type, array_agg(greatest(extract(epoch FROM %(now)s - h.occurred_at), 0)::float8 / 86400)"
+        " AS ages FROM (SELECT type, occurred_at FROM crm_businessevent"
+        f"  WHERE customer_id = %(customer)s AND occurred_at >= %(since)s{events_until}"
+        "  ORDER BY occurred_at DESC LIMIT %(limit)s) h GROUP BY h.type) t)"
     )
-    if as_of:
-        recent = recent.filter(occurred_at__lte=now)  # the event itself counts, as when decided live
-        past = past.filter(presented_at__lt=now)
-    rows = recent.order_by("-occurred_at").values_list("type", "occurred_at")[
-        : settings.POLICIES_HISTORY_LIMIT
-    ]
-    for event_type, occurred_at in rows:
-        ages[event_type].append(max((now - occurred_at).total_seconds(), 0) / 86_400)
-        if event_type == COMPLAINT_OPENED and last_opened is None:
-            last_opened = occurred_at
-        elif event_type == COMPLAINT_RESOLVED and last_resolved is None:
-            last_resolved = occurred_at
-    presentations = [
-        PastPresentation(*row)
-        for row in past.values_list(
-            "offer_id", "channel", "status", "presented_at", "responded_at", "expires_at"
+    shown = (
+        "(SELECT coalesce(json_agg(json_build_array(p.offer_id, p.channel, p.status, p.presented_at,"
+        " p.responded_at, p.expires_at)), '[]')::text FROM policies_offerpresentation p"
+        f" WHERE p.customer_id = %(customer)s AND p.presented_at >= %(lookback)s{shown_until})"
+    )
+    if with_customer:
+        columns = ", ".join(
+            f"c.{column}::text" if column == "addresses" else f"c.{column}"
+            for column in _customer_columns()[0]
         )
+        sql = f"SELECT {columns}, {history}, {shown} FROM crm_customer c WHERE c.id = %(customer)s"
+    else:
+        sql = f"SELECT {history}, {shown}"
+    _FACTS_SQL[key] = sql
+    return sql
+
+
+_FACTS_SQL: dict[tuple[bool, bool], str] = {}
+
+
+def _customer_columns() -> tuple[list[str], list[str]]:
+    """Columns and attribute names of CUSTOMER_COLUMNS in the model's field order
+    (``Model.from_db`` with some fields deferred takes the values in that order)."""
+    fields = [f for f in Customer._meta.concrete_fields if {f.name, f.attname} & set(CUSTOMER_COLUMNS)]
+    return [f.column for f in fields], [f.attname for f in fields]
+
+
+def facts_load(
+    event: BusinessEvent, customer: Customer | None, now: dt.datetime, *, as_of: bool = False
+) -> tuple[Customer, Facts]:
+    """The facts of one event in one statement: the customer's events within
+    POLICIES_HISTORY_DAYS (at most POLICIES_HISTORY_LIMIT), their presentations
+    within the longest period any offer's rules look back, and the customer's
+    row too when ``customer`` is None (Customer.DoesNotExist if there is none).
+    ``as_of``: only what was known at ``now`` (a simulation replaying the past)."""
+    customer_id = customer.pk if customer is not None else event.customer_id
+    params = {
+        "customer": customer_id, "now": now, "limit": settings.POLICIES_HISTORY_LIMIT,
+        "since": now - dt.timedelta(days=settings.POLICIES_HISTORY_DAYS),
+        "lookback": now - dt.timedelta(days=settings.POLICIES_RULES_LOOKBACK_DAYS),
+    }  # fmt: skip
+    with server_bound_cursor() as cursor:
+        cursor.execute(_facts_sql(with_customer=customer is None, as_of=as_of), params)
+        row = cursor.fetchone()
+    if row is None:
+        raise Customer.DoesNotExist(f"customer {customer_id}")
+    if customer is None:
+        attnames = _customer_columns()[1]
+        values = list(row[: len(attnames)])
+        addresses = attnames.index("addresses")
+        values[addresses] = json.loads(values[addresses]) if values[addresses] else []
+        customer = Customer.from_db(connection.alias, attnames, values)
+        row = row[len(attnames) :]
+    ages: dict[str, list[float]] = json.loads(row[0])
+    parse = dt.datetime.fromisoformat
+    presentations = [
+        PastPresentation(
+            offer, channel, status, parse(shown), parse(answered) if answered else None, parse(ends)
+        )
+        for offer, channel, status, shown, answered, ends in json.loads(row[1])
     ]
-    return Facts(
+    opened, resolved = ages.get(COMPLAINT_OPENED), ages.get(COMPLAINT_RESOLVED)
+    return customer, Facts(
         event=event_map(event),
         customer=customer_map(customer, now.date()),
-        history=conditions.History(dict(ages)),
+        history=conditions.History(ages),
         presentations=presentations,
-        open_complaint=last_opened is not None and (last_resolved is None or last_resolved < last_opened),
+        # The last complaint opened is younger than the last one resolved.
+        open_complaint=bool(opened) and (not resolved or min(resolved) > min(opened)),  # type: ignore[arg-type]
     )
 
 
@@ -539,10 +702,13 @@ def verdict_reason(verdict: Verdict) -> str:
 # --- Applying a plan, and the listeners ----------------------------------------------------
 
 
-def apply(plan: Plan, *, event: BusinessEvent, now: dt.datetime) -> list[Decision]:
-    """The actions' effects and the decision rows (inside the caller's transaction).
-    The offers chosen are presented together (``offers_present``: a fixed number
-    of statements for all of them), from the index's copy of each offer."""
+def apply(
+    plan: Plan, *, event: BusinessEvent, now: dt.datetime, write_decisions: bool = True
+) -> list[Decision]:
+    """The actions' effects and the decision rows (inside the caller's transaction;
+    ``write_decisions=False``: the caller wrote them with its claim). The offers chosen
+    are presented together (``offers_present``: a fixed number of statements for
+    all of them), from the index's copy of each offer."""
     assert event.customer_id is not None  # noqa: S101  (decide() skips events of no customer)
     offers_present(
         event=event, customer_id=event.customer_id, now=now,
@@ -568,6 +734,8 @@ def apply(plan: Plan, *, event: BusinessEvent, now: dt.datetime) -> list[Decisio
                 created_at=now,
             )
         )
+    if not write_decisions:
+        return []
     Decision.objects.bulk_create(decisions)
     return decisions
 
@@ -612,21 +780,57 @@ def decide(
     candidates = policy_index().candidates(event.type, now)
     if not candidates:
         return None
-    if customer is None:
-        customer = Customer.objects.only(*CUSTOMER_COLUMNS).get(pk=event.customer_id)
-    plan = evaluate(candidates, facts_load(event, customer, now), now)
+    try:
+        _, facts = facts_load(event, customer, now)
+    except Customer.DoesNotExist:
+        return None  # erased since: nothing to decide
+    plan = evaluate(candidates, facts, now)
+    claim: list[Any] = [event.pk, now, len(candidates), len(plan.verdicts)]
     with transaction.atomic():
         # A concurrent pass blocks here until the first commits, then finds the row.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _CLAIM_RELAXED if relaxed else _CLAIM, [event.pk, now, len(candidates), len(plan.verdicts)]
-            )
-            if cursor.fetchone() is None:
-                return None
-        # The frames of every offer this event raised leave together, on commit.
+        if any(name == "create_task" for v in plan.verdicts for name, _ in v.run_others):
+            # A decision names its task: the tasks first, the decisions after them.
+            with server_bound_cursor() as cursor:
+                cursor.execute(_CLAIM_RELAXED if relaxed else _CLAIM, claim)
+                if cursor.fetchone() is None:
+                    return None
+            with realtime.batched():  # the frames of every offer this event raised leave together, on commit
+                return apply(plan, event=event, now=now)
+        decisions = _claim_with_decisions(plan, event=event, now=now, claim=claim, relaxed=relaxed)
+        if decisions is None:
+            return None
         with realtime.batched():
-            decisions = apply(plan, event=event, now=now)
+            apply(plan, event=event, now=now, write_decisions=False)
     return decisions
+
+
+def _claim_with_decisions(
+    plan: Plan, *, event: BusinessEvent, now: dt.datetime, claim: list[Any], relaxed: bool
+) -> list[Decision] | None:
+    """The claim and the decision rows in one statement (the decisions are written
+    only if the claim was): no task to wait for. None when the claim was taken."""
+    assert event.customer_id is not None  # noqa: S101  (decide() skips events of no customer)
+    rows = [(v.candidate.id, v.candidate.version, v.outcome, verdict_reason(v)[:200]) for v in plan.verdicts]
+    with server_bound_cursor() as cursor:
+        cursor.execute(
+            f"WITH claim AS ({_CLAIM_RELAXED if relaxed else _CLAIM}),"
+            " made AS (INSERT INTO policies_decision (event_id, policy_id, policy_version, customer_id,"
+            "  outcome, reason, task_id, created_at)"
+            "  SELECT claim.event_id, d.policy_id, d.version, %s, d.outcome, d.reason, NULL, %s"
+            "  FROM claim, unnest(%s::bigint[], %s::integer[], %s::text[], %s::text[])"
+            "  WITH ORDINALITY AS d(policy_id, version, outcome, reason, n) ORDER BY d.n RETURNING id)"
+            " SELECT (SELECT count(*) FROM claim), ARRAY(SELECT id FROM made)",
+            [*claim, event.customer_id, now, [r[0] for r in rows], [r[1] for r in rows],
+             [r[2] for r in rows], [r[3] for r in rows]],
+        )  # fmt: skip
+        claimed, ids = cursor.fetchone()
+    if not claimed:
+        return None
+    return [
+        Decision(id=pk, event_id=event.pk, policy_id=policy_id, policy_version=version,
+                 customer_id=event.customer_id, outcome=outcome, reason=reason, created_at=now)
+        for pk, (policy_id, version, outcome, reason) in zip(sorted(ids), rows, strict=True)
+    ]  # fmt: skip
 
 
 def decide_events(events: Sequence[BusinessEvent]) -> None:

@@ -8,17 +8,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from crm import events, realtime
 from crm import services as crm_services
 from crm.exceptions import Conflict
 from crm.models import BusinessEvent, Interaction, Task, User
+from crm.services.events import server_bound_cursor
 from policies import actions as action_registry
 from policies import conditions
 from policies.models import (
-    CustomerTag,
     Offer,
     OfferPresentation,
     Policy,
@@ -156,8 +156,7 @@ def _index_changed_here_and_on_commit() -> None:
     other processes hear of the change once it is committed."""
     from policies import engine  # noqa: PLC0415  (the engine imports these services)
 
-    engine.index_forget()
-    transaction.on_commit(engine.index_invalidate)
+    engine.index_changed_on_commit()
 
 
 # --- Actions (registered in policies.actions) -----------------------------------------------
@@ -194,7 +193,7 @@ def offers_present(
         return []
     # No savepoint of its own: the presentations stand or fall with the decision.
     with transaction.atomic(savepoint=False):
-        with connection.cursor() as cursor:
+        with server_bound_cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_SEQUENCE_LOCK_NAMESPACE, customer_id])
             cursor.execute(
                 "INSERT INTO policies_offerpresentation (offer_id, customer_id, channel, policy_id, event_id,"
@@ -231,7 +230,7 @@ def offers_present(
                 ("offer.presented", customer_id, now, _offer_payload(p, code), f"offer.presented:{p.pk}")
                 for p, code in zip(presentations, codes, strict=True)
             ],
-            source=crm_services.crm_source(),
+            source=crm_services.CRM_SOURCE_CODE,
         )
         group = realtime.customer_group(customer_id)
         for presentation, (_, offer, channel) in zip(presentations, items, strict=True):
@@ -287,9 +286,13 @@ def agent_notify(*, run: ActionRun, settings: dict[str, Any]) -> None:
 
 
 def customer_tag(*, run: ActionRun, settings: dict[str, Any]) -> None:
-    CustomerTag.objects.get_or_create(
-        customer_id=run.customer_id, tag=settings["tag"], defaults={"policy_id": run.policy_id}
-    )
+    # One statement, no savepoint: a tag the customer already has stays as it was.
+    with server_bound_cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO policies_customertag (customer_id, tag, policy_id, created_at)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (customer_id, tag) DO NOTHING",
+            [run.customer_id, settings["tag"], run.policy_id, timezone.now()],
+        )
 
 
 def _last_agent(customer_id: int) -> User | None:

@@ -161,7 +161,7 @@ def _replay(state: SimulationState) -> None:
                 continue
             moment = event.occurred_at
             others = [c for c in index.candidates(event.type, moment) if c.id != candidate.id]
-            facts = engine.facts_load(event, customer, moment, as_of=True)
+            _, facts = engine.facts_load(event, customer, moment, as_of=True)
             facts.presentations.extend(made[customer.pk])
             plan = engine.evaluate(
                 sorted([*others, candidate], key=lambda c: (-c.priority, c.id)), facts, moment

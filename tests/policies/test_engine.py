@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from decimal import Decimal
 from typing import Any
 
 import pytest
+import redis
+from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
@@ -363,6 +366,9 @@ def test_the_on_commit_pass_leaves_the_events_it_records_to_the_worker(
         listeners.forget()
 
 
+DECISION_STATEMENTS = 7
+
+
 def test_a_decision_costs_the_same_queries_however_many_offers_it_presents(
     live_engine: None, bob: User, dave_customer: Customer, settings: Any
 ) -> None:
@@ -399,3 +405,30 @@ def test_a_decision_costs_the_same_queries_however_many_offers_it_presents(
     )
     # Three offers and four decision rows take the statements one offer took.
     assert with_three == with_one
+    # The facts (customer given: history and presentations), the claim with the decision
+    # rows, the sequence lock, the presentations, their offer.presented events; and the
+    # savepoint's two (the test's transaction encloses the decision's).
+    assert with_one == DECISION_STATEMENTS
+
+
+def _eventually(check: Any, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.005)
+    return bool(check())
+
+
+def test_a_change_announced_by_another_process_reaches_this_ones_index_without_a_round_trip(
+    live_engine: None,
+) -> None:
+    first = engine.policy_index()  # starts this process's listener
+    assert _eventually(lambda: engine._listener.live)
+    # Another process's commit: the generation bumped and published by the same script.
+    other = redis.Redis.from_url(django_settings.REDIS_URL)
+    generation = int(other.eval(engine._ANNOUNCE, 1, engine.GENERATION_KEY, engine.CHANGES_CHANNEL))
+    assert _eventually(lambda: engine._listener.generation >= generation)
+    rebuilt = engine.policy_index()
+    assert rebuilt is not first and rebuilt.generation >= generation
+    assert engine.policy_index() is rebuilt  # nothing new announced: the same index, no read

@@ -6,17 +6,26 @@ from django.db import migrations, models
 
 # The inbox, the contact history, the business events and the change history take
 # thousands of rows per second from the touchpoint sync. A foreign key checks each
-# row on its own at commit (a query per row and reference: a third of the
+# row on its own at commit (a query per row and reference: a fifth of the
 # database's work of an ingest), though one statement's rows name a few sources,
 # one actor and a thousand customers. These references are checked instead once
-# per statement, over the distinct values of its rows, with the same effect: each
-# referenced row must exist and is locked FOR KEY SHARE until the commit (so it
-# cannot go meanwhile); an UPDATE checks only values it changed. On the other side,
-# deleting (or renumbering) a referenced row while rows still point at it is
-# refused at commit, as the deferred foreign keys did.
+# per INSERT statement, over the distinct values of its rows, with the same effect:
+# each referenced row must exist and is locked FOR KEY SHARE until the commit (so
+# it cannot go meanwhile). An UPDATE that changes a reference is checked per row
+# at commit, as a foreign key does (updates never change them in practice; a
+# statement-level check of every UPDATE, claims and outcomes included, cost more
+# than it saved). On the other side, deleting or renumbering a referenced row
+# while rows still point at it is refused at commit, as the deferred foreign keys
+# did.
+#
+# The inbox's customer is the one exception, checked on INSERT only: the outcome
+# of every result sets it (the customer its effects went to, which those effects'
+# own references checked and locked in the same transaction), and a check per row
+# there cost as much as the rest together. A customer deleted through the ORM
+# clears it (SET_NULL); a delete by SQL is still refused while results name them.
 
 REFERENCES = {
-    # table: [(column, referenced table)]
+    # table: [(column, referenced table)], as checked on INSERT
     "crm_touchpointresult": [("batch_id", "crm_touchpointbatch"), ("source_system_id", "crm_sourcesystem"),
                              ("customer_id", "crm_customer")],
     "crm_interaction": [("customer_id", "crm_customer"), ("source_system_id", "crm_sourcesystem"),
@@ -25,35 +34,59 @@ REFERENCES = {
                           ("actor_id", "crm_user")],
     "crm_customerchange": [("source_system_id", "crm_sourcesystem"), ("actor_id", "crm_user")],
 }  # fmt: skip
+# Checked when an UPDATE changes them (crm_customerchange is append-only: migration 0006).
+UPDATED_REFERENCES = {
+    "crm_touchpointresult": [("batch_id", "crm_touchpointbatch"), ("source_system_id", "crm_sourcesystem")],
+    "crm_interaction": REFERENCES["crm_interaction"],
+    "crm_businessevent": REFERENCES["crm_businessevent"],
+}  # fmt: skip
 
 FUNCTIONS = """
 CREATE FUNCTION crm_references_check() RETURNS trigger LANGUAGE plpgsql AS $$
--- Arguments: (column, referenced table) pairs. The statement's new rows are new_rows
--- (and old_rows for an UPDATE, which checks only the values it changed).
+-- Arguments: (column, referenced table) pairs. The statement's new rows are new_rows.
 DECLARE
     i integer := 0;
-    wanted_values text;
     wanted bigint;
     locked bigint;
 BEGIN
     WHILE i < TG_NARGS LOOP
-        IF TG_OP = 'UPDATE' THEN
-            wanted_values := format(
-                'SELECT DISTINCT n.%1$I FROM new_rows n JOIN old_rows o ON o.id = n.id'
-                ' WHERE n.%1$I IS NOT NULL AND n.%1$I IS DISTINCT FROM o.%1$I', TG_ARGV[i]);
-        ELSE
-            wanted_values := format('SELECT DISTINCT %1$I FROM new_rows WHERE %1$I IS NOT NULL', TG_ARGV[i]);
-        END IF;
         -- = ANY(ARRAY(...)): the referenced table is probed by its primary key, whatever
         -- the planner guesses of the (statistics-less) transition table.
         EXECUTE format(
-            'WITH v AS MATERIALIZED (%1$s) SELECT (SELECT count(*) FROM v), (SELECT count(*) FROM ('
+            'WITH v AS MATERIALIZED (SELECT DISTINCT %1$I FROM new_rows WHERE %1$I IS NOT NULL)'
+            ' SELECT (SELECT count(*) FROM v), (SELECT count(*) FROM ('
             'SELECT 1 FROM %2$I p WHERE p.id = ANY(ARRAY(SELECT * FROM v)) FOR KEY SHARE OF p) l)',
-            wanted_values, TG_ARGV[i + 1]) INTO wanted, locked;
+            TG_ARGV[i], TG_ARGV[i + 1]) INTO wanted, locked;
         IF locked < wanted THEN
             RAISE EXCEPTION 'insert or update on table "%" violates its reference "%" to "%"',
                 TG_TABLE_NAME, TG_ARGV[i], TG_ARGV[i + 1]
                 USING ERRCODE = 'foreign_key_violation', TABLE = TG_TABLE_NAME, COLUMN = TG_ARGV[i];
+        END IF;
+        i := i + 2;
+    END LOOP;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION crm_reference_changed_check() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Arguments: (column, referenced table) pairs. At commit, for a row whose UPDATE
+-- changed one of them: the new value must exist (and is locked FOR KEY SHARE).
+DECLARE
+    i integer := 0;
+    new_value bigint;
+    old_value bigint;
+    found integer;
+BEGIN
+    WHILE i < TG_NARGS LOOP
+        EXECUTE format('SELECT ($1).%1$I, ($2).%1$I', TG_ARGV[i]) INTO new_value, old_value USING NEW, OLD;
+        IF new_value IS NOT NULL AND new_value IS DISTINCT FROM old_value THEN
+            EXECUTE format('SELECT 1 FROM %I p WHERE p.id = $1 FOR KEY SHARE OF p', TG_ARGV[i + 1])
+                USING new_value;
+            GET DIAGNOSTICS found = ROW_COUNT;
+            IF found = 0 THEN
+                RAISE EXCEPTION 'insert or update on table "%" violates its reference "%" to "%" (id %)',
+                    TG_TABLE_NAME, TG_ARGV[i], TG_ARGV[i + 1], new_value
+                    USING ERRCODE = 'foreign_key_violation', TABLE = TG_TABLE_NAME, COLUMN = TG_ARGV[i];
+            END IF;
         END IF;
         i := i + 2;
     END LOOP;
@@ -91,14 +124,17 @@ def _forward() -> str:
             f"CREATE TRIGGER {table}_references_insert AFTER INSERT ON {table}"
             f" REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION crm_references_check({args});"
         )
-        if table != "crm_customerchange":  # append-only (migration 0006 refuses updates)
-            parts.append(
-                f"CREATE TRIGGER {table}_references_update AFTER UPDATE ON {table}"
-                " REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"
-                f" FOR EACH STATEMENT EXECUTE FUNCTION crm_references_check({args});"
-            )
         for column, parent in columns:
             referenced.setdefault(parent, []).append(f"'{table}', '{column}'")
+    for table, columns in UPDATED_REFERENCES.items():
+        names = ", ".join(column for column, _ in columns)
+        changed = " OR ".join(f"OLD.{column} IS DISTINCT FROM NEW.{column}" for column, _ in columns)
+        args = ", ".join(f"'{column}', '{parent}'" for column, parent in columns)
+        parts.append(
+            f"CREATE CONSTRAINT TRIGGER {table}_references_update AFTER UPDATE OF {names} ON {table}"
+            f" DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN ({changed})"
+            f" EXECUTE FUNCTION crm_reference_changed_check({args});"
+        )
     for parent, args in referenced.items():
         joined = ", ".join(args)
         parts.append(
@@ -122,9 +158,12 @@ def _backward() -> str:
         parts.append(f"DROP TRIGGER {parent}_referenced_renumber ON {parent};")
     for table in REFERENCES:
         parts.append(f"DROP TRIGGER {table}_references_insert ON {table};")
-        if table != "crm_customerchange":
-            parts.append(f"DROP TRIGGER {table}_references_update ON {table};")
-    parts.append("DROP FUNCTION crm_references_check(); DROP FUNCTION crm_references_restrict();")
+    for table in UPDATED_REFERENCES:
+        parts.append(f"DROP TRIGGER {table}_references_update ON {table};")
+    parts.append(
+        "DROP FUNCTION crm_references_check(); DROP FUNCTION crm_reference_changed_check();"
+        " DROP FUNCTION crm_references_restrict();"
+    )
     return "\n".join(parts)
 
 

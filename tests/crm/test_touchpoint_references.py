@@ -52,14 +52,28 @@ def test_a_statement_with_one_bad_row_among_many_is_refused_whole(web):
     assert not Interaction.objects.filter(source_system=web).exists()
 
 
-def test_an_update_to_a_missing_customer_is_refused_and_an_unchanged_one_is_not_checked(web, dave_customer):
+def test_an_update_that_moves_a_contact_to_a_missing_customer_is_refused_at_commit(web, dave_customer):
     receive(web, [visit("v-1", "Dave@Example.com")])
     apply_all()
-    result = TouchpointResult.objects.get(external_id="v-1")
+    contact = Interaction.objects.get(external_id="v-1")
+    with pytest.raises(IntegrityError, match="violates its reference"), transaction.atomic():
+        Interaction.objects.filter(pk=contact.pk).update(customer_id=987_654_321)
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # checked at commit, as a foreign key
+    # Another field, or the same customer again: nothing to check.
+    Interaction.objects.filter(pk=contact.pk).update(subject="moved", customer_id=dave_customer.pk)
+    assert Interaction.objects.get(pk=contact.pk).customer_id == dave_customer.pk
+
+
+def test_a_result_never_moves_to_a_missing_batch(web, dave_customer):
+    receive(web, [visit("v-1", "Dave@Example.com")])
     with pytest.raises(IntegrityError), transaction.atomic():
-        TouchpointResult.objects.filter(pk=result.pk).update(customer_id=987_654_321)
-    TouchpointResult.objects.filter(pk=result.pk).update(claimed_by="someone")  # customer unchanged
-    assert TouchpointResult.objects.get(pk=result.pk).customer_id == dave_customer.pk
+        TouchpointResult.objects.filter(external_id="v-1").update(batch_id=987_654_321)
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    # The outcome writes the customer it applied to: a plain id, cleared by the ORM on delete.
+    apply_all()
+    assert TouchpointResult.objects.get(external_id="v-1").customer_id == dave_customer.pk
 
 
 def test_a_source_with_contacts_cannot_be_deleted_by_sql(dave_customer):

@@ -12,15 +12,16 @@ module cannot decide alone goes the per-result way.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.db import connection
+from django.db.models import JSONField
 from django.db.models.base import ModelState
 from django.utils import timezone
 
 from crm import events, realtime
-from crm.bulk_sql import ids_any
 from crm.models import BusinessEvent, Interaction
 from crm.models.choices import RecordKind, ResultStatus
 from crm.services.event_dispatch import events_dispatch_in_worker, events_dispatch_on_commit
@@ -410,13 +411,7 @@ def profiles_apply_bulk(
     now = timezone.now()
     columns = [*PROFILE_FIELDS, "version", "consents_updated_at", "household_id", "kind", "given_name",
                "family_name", "organization_name", "household_role"]  # fmt: skip
-    # Locked in id order, like customers_reindex_search: two workers cannot deadlock.
-    locked = (
-        Customer.objects.select_for_update()
-        .filter(ids_any("crm_customer.id", {c for _, c, _ in rows}))
-        .order_by("pk")
-    )
-    customers = {c.pk: c for c in locked.only(*columns)}
+    customers = _customers_locked(Customer, {c for _, c, _ in rows}, columns)
     updates: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
     event_rows: list[tuple[int, int | None, dict[str, Any]]] = []
@@ -497,6 +492,39 @@ def profiles_apply_bulk(
                 realtime.customer_group(customer_id), realtime.customer_updated(customer_id, version, changed)
             )
     return outcomes, deferred
+
+
+def _customers_locked(model: Any, ids: set[int], names: list[str]) -> dict[int, Any]:
+    """The customers ``ids`` with only the fields ``names`` loaded (as ``.only()``:
+    another field read later is fetched then), locked FOR UPDATE in id order, like
+    customers_reindex_search, so two workers cannot deadlock.
+
+    Built from the rows without ``Model.__init__`` (what ``from_db`` spends per field
+    was a third of reading a batch's customers): each attribute is the column as
+    psycopg reads it, JSON decoded as JSONField does."""
+    fields = [model._meta.pk, *(model._meta.get_field(name) for name in names)]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    sql = (
+        # Names from the model; the ids travel as a parameter.
+        f"SELECT {columns} FROM {model._meta.db_table}"
+        " WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)::bigint)) ORDER BY id FOR UPDATE"
+    )
+    decoded = [isinstance(f, JSONField) for f in fields]
+    attnames = [f.attname for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [json.dumps(sorted(ids))])
+        rows = cursor.fetchall()
+    customers: dict[int, Any] = {}
+    for row in rows:
+        customer = model.__new__(model)
+        customer.__dict__.update(
+            (name, json.loads(value) if json_field and isinstance(value, str) else value)
+            for name, value, json_field in zip(attnames, row, decoded, strict=True)
+        )
+        state = customer._state = ModelState()
+        state.adding, state.db = False, "default"
+        customers[customer.pk] = customer
+    return customers
 
 
 def _profile_errors(customer: Any, changes: dict[str, Any]) -> dict[str, str]:

@@ -78,6 +78,7 @@ class TouchpointResult(models.Model):
         help_text="Why it was rejected or dead-lettered; on an applied profile change, the values a later "
         "result had set already (superseded).",
     )
+    # Indexed only where set (below): every result arrives without one.
     customer = models.ForeignKey(
         "crm.Customer",
         null=True,
@@ -85,6 +86,7 @@ class TouchpointResult(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
         db_constraint=False,
+        db_index=False,
     )
     received_at = models.DateTimeField(default=timezone.now, editable=False)
     enqueued_at = models.DateTimeField(null=True, blank=True)
@@ -106,6 +108,13 @@ class TouchpointResult(models.Model):
                 name="touchpointresult_pending",
             ),
             models.Index(fields=["batch", "status"], name="touchpointresult_batch_status"),
+            # A customer's results (deleting the customer clears them): a result not
+            # yet applied has none, so intake writes no entry for it.
+            models.Index(
+                fields=["customer"],
+                condition=models.Q(customer__isnull=False),
+                name="touchpointresult_customer",
+            ),
             # What holds a result back: earlier ones of its key still pending or in review.
             models.Index(
                 fields=["source_system", "customer_key", "sequence", "occurred_at"],

@@ -208,6 +208,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "crm.tasks.touchpoint_signatures_prune",
         "schedule": 300.0,
     },
+    # Applied and rejected inbox results past CRM_TOUCHPOINT_RETENTION_DAYS, in small chunks.
+    "purge-touchpoint-results": {
+        "task": "crm.tasks.touchpoint_results_purge",
+        "schedule": 3600.0,
+    },
     # A file import whose message was lost, or whose worker died, is taken up again.
     "sweep-file-imports": {
         "task": "crm.tasks.file_imports_sweep",
@@ -227,6 +232,9 @@ CRM_INGEST_TASK_BUDGET_SECONDS = env_int("CRM_INGEST_TASK_BUDGET_SECONDS", 30, m
 CRM_INGEST_BATCH_SIZE = env_int("CRM_INGEST_BATCH_SIZE", 1000, minimum=1)
 # The beat sweep re-enqueues an apply run when a free pending result is older than this.
 CRM_INGEST_SWEEP_AFTER_SECONDS = env_int("CRM_INGEST_SWEEP_AFTER_SECONDS", 60, minimum=1)
+# Applied and rejected results stay this long after their batch completed (its progress
+# GET answers all that time), then the hourly purge deletes them.
+CRM_TOUCHPOINT_RETENTION_DAYS = env_int("CRM_TOUCHPOINT_RETENTION_DAYS", 30, minimum=1)
 
 # Who reacts to business events (crm.listeners): dotted paths, checked at start-up.
 # Real-time ones run on commit in the recording process; deferred ones in a worker.

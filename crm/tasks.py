@@ -136,6 +136,22 @@ def touchpoint_results_sweep() -> bool:
     return services.touchpoint_results_sweep()
 
 
+@shared_task(
+    name="crm.tasks.touchpoint_results_purge",
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=_TRANSIENT_DB_ERRORS,
+    retry_backoff=True,
+    max_retries=3,
+    # Beat sends this hourly; a copy that waited an hour is superseded by the next.
+    expires=3600,
+)
+def touchpoint_results_purge() -> int:
+    """Beat, hourly: delete applied and rejected inbox results past their retention
+    (idempotent: what is gone stays gone, a run cut short is taken up by the next)."""
+    return services.touchpoint_results_purge()
+
+
 @shared_task(name="crm.tasks.touchpoint_signatures_prune", ignore_result=True, expires=300)
 def touchpoint_signatures_prune() -> int:
     """Beat, every 5 minutes: forget request signatures too old to be replayed."""

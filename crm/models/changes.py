@@ -43,9 +43,12 @@ class CustomerChange(models.Model):
         # with its customer, whose history the database removes in the same statement.
         on_delete=models.DO_NOTHING,
         related_name="+",
+        db_constraint=False,  # checked per statement (migration 0018)
         help_text="Who made the change; empty for the system itself (imports, policies).",
     )
-    source_system = models.ForeignKey("crm.SourceSystem", on_delete=models.PROTECT, related_name="+")
+    source_system = models.ForeignKey(
+        "crm.SourceSystem", on_delete=models.PROTECT, related_name="+", db_constraint=False
+    )
     at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:

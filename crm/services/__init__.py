@@ -74,6 +74,7 @@ from crm.services.touchpoint_apply import (
     touchpoint_results_pending,
     touchpoint_results_sweep,
 )
+from crm.services.touchpoint_purge import touchpoint_results_purge, touchpoint_retention_cutoff
 from crm.services.touchpoint_review import (
     touchpoint_results_retry,
     touchpoint_review_attach,
@@ -148,8 +149,10 @@ __all__ = [
     "touchpoint_results_apply",
     "touchpoint_results_overdue",
     "touchpoint_results_pending",
+    "touchpoint_results_purge",
     "touchpoint_results_retry",
     "touchpoint_results_sweep",
+    "touchpoint_retention_cutoff",
     "touchpoint_review_attach",
     "touchpoint_review_create_new",
     "touchpoint_signature_remember",

@@ -25,7 +25,6 @@ from crm import realtime
 from crm.exceptions import Conflict, FieldAccessDenied
 from crm.models import TouchpointResult
 from crm.models.choices import ResultStatus
-from crm.services.sources import source_records_seen
 from crm.services.touchpoints import _jsonb, touchpoint_apply_enqueue
 
 logger = logging.getLogger(__name__)
@@ -238,6 +237,35 @@ DATA_ERRORS = (ValidationError, Conflict, FieldAccessDenied)
 TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 
 
+# The customers the batch's keys were linked to, and their source records' last_seen_at
+# refreshed (at most once a day per key, as source_records_seen): one pass over the
+# keys' index instead of a look-up and an update that each probed it.
+_SOURCE_KEYS_SEEN = """
+WITH found AS MATERIALIZED (
+    SELECT id, external_key, customer_id, last_seen_at FROM crm_sourcerecord
+    WHERE source_system_id = %(source)s
+      AND external_key = ANY(ARRAY(SELECT jsonb_array_elements_text(%(keys)s::jsonb)))
+), seen AS (
+    UPDATE crm_sourcerecord r SET last_seen_at = %(now)s
+    FROM found WHERE r.id = found.id AND found.last_seen_at < %(stale)s
+)
+SELECT external_key, customer_id FROM found
+"""
+
+
+def _source_keys_seen(source_id: int, keys: list[str]) -> dict[str, int]:
+    wanted = sorted({k for k in keys if k})
+    if not wanted:
+        return {}
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        params: dict[str, Any] = {
+            "source": source_id, "keys": json.dumps(wanted), "now": now, "stale": now - dt.timedelta(days=1),
+        }  # fmt: skip
+        cursor.execute(_SOURCE_KEYS_SEEN, params)
+        return dict(cursor.fetchall())
+
+
 def _claimed_batch_apply(claimed: list[Claimed], *, token: str) -> int:
     """Apply one claimed batch in one transaction; return how many were applied.
 
@@ -283,8 +311,7 @@ def _claimed_batch_apply(claimed: list[Claimed], *, token: str) -> int:
                 live.append(result)
         for source_id in {r.source_system_id for r in live}:
             keys = [r.customer_key for r in live if r.source_system_id == source_id]
-            context.prefetch_keys(context.source(source_id), keys)
-            source_records_seen(source=context.source(source_id), keys=keys)
+            context.keys.setdefault(source_id, {}).update(_source_keys_seen(source_id, keys))
         bulk, one_by_one = bulk_candidates(live, context=context)
         if bulk:
             try:

@@ -448,6 +448,13 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 12 * 3600, minimum=60)
+# Sessions are read from the shared Redis cache, written through to the database:
+# every page, re-read and socket of the desk read one, and a SQL statement per
+# request was the largest part of the session's cost. Logging out deletes it from
+# both at once, for every process; a deactivated user or a changed password still
+# ends it on the next request (the user row is read each time, not cached). Not
+# signed cookies: a copied cookie would outlive its logout until it expired.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 X_FRAME_OPTIONS = "DENY"
 
 # --- Logging ----------------------------------------------------------------

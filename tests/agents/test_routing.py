@@ -443,3 +443,36 @@ def test_state_changes_are_kept_with_who_and_when(ivr: SourceSystem, service_que
     )
     assert rows == [("break", "lunch", at(1)), ("available", "", at(2))]
     assert timezone.is_aware(rows[0][2])
+
+
+def test_the_api_answers_a_call_as_its_documented_serializer_would_in_every_state(
+    frank: User, ivr: SourceSystem, service_queue: Queue, dave_customer: Customer
+) -> None:
+    from agents.api import CallSerializer
+
+    available(staff_agent("ann", service_queue), 1)
+    make_customer(given_name="Dee", phones=[{"number": "+12025550177", "kind": "mobile", "primary": True}])
+    make_customer(given_name="Don", phones=[{"number": "+12025550177", "kind": "mobile", "primary": True}])
+    client = api_as(frank)
+    seen: list[dict[str, Any]] = []
+
+    def answered(response: Any, telephony_id: str) -> None:
+        assert response.status_code in (200, 201), response.content
+        call = Call.objects.select_related("queue", "agent__user").get(telephony_id=telephony_id)
+        assert response.json() == dict(CallSerializer(call).data)
+        seen.append(response.json())
+
+    answered(client.post("/api/v1/calls/", {"call_id": "s1", "ani": "+12025550143", "queue": "service"},
+                         format="json"), "s1")  # fmt: skip
+    # Nobody free: it waits; two customers share the number: candidates.
+    answered(client.post("/api/v1/calls/", {"call_id": "s2", "ani": "+12025550177", "queue": "service"},
+                         format="json"), "s2")  # fmt: skip
+    events = "/api/v1/calls/s1/events/"
+    answered(client.post(events, {"event_id": "a", "kind": "answered"}, format="json"), "s1")
+    answered(client.post(events, {"event_id": "b", "kind": "ended"}, format="json"), "s1")
+    answered(client.post("/api/v1/calls/", {"call_id": "s1", "ani": "+12025550143", "queue": "service"},
+                         format="json"), "s1")  # fmt: skip
+    states = [(body["state"], body["agent"], bool(body["candidates"])) for body in seen]
+    assert states == [("ringing", "ann", False), ("queued", None, True), ("connected", "ann", False),
+                      ("ended", "ann", False), ("ended", "ann", False)]  # fmt: skip
+    assert seen[3]["answered_at"] and seen[3]["ended_at"] and seen[3]["end_reason"] == "completed"

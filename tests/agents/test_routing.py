@@ -404,9 +404,9 @@ def test_reporting_a_call_takes_a_fixed_handful_of_queries(
         )
     assert created.status_code == 201 and created.json()["agent"] == "agent0"
     # token, BEGIN, lock the call (its commit not waiting for the disk), the event unless
-    # seen before, lock the agent, UPDATE agent, its state change, a waiting call for the
-    # agent?, UPDATE call, COMMIT
-    with django_assert_max_num_queries(10):
+    # seen before, lock the agent, the agent's state with its history row, a waiting call
+    # for the agent?, UPDATE call, COMMIT
+    with django_assert_max_num_queries(9):
         ended = client.post("/api/v1/calls/q1/events/", {"event_id": "e1", "kind": "ended"}, format="json")
     assert ended.json()["state"] == "ended"
 

@@ -97,7 +97,7 @@ def call_arrive(
             )
             return existing, False
         if call.agent is not None:
-            realtime.agent_state_changed(call.agent)
+            realtime.agent_state_changed(call.agent, desk=False)  # the pop tells the desk
             realtime.call_offered(call)
         else:
             realtime.queue_changed(queue.pk)  # a new call joins the queue

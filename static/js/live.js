@@ -495,7 +495,14 @@
       showToast("Callback due: " + frame.title, "/customer/" + frame.customer_id + "/");
       return;
     }
-    if (frame.event === "call.offered") { current.call = frame; renderCall(); pop(frame); return; }
+    if (frame.event === "call.offered") {
+      // The pop also says the agent is ringing: a new call's arrival sends the desk no
+      // agent.state frame of its own.
+      current.state = "ringing"; current.reason = "";
+      current.since = frame.ring_started_at || current.since;
+      current.call = frame; render(); pop(frame);
+      return;
+    }
     if (frame.event === "call.changed") {
       if (current.call && current.call.call_id === frame.call_id) { current.call = frame; renderCall(); }
       return;

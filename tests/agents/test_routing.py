@@ -476,3 +476,29 @@ def test_the_api_answers_a_call_as_its_documented_serializer_would_in_every_stat
     assert states == [("ringing", "ann", False), ("queued", None, True), ("connected", "ann", False),
                       ("ended", "ann", False), ("ended", "ann", False)]  # fmt: skip
     assert seen[3]["answered_at"] and seen[3]["ended_at"] and seen[3]["end_reason"] == "completed"
+
+
+def test_an_arrival_tells_the_ringing_desk_with_one_frame_and_the_floor_with_the_state(
+    ivr: SourceSystem, service_queue: Queue, dave_customer: Customer, django_capture_on_commit_callbacks: Any
+) -> None:
+    from agents.realtime import FLOOR_GROUP
+    from crm import realtime as crm_realtime
+    from tests.listening import hear
+
+    ann = available(staff_agent("ann", service_queue), 1)
+    ben = available(staff_agent("ben", service_queue), 2)
+
+    def ring(call_id: str) -> Call:
+        with django_capture_on_commit_callbacks(execute=True):
+            return arrive(ivr, call_id, service_queue, 3)
+
+    call, desk = hear(crm_realtime.agent_group(ann.pk), lambda: ring("one-frame"), frames=2, timeout=1.0)
+    # The pop alone: it says ringing, since when, and which call and customer.
+    assert [frame["event"] for frame in desk] == ["call.offered"]
+    assert (desk[0]["state"], desk[0]["call_id"]) == ("ringing", call.pk)
+    assert desk[0]["customer_id"] == dave_customer.pk
+    assert desk[0]["ring_started_at"] == call.ring_started_at.isoformat()
+    # The floor still hears the agent's new state.
+    second, floor = hear(FLOOR_GROUP, lambda: ring("two"), frames=2, timeout=1.0)
+    assert [(f["event"], f["agent_id"], f["state"]) for f in floor] == [("agent.state", ben.pk, "ringing")]
+    assert floor[0]["call"]["call_id"] == second.pk

@@ -17,6 +17,14 @@ call up (a caller giving up while it rings), which frees the agent.
 The last line is one JSON object: pop_ws_p50_ms, pop_ws_p99_ms, calls, popped,
 lost, agents, rate_per_s, api_p50_ms, api_p99_ms, web_workers, peak_rss_mb of
 the largest web process, load (the machine's one-minute load average).
+
+    .venv/bin/python bench/call_pop.py --size small --cpu [--rounds 3]
+
+measures instead what one call costs, whatever the machine's load: the same desks
+connected, calls sent one after another (no queueing), each round ringing every
+agent once then hanging every call up; the web process's CPU per arrival and per
+hang-up (from /proc, over all rounds), and the SQL statements of each, counted in
+process through the same views (Django's test client).
 """
 
 from __future__ import annotations
@@ -36,7 +44,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import load_average, peak_rss_mb, percentile, setup_django, start_web, stop
+from bench.common import (
+    cpu_seconds,
+    load_average,
+    peak_rss_mb,
+    percentile,
+    setup_django,
+    start_web,
+    stop,
+    tree_pids,
+)
 from bench.screen_pop import SIZES, database_for
 
 QUEUE = "bench-pop"
@@ -56,7 +73,7 @@ def main() -> int:
         raise SystemExit(
             f"{database} is empty: run bench/screen_pop.py --size {args.size} first to build it."
         )
-    result = measure_pop(args)
+    result = measure_cpu(args) if args.cpu else measure_pop(args)
     result.update(size=args.size, database=database)
     print(json.dumps(result))
     return 0
@@ -67,6 +84,8 @@ def add_pop_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="Calls per second.")
     parser.add_argument("--seconds", type=float, default=20.0, help="How long calls keep arriving.")
     parser.add_argument("--web-workers", type=int, default=1, help="uvicorn processes (its --workers).")
+    parser.add_argument("--cpu", action="store_true", help="CPU and statements per call.")
+    parser.add_argument("--rounds", type=int, default=3, help="With --cpu: rounds of one call per agent.")
 
 
 def measure_pop(args: argparse.Namespace) -> dict[str, Any]:
@@ -80,6 +99,123 @@ def measure_pop(args: argparse.Namespace) -> dict[str, Any]:
         stop(web)
     result.update(agents=args.agents, rate_per_s=args.rate, web_workers=args.web_workers, load=load_average())
     return result
+
+
+def measure_cpu(args: argparse.Namespace) -> dict[str, Any]:
+    """Web CPU per arrival and per hang-up over real HTTP, and statements of each."""
+    numbers, cookies, token = _prepare(args.agents)
+    statements = _count_statements(token, numbers)
+    numbers, cookies, token = _prepare(args.agents)  # every agent available again
+    web, port = start_web(workers=1)
+    try:
+        result = asyncio.run(_run_cpu(port, web.pid, cookies, token, numbers, args=args))
+    finally:
+        stop(web)
+    result.update(statements, agents=args.agents, rounds=args.rounds, load=load_average())
+    return result
+
+
+def _count_statements(token: str, numbers: list[str]) -> dict[str, Any]:
+    """SQL statements of one arrival and one hang-up (the ringing caller gives up), in process."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from rest_framework.test import APIClient
+
+    client = APIClient(HTTP_AUTHORIZATION=f"Bearer {token}")
+    counts: dict[str, list[int]] = {"arrive": [], "hangup": []}
+    for n in range(6):
+        call_id = f"count-{time.time_ns()}-{n}"
+        with CaptureQueriesContext(connection) as arrival:
+            response = client.post(
+                "/api/v1/calls/", {"call_id": call_id, "ani": numbers[n], "queue": QUEUE}, format="json"
+            )
+        assert response.status_code == 201 and response.json()["agent"], response.content
+        with CaptureQueriesContext(connection) as hangup:
+            response = client.post(
+                f"/api/v1/calls/{call_id}/events/", {"event_id": "bye", "kind": "ended"}, format="json"
+            )
+        assert response.status_code == 200, response.content
+        if n:  # the first loads the process's permission catalog and writes the token's last use
+            counts["arrive"].append(len(arrival))
+            counts["hangup"].append(len(hangup))
+    return {"arrive_statements": max(counts["arrive"]), "hangup_statements": max(counts["hangup"])}
+
+
+async def _run_cpu(
+    port: int, pid: int, cookies: list[str], token: str, numbers: list[str], *, args: Any
+) -> dict[str, Any]:
+    import websockets
+
+    origin = f"http://127.0.0.1:{port}"
+    sockets = []
+    for cookie in cookies:
+        ws = await websockets.connect(
+            f"ws://127.0.0.1:{port}/ws/desktop/",
+            additional_headers={"Cookie": f"sessionid={cookie}", "Origin": origin},
+        )
+        await asyncio.wait_for(ws.recv(), 10)
+        sockets.append(ws)
+    offered: set[int] = set()
+
+    async def listen(ws: Any) -> None:
+        async for raw in ws:
+            frame = json.loads(raw)
+            if frame.get("event") == "call.offered":
+                offered.add(int(frame["call_id"]))
+
+    listeners = [asyncio.create_task(listen(ws)) for ws in sockets]
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor(max_workers=1)
+
+    def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        request = urllib.request.Request(  # noqa: S310  (loopback, the bench's own server)
+            f"{origin}{path}", data=json.dumps(body).encode(), method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            answer: dict[str, Any] = json.loads(response.read())
+            return answer
+
+    def web_cpu() -> float:
+        return sum(cpu_seconds(tree_pids(pid)).values())
+
+    async def settle() -> None:
+        # Frames of the last requests leave the web process's loop after the response.
+        await asyncio.sleep(0.5)
+
+    rng = random.Random(5)
+    run_id = f"cpu-{int(time.time())}"
+    arrive_cpu = hangup_cpu = 0.0
+    calls = 0
+    for round_ in range(args.rounds):
+        ids = [f"{run_id}-{round_}-{n}" for n in range(len(cookies))]
+        await settle()
+        before = web_cpu()
+        for call_id in ids:
+            body = await loop.run_in_executor(
+                pool, post, "/api/v1/calls/", {"call_id": call_id, "ani": rng.choice(numbers), "queue": QUEUE}
+            )
+            assert body.get("agent"), body
+        await settle()
+        arrive_cpu += web_cpu() - before
+        before = web_cpu()
+        for call_id in ids:
+            await loop.run_in_executor(
+                pool, post, f"/api/v1/calls/{call_id}/events/", {"event_id": "bye", "kind": "ended"}
+            )
+        await settle()
+        hangup_cpu += web_cpu() - before
+        calls += len(ids)
+    for task in listeners:
+        task.cancel()
+    for ws in sockets:
+        await ws.close()
+    return {
+        "arrive_cpu_ms": round(arrive_cpu / calls * 1000, 2),
+        "hangup_cpu_ms": round(hangup_cpu / calls * 1000, 2),
+        "calls": calls,
+        "popped": len(offered),
+    }
 
 
 def _prepare(agent_count: int) -> tuple[list[str], list[str], str]:

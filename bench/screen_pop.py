@@ -20,15 +20,16 @@ reuses it while it holds exactly the data of that size. Then:
 
 Where the time went (cProfile, --size small, 10 contacts a customer; December 2026):
 the screen in process was ~1/3 template rendering (the history rows ~0.4 ms each,
-now ~0.25 ms: their values are made in Python), ~1/4 the customer_screen selector's
+now ~0.09 ms: their values are made in Python), ~1/4 the customer_screen selector's
 five queries, ~1/7 the session and user, ~1/10 the script panel; across all of them
 the ORM's SQL compilation was ~1/5. The access-log INSERT's commit no longer waits
-for the WAL flush. The pop (POST /api/v1/calls/ then the hang-up) cost ~7.5 + ~12 ms
-of web-process CPU per call (4 and, now, 10 statements), plus ~8 ms for a new
-database connection per request before the web process used a pool: at 50 calls a
-second one uvicorn process (one core, by the GIL) is saturated, and frames then wait
-behind it; with the core channel layer each frame is also fetched from Redis one
-round trip at a time by the receiving process ("over capacity" in its log).
+for the WAL flush, and the session is read from the cache (no SQL). Per screen, of
+~14 ms CPU: the selector ~4 ms, rendering ~3 ms, the user ~1.5 ms, the panel ~1.3 ms.
+The pop (POST /api/v1/calls/ then the hang-up) cost ~7.5 + ~12 ms of web-process CPU
+per call; its hot reads are now SQL built once per process and the desk gets one frame
+per arrival (``call_pop.py --cpu`` measures it: about a third less, 4 and 9
+statements). At 50 calls a second one uvicorn process (one core, by the GIL) is
+still nearly saturated, and frames then wait behind it; two processes keep up.
 
 The last line is one JSON object: p50_ms, p99_ms, queries, html_bytes (and the
 stages' medians), pop_ws_p50_ms, pop_ws_p99_ms (with the pop run's own figures
@@ -209,8 +210,9 @@ def measure(samples: int) -> dict[str, object]:
     print(
         f"{len(timed)} screen pops: p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms; "
         f"lookup {result['lookup_p50_ms']} ms, rendered screen {result['screen_p50_ms']} ms (p50 each); "
-        f"{result['queries']} SQL queries per pop ({' + '.join(map(str, per_stage))}, the session, "
-        f"user, access log and BEGIN/COMMIT included); {result['html_bytes']:,} bytes of HTML"
+        f"{result['queries']} SQL queries per pop ({' + '.join(map(str, per_stage))}, the user, "
+        f"access log and BEGIN/COMMIT included, the session from the cache); "
+        f"{result['html_bytes']:,} bytes of HTML"
     )
     return result
 

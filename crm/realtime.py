@@ -47,15 +47,21 @@ def send_now(group: str, message: dict[str, Any]) -> None:
 
 
 async def _listened(layer: Any, groups: set[str]) -> set[str]:
-    """Which of ``groups`` have a member now. The Redis layer keeps each group's
-    members in a sorted set scored by when they joined (members older than its
-    ``group_expiry`` no longer count); one pipelined ZCOUNT per server reads
-    them all. A ``group_send`` to an empty group costs two round trips and finds
-    nobody, and nearly every customer a worker applies results to is on no
-    screen. Another layer (in memory, in a test): every group is listened to."""
-    group_key = getattr(layer, "_group_key", None)
-    if group_key is None or not hasattr(layer, "consistent_hash") or not hasattr(layer, "group_expiry"):
-        return groups
+    """Which of ``groups`` have a member now, asked of Redis in one pipelined trip
+    per server: nearly every customer a worker applies results to is on no
+    screen, and a send to an empty group still costs a round trip or two (the
+    pub/sub layer's sends to one server also wait for each other). Another layer
+    (in memory, in a test): every group is listened to."""
+    if hasattr(layer, "_group_key") and hasattr(layer, "consistent_hash") and hasattr(layer, "group_expiry"):
+        return await _listened_core(layer, groups)
+    if hasattr(layer, "_layers") and hasattr(layer, "_get_layer"):
+        return await _listened_pubsub(layer._get_layer(), groups)
+    return groups
+
+
+async def _listened_core(layer: Any, groups: set[str]) -> set[str]:
+    """The core layer keeps each group's members in a sorted set scored by when
+    they joined (members older than its ``group_expiry`` no longer count)."""
     by_server: dict[int, list[str]] = {}
     for group in groups:
         by_server.setdefault(layer.consistent_hash(group), []).append(group)
@@ -65,9 +71,27 @@ async def _listened(layer: Any, groups: set[str]) -> set[str]:
     for index, names in by_server.items():
         pipe = layer.connection(index).pipeline(transaction=False)
         for name in names:
-            pipe.zcount(group_key(name), since, "+inf")
+            pipe.zcount(layer._group_key(name), since, "+inf")
         counts = await pipe.execute()
         found.update(name for name, count in zip(names, counts, strict=True) if count)
+    return found
+
+
+async def _listened_pubsub(loop_layer: Any, groups: set[str]) -> set[str]:
+    """The pub/sub layer subscribes each process's connection to a channel per
+    group: Redis counts a group's subscribers (PUBSUB NUMSUB), whichever process
+    holds them."""
+    by_shard: dict[int, list[str]] = {}
+    for group in groups:
+        channel = loop_layer._get_group_channel_name(group)
+        by_shard.setdefault(id(loop_layer._get_shard(channel)), []).append(group)
+    shards = {id(shard): shard for shard in loop_layer._shards}
+    found: set[str] = set()
+    for key, names in by_shard.items():
+        shard = shards[key]
+        shard._ensure_redis()
+        counts = await shard._redis.pubsub_numsub(*(loop_layer._get_group_channel_name(n) for n in names))
+        found.update(name for name, (_, count) in zip(names, counts, strict=True) if count)
     return found
 
 

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.db.models import Exists, F, Model, OuterRef, Prefetch, Q, QuerySet
 
 from crm.models import Account, Customer, CustomerChange, Household, Interaction, SourceSystem, Task, User
@@ -104,6 +105,21 @@ def customers_by_phone(raw: str) -> QuerySet[Customer]:
     the table; under a LIMIT it then prefers a sequential scan (1.3 s at a
     million customers, against 0.05 ms through the GIN index)."""
     return Customer.objects.filter(phone_keys__contains=[normalize_phone(raw)])
+
+
+_IDS_BY_PHONE_SQL = (
+    f"SELECT id FROM {Customer._meta.db_table} WHERE phone_keys @> ARRAY[%s]::varchar(16)[] ORDER BY id"
+)
+
+
+def customer_ids_by_phone(number: str) -> list[int]:
+    """The ids of the customers reachable at ``number`` (E.164), in id order: what
+    the phone system's every inbound call asks, in SQL written once (the ORM's
+    building of the same question cost more than PostgreSQL's answer through the
+    GIN index). Not narrowed to what a user may see: for routing, not display."""
+    with connection.cursor() as cursor:
+        cursor.execute(_IDS_BY_PHONE_SQL, [number])
+        return [row[0] for row in cursor.fetchall()]
 
 
 def _ids_matching(lookup: Q) -> list[int]:

@@ -189,18 +189,30 @@ def customer_detail(request: HttpRequest, customer_id: int) -> HttpResponse:
     return render(request, "agents/customer.html", context)
 
 
+def _history_channel(request: HttpRequest) -> tuple[str, HttpResponse | None]:
+    """The history filter the agent chose (``channel``, in the query or the posted
+    body; none: all channels), sent by every request that renders the screen
+    again, so the re-rendered screen keeps it; or a 400 naming the unknown one."""
+    channel = request.GET.get("channel", "") or (
+        request.POST.get("channel", "") if request.method == "POST" else ""
+    )
+    if channel and channel not in Channel.values:
+        return "", HttpResponse(
+            f"Unknown channel “{channel}”: use one of {', '.join(Channel.values)}, or none for all.",
+            status=400,
+        )
+    return channel, None
+
+
 @staff_required
 def customer_screen_part(request: HttpRequest, customer_id: int) -> HttpResponse:
     """The screen's body alone, read afresh: what the live page swaps in when the
     socket says the record changed, and after a reconnect (frames only tell; the
     rows are the truth, so the page re-reads them instead of patching itself).
     ``?channel=``: the history filter the agent chose, kept across re-reads."""
-    channel = request.GET.get("channel", "")
-    if channel and channel not in Channel.values:
-        return HttpResponse(
-            f"Unknown channel “{channel}”: use one of {', '.join(Channel.values)}, or none for all.",
-            status=400,
-        )
+    channel, refused = _history_channel(request)
+    if refused is not None:
+        return refused
     context = _screen_context(request, customer_id, channel=channel)
     if context is None:
         return HttpResponse(status=404)
@@ -272,6 +284,9 @@ def customer_profile(request: HttpRequest, customer_id: int) -> HttpResponse:
         return HttpResponse(status=404)
     if not user.has_perm("crm.change_customer"):
         return HttpResponse("Your role cannot change customers.", status=403)
+    channel, refused = _history_channel(request)
+    if refused is not None:
+        return refused
     if request.method != "POST":
         context = desktop_context(request, customer=customer, form=ProfileForm.of(customer), conflicts=[])
         return render(request, "agents/_profile_form.html", context)
@@ -298,7 +313,7 @@ def customer_profile(request: HttpRequest, customer_id: int) -> HttpResponse:
                 form.add_error(target if target in form.fields else None, messages)
         else:
             # Saved: the whole screen again, as it now is.
-            screen_context = _screen_context(request, customer_id)
+            screen_context = _screen_context(request, customer_id, channel=channel)
             response = render(request, "agents/_screen.html", screen_context)
             response["HX-Retarget"] = "#screen"
             response["HX-Reswap"] = "innerHTML"
@@ -320,6 +335,9 @@ def customer_offer_respond(
         return HttpResponse(status=404)
     if not selectors.customers_visible_to(user).filter(pk=customer_id).exists():
         return HttpResponse(status=404)
+    channel, refused = _history_channel(request)
+    if refused is not None:
+        return refused
     presentation = (
         policies_selectors.offers_current(customer_id=customer_id).filter(pk=presentation_id).first()
     )
@@ -333,7 +351,7 @@ def customer_offer_respond(
             )
         except Conflict as exc:
             error = " ".join(exc.errors.values())
-    context = _screen_context(request, customer_id)
+    context = _screen_context(request, customer_id, channel=channel)
     if context is None:
         return HttpResponse(status=404)
     response = render(request, "agents/_screen.html", {**context, "offer_error": error})

@@ -335,8 +335,7 @@
     var before = knownInteractions();
     var offersBefore = knownOffers();
     // The history stays on the channel the agent chose: the re-read comes filtered alike.
-    var chosen = screen.querySelector('.history-filter [data-history-channel][aria-pressed="true"]');
-    var channel = chosen ? chosen.dataset.historyChannel : "";
+    var channel = chosenChannel();
     var url = screen.dataset.partUrl + (channel ? "?channel=" + encodeURIComponent(channel) : "");
     fetch(url, { credentials: "same-origin", headers: { "X-Requested-With": "live", "X-Screen-Id": screenId } })
       .then(function (response) {
@@ -375,6 +374,20 @@
         if (refreshAgain) { refreshAgain = false; scheduleRefresh(); }
       });
   }
+
+  function chosenChannel() {
+    var chosen = screen && screen.querySelector('.history-filter [data-history-channel][aria-pressed="true"]');
+    return chosen ? chosen.dataset.historyChannel : "";
+  }
+
+  // A profile saved, an offer answered, an edit cancelled: the server renders the
+  // screen again, with the history on the channel the agent chose, as a live re-read does.
+  if (screen) document.body.addEventListener("htmx:configRequest", function (event) {
+    var target = event.detail.target;
+    if (!target || (target.id !== "screen" && target.id !== "contact-panel")) return;
+    var channel = chosenChannel();
+    if (channel) event.detail.parameters.channel = channel;
+  });
 
   function knownOffers() {
     var ids = {};
@@ -482,7 +495,14 @@
       showToast("Callback due: " + frame.title, "/customer/" + frame.customer_id + "/");
       return;
     }
-    if (frame.event === "call.offered") { current.call = frame; renderCall(); pop(frame); return; }
+    if (frame.event === "call.offered") {
+      // The pop also says the agent is ringing: a new call's arrival sends the desk no
+      // agent.state frame of its own.
+      current.state = "ringing"; current.reason = "";
+      current.since = frame.ring_started_at || current.since;
+      current.call = frame; render(); pop(frame);
+      return;
+    }
     if (frame.event === "call.changed") {
       if (current.call && current.call.call_id === frame.call_id) { current.call = frame; renderCall(); }
       return;

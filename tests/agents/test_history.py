@@ -63,7 +63,7 @@ def test_scrolling_pages_through_the_whole_history_once_newest_first(
     link = next_link(screen)
     pages = 0
     while link:
-        with django_assert_max_num_queries(6):  # session, user, visible?, access log, the page
+        with django_assert_max_num_queries(5):  # user (the session is cached), visible?, access log, the page
             page = client.get(link)
         assert page.status_code == 200
         seen += ids_on(page.content.decode())
@@ -146,3 +146,81 @@ def test_an_open_screens_re_reads_are_logged_once_a_minute_per_customer(
     cache.delete(f"screen-read:{alice.pk}:tab-1:{dave_customer.pk}")  # a minute later
     client.get(screen_part, headers={"X-Screen-Id": "tab-1"})
     assert logged() == 4
+
+
+# --- The chosen channel across the screen's re-renders ----------------------------------------
+
+
+def pressed_chip(html: str) -> str:
+    found = re.search(r'data-history-channel="([^"]*)" aria-pressed="true"', html)
+    assert found is not None, "no channel chip is pressed"
+    return found.group(1)
+
+
+def channels_shown(customer: Customer, html: str) -> set[str]:
+    return set(customer.interactions.filter(pk__in=ids_on(html)).values_list("channel", flat=True))
+
+
+def test_a_saved_profile_renders_the_screen_on_the_channel_the_agent_chose(
+    alice: User, dave_customer: Customer, ivr: SourceSystem
+) -> None:
+    from tests.agents.test_desk import _profile_post
+
+    for n in range(6):
+        record(dave_customer, ivr, n, "email" if n % 2 else "phone")
+    client = desk(alice)
+    url = reverse("customer-profile", args=[dave_customer.pk])
+    saved = client.post(url, {**_profile_post(dave_customer, dave_customer.version, given_name="Davey"),
+                              "channel": "email"})  # fmt: skip
+    html = saved.content.decode()
+    assert saved["HX-Retarget"] == "#screen"
+    assert pressed_chip(html) == "email"
+    assert channels_shown(dave_customer, html) == {"email"} and len(ids_on(html)) == 3
+    # Without a choice: all of them, as before.
+    dave_customer.refresh_from_db()
+    unchosen = client.post(url, _profile_post(dave_customer, dave_customer.version, given_name="Dave"))
+    html = unchosen.content.decode()
+    assert pressed_chip(html) == "" and len(ids_on(html)) == 6
+
+
+def test_an_answered_offer_renders_the_screen_on_the_channel_the_agent_chose(
+    alice: User, dave_customer: Customer, ivr: SourceSystem
+) -> None:
+    from policies.models import Offer, OfferPresentation
+
+    for n in range(4):
+        record(dave_customer, ivr, n, "chat" if n % 2 else "phone")
+    offer = Offer.objects.create(code="card", name="Travel card", channels=["agent_screen"], value=10)
+    presented = OfferPresentation.objects.create(
+        offer=offer, customer=dave_customer, channel="agent_screen", sequence=1,
+        expires_at=timezone.now() + dt.timedelta(hours=1),
+    )  # fmt: skip
+    url = reverse("customer-offer-respond", args=[dave_customer.pk, presented.pk, "decline"])
+    html = desk(alice).post(url, {"channel": "chat"}).content.decode()
+    presented.refresh_from_db()
+    assert presented.status == "declined"
+    assert pressed_chip(html) == "chat" and channels_shown(dave_customer, html) == {"chat"}
+
+
+def test_an_unknown_channel_on_a_save_or_an_answer_is_refused_and_changes_nothing(
+    alice: User, dave_customer: Customer
+) -> None:
+    from policies.models import Offer, OfferPresentation
+    from tests.agents.test_desk import _profile_post
+
+    client = desk(alice)
+    saved = client.post(
+        reverse("customer-profile", args=[dave_customer.pk]),
+        {**_profile_post(dave_customer, dave_customer.version, given_name="Davey"), "channel": "pigeon"},
+    )
+    assert saved.status_code == 400 and "Unknown channel “pigeon”" in saved.content.decode()
+    offer = Offer.objects.create(code="card", name="Travel card", channels=["agent_screen"], value=10)
+    presented = OfferPresentation.objects.create(
+        offer=offer, customer=dave_customer, channel="agent_screen", sequence=1,
+        expires_at=timezone.now() + dt.timedelta(hours=1),
+    )  # fmt: skip
+    url = reverse("customer-offer-respond", args=[dave_customer.pk, presented.pk, "accept"])
+    assert client.post(url, {"channel": "pigeon"}).status_code == 400
+    presented.refresh_from_db()
+    dave_customer.refresh_from_db()
+    assert (presented.status, dave_customer.given_name) == ("presented", "Dave")

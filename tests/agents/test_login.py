@@ -84,3 +84,32 @@ def test_one_minute_left_is_said_in_the_singular(alice: User, monkeypatch: pytes
     later = timezone.now() + dt.timedelta(minutes=14, seconds=30)
     monkeypatch.setattr(logins, "_now", lambda: later)
     assert "try again in 1 minute." in sign_in(client, "alice", PASSWORD).content.decode()
+
+
+# --- Sessions (read from the cache, written through to the database) -----------------------
+
+
+def test_a_session_read_from_the_cache_ends_at_logout_and_at_deactivation(
+    alice: User, django_assert_max_num_queries: Any
+) -> None:
+    from django.conf import settings
+
+    browser = Client()
+    assert sign_in(browser, "alice", PASSWORD).status_code == 302
+    cookie = browser.cookies[settings.SESSION_COOKIE_NAME].value
+    assert browser.get(reverse("home")).status_code == 200
+    # The session comes from the cache: the home page reads no session row.
+    with django_assert_max_num_queries(20) as queries:
+        browser.get(reverse("home"))
+    assert not [q for q in queries.captured_queries if "django_session" in q["sql"]]
+    # A copy of the cookie kept from before the logout opens nothing after it.
+    copy = Client()
+    copy.cookies[settings.SESSION_COOKIE_NAME] = cookie
+    assert copy.get(reverse("home")).status_code == 200
+    browser.post(reverse("logout"))
+    assert copy.get(reverse("home")).status_code == 302
+    # Deactivated while signed in: the next request is refused.
+    again = Client()
+    assert sign_in(again, "alice", PASSWORD).status_code == 302
+    User.objects.filter(pk=alice.pk).update(is_active=False)
+    assert again.get(reverse("home")).status_code == 302

@@ -404,9 +404,9 @@ def test_reporting_a_call_takes_a_fixed_handful_of_queries(
         )
     assert created.status_code == 201 and created.json()["agent"] == "agent0"
     # token, BEGIN, lock the call (its commit not waiting for the disk), the event unless
-    # seen before, lock the agent, UPDATE agent, its state change, a waiting call for the
-    # agent?, UPDATE call, COMMIT
-    with django_assert_max_num_queries(10):
+    # seen before, lock the agent, the agent's state with its history row, a waiting call
+    # for the agent?, UPDATE call, COMMIT
+    with django_assert_max_num_queries(9):
         ended = client.post("/api/v1/calls/q1/events/", {"event_id": "e1", "kind": "ended"}, format="json")
     assert ended.json()["state"] == "ended"
 
@@ -443,3 +443,62 @@ def test_state_changes_are_kept_with_who_and_when(ivr: SourceSystem, service_que
     )
     assert rows == [("break", "lunch", at(1)), ("available", "", at(2))]
     assert timezone.is_aware(rows[0][2])
+
+
+def test_the_api_answers_a_call_as_its_documented_serializer_would_in_every_state(
+    frank: User, ivr: SourceSystem, service_queue: Queue, dave_customer: Customer
+) -> None:
+    from agents.api import CallSerializer
+
+    available(staff_agent("ann", service_queue), 1)
+    make_customer(given_name="Dee", phones=[{"number": "+12025550177", "kind": "mobile", "primary": True}])
+    make_customer(given_name="Don", phones=[{"number": "+12025550177", "kind": "mobile", "primary": True}])
+    client = api_as(frank)
+    seen: list[dict[str, Any]] = []
+
+    def answered(response: Any, telephony_id: str) -> None:
+        assert response.status_code in (200, 201), response.content
+        call = Call.objects.select_related("queue", "agent__user").get(telephony_id=telephony_id)
+        assert response.json() == dict(CallSerializer(call).data)
+        seen.append(response.json())
+
+    answered(client.post("/api/v1/calls/", {"call_id": "s1", "ani": "+12025550143", "queue": "service"},
+                         format="json"), "s1")  # fmt: skip
+    # Nobody free: it waits; two customers share the number: candidates.
+    answered(client.post("/api/v1/calls/", {"call_id": "s2", "ani": "+12025550177", "queue": "service"},
+                         format="json"), "s2")  # fmt: skip
+    events = "/api/v1/calls/s1/events/"
+    answered(client.post(events, {"event_id": "a", "kind": "answered"}, format="json"), "s1")
+    answered(client.post(events, {"event_id": "b", "kind": "ended"}, format="json"), "s1")
+    answered(client.post("/api/v1/calls/", {"call_id": "s1", "ani": "+12025550143", "queue": "service"},
+                         format="json"), "s1")  # fmt: skip
+    states = [(body["state"], body["agent"], bool(body["candidates"])) for body in seen]
+    assert states == [("ringing", "ann", False), ("queued", None, True), ("connected", "ann", False),
+                      ("ended", "ann", False), ("ended", "ann", False)]  # fmt: skip
+    assert seen[3]["answered_at"] and seen[3]["ended_at"] and seen[3]["end_reason"] == "completed"
+
+
+def test_an_arrival_tells_the_ringing_desk_with_one_frame_and_the_floor_with_the_state(
+    ivr: SourceSystem, service_queue: Queue, dave_customer: Customer, django_capture_on_commit_callbacks: Any
+) -> None:
+    from agents.realtime import FLOOR_GROUP
+    from crm import realtime as crm_realtime
+    from tests.listening import hear
+
+    ann = available(staff_agent("ann", service_queue), 1)
+    ben = available(staff_agent("ben", service_queue), 2)
+
+    def ring(call_id: str) -> Call:
+        with django_capture_on_commit_callbacks(execute=True):
+            return arrive(ivr, call_id, service_queue, 3)
+
+    call, desk = hear(crm_realtime.agent_group(ann.pk), lambda: ring("one-frame"), frames=2, timeout=1.0)
+    # The pop alone: it says ringing, since when, and which call and customer.
+    assert [frame["event"] for frame in desk] == ["call.offered"]
+    assert (desk[0]["state"], desk[0]["call_id"]) == ("ringing", call.pk)
+    assert desk[0]["customer_id"] == dave_customer.pk
+    assert desk[0]["ring_started_at"] == call.ring_started_at.isoformat()
+    # The floor still hears the agent's new state.
+    second, floor = hear(FLOOR_GROUP, lambda: ring("two"), frames=2, timeout=1.0)
+    assert [(f["event"], f["agent_id"], f["state"]) for f in floor] == [("agent.state", ben.pk, "ringing")]
+    assert floor[0]["call"]["call_id"] == second.pk

@@ -19,12 +19,13 @@ from tests.conftest import PASSWORD, make_customer, minutes_ago
 
 pytestmark = pytest.mark.django_db
 
-# Session, user (with its permissions and roles), the screen's at most five queries, the
-# customer's open offers, the access-log insert, and the source-system cache a process
-# fills on its first screen, plus the call script panel's at most two
-# (tests/scripting/test_panel.py); what matters too is that history length never adds any.
+# User (with its permissions and roles; the session comes from the cache), the screen's at
+# most five queries, the customer's open offers, the access-log insert, and the
+# source-system cache a process fills on its first screen, plus the call script panel's at
+# most two (tests/scripting/test_panel.py); what matters too is that history length never
+# adds any.
 SCRIPT_PANEL_QUERIES = 2
-SCREEN_MAX_QUERIES = 10 + SCRIPT_PANEL_QUERIES
+SCREEN_MAX_QUERIES = 9 + SCRIPT_PANEL_QUERIES
 
 
 def client_for(user: User) -> Client:

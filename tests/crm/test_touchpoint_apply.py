@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from typing import Any
 
@@ -352,28 +351,18 @@ def test_a_keyed_profile_change_the_record_refuses_is_rejected_and_writes_nothin
 def test_an_open_screen_of_the_customer_hears_of_the_new_contact_and_profile_change(
     web, dave_customer, django_capture_on_commit_callbacks
 ):
-    from asgiref.sync import async_to_sync
-    from channels.layers import get_channel_layer
-
     from crm import realtime
+    from tests.listening import hear
 
-    layer: Any = get_channel_layer()
-    screen = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(realtime.customer_group(dave_customer.pk), screen)
     services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
     receive(web, [visit("v-1", "", key="K1"), profile("p-1", "K2", tier="G")])
     services.source_record_link(source=web, external_key="K2", customer_id=dave_customer.pk)
 
-    with django_capture_on_commit_callbacks(execute=True):
-        apply_all()
+    def apply_committed() -> None:
+        with django_capture_on_commit_callbacks(execute=True):
+            apply_all()
 
-    async def hear() -> dict[str, Any]:
-        # A guard against a hang, not a timing assertion.
-        message: dict[str, Any] = await asyncio.wait_for(layer.receive(screen), timeout=10)
-        return message
-
-    heard = [async_to_sync(hear)() for _ in range(2)]
-    async_to_sync(layer.group_discard)(realtime.customer_group(dave_customer.pk), screen)
+    _, heard = hear(realtime.customer_group(dave_customer.pk), apply_committed, frames=2)
     by_event = {m["event"]: m for m in heard}
     interaction = Interaction.objects.get(external_id="v-1")
     assert by_event["interaction.recorded"]["interaction_id"] == interaction.pk
@@ -384,16 +373,15 @@ def test_an_open_screen_of_the_customer_hears_of_the_new_contact_and_profile_cha
 def test_a_batch_sends_only_to_customers_someone_watches(
     web, dave_customer, erin_customer, django_capture_on_commit_callbacks, monkeypatch
 ):
-    """One pipelined look at the layer's groups, then a send only where a screen
+    """One pipelined look at who listens (the core layer's group sets, or the
+    subscriber counts of the pub/sub layer), then a send only where a screen
     listens: a thousand results of customers on no screen cost no group_send."""
-    from asgiref.sync import async_to_sync
     from channels.layers import get_channel_layer
 
     from crm import realtime
+    from tests.listening import hear
 
     layer: Any = get_channel_layer()
-    screen = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(realtime.customer_group(dave_customer.pk), screen)
     sent: list[str] = []
     group_send = layer.group_send
 
@@ -408,15 +396,12 @@ def test_a_batch_sends_only_to_customers_someone_watches(
                   profile("p-1", "E", sequence=2, tier="G"),
                   visit("v-3", "", key="D", sequence=2)])  # fmt: skip
 
-    with django_capture_on_commit_callbacks(execute=True):
-        assert apply_all() == 4
+    def apply_committed() -> int:
+        with django_capture_on_commit_callbacks(execute=True):
+            return apply_all()
 
-    async def hear() -> dict[str, Any]:
-        message: dict[str, Any] = await asyncio.wait_for(layer.receive(screen), timeout=10)
-        return message
-
-    heard = [async_to_sync(hear)() for _ in range(2)]
-    async_to_sync(layer.group_discard)(realtime.customer_group(dave_customer.pk), screen)
+    applied, heard = hear(realtime.customer_group(dave_customer.pk), apply_committed, frames=2)
+    assert applied == 4
     assert sent == [realtime.customer_group(dave_customer.pk)] * 2  # nothing to Erin's empty group
     assert sorted(m["interaction_id"] for m in heard) == sorted(
         Interaction.objects.filter(customer=dave_customer).values_list("pk", flat=True)

@@ -229,3 +229,59 @@ def _on_break(user: User) -> None:
         agents_services.agent_set_state(user=user, state=AgentState.BREAK, reason="lunch")
     finally:
         connection.close()
+
+
+def test_a_saved_profile_and_an_answered_offer_keep_the_history_on_the_chosen_channel(
+    uvicorn_server: Server, alice: User, dave_customer: Customer, ivr: SourceSystem
+) -> None:
+    from policies.models import Offer, OfferPresentation
+
+    now = timezone.now()
+    for n in range(6):
+        services.interaction_record(
+            customer_id=dave_customer.pk, channel="email" if n % 2 else "phone", direction="inbound",
+            source=ivr, external_id=f"kept-{n}", occurred_at=now - dt.timedelta(days=n + 1),
+            subject=f"Earlier contact {n}",
+        )  # fmt: skip
+    offer = Offer.objects.create(
+        code="travel-card", name="Travel card", talking_points="Mention the lounge.",
+        channels=["agent_screen"], value=100,
+    )  # fmt: skip
+    OfferPresentation.objects.create(
+        offer=offer, customer=dave_customer, channel="agent_screen", sequence=1,
+        expires_at=now + dt.timedelta(hours=1),
+    )  # fmt: skip
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        errors: list[str] = []
+        page = signed_in_page(browser, uvicorn_server, "alice", errors)
+        page.set_viewport_size({"width": 1366, "height": 768})
+        page.goto(f"{uvicorn_server.origin}/customer/{dave_customer.pk}/")
+        expect(page.locator("#live-state")).to_have_attribute("data-state", "live", timeout=10_000)
+        rows = page.locator("#history-rows tr[data-interaction]")
+        email_chip = page.locator('[data-history-channel="email"]')
+
+        def on_email() -> None:
+            expect(email_chip).to_have_attribute("aria-pressed", "true")
+            expect(rows).to_have_count(3)
+            assert set(rows.locator(".col-channel").all_inner_texts()) == {"↙ E-mail"}
+
+        email_chip.click()
+        on_email()
+        # The profile saved: the server renders the screen again, still on e-mail.
+        page.locator("#contact-panel button", has_text="Edit").click()
+        page.locator("#id_given_name").fill("Davey")
+        page.locator("#contact-panel button[type=submit]").click()
+        expect(page.locator("#screen h1")).to_contain_text("Davey", timeout=10_000)
+        on_email()
+        # The offer answered: the same.
+        page.locator('[data-offer="accept"]').click()
+        expect(page.locator(".offers-panel")).to_contain_text("No offers for this customer right now")
+        on_email()
+        page.locator(".history-filter").scroll_into_view_if_needed()
+        page.screenshot(path=str(Path(SCREENSHOTS) / "customer-history-filter-kept.png"))
+        browser.close()
+    assert not errors, errors
+    assert OfferPresentation.objects.get().status == "accepted"

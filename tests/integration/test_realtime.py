@@ -22,6 +22,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from asgiref.testing import ApplicationCommunicator
 from channels.layers import get_channel_layer
 from channels_redis.core import RedisChannelLayer
+from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.conf import settings
 from django.contrib.auth.models import Group, Permission
 from django.db import transaction
@@ -124,7 +125,7 @@ update_customer = sync_to_async(services.customer_update)
 def test_the_channel_layer_is_redis() -> None:
     # Everything below would pass on an in-memory layer too; only Redis reaches
     # other processes.
-    assert isinstance(get_channel_layer(), RedisChannelLayer)
+    assert isinstance(get_channel_layer(), (RedisChannelLayer, RedisPubSubChannelLayer))
 
 
 def test_a_watched_customer_update_reaches_the_agent_socket(alice: User, dave_customer: Customer) -> None:

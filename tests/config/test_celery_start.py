@@ -151,12 +151,12 @@ def test_a_pool_process_over_its_memory_limit_is_replaced_after_its_task(
 
         wait_until(lambda: f"[{result.id}] succeeded" in worker.log_text(), what="the task", process=worker)
         if replaced:
-            new = wait_until(
-                lambda: (now := _pool_processes(worker.popen.pid)) and not now & first and now,
-                what="a new pool process",
-                process=worker,
-            )
-            assert len(new) == 1
+
+            def others() -> set[int]:
+                now = _pool_processes(worker.popen.pid)
+                return now if now.isdisjoint(first) else set()
+
+            assert len(wait_until(others, what="a new pool process", process=worker)) == 1
         else:
             time.sleep(1)  # as long as a replacement takes
             assert _pool_processes(worker.popen.pid) == first

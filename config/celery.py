@@ -34,9 +34,10 @@ class WorkerLoader(AppLoader):
 
 def _without_admin_discovery() -> None:
     """Keep the admin's models, not its pages: the admin's app config imports every
-    app's admin module when Django starts (their forms, the import upload views, the
-    policy simulator, DRF's views), ~6 MB that no task uses. The simple config skips
-    that; config/urls.py discovers them if this process ever loads the URLs."""
+    app's admin module when Django starts (their forms and change views, the file
+    import upload views, and with them DRF's views), ~8 MB per process that no task
+    uses. The simple config skips that; config/urls.py discovers them if this process
+    ever loads the URLs."""
     from django.apps import apps  # noqa: PLC0415
     from django.conf import settings  # noqa: PLC0415
 

@@ -132,7 +132,7 @@ def login_entry_point(request: HttpRequest | None) -> LoginEntryPoint:
         return LoginEntryPoint.ADMIN
     view_class = getattr(getattr(match, "func", None), "view_class", None)
     # Imported here: crm.services is loaded by every worker, which never serves a
-    # request, and DRF's views bring requests, urllib3 and the schema generator (~4 MB).
+    # request, and DRF's views bring requests, urllib3 and the schema generator (~6 MB).
     from rest_framework.views import APIView  # noqa: PLC0415
 
     if isinstance(view_class, type) and issubclass(view_class, APIView):

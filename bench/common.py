@@ -212,9 +212,34 @@ def _rss(pid: int) -> int:
     return 0
 
 
+def _pss(pid: int) -> int:
+    """The proportional set size of ``pid`` in bytes: its private pages plus its share
+    of each page it maps with other processes (a page three processes share counts a
+    third in each). Read from smaps_rollup, which walks the page tables: ~1 ms for a
+    100 MB process, fine at two readings a second."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:  # exited, or not readable (another user's process)
+        pass
+    return 0
+
+
 def tree_rss_mb(pid: int) -> float:
-    """Resident memory now of a process and its descendants, summed, in MB (Linux)."""
+    """Resident memory now of a process and its descendants, summed, in MB (Linux).
+    A page a forked child still shares with its parent (copy-on-write: the imports
+    the parent made before forking) counts once per process here: an upper bound on
+    what the tree holds, not the memory it takes from the machine (``tree_pss_mb``)."""
     return sum(_rss(p) for p in _tree(pid)) / 1e6
+
+
+def tree_pss_mb(pid: int) -> float:
+    """The physical memory a process and its descendants hold now, in MB (Linux): the
+    sum of their proportional set sizes, each shared page counted once in all. What
+    the machine would get back if the tree exited, give or take the pages it shares
+    with processes outside it (the Python interpreter's own file, libc)."""
+    return sum(_pss(p) for p in _tree(pid)) / 1e6
 
 
 def largest_rss_mb(pid: int) -> float:

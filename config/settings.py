@@ -145,6 +145,14 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4
+# A safety net, not a budget: a pool process whose resident memory exceeds this (KiB,
+# read after each task) is replaced by a fresh fork once that task is done; nothing
+# is lost or run twice. A pool process holds ~95 MB at the end of an ingest run, most
+# of it shared with the worker's parent; one over twice that has leaked or met an
+# outsized task. 0: never replaced for its memory. CELERY_WORKER_MAX_TASKS_PER_CHILD
+# (0: never) replaces each after that many tasks, for a leak too slow to show.
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("CELERY_WORKER_MAX_MEMORY_PER_CHILD", 200_000, minimum=0) or None
+CELERY_WORKER_MAX_TASKS_PER_CHILD = env_int("CELERY_WORKER_MAX_TASKS_PER_CHILD", 0, minimum=0) or None
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"

@@ -4,6 +4,11 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+# A no-op where the admin's app config already discovered the admin modules (web
+# processes); a worker skips that at start (config/celery.py) and gets them here if
+# a task ever resolves an admin URL.
+admin.autodiscover()
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("crm.api.urls")),

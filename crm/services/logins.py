@@ -37,7 +37,6 @@ from django.core.cache import cache
 from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
-from rest_framework.views import APIView
 
 from crm.models import LockoutScope, LoginEntryPoint, LoginLockout
 
@@ -132,6 +131,10 @@ def login_entry_point(request: HttpRequest | None) -> LoginEntryPoint:
     if match is not None and "admin" in match.namespaces:
         return LoginEntryPoint.ADMIN
     view_class = getattr(getattr(match, "func", None), "view_class", None)
+    # Imported here: crm.services is loaded by every worker, which never serves a
+    # request, and DRF's views bring requests, urllib3 and the schema generator (~6 MB).
+    from rest_framework.views import APIView  # noqa: PLC0415
+
     if isinstance(view_class, type) and issubclass(view_class, APIView):
         return LoginEntryPoint.API
     return LoginEntryPoint.PAGE

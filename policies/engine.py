@@ -51,7 +51,6 @@ from policies import conditions
 from policies.models import (
     Decision,
     DecisionOutcome,
-    EventEvaluation,
     Offer,
     OfferStatus,
     Policy,

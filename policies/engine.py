@@ -57,7 +57,7 @@ from policies.models import (
     PolicyStatus,
     PresentationStatus,
 )
-from policies.services import ActionRun, offers_present
+from policies.services import SEQUENCE_LOCK_SQL, ActionRun, offers_present, sequence_lock_params
 
 logger = logging.getLogger(__name__)
 
@@ -702,16 +702,17 @@ def verdict_reason(verdict: Verdict) -> str:
 
 
 def apply(
-    plan: Plan, *, event: BusinessEvent, now: dt.datetime, write_decisions: bool = True
+    plan: Plan, *, event: BusinessEvent, now: dt.datetime, write_decisions: bool = True, locked: bool = False
 ) -> list[Decision]:
     """The actions' effects and the decision rows (inside the caller's transaction;
-    ``write_decisions=False``: the caller wrote them with its claim). The offers chosen
-    are presented together (``offers_present``: a fixed number of statements for
-    all of them), from the index's copy of each offer."""
+    ``write_decisions=False``: the caller wrote them with its claim; ``locked``: and
+    took the customer's sequence lock with it). The offers chosen are presented
+    together (``offers_present``: a fixed number of statements for all of them),
+    from the index's copy of each offer."""
     assert event.customer_id is not None  # noqa: S101  (decide() skips events of no customer)
     offers_present(
         event=event, customer_id=event.customer_id, now=now,
-        items=[(p.candidate.id, p.offer, p.channel) for p in plan.presentations],
+        items=[(p.candidate.id, p.offer, p.channel) for p in plan.presentations], locked=locked,
     )  # fmt: skip
     decisions: list[Decision] = []
     for verdict in plan.verdicts:
@@ -799,7 +800,7 @@ def decide(
         if decisions is None:
             return None
         with realtime.batched():
-            apply(plan, event=event, now=now, write_decisions=False)
+            apply(plan, event=event, now=now, write_decisions=False, locked=bool(plan.presentations))
     return decisions
 
 
@@ -807,9 +808,18 @@ def _claim_with_decisions(
     plan: Plan, *, event: BusinessEvent, now: dt.datetime, claim: list[Any], relaxed: bool
 ) -> list[Decision] | None:
     """The claim and the decision rows in one statement (the decisions are written
-    only if the claim was): no task to wait for. None when the claim was taken."""
+    only if the claim was): no task to wait for. None when the claim was taken.
+
+    When the plan presents offers, the same statement takes the customer's sequence
+    lock once the claim is won (a pass that finds the claim taken never waits for
+    it), so the presentations' insert, a later statement with a later snapshot,
+    needs no round trip of its own for it."""
     assert event.customer_id is not None  # noqa: S101  (decide() skips events of no customer)
     rows = [(v.candidate.id, v.candidate.version, v.outcome, verdict_reason(v)[:200]) for v in plan.verdicts]
+    lock, lock_params = "", []
+    if plan.presentations:
+        lock = f", (SELECT count({SEQUENCE_LOCK_SQL}::text) FROM claim)"
+        lock_params = sequence_lock_params(event.customer_id)
     with server_bound_cursor() as cursor:
         cursor.execute(
             f"WITH claim AS ({_CLAIM_RELAXED if relaxed else _CLAIM}),"
@@ -818,11 +828,11 @@ def _claim_with_decisions(
             "  SELECT claim.event_id, d.policy_id, d.version, %s, d.outcome, d.reason, NULL, %s"
             "  FROM claim, unnest(%s::bigint[], %s::integer[], %s::text[], %s::text[])"
             "  WITH ORDINALITY AS d(policy_id, version, outcome, reason, n) ORDER BY d.n RETURNING id)"
-            " SELECT (SELECT count(*) FROM claim), ARRAY(SELECT id FROM made)",
+            f" SELECT (SELECT count(*) FROM claim), ARRAY(SELECT id FROM made){lock}",
             [*claim, event.customer_id, now, [r[0] for r in rows], [r[1] for r in rows],
-             [r[2] for r in rows], [r[3] for r in rows]],
+             [r[2] for r in rows], [r[3] for r in rows], *lock_params],
         )  # fmt: skip
-        claimed, ids = cursor.fetchone()
+        claimed, ids = cursor.fetchone()[:2]
     if not claimed:
         return None
     return [

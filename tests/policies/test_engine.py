@@ -366,7 +366,7 @@ def test_the_on_commit_pass_leaves_the_events_it_records_to_the_worker(
         listeners.forget()
 
 
-DECISION_STATEMENTS = 7
+DECISION_STATEMENTS = 6
 
 
 def test_a_decision_costs_the_same_queries_however_many_offers_it_presents(
@@ -406,7 +406,7 @@ def test_a_decision_costs_the_same_queries_however_many_offers_it_presents(
     # Three offers and four decision rows take the statements one offer took.
     assert with_three == with_one
     # The facts (customer given: history and presentations), the claim with the decision
-    # rows, the sequence lock, the presentations, their offer.presented events; and the
+    # rows and the sequence lock, the presentations, their offer.presented events; and the
     # savepoint's two (the test's transaction encloses the decision's).
     assert with_one == DECISION_STATEMENTS
 

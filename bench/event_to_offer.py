@@ -452,7 +452,9 @@ STAGES = (
     ("view_to_insert", "in", "recorded"),  # Django, token auth, DRF parsing and validation
     ("insert_to_commit", "recorded", "committed"),  # the event insert, the rest of the view, the commit
     ("commit_to_decide", "committed", "decide"),  # the on-commit hooks before the decision
-    ("decision", "decide", "handover"),  # facts, evaluation, claim, presentations, their commit
+    ("decision", "decide", "decision_committed"),  # facts, evaluation, claim, presentations, commit
+    ("dispatch", "decision_committed", "dispatched"),  # the offer.presented events' hook (a task queued)
+    ("to_handover", "dispatched", "handover"),  # the rest of the decision's on-commit hooks
     ("loop_wait", "handover", "sending"),  # the frames wait for the server's event loop and its sender
     ("who_listens", "sending", "group_send"),  # the sender's look-up of the groups with members
     ("layer", "group_send", "consumer"),  # the channel layer's send, Redis, the consumer's receive loop
@@ -489,9 +491,15 @@ def traced_application() -> Any:
 
     def on_commit(self: Any) -> None:
         trace = stamps.get()
-        if trace is not None:
-            trace.setdefault("committed", time.time())
-        committed(self)
+        if trace is None:
+            committed(self)
+        elif "committed" not in trace:
+            trace["committed"] = time.time()  # the request's commit
+            committed(self)
+        else:  # the decision's commit: its offer.presented events handed to their listeners
+            trace["decision_committed"] = time.time()
+            committed(self)
+            trace["dispatched"] = time.time()
 
     event_dispatch._DispatchOnCommit.__call__ = on_commit  # type: ignore[method-assign]
 

@@ -84,6 +84,11 @@ def main() -> int:
         "costs: the web process's CPU per event over real HTTP, and the SQL statements\n"
         "per event (counted in this process through the same view, its commit and decision).",
     )  # fmt: skip
+    parser.add_argument(
+        "--trace", action="store_true",
+        help="Also time each stage of an offer's way (see traced_application): the medians and\n"
+        "p99s per stage join the JSON line as stages_ms.",
+    )  # fmt: skip
     args = parser.parse_args()
     per_type, agents, rate, seconds = SIZES[args.size]
     args.agents = args.agents or agents
@@ -131,8 +136,13 @@ def main() -> int:
     bin_dir = Path(sys.executable).parent
     logs = ROOT / ".local" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
+    app = (
+        ["bench.event_to_offer:traced_application", "--factory"]
+        if args.trace
+        else ["config.asgi:application"]
+    )
     web = subprocess.Popen(
-        [str(bin_dir / "uvicorn"), "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+        [str(bin_dir / "uvicorn"), *app, "--host", "127.0.0.1", "--port", str(port),
          "--lifespan", "off", "--log-level", "warning", "--no-access-log",
          "--timeout-graceful-shutdown", "3"],
         cwd=ROOT, env=env, stdout=open(logs / "event_to_offer_web.log", "wb"), stderr=subprocess.STDOUT,
@@ -228,6 +238,7 @@ async def _run(  # noqa: PLR0917
     origin = f"http://127.0.0.1:{port}"
     agents = len(cookies)
     arrived: dict[int, float] = {}  # presentation id -> when its frame came
+    traces: dict[int, dict[str, float]] = {}  # presentation id -> the stages' times (--trace)
     acks: list[asyncio.Queue[int]] = [asyncio.Queue() for _ in cookies]
     sockets = []
     for cookie in cookies:
@@ -243,6 +254,8 @@ async def _run(  # noqa: PLR0917
             frame = json.loads(raw)
             if frame.get("event") == "offer.presented":
                 arrived.setdefault(int(frame["presentation_id"]), time.perf_counter())
+                if "trace" in frame:
+                    traces.setdefault(int(frame["presentation_id"]), frame["trace"])
             elif frame.get("event") == "watching":
                 acks[n].put_nowait(int(frame["customer_id"]))
 
@@ -270,6 +283,7 @@ async def _run(  # noqa: PLR0917
             return response.status, json.loads(response.read())
 
     sent: dict[int, float] = {}  # event id -> when its POST left
+    answered: dict[int, float] = {}  # event id -> when its response came
     api_ms: list[float] = []
     failures = 0
     turn: list[asyncio.Lock] = [asyncio.Lock() for _ in cookies]
@@ -293,7 +307,8 @@ async def _run(  # noqa: PLR0917
             except Exception:  # noqa: BLE001  (an error or a timeout under load: counted, not fatal)
                 failures += 1
                 return
-            api_ms.append((time.perf_counter() - started) * 1000)
+            answered[int(answer.get("id", 0))] = time.perf_counter()
+            api_ms.append((answered[int(answer.get("id", 0))] - started) * 1000)
             if status in (200, 201):
                 sent[int(answer["id"])] = started
 
@@ -317,7 +332,8 @@ async def _run(  # noqa: PLR0917
         await ws.close()
     pool.shutdown()
     return {"arrived": arrived, "sent": sent, "api_ms": api_ms, "failures": failures, "posting_s": posting_s,
-            "watched": watched, "clock": (time.time(), time.perf_counter()), "total": total}  # fmt: skip
+            "watched": watched, "clock": (time.time(), time.perf_counter()), "total": total,
+            "traces": traces, "answered": answered}  # fmt: skip
 
 
 def _event_body(n: int, customers: list[int], run: str, agents: int = 1) -> dict[str, Any]:
@@ -410,7 +426,9 @@ def _score(measured: dict[str, Any]) -> dict[str, Any]:
                 if event_id in sent:
                     latencies.append((arrived[pk] - sent[event_id]) * 1000)
     api_ms = measured["api_ms"]
+    stages = _stages(measured, at) if measured.get("traces") else {}
     return {
+        **stages,
         "p50_ms": round(statistics.median(latencies), 2) if latencies else None,
         "p99_ms": round(percentile(latencies, 0.99), 2) if latencies else None,
         "events_per_s": round(len(sent) / measured["posting_s"], 1),
@@ -423,6 +441,152 @@ def _score(measured: dict[str, Any]) -> dict[str, Any]:
         "latency_samples": len(latencies),
         "api_p50_ms": round(statistics.median(api_ms), 2) if api_ms else None,
         "api_p99_ms": round(percentile(api_ms, 0.99), 2) if api_ms else None,
+    }
+
+
+# The stages of an offer's way, in order: (name, from, to) over the trace's stamps.
+# "sent", "answered" and "arrived" are the client's; "recorded" is the event row's
+# recorded_at; the others are stamped in the web process by traced_application.
+STAGES = (
+    ("request_in", "sent", "in"),  # the POST on the wire, uvicorn, until the app is called
+    ("view_to_insert", "in", "recorded"),  # Django, token auth, DRF parsing and validation
+    ("insert_to_commit", "recorded", "committed"),  # the event insert, the rest of the view, the commit
+    ("commit_to_decide", "committed", "decide"),  # the on-commit hooks before the decision
+    ("decision", "decide", "decision_committed"),  # facts, evaluation, claim, presentations, commit
+    ("dispatch", "decision_committed", "dispatched"),  # the offer.presented events' hook (a task queued)
+    ("to_handover", "dispatched", "handover"),  # the rest of the decision's on-commit hooks
+    ("loop_wait", "handover", "sending"),  # the frames wait for the server's event loop and its sender
+    ("who_listens", "sending", "group_send"),  # the sender's look-up of the groups with members
+    ("layer", "group_send", "consumer"),  # the channel layer's send, Redis, the consumer's receive loop
+    ("socket", "consumer", "arrived"),  # the consumer's send_json, the socket write, the client's read
+)
+
+
+def traced_application() -> Any:
+    """The web process's application (``uvicorn --factory``) with each stage of an
+    offer's way stamped into its frame (``trace``: wall-clock seconds, one clock on
+    one machine): the request's arrival, the commit of its transaction, the
+    decision's start, the frames' hand-over to the event loop, the sender taking
+    them, the channel layer's group_send and the consumer receiving the message.
+    Wrappers around the product's functions, in this process only: nothing the
+    product sends changes unless it runs under this factory."""
+    import contextvars
+
+    from config.asgi import application  # sets Django up: the imports below need the models
+
+    # isort: split
+    from agents.consumers import DesktopConsumer
+    from crm import realtime
+    from crm.services import event_dispatch
+    from policies import engine
+
+    stamps: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar("trace", default=None)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            stamps.set({"in": time.time()})  # the view's thread runs in a copy of this context
+        await application(scope, receive, send)
+
+    committed = event_dispatch._DispatchOnCommit.__call__
+
+    def on_commit(self: Any) -> None:
+        trace = stamps.get()
+        if trace is None:
+            committed(self)
+        elif "committed" not in trace:
+            trace["committed"] = time.time()  # the request's commit
+            committed(self)
+        else:  # the decision's commit: its offer.presented events handed to their listeners
+            trace["decision_committed"] = time.time()
+            committed(self)
+            trace["dispatched"] = time.time()
+
+    event_dispatch._DispatchOnCommit.__call__ = on_commit  # type: ignore[method-assign]
+
+    decide = engine.decide
+
+    def traced_decide(event: Any, **kwargs: Any) -> Any:
+        trace = stamps.get()
+        if trace is not None:
+            trace.setdefault("decide", time.time())
+        return decide(event, **kwargs)
+
+    engine.decide = traced_decide  # type: ignore[assignment]
+
+    send_many_now = realtime.send_many_now
+
+    def traced_send_many_now(messages: list[tuple[str, dict[str, Any]]]) -> None:
+        trace = {**(stamps.get() or {}), "handover": time.time()}
+        for _, message in messages:
+            if message.get("event") == "offer.presented":
+                message["trace"] = dict(trace)
+        send_many_now(messages)
+
+    realtime.send_many_now = traced_send_many_now  # type: ignore[assignment]
+
+    send_all = realtime._send_all
+
+    async def traced_send_all(layer: Any, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        now = time.time()
+        for _, message in messages:
+            message.get("trace", {}).setdefault("sending", now)
+        group_send = layer.group_send
+
+        async def traced_group_send(group: str, message: dict[str, Any]) -> None:
+            message.get("trace", {})["group_send"] = time.time()
+            await group_send(group, message)
+
+        layer.group_send = traced_group_send
+        try:
+            await send_all(layer, messages)
+        finally:
+            del layer.group_send
+
+    realtime._send_all = traced_send_all  # type: ignore[assignment]
+
+    crm_event = DesktopConsumer.crm_event
+
+    async def traced_crm_event(self: Any, message: dict[str, Any]) -> None:
+        if "trace" in message:
+            message["trace"]["consumer"] = time.time()
+        await crm_event(self, message)
+
+    DesktopConsumer.crm_event = traced_crm_event  # type: ignore[method-assign]
+    return app
+
+
+def _stages(measured: dict[str, Any], at: Any) -> dict[str, Any]:
+    """p50 and p99 per stage (ms) over the offers whose frames carried a trace."""
+    from crm.models import BusinessEvent
+    from policies.models import OfferPresentation
+
+    wall, perf = measured["clock"]
+    traces: dict[int, dict[str, float]] = measured["traces"]
+    events = dict(OfferPresentation.objects.filter(pk__in=list(traces)).values_list("pk", "event_id"))
+    recorded = dict(
+        BusinessEvent.objects.filter(pk__in=set(events.values())).values_list("pk", "recorded_at")
+    )
+    by_stage: dict[str, list[float]] = {name: [] for name, _, _ in STAGES}
+    by_stage["api_response"] = []
+    for pk, trace in traces.items():
+        event_id = events.get(pk)
+        if event_id is None or event_id not in measured["sent"]:
+            continue
+        moments = dict(trace)
+        moments["sent"] = wall - (perf - measured["sent"][event_id])
+        moments["answered"] = wall - (perf - measured["answered"][event_id])
+        moments["arrived"] = wall - (perf - measured["arrived"][pk])
+        moments["recorded"] = recorded[event_id].timestamp()
+        for name, start, end in (*STAGES, ("api_response", "sent", "answered")):
+            if start in moments and end in moments:
+                by_stage[name].append((moments[end] - moments[start]) * 1000)
+    return {
+        "stages_ms": {
+            name: [round(statistics.median(values), 2), round(percentile(values, 0.99), 2)]
+            for name, values in by_stage.items()
+            if values
+        },
+        "traced": len(by_stage["api_response"]),
     }
 
 

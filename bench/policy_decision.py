@@ -20,6 +20,17 @@ The last line printed is one JSON object: p50_us, p99_us (wall clock), policies,
 the same percentiles of the thread's CPU time (cpu_p50_us, cpu_p99_us: on a
 shared machine the wall-clock tail is mostly waiting for a core), and the mean
 candidates and matches per event.
+
+    .venv/bin/python bench/policy_decision.py --batch
+
+The worker's pass over one batch instead (``engine.decide_events``, I/O
+included), on the 1,000 latest events of ``bench/ingest.py --size small``'s
+database (run that first): as the ingest leaves them (no policy listens), then
+inside a transaction rolled back at the end with one policy per event type of
+the batch (a condition no customer meets), once with every event already
+claimed (the on-commit pass decided them) and once with none claimed (each
+event decided). Prints per case the median wall and CPU milliseconds of a
+call and its SQL statements.
 """
 
 from __future__ import annotations
@@ -193,11 +204,83 @@ def build(per_type: int) -> None:
         OfferPresentation.objects.bulk_create(rows)
 
 
+BATCH = 1_000
+
+
+def batch_main(rounds: int) -> int:
+    from bench.common import setup_django
+
+    setup_django("crm_bench_ingest_small")
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from crm.models import BusinessEvent
+    from policies import engine
+    from policies import services as policy_services
+    from policies.models import EventEvaluation
+
+    events = list(BusinessEvent.objects.order_by("-id")[:BATCH])
+    if len(events) < BATCH:
+        raise SystemExit("run bench/ingest.py --size small first: its database holds the events")
+    for event in events:  # as the worker holds them: decided now, whenever they were recorded
+        event.occurred_at = timezone.now()
+
+    def timed(name: str, before: Any = None) -> dict[str, Any]:
+        walls, cpus, statements = [], [], [0]
+
+        def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+            statements[0] += 1
+            return execute(sql, params, many, context)
+
+        for _ in range(rounds):
+            if before is not None:
+                before()
+            with transaction.atomic():
+                sid = transaction.savepoint()
+                statements[0] = 0
+                with connection.execute_wrapper(count):
+                    cpu, wall = time.process_time(), time.perf_counter()
+                    engine.decide_events(events)
+                    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                transaction.savepoint_rollback(sid)
+            walls.append(wall * 1000)
+            cpus.append(cpu * 1000)
+        return {"case": name, "wall_ms": round(statistics.median(walls), 2),
+                "cpu_ms": round(statistics.median(cpus), 2), "statements": statements[0]}  # fmt: skip
+
+    engine.index_forget()
+    results = [timed("no policy listens")]
+    with transaction.atomic():
+        for event_type in sorted({e.type for e in events}):
+            policy_services.policy_save(
+                actor=None, name=f"bench batch {event_type}", trigger_types=[event_type],
+                condition='customer.tier == "nobody"', status="active",
+                actions=[{"action": "tag_customer", "settings": {"tag": "bench"}}],
+            )  # fmt: skip
+        engine.policy_index()
+        EventEvaluation.objects.bulk_create(
+            EventEvaluation(event_id=e.pk, evaluated_at=timezone.now(), candidates=1, matched=0)
+            for e in events
+        )
+        results.append(timed("all claimed"))
+        EventEvaluation.objects.filter(event_id__in=[e.pk for e in events]).delete()
+        results.append(timed("none claimed"))
+        transaction.set_rollback(True)
+    engine.index_forget()
+    for result in results:
+        print(json.dumps({"bench": "policy_decision_batch", "events": BATCH, **result}))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="default")
     parser.add_argument("--samples", type=int, default=None)
+    parser.add_argument("--batch", action="store_true", help="the worker's pass over a batch (see above)")
+    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
+    if args.batch:
+        return batch_main(args.rounds)
     per_type, samples = SIZES[args.size]
     samples = args.samples or samples
     database = "crm_bench_policies" if args.size == "default" else f"crm_bench_policies_{args.size}"

@@ -51,14 +51,13 @@ from policies import conditions
 from policies.models import (
     Decision,
     DecisionOutcome,
-    EventEvaluation,
     Offer,
     OfferStatus,
     Policy,
     PolicyStatus,
     PresentationStatus,
 )
-from policies.services import ActionRun, offers_present
+from policies.services import SEQUENCE_LOCK_SQL, ActionRun, offers_present, sequence_lock_params
 
 logger = logging.getLogger(__name__)
 
@@ -703,16 +702,17 @@ def verdict_reason(verdict: Verdict) -> str:
 
 
 def apply(
-    plan: Plan, *, event: BusinessEvent, now: dt.datetime, write_decisions: bool = True
+    plan: Plan, *, event: BusinessEvent, now: dt.datetime, write_decisions: bool = True, locked: bool = False
 ) -> list[Decision]:
     """The actions' effects and the decision rows (inside the caller's transaction;
-    ``write_decisions=False``: the caller wrote them with its claim). The offers chosen
-    are presented together (``offers_present``: a fixed number of statements for
-    all of them), from the index's copy of each offer."""
+    ``write_decisions=False``: the caller wrote them with its claim; ``locked``: and
+    took the customer's sequence lock with it). The offers chosen are presented
+    together (``offers_present``: a fixed number of statements for all of them),
+    from the index's copy of each offer."""
     assert event.customer_id is not None  # noqa: S101  (decide() skips events of no customer)
     offers_present(
         event=event, customer_id=event.customer_id, now=now,
-        items=[(p.candidate.id, p.offer, p.channel) for p in plan.presentations],
+        items=[(p.candidate.id, p.offer, p.channel) for p in plan.presentations], locked=locked,
     )  # fmt: skip
     decisions: list[Decision] = []
     for verdict in plan.verdicts:
@@ -800,7 +800,7 @@ def decide(
         if decisions is None:
             return None
         with realtime.batched():
-            apply(plan, event=event, now=now, write_decisions=False)
+            apply(plan, event=event, now=now, write_decisions=False, locked=bool(plan.presentations))
     return decisions
 
 
@@ -808,9 +808,18 @@ def _claim_with_decisions(
     plan: Plan, *, event: BusinessEvent, now: dt.datetime, claim: list[Any], relaxed: bool
 ) -> list[Decision] | None:
     """The claim and the decision rows in one statement (the decisions are written
-    only if the claim was): no task to wait for. None when the claim was taken."""
+    only if the claim was): no task to wait for. None when the claim was taken.
+
+    When the plan presents offers, the same statement takes the customer's sequence
+    lock once the claim is won (a pass that finds the claim taken never waits for
+    it), so the presentations' insert, a later statement with a later snapshot,
+    needs no round trip of its own for it."""
     assert event.customer_id is not None  # noqa: S101  (decide() skips events of no customer)
     rows = [(v.candidate.id, v.candidate.version, v.outcome, verdict_reason(v)[:200]) for v in plan.verdicts]
+    lock, lock_params = "", []
+    if plan.presentations:
+        lock = f", (SELECT count({SEQUENCE_LOCK_SQL}::text) FROM claim)"
+        lock_params = sequence_lock_params(event.customer_id)
     with server_bound_cursor() as cursor:
         cursor.execute(
             f"WITH claim AS ({_CLAIM_RELAXED if relaxed else _CLAIM}),"
@@ -819,11 +828,11 @@ def _claim_with_decisions(
             "  SELECT claim.event_id, d.policy_id, d.version, %s, d.outcome, d.reason, NULL, %s"
             "  FROM claim, unnest(%s::bigint[], %s::integer[], %s::text[], %s::text[])"
             "  WITH ORDINALITY AS d(policy_id, version, outcome, reason, n) ORDER BY d.n RETURNING id)"
-            " SELECT (SELECT count(*) FROM claim), ARRAY(SELECT id FROM made)",
+            f" SELECT (SELECT count(*) FROM claim), ARRAY(SELECT id FROM made){lock}",
             [*claim, event.customer_id, now, [r[0] for r in rows], [r[1] for r in rows],
-             [r[2] for r in rows], [r[3] for r in rows]],
+             [r[2] for r in rows], [r[3] for r in rows], *lock_params],
         )  # fmt: skip
-        claimed, ids = cursor.fetchone()
+        claimed, ids = cursor.fetchone()[:2]
     if not claimed:
         return None
     return [
@@ -835,19 +844,58 @@ def _claim_with_decisions(
 
 def decide_events(events: Sequence[BusinessEvent]) -> None:
     """The deferred listener (crm CRM_EVENT_LISTENERS): runs in the dispatch
-    transaction, so an event is marked dispatched only with its decisions. Events
-    the on-commit pass already decided (nearly all) cost one read for the batch."""
-    claimed = set(
-        EventEvaluation.objects.filter(event_id__in=[e.pk for e in events]).values_list("event_id", flat=True)
-    )
-    events = [e for e in events if e.pk not in claimed]
+    transaction, so an event is marked dispatched only with its decisions.
+
+    A batch of a touchpoint ingest is a thousand events of which few, often none,
+    trigger a policy: the index says which (no I/O), and only those cost a read.
+    Events the on-commit pass already decided (nearly all of the rest) and their
+    customers then cost one statement for the whole batch, one array parameter
+    whatever its size (``IN`` would take a placeholder per value and be parsed
+    and planned afresh for each batch size)."""
+    now = timezone.now()
+    oldest = now - dt.timedelta(hours=settings.POLICIES_EVENT_MAX_AGE_HOURS)
+    index = policy_index()
+    # The filters decide() applies first, applied here so that a skipped event reads nothing.
+    events = [
+        e
+        for e in events
+        if e.customer_id is not None and e.occurred_at >= oldest and index.candidates(e.type, now)
+    ]
     if not events:
         return
-    customers = Customer.objects.only(*CUSTOMER_COLUMNS).in_bulk(
-        {e.customer_id for e in events if e.customer_id}
-    )
+    customers = _customers_unclaimed(events)
     for event in events:
-        decide(event, customer=customers.get(event.customer_id) if event.customer_id else None)
+        customer = customers.get(event.pk)
+        if customer is not None:
+            decide(event, customer=customer)
+
+
+def _customers_unclaimed(events: Sequence[BusinessEvent]) -> dict[int, Customer]:
+    """Of these events, those not claimed yet, each with its customer (the facts'
+    columns only), in one statement; an event whose customer was erased is left out
+    (decide() would find nothing to decide). One customer row serves all its events."""
+    columns, attnames = _customer_columns()
+    selected = ", ".join(
+        f"c.{column}::text" if column == "addresses" else f"c.{column}" for column in columns
+    )
+    with server_bound_cursor() as cursor:
+        cursor.execute(
+            f"SELECT e.id, {selected} FROM unnest(%s::bigint[], %s::bigint[]) AS e(id, customer_id)"
+            " JOIN crm_customer c ON c.id = e.customer_id"
+            " WHERE NOT EXISTS (SELECT 1 FROM policies_eventevaluation v WHERE v.event_id = e.id)",
+            [[e.pk for e in events], [e.customer_id for e in events]],
+        )
+        rows = cursor.fetchall()
+    addresses, pk = attnames.index("addresses"), attnames.index("id")
+    built: dict[int, Customer] = {}
+    out: dict[int, Customer] = {}
+    for event_id, *values in rows:
+        customer = built.get(values[pk])
+        if customer is None:
+            values[addresses] = json.loads(values[addresses]) if values[addresses] else []
+            customer = built[values[pk]] = Customer.from_db(connection.alias, attnames, values)
+        out[event_id] = customer
+    return out
 
 
 _on_commit_pass = threading.local()

@@ -13,7 +13,7 @@ from tests.touchpoint_data import apply_all, profile, receive, visit
 
 pytestmark = pytest.mark.django_db
 
-STATEMENTS = 62
+STATEMENTS = 58
 
 
 def _keyed_results(web, n: int, prefix: str) -> list[dict]:
@@ -42,9 +42,9 @@ def test_a_claimed_batch_costs_the_same_statements_for_4_results_or_40(web):
     assert small == large
     # Two claims (a key's profile change waits for its visit) and a last, empty one.
     # Each: the window, the claim, the lock, the keys looked up and marked seen in
-    # one statement, contacts, their events, the listeners' reads, (profile rows
-    # locked, updated, their history, orders and events), the outcomes, the batch,
-    # with their savepoints and settings.
+    # one statement, contacts, their events (no policy listens to them: the engine's
+    # listener reads nothing), (profile rows locked, updated, their history, orders
+    # and events), the outcomes, the batch, with their savepoints and settings.
     assert large == STATEMENTS, large
     assert Interaction.objects.filter(external_id__startswith="B-v").count() == 20
     assert not TouchpointResult.objects.exclude(status="applied").exists()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from crm import listeners, services
@@ -72,5 +72,38 @@ def test_concurrent_passes_decide_an_event_once_and_number_presentations_without
             OfferPresentation.objects.filter(customer=other).values_list("sequence", flat=True)
         )
         assert sequences == [1, 2]
+    finally:
+        listeners.forget()
+
+
+def _sequence_locks_held(customer_id: int) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+            " AND granted AND classid = 7301 AND objid = %s",
+            [customer_id],
+        )
+        return int(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_claim_takes_the_sequence_lock_only_when_it_wins(settings: Any) -> None:
+    """The lock that numbers a customer's presentations is taken by the claim's own
+    statement, and only by a pass that won the claim: one that finds the event
+    decided never queues behind the customer's other decisions."""
+    settings.CRM_EVENT_LISTENERS = {"realtime": [], "deferred": []}
+    listeners.forget()
+    try:
+        make_offer("first-offer")
+        make_policy(None, trigger_types=["web.page_view"], actions=present("first-offer", "self_service"))
+        customer = make_customer(marketing_opt_in=True)
+        viewed = _event(customer, "web.page_view", "v1")
+        with transaction.atomic():
+            assert engine.decide(viewed) is not None
+            assert _sequence_locks_held(customer.pk) == 1  # held until this transaction ends
+        assert OfferPresentation.objects.get(customer=customer).sequence == 1
+        with transaction.atomic():
+            assert engine.decide(viewed) is None  # decided already
+            assert _sequence_locks_held(customer.pk) == 0
     finally:
         listeners.forget()

@@ -366,7 +366,7 @@ def test_the_on_commit_pass_leaves_the_events_it_records_to_the_worker(
         listeners.forget()
 
 
-DECISION_STATEMENTS = 7
+DECISION_STATEMENTS = 6
 
 
 def test_a_decision_costs_the_same_queries_however_many_offers_it_presents(
@@ -406,9 +406,89 @@ def test_a_decision_costs_the_same_queries_however_many_offers_it_presents(
     # Three offers and four decision rows take the statements one offer took.
     assert with_three == with_one
     # The facts (customer given: history and presentations), the claim with the decision
-    # rows, the sequence lock, the presentations, their offer.presented events; and the
+    # rows and the sequence lock, the presentations, their offer.presented events; and the
     # savepoint's two (the test's transaction encloses the decision's).
     assert with_one == DECISION_STATEMENTS
+
+
+def _page_views(customers: list[Customer], prefix: str) -> list[BusinessEvent]:
+    """Events recorded and left undecided, as a worker's batch finds them."""
+    events = [
+        services.business_event_record(
+            type="web.page_view", occurred_at=timezone.now(), payload={"url": "/"},
+            source=services.crm_source(), idempotency_key=f"{prefix}-{n}", customer=customer,
+        )[0]
+        for n, customer in enumerate(customers)
+    ]  # fmt: skip
+    forget_pending_dispatch()
+    return events
+
+
+def test_a_batch_reads_what_it_needs_in_statements_that_do_not_grow_with_its_size(
+    live_engine: None, bob: User, dave_customer: Customer, erin_customer: Customer
+) -> None:
+    """The worker's pass over a batch: events no policy listens to read nothing; the
+    rest cost one statement for the batch (which are claimed, and their customers),
+    with the same text whatever the batch's size, plus each undecided one's decision."""
+    make_offer("one")
+    make_policy(bob, name="one", trigger_types=["web.page_view"], actions=present("one", "self_service"))
+    opted_in(dave_customer)
+    opted_in(erin_customer)
+    engine.policy_index()  # warm, as in a running worker
+    source_systems()
+
+    def statements(events: list[BusinessEvent]) -> list[str]:
+        with CaptureQueriesContext(connection) as queries:
+            engine.decide_events(events)
+        return [q["sql"] for q in queries.captured_queries]
+
+    unheard = [
+        services.business_event_record(
+            type="email.clicked", occurred_at=timezone.now(), payload={"url": "/"},
+            source=services.crm_source(), idempotency_key=f"unheard-{n}", customer=dave_customer,
+        )[0]
+        for n in range(30)
+    ]  # fmt: skip
+    forget_pending_dispatch()
+    assert statements(unheard) == []
+    assert not EventEvaluation.objects.filter(event_id__in=[e.pk for e in unheard]).exists()
+
+    small = _page_views([dave_customer, erin_customer], "small")
+    large = _page_views([dave_customer, erin_customer] * 10, "large")
+    for batch in (small, large):
+        EventEvaluation.objects.bulk_create(
+            EventEvaluation(event_id=e.pk, evaluated_at=timezone.now(), candidates=1, matched=0)
+            for e in batch
+        )
+    read_small, read_large = statements(small), statements(large)
+    assert len(read_small) == len(read_large) == 1
+    assert read_small == read_large  # one array parameter: the same statement, prepared once
+    assert not Decision.objects.exists()
+
+    # Undecided: the batch's read, then each event's decision (the customer not read again).
+    two, four = _page_views([dave_customer, erin_customer], "two"), _page_views([erin_customer] * 4, "four")
+    decided_two, decided_four = statements(two), statements(four)
+    assert len(decided_two) == 1 + 2 * DECISION_STATEMENTS
+    assert sum("crm_customer c" in sql for sql in decided_four) == 1  # the batch's read only
+    assert EventEvaluation.objects.filter(event_id__in=[e.pk for e in two + four]).count() == 6
+    assert [Decision.objects.get(event_id=e.pk).outcome for e in two] == ["acted", "acted"]
+    # Erin's offer from the first batch waits for an answer: the contact rule stops the rest.
+    reasons = {Decision.objects.get(event_id=e.pk).reason for e in four}
+    assert reasons == {"The offer one is already waiting for an answer on self_service."}
+
+
+def test_a_batch_skips_the_event_of_an_erased_customer_and_decides_the_rest(
+    live_engine: None, bob: User, dave_customer: Customer, erin_customer: Customer
+) -> None:
+    make_offer("one")
+    make_policy(bob, name="one", trigger_types=["web.page_view"], actions=present("one", "self_service"))
+    opted_in(erin_customer)
+    gone, kept = _page_views([dave_customer, erin_customer], "erased")
+    # As the worker's copy of an event whose customer was erased since: no such row.
+    gone.customer_id = Customer.objects.order_by("-pk").values_list("pk", flat=True)[0] + 1000
+    engine.decide_events([gone, kept])
+    assert list(EventEvaluation.objects.values_list("event_id", flat=True)) == [kept.pk]
+    assert OfferPresentation.objects.get().customer_id == erin_customer.pk
 
 
 def _eventually(check: Any, seconds: float = 5.0) -> bool:

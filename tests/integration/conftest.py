@@ -22,6 +22,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -268,6 +269,40 @@ def signed_in_page(
     page.press("#id_password", "Enter")
     page.wait_for_url(f"{server.origin}{landing}")
     return page
+
+
+@dataclass
+class BrowserSession:
+    """The Chromium of one ``chromium()`` block; ``errors`` gathers the JavaScript
+    errors of every page it opened."""
+
+    browser: Any
+    errors: list[str]
+
+    def sign_in(self, server: Server, username: str, *, landing: str = "/") -> Any:
+        """A new page signed in as ``username`` (see ``signed_in_page``)."""
+        return signed_in_page(self.browser, server, username, self.errors, landing=landing)
+
+
+@contextmanager
+def chromium() -> Iterator[BrowserSession]:
+    """A real Chromium for the block, which then fails on any JavaScript error its
+    pages raised. Open it once the test's data exists: Playwright's sync API keeps
+    an event loop on this thread while the block runs, and crm's services publish
+    through asgiref's async_to_sync, which refuses to run beside one."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    session = BrowserSession(browser=None, errors=[])
+    with sync_playwright() as playwright:
+        session.browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield session
+        finally:
+            session.browser.close()
+    assert not session.errors, f"JavaScript errors on the page: {session.errors}"
 
 
 def mortgage_policy(actor: Any, channel: str, *, talking_points: str, self_service_text: str) -> Any:

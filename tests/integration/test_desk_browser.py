@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +14,8 @@ from agents import services as agents_services
 from agents.models import Agent, AgentState, Call, CallState, Disposition, Queue
 from crm import services
 from crm.models import Customer, User
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, SCREENSHOTS
-from tests.integration.conftest import COMMITTED, Server, signed_in_page
+from tests.e2e.conftest import NEEDS_CHROMIUM, SCREENSHOTS
+from tests.integration.conftest import COMMITTED, Server, chromium
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, COMMITTED, NEEDS_CHROMIUM]
 
@@ -41,29 +40,21 @@ def test_an_agent_goes_available_gets_a_call_popped_answers_and_wraps_up(
     Disposition.objects.create(code="resolved", label="Resolved")
     agents_services.agent_for(user=alice).queues.set([queue])
     _, token = services.api_token_create(user=frank, name="pbx bridge")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    shots = Path(SCREENSHOTS)
-    shots.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        errors: list[str] = []
-
-        def signed_in(username: str) -> Any:
-            return signed_in_page(browser, uvicorn_server, username, errors)
-
+    with chromium() as browser:
         # The supervisor watches the floor in another browser while the agent works.
-        floor = signed_in("bob")
+        floor = browser.sign_in(uvicorn_server, "bob")
         floor.goto(f"{uvicorn_server.origin}/floor/")
         expect(floor.locator(".tile-available .tile-n")).to_have_text("0")
-        page = signed_in("alice")
+        page = browser.sign_in(uvicorn_server, "alice")
         presence = page.locator("#presence")
         expect(presence).to_have_attribute("data-state", "offline", timeout=10_000)
 
         page.locator("body").click()  # focus off the search box: letters are shortcuts now
         page.keyboard.press("a")
         expect(presence).to_have_attribute("data-state", "available")
-        page.screenshot(path=str(shots / "desk-available.png"))
+        page.screenshot(path=str(SCREENSHOTS / "desk-available.png"))
         expect(floor.locator(".tile-available .tile-n")).to_have_text("1", timeout=5_000)
 
         _post(
@@ -76,20 +67,20 @@ def test_an_agent_goes_available_gets_a_call_popped_answers_and_wraps_up(
         callbar = page.locator("#callbar")
         expect(callbar).to_have_attribute("data-state", "ringing", timeout=10_000)
         expect(presence).to_have_attribute("data-state", "ringing")
-        page.screenshot(path=str(shots / "desk-ringing.png"))
+        page.screenshot(path=str(SCREENSHOTS / "desk-ringing.png"))
 
         page.locator("body").click()
         page.keyboard.press("Enter")
         expect(callbar).to_have_attribute("data-state", "connected")
         expect(presence).to_have_attribute("data-state", "on_call")
-        page.screenshot(path=str(shots / "desk-on-call.png"))
+        page.screenshot(path=str(SCREENSHOTS / "desk-on-call.png"))
         expect(floor.locator(".tile-on_call .tile-n")).to_have_text("1", timeout=5_000)
-        floor.screenshot(path=str(shots / "floor.png"), full_page=True)
+        floor.screenshot(path=str(SCREENSHOTS / "floor.png"), full_page=True)
 
         page.keyboard.press("x")
         expect(presence).to_have_attribute("data-state", "wrap_up")
         page.fill("#wrap-notes", "Asked about the new card")
-        page.screenshot(path=str(shots / "desk-wrap-up.png"))
+        page.screenshot(path=str(SCREENSHOTS / "desk-wrap-up.png"))
         page.locator("body").click()
         page.keyboard.press("w")
         expect(presence).to_have_attribute("data-state", "available")
@@ -103,13 +94,11 @@ def test_an_agent_goes_available_gets_a_call_popped_answers_and_wraps_up(
             {"call_id": "pbx-2", "ani": "312-555-0100", "queue": "service"},
         )
         expect(page.locator("h2", has_text="No customer has this number")).to_be_visible(timeout=10_000)
-        page.screenshot(path=str(shots / "desk-pop-unknown.png"))
+        page.screenshot(path=str(SCREENSHOTS / "desk-pop-unknown.png"))
         page.locator("body").click()
         page.keyboard.press("n")
         expect(page.locator("#id_phone")).to_have_value("+1 312-555-0100")
-        page.screenshot(path=str(shots / "desk-new-customer.png"))
-        browser.close()
-    assert not errors, errors
+        page.screenshot(path=str(SCREENSHOTS / "desk-new-customer.png"))
     call = Call.objects.get(telephony_id="pbx-1")
     assert (call.state, call.end_reason, call.customer_id) == (CallState.ENDED, "completed", dave_customer.pk)
     # The second caller rings her now, from a number no record has.

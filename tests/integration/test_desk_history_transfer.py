@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import threading
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +17,8 @@ from agents import services as agents_services
 from agents.models import AgentState, Queue
 from crm import services
 from crm.models import Customer, SourceSystem, User
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, SCREENSHOTS
-from tests.integration.conftest import COMMITTED, Server, signed_in_page
+from tests.e2e.conftest import NEEDS_CHROMIUM, SCREENSHOTS
+from tests.integration.conftest import COMMITTED, Server, chromium
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, COMMITTED, NEEDS_CHROMIUM]
 
@@ -36,25 +35,21 @@ def test_the_history_filters_by_channel_and_loads_older_contacts_as_the_agent_sc
             subject=f"Contact {n}", agent=alice if n % 2 else None,
             disposition="resolved" if n % 2 else "", campaign_code="spring-cards" if n % 5 == 0 else "",
         )  # fmt: skip
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    shots = Path(SCREENSHOTS)
-    shots.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        errors: list[str] = []
-        page = signed_in_page(browser, uvicorn_server, "alice", errors)
+    with chromium() as browser:
+        page = browser.sign_in(uvicorn_server, "alice")
         page.set_viewport_size({"width": 1366, "height": 768})
         page.goto(f"{uvicorn_server.origin}/customer/{dave_customer.pk}/")
         rows = page.locator("#history-rows tr[data-interaction]")
         expect(rows).to_have_count(50)
-        page.screenshot(path=str(shots / "customer-history.png"))
+        page.screenshot(path=str(SCREENSHOTS / "customer-history.png"))
         # Scrolling to the end of the table brings the older pages, then says it is the first.
         for expected in (100, 130):
             page.locator("#history-rows tr").last.scroll_into_view_if_needed()
             expect(rows).to_have_count(expected, timeout=10_000)
         expect(page.locator("tr.history-end")).to_contain_text("The first contact on record.")
-        page.screenshot(path=str(shots / "customer-history-end.png"))
+        page.screenshot(path=str(SCREENSHOTS / "customer-history-end.png"))
         # The chips are buttons: reachable with Tab, pressed with Enter.
         chip = page.locator('[data-history-channel="email"]')
         chip.focus()
@@ -63,9 +58,7 @@ def test_the_history_filters_by_channel_and_loads_older_contacts_as_the_agent_sc
         expect(rows).to_have_count(33)
         assert set(rows.locator(".col-channel").all_inner_texts()) == {"↙ E-mail"}
         chip.scroll_into_view_if_needed()
-        page.screenshot(path=str(shots / "customer-history-email.png"))
-        browser.close()
-    assert not errors, errors
+        page.screenshot(path=str(SCREENSHOTS / "customer-history-email.png"))
 
 
 @pytest.mark.usefixtures("dave_customer")
@@ -84,13 +77,10 @@ def test_the_agent_transfers_a_call_to_an_available_colleague_with_t(
     )
     agents_services.call_event(source=ivr, telephony_id="x1", event_id="a", kind="answered")
     agents_services.agent_set_state(user=colleague, state=AgentState.AVAILABLE)
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    shots = Path(SCREENSHOTS)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        errors: list[str] = []
-        page: Any = signed_in_page(browser, uvicorn_server, "alice", errors)
+    with chromium() as browser:
+        page: Any = browser.sign_in(uvicorn_server, "alice")
         page.set_viewport_size({"width": 1366, "height": 768})
         page.goto(f"{uvicorn_server.origin}/customer/{call.customer_id}/")
         callbar = page.locator("#callbar")
@@ -100,13 +90,11 @@ def test_the_agent_transfers_a_call_to_an_available_colleague_with_t(
         select = page.locator("#transfer-to")
         expect(select).to_be_focused()
         expect(select.locator("option")).to_contain_text(["Carl Diaz"])
-        page.screenshot(path=str(shots / "desk-transfer.png"))
+        page.screenshot(path=str(SCREENSHOTS / "desk-transfer.png"))
         page.keyboard.press("Enter")
         expect(page.locator("#presence")).to_have_attribute("data-state", "wrap_up", timeout=10_000)
         expect(page.locator("#transfer")).to_be_hidden()
-        page.screenshot(path=str(shots / "desk-transferred.png"))
-        browser.close()
-    assert not errors, errors
+        page.screenshot(path=str(SCREENSHOTS / "desk-transferred.png"))
     assert agents_services.agent_for(user=colleague).state == AgentState.RINGING
 
 
@@ -132,12 +120,10 @@ def test_the_history_keeps_its_channel_when_the_screen_reads_itself_again(
             subject=f"Earlier contact {n}",
         )  # fmt: skip
     _, token = services.api_token_create(user=frank, name="ivr sync")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        errors: list[str] = []
-        page = signed_in_page(browser, uvicorn_server, "alice", errors)
+    with chromium() as browser:
+        page = browser.sign_in(uvicorn_server, "alice")
         page.set_viewport_size({"width": 1366, "height": 768})
         page.goto(f"{uvicorn_server.origin}/customer/{dave_customer.pk}/")
         expect(page.locator("#live-state")).to_have_attribute("data-state", "live", timeout=10_000)
@@ -160,12 +146,10 @@ def test_the_history_keeps_its_channel_when_the_screen_reads_itself_again(
         expect(page.locator("#screen")).not_to_contain_text("Phoned while filtered")
         expect(page.locator("#history-rows tr.row-new")).to_have_count(1)
         page.locator(".history-filter").scroll_into_view_if_needed()
-        page.screenshot(path=str(Path(SCREENSHOTS) / "customer-history-filter-live.png"))
+        page.screenshot(path=str(SCREENSHOTS / "customer-history-filter-live.png"))
         # All again: the phone contact was there all along.
         page.locator('[data-history-channel=""]').click()
         expect(page.locator("#history-rows")).to_contain_text("Phoned while filtered")
-        browser.close()
-    assert not errors, errors
 
 
 @pytest.mark.usefixtures("dave_customer")
@@ -184,12 +168,10 @@ def test_a_refused_transfer_keeps_the_list_open_beside_the_reason(
     )
     agents_services.call_event(source=ivr, telephony_id="x2", event_id="a", kind="answered")
     agents_services.agent_set_state(user=colleague, state=AgentState.AVAILABLE)
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        errors: list[str] = []
-        page: Any = signed_in_page(browser, uvicorn_server, "alice", errors)
+    with chromium() as browser:
+        page: Any = browser.sign_in(uvicorn_server, "alice")
         page.set_viewport_size({"width": 1366, "height": 768})
         page.goto(f"{uvicorn_server.origin}/customer/{call.customer_id}/")
         expect(page.locator("#callbar")).to_have_attribute("data-state", "connected", timeout=10_000)
@@ -210,15 +192,13 @@ def test_a_refused_transfer_keeps_the_list_open_beside_the_reason(
         expect(select).not_to_contain_text("Carl Diaz")
         expect(select).to_contain_text("Nobody with this skill is available")
         expect(page.locator("#presence")).to_have_attribute("data-state", "on_call")
-        page.screenshot(path=str(Path(SCREENSHOTS) / "desk-transfer-refused.png"))
+        page.screenshot(path=str(SCREENSHOTS / "desk-transfer-refused.png"))
         # The agent picks the queue instead, from the same list.
         select.select_option(value="queue:service")
         page.keyboard.press("Enter")
         expect(page.locator("#presence")).to_have_attribute("data-state", "wrap_up", timeout=10_000)
         expect(page.locator("#transfer")).to_be_hidden()
         expect(page.locator(".callbar-error")).to_have_text("")
-        browser.close()
-    assert not errors, errors
     assert agents_services.agent_for(user=colleague).state == AgentState.BREAK
 
 
@@ -251,12 +231,10 @@ def test_a_saved_profile_and_an_answered_offer_keep_the_history_on_the_chosen_ch
         offer=offer, customer=dave_customer, channel="agent_screen", sequence=1,
         expires_at=now + dt.timedelta(hours=1),
     )  # fmt: skip
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        errors: list[str] = []
-        page = signed_in_page(browser, uvicorn_server, "alice", errors)
+    with chromium() as browser:
+        page = browser.sign_in(uvicorn_server, "alice")
         page.set_viewport_size({"width": 1366, "height": 768})
         page.goto(f"{uvicorn_server.origin}/customer/{dave_customer.pk}/")
         expect(page.locator("#live-state")).to_have_attribute("data-state", "live", timeout=10_000)
@@ -281,7 +259,5 @@ def test_a_saved_profile_and_an_answered_offer_keep_the_history_on_the_chosen_ch
         expect(page.locator(".offers-panel")).to_contain_text("No offers for this customer right now")
         on_email()
         page.locator(".history-filter").scroll_into_view_if_needed()
-        page.screenshot(path=str(Path(SCREENSHOTS) / "customer-history-filter-kept.png"))
-        browser.close()
-    assert not errors, errors
+        page.screenshot(path=str(SCREENSHOTS / "customer-history-filter-kept.png"))
     assert OfferPresentation.objects.get().status == "accepted"

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from crm import services
 from crm.models import Customer, SourceSystem, User
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, SCREENSHOTS
-from tests.integration.conftest import COMMITTED, Server, signed_in_page
+from tests.e2e.conftest import NEEDS_CHROMIUM, SCREENSHOTS
+from tests.integration.conftest import COMMITTED, Server, chromium
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, COMMITTED, NEEDS_CHROMIUM]
 
@@ -35,12 +34,10 @@ def test_a_synced_contact_and_a_profile_change_appear_on_an_open_screen(
     uvicorn_server: Server, alice: User, dave_customer: Customer, ivr: SourceSystem, frank: User
 ) -> None:
     _, token = services.api_token_create(user=frank, name="ivr sync")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        errors: list[str] = []
-        page = signed_in_page(browser, uvicorn_server, "alice", errors)
+    with chromium() as browser:
+        page = browser.sign_in(uvicorn_server, "alice")
         page.goto(f"{uvicorn_server.origin}/customer/{dave_customer.pk}/")
         expect(page.locator("#live-state")).to_have_attribute("data-state", "live", timeout=10_000)
         expect(page.locator("#screen")).not_to_contain_text("Asked about mortgage rates")
@@ -73,22 +70,17 @@ def test_a_synced_contact_and_a_profile_change_appear_on_an_open_screen(
         expect(page.locator(".cust-title h1")).to_have_text("David Miller", timeout=5_000)
         expect(page.locator("#screen")).to_have_attribute("data-version", str(dave_customer.version + 1))
 
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SCREENSHOTS) / "customer-live-update.png"), full_page=True)
-        browser.close()
-    assert not errors, errors
+        page.screenshot(path=str(SCREENSHOTS / "customer-live-update.png"), full_page=True)
 
 
 def test_an_agent_edits_in_place_and_a_clash_shows_both_sides(
     uvicorn_server: Server, alice: User, dave_customer: Customer, ivr: SourceSystem, frank: User
 ) -> None:
     _, token = services.api_token_create(user=frank, name="web sync")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        errors: list[str] = []
-        page = signed_in_page(browser, uvicorn_server, "alice", errors)
+    with chromium() as browser:
+        page = browser.sign_in(uvicorn_server, "alice")
         page.goto(f"{uvicorn_server.origin}/customer/{dave_customer.pk}/")
         expect(page.locator("#live-state")).to_have_attribute("data-state", "live", timeout=10_000)
         page.locator("body").click()
@@ -107,11 +99,9 @@ def test_an_agent_edits_in_place_and_a_clash_shows_both_sides(
         conflict = page.locator(".conflict")
         expect(conflict).to_contain_text("David")
         expect(conflict).to_contain_text("Davey")
-        page.screenshot(path=str(Path(SCREENSHOTS) / "customer-edit-conflict.png"))
+        page.screenshot(path=str(SCREENSHOTS / "customer-edit-conflict.png"))
         page.locator(".profile-form button[type=submit]").click()
         expect(page.locator(".cust-title h1")).to_have_text("Davey Miller", timeout=5_000)
-        browser.close()
-    assert not errors, errors
     dave_customer.refresh_from_db()
     assert dave_customer.given_name == "Davey"
 
@@ -133,19 +123,15 @@ def test_the_agent_answers_an_offer_on_the_screen_with_a_key(
         offer=offer, customer=dave_customer, channel="agent_screen", sequence=1,
         expires_at=timezone.now() + dt.timedelta(hours=4),
     )  # fmt: skip
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        errors: list[str] = []
-        page = signed_in_page(browser, uvicorn_server, "alice", errors)
+    with chromium() as browser:
+        page = browser.sign_in(uvicorn_server, "alice")
         page.goto(f"{uvicorn_server.origin}/customer/{dave_customer.pk}/")
         expect(page.locator(".offers-panel")).to_contain_text("Fixed-rate mortgage")
-        page.screenshot(path=str(Path(SCREENSHOTS) / "customer-offer.png"))
+        page.screenshot(path=str(SCREENSHOTS / "customer-offer.png"))
         page.locator("body").click()
         page.keyboard.press("y")
         expect(page.locator(".offers-panel")).to_contain_text("No offers for this customer right now")
-        browser.close()
-    assert not errors, errors
     presented.refresh_from_db()
     assert (presented.status, presented.responded_by_id) == ("accepted", alice.pk)

@@ -5,7 +5,6 @@ reads the result on the policy's page."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,13 +12,13 @@ import pytest
 from crm import services
 from crm.models import User
 from policies.models import OfferPresentation
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, SCREENSHOTS
+from tests.e2e.conftest import NEEDS_CHROMIUM, SCREENSHOTS
 from tests.integration.conftest import (
     COMMITTED,
     Server,
+    chromium,
     mortgage_policy,
     post_mortgage_page_view,
-    signed_in_page,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, COMMITTED, NEEDS_CHROMIUM]
@@ -37,14 +36,10 @@ def test_an_offer_appears_on_the_open_screen_and_the_agent_accepts_it_with_the_k
         self_service_text="Lock a rate.",
     )
     _, token = services.api_token_create(user=frank, name="web site")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    shots = Path(SCREENSHOTS)
-    shots.mkdir(parents=True, exist_ok=True)
-    errors: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page: Any = signed_in_page(browser, uvicorn_server, "alice", errors)
+    with chromium() as browser:
+        page: Any = browser.sign_in(uvicorn_server, "alice")
         page.goto(f"{uvicorn_server.origin}/customer/{customer.pk}/")
         expect(page.locator(".live-state")).to_have_attribute("data-state", "live", timeout=10_000)
         expect(page.locator(".offers-panel")).to_contain_text("No offers for this customer right now")
@@ -53,23 +48,21 @@ def test_an_offer_appears_on_the_open_screen_and_the_agent_accepts_it_with_the_k
         offer = page.locator("[data-first-offer]")
         expect(offer).to_contain_text("A mortgage for your new home", timeout=10_000)
         expect(offer).to_contain_text("locked for 60 days")
-        page.screenshot(path=str(shots / "desk-offer-arrived.png"))
+        page.screenshot(path=str(SCREENSHOTS / "desk-offer-arrived.png"))
 
         page.locator("body").click()  # focus off any field: letters are shortcuts
         page.keyboard.press("y")
         expect(page.locator(".offers-panel")).not_to_contain_text(
             "A mortgage for your new home", timeout=10_000
         )
-        page.screenshot(path=str(shots / "desk-offer-accepted.png"))
+        page.screenshot(path=str(SCREENSHOTS / "desk-offer-accepted.png"))
 
-        supervisor = signed_in_page(browser, uvicorn_server, "bob", errors)
+        supervisor = browser.sign_in(uvicorn_server, "bob")
         supervisor.goto(f"{uvicorn_server.origin}/policies/{policy.pk}/?days=7")
         expect(supervisor.locator(".tile-ok .tile-n").first).to_have_text("1")
-        supervisor.screenshot(path=str(shots / "policy-results.png"), full_page=True)
-        browser.close()
+        supervisor.screenshot(path=str(SCREENSHOTS / "policy-results.png"), full_page=True)
     presentation = OfferPresentation.objects.get(customer=customer)
     assert (presentation.status, presentation.responded_by) == (
         "accepted",
         User.objects.get(username="alice"),
     )
-    assert not errors, errors

@@ -19,8 +19,8 @@ from agents.models import Disposition, Queue
 from crm import services
 from crm.models import Customer, User
 from scripting.models import Run, RunStatus
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, SCREENSHOTS
-from tests.integration.conftest import COMMITTED, Server, signed_in_page
+from tests.e2e.conftest import NEEDS_CHROMIUM, SCREENSHOTS
+from tests.integration.conftest import COMMITTED, Server, chromium
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, COMMITTED, NEEDS_CHROMIUM]
 
@@ -54,7 +54,7 @@ def _design(page: Any, origin: str, shots: Path) -> None:
         expect(page.locator(f"#step-{key}")).to_be_visible()
     # Unreachable steps are flagged on their cards while the flow is incomplete.
     expect(page.locator("#step-close .problems")).to_contain_text("No way forward")
-    page.screenshot(path=str(shots / "script-designer-problems.png"))
+    page.screenshot(path=str(SCREENSHOTS / "script-designer-problems.png"))
 
     def edited(click: Any) -> None:
         with page.expect_response(lambda r: r.url.endswith("/edit/")):
@@ -114,10 +114,10 @@ def _design(page: Any, origin: str, shots: Path) -> None:
     for item in page.locator("#step-start .designer-item").all():
         item.locator("summary").click()  # each item's own form, filled in
     page.locator("#step-start").scroll_into_view_if_needed()
-    page.screenshot(path=str(shots / "script-designer-step.png"))
-    page.locator("#step-start").screenshot(path=str(shots / "script-designer-step-card.png"))
+    page.screenshot(path=str(SCREENSHOTS / "script-designer-step.png"))
+    page.locator("#step-start").screenshot(path=str(SCREENSHOTS / "script-designer-step-card.png"))
     page.locator("#step-moving").scroll_into_view_if_needed()
-    page.screenshot(path=str(shots / "script-designer-cel-error.png"))
+    page.screenshot(path=str(SCREENSHOTS / "script-designer-cel-error.png"))
     save("moving", text="Where are you moving to, {{ customer.first_name }}?", next="close")
     form = add("moving", "question")
     form.locator("#moving-qnew-label").fill("New city")
@@ -128,8 +128,8 @@ def _design(page: Any, origin: str, shots: Path) -> None:
     edited(form.locator("text=Add question").click)
     save("close", text="Thank you, goodbye.", end=True)
     expect(page.locator("#flow-h")).to_contain_text("Ready to publish")
-    page.screenshot(path=str(shots / "script-designer.png"), full_page=True)
-    page.locator("#diagram").screenshot(path=str(shots / "script-diagram.png"))
+    page.screenshot(path=str(SCREENSHOTS / "script-designer.png"), full_page=True)
+    page.locator("#diagram").screenshot(path=str(SCREENSHOTS / "script-diagram.png"))
     page.click("#publish")
     expect(page.locator(".alert-hint")).to_contain_text("Published as v1")
     page.goto(f"{origin}/scripts/assignments/")
@@ -137,7 +137,7 @@ def _design(page: Any, origin: str, shots: Path) -> None:
     page.select_option("#as-script", label="Moving check")
     page.click("button:has-text('Assign')")
     expect(page.locator("table.grid")).to_contain_text("Moving check")
-    page.screenshot(path=str(shots / "script-assignments.png"))
+    page.screenshot(path=str(SCREENSHOTS / "script-assignments.png"))
 
 
 @pytest.mark.usefixtures("alice", "bob", "ivr")
@@ -149,18 +149,14 @@ def test_a_supervisor_builds_a_script_and_an_agent_runs_it_on_a_call(
     Disposition.objects.create(code="resolved", label="Resolved")
     agents_services.agent_for(user=alice).queues.set([queue])
     _, token = services.api_token_create(user=frank, name="pbx bridge")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     origin = uvicorn_server.origin
-    shots = Path(SCREENSHOTS)
-    shots.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        errors: list[str] = []
-        supervisor = signed_in_page(browser, uvicorn_server, "bob", errors)
-        _design(supervisor, origin, shots)
+    with chromium() as browser:
+        supervisor = browser.sign_in(uvicorn_server, "bob")
+        _design(supervisor, origin, SCREENSHOTS)
 
-        page = signed_in_page(browser, uvicorn_server, "alice", errors)
+        page = browser.sign_in(uvicorn_server, "alice")
         presence = page.locator("#presence")
         expect(presence).to_have_attribute("data-state", "offline", timeout=10_000)
         page.locator("body").click()
@@ -190,8 +186,8 @@ def test_a_supervisor_builds_a_script_and_an_agent_runs_it_on_a_call(
         page.reload()  # the run survives a reload
         expect(panel.locator(".script-step-title")).to_have_text("Moving home")
         panel.locator("#q-new_city").fill("Denver")
-        panel.screenshot(path=str(shots / "script-panel.png"))
-        page.screenshot(path=str(shots / "script-panel-screen.png"))
+        panel.screenshot(path=str(SCREENSHOTS / "script-panel.png"))
+        page.screenshot(path=str(SCREENSHOTS / "script-panel-screen.png"))
         panel.locator("#q-new_city").press("Control+Enter")
         expect(panel.locator(".script-done")).to_contain_text("Script complete")
 
@@ -206,13 +202,13 @@ def test_a_supervisor_builds_a_script_and_an_agent_runs_it_on_a_call(
         answers.locator("summary").click()
         expect(answers).to_contain_text("New city")
         expect(answers).to_contain_text("Denver")
-        page.screenshot(path=str(shots / "script-history.png"), full_page=True)
+        page.screenshot(path=str(SCREENSHOTS / "script-history.png"), full_page=True)
 
         supervisor.goto(f"{origin}/scripts/")
         supervisor.click("text=Moving check")
         supervisor.click("a:has-text('Analytics')")
         expect(supervisor.locator("[data-runs]")).to_have_text("1")
-        supervisor.screenshot(path=str(shots / "script-analytics.png"), full_page=True)
+        supervisor.screenshot(path=str(SCREENSHOTS / "script-analytics.png"), full_page=True)
         # A new draft compared with the published version, side by side.
         supervisor.go_back()
         supervisor.locator("#x-start").fill("Good morning {{ customer.first_name }}.")
@@ -220,11 +216,9 @@ def test_a_supervisor_builds_a_script_and_an_agent_runs_it_on_a_call(
             supervisor.locator("#step-start").locator("text=Save step").click()
         supervisor.click("text=Compare versions side by side")
         expect(supervisor.locator("tr.diff-changed")).to_contain_text("changed: text")
-        supervisor.screenshot(path=str(shots / "script-compare.png"), full_page=True)
+        supervisor.screenshot(path=str(SCREENSHOTS / "script-compare.png"), full_page=True)
         supervisor.goto(f"{origin}/scripts/")
-        supervisor.screenshot(path=str(shots / "script-list.png"))
-        browser.close()
-    assert not errors, errors
+        supervisor.screenshot(path=str(SCREENSHOTS / "script-list.png"))
     run = Run.objects.get()
     assert (run.status, run.path) == (RunStatus.COMPLETED, ["start", "moving", "close"])
     entry = dave_customer.interactions.get()

@@ -4,7 +4,6 @@ which shows it by itself, and the customer accepts it."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,13 +12,13 @@ from crm import services
 from crm.models import User
 from policies.models import OfferPresentation
 from tests.conftest import PASSWORD
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, SCREENSHOTS
+from tests.e2e.conftest import NEEDS_CHROMIUM, SCREENSHOTS
 from tests.integration.conftest import (
     COMMITTED,
     Server,
+    chromium,
     mortgage_policy,
     post_mortgage_page_view,
-    signed_in_page,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, COMMITTED, NEEDS_CHROMIUM]
@@ -40,17 +39,13 @@ def test_an_offer_appears_on_the_customers_page_and_they_accept_it(
         self_service_text="Lock today's rate for 60 days.",
     )
     _, token = services.api_token_create(user=frank, name="web site")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    shots = Path(SCREENSHOTS)
-    shots.mkdir(parents=True, exist_ok=True)
-    errors: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page: Any = signed_in_page(browser, uvicorn_server, "nadia", errors, landing="/me/")
+    with chromium() as browser:
+        page: Any = browser.sign_in(uvicorn_server, "nadia", landing="/me/")
         expect(page.locator("#live-state")).to_have_attribute("data-state", "live", timeout=10_000)
         expect(page.locator("#my-offers")).to_contain_text("Nothing new for you right now")
-        page.screenshot(path=str(shots / "self-service-empty.png"))
+        page.screenshot(path=str(SCREENSHOTS / "self-service-empty.png"))
 
         post_mortgage_page_view(uvicorn_server, token, customer.pk)
 
@@ -58,16 +53,14 @@ def test_an_offer_appears_on_the_customers_page_and_they_accept_it(
         expect(offer).to_contain_text("A mortgage for your new home", timeout=10_000)
         expect(offer).to_contain_text("Lock today's rate")
         expect(page.locator("#my-offers")).not_to_contain_text("For the agents only")
-        page.screenshot(path=str(shots / "self-service-offer.png"), full_page=True)
+        page.screenshot(path=str(SCREENSHOTS / "self-service-offer.png"), full_page=True)
 
         page.get_by_role("button", name="Yes, I'm interested").click()
         expect(page.locator("#my-offers")).to_contain_text("we have your answer", timeout=10_000)
         expect(page.locator("[data-offer]")).to_have_count(0)
-        page.screenshot(path=str(shots / "self-service-accepted.png"))
-        browser.close()
+        page.screenshot(path=str(SCREENSHOTS / "self-service-accepted.png"))
     presentation = OfferPresentation.objects.get(customer=customer)
     assert (presentation.status, presentation.responded_by) == (
         "accepted",
         User.objects.get(username="nadia"),
     )
-    assert not errors, errors

@@ -7,6 +7,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -274,10 +275,24 @@ def _statement(key: Any, build: Callable[[], str]) -> str:
     return sql
 
 
-def _fetch(sql: str, params: Sequence[Any]) -> list[Any]:
-    with server_bound_cursor() as cursor:
-        cursor.execute(sql, params)
-        return list(cursor.fetchall())
+@dataclass(frozen=True)
+class _Read:
+    sql: str
+    params: Sequence[Any]
+    convert: Callable[[list[Any]], Any]  # the rows -> what the caller wants
+
+
+def _run(*reads: _Read) -> list[Any]:
+    """Each read's result, the reads sent together: in pipeline mode, one round
+    trip to PostgreSQL for all of them rather than one each (a busy database
+    server makes each wait for a wake-up of its own)."""
+    with ExitStack() as stack:
+        cursors = [stack.enter_context(server_bound_cursor()) for _ in reads]
+        if len(reads) > 1:
+            stack.enter_context(connection.connection.pipeline())
+        for cursor, read in zip(cursors, reads, strict=True):
+            cursor.execute(read.sql, read.params)
+        return [read.convert(list(cursor.fetchall())) for cursor, read in zip(cursors, reads, strict=True)]
 
 
 def _q(name: str) -> str:
@@ -298,7 +313,7 @@ _HISTORY = (
 )
 
 
-def household_members(*, household_id: int, customer_id: int) -> list[Customer]:
+def _members(*, household_id: int, customer_id: int) -> _Read:
     """The other members of a household, by name: only what the screen shows of them."""
 
     def build() -> str:
@@ -308,11 +323,13 @@ def household_members(*, household_id: int, customer_id: int) -> list[Customer]:
             f"ORDER BY c.{_column(Customer, 'sort_name')}"
         )
 
-    rows = _fetch(_statement("members", build), [household_id, customer_id])
-    return [_MEMBERS[0].instance(row) for row in rows]
+    def convert(rows: list[Any]) -> list[Customer]:
+        return [_MEMBERS[0].instance(row) for row in rows]
+
+    return _Read(_statement("members", build), [household_id, customer_id], convert)
 
 
-def customer_accounts(*, customer_id: int) -> list[Account]:
+def _accounts(*, customer_id: int) -> _Read:
     """A customer's accounts with their products: the open ones first, newest first."""
 
     def build() -> str:
@@ -323,17 +340,18 @@ def customer_accounts(*, customer_id: int) -> list[Account]:
             f"ORDER BY a.{_column(Account, 'status')} ASC, a.{_column(Account, 'opened_on')} DESC"
         )
 
-    accounts = []
-    for row in _fetch(_statement("accounts", build), [customer_id]):
-        account, product = split_row(row, _ACCOUNTS)
-        Account.product.field.set_cached_value(account, product)
-        accounts.append(account)
-    return accounts
+    def convert(rows: list[Any]) -> list[Account]:
+        accounts = []
+        for row in rows:
+            account, product = split_row(row, _ACCOUNTS)
+            Account.product.field.set_cached_value(account, product)
+            accounts.append(account)
+        return accounts
+
+    return _Read(_statement("accounts", build), [customer_id], convert)
 
 
-def _history(
-    *, customer_id: int, channel: str, before: tuple[dt.datetime, int] | None, limit: int
-) -> list[Interaction]:
+def _history(*, customer_id: int, channel: str, before: tuple[dt.datetime, int] | None, limit: int) -> _Read:
     """Contacts of a customer newest first (of ``channel`` only, when given; older
     than ``before``, when given), with their agents and source systems."""
 
@@ -359,13 +377,17 @@ def _history(
     if before is not None:
         params += [before[0], before[0], before[1]]
     key = ("history", bool(channel), before is not None, limit)
-    interactions = []
-    for row in _fetch(_statement(key, build), params):
-        interaction, agent = split_row(row, _HISTORY)
-        Interaction.agent.field.set_cached_value(interaction, agent)
-        interactions.append(interaction)
-    attach_source_systems(interactions)
-    return interactions
+
+    def convert(rows: list[Any]) -> list[Interaction]:
+        interactions = []
+        for row in rows:
+            interaction, agent = split_row(row, _HISTORY)
+            Interaction.agent.field.set_cached_value(interaction, agent)
+            interactions.append(interaction)
+        attach_source_systems(interactions)
+        return interactions
+
+    return _Read(_statement(key, build), params, convert)
 
 
 @dataclass(frozen=True)
@@ -394,14 +416,15 @@ def customer_screen(
         .annotate(has_open_tasks=Exists(open_tasks))
         .get(pk=customer_id)
     )
-    members: list[Customer] = []
-    if customer.household_id is not None:
-        members = household_members(household_id=customer.household_id, customer_id=customer.pk)
-    accounts = customer_accounts(customer_id=customer.pk)
     # Only what the history shows: not the agents' password hashes and flags.
-    interactions = _history(
-        customer_id=customer.pk, channel=history_channel, before=None, limit=SCREEN_HISTORY
-    )
+    reads = [
+        _accounts(customer_id=customer.pk),
+        _history(customer_id=customer.pk, channel=history_channel, before=None, limit=SCREEN_HISTORY),
+    ]
+    if customer.household_id is not None:
+        reads.append(_members(household_id=customer.household_id, customer_id=customer.pk))
+    accounts, interactions, *rest = _run(*reads)
+    members: list[Customer] = rest[0] if rest else []
     tasks: list[Task] = []
     if customer.has_open_tasks:  # type: ignore[attr-defined]
         tasks = list(
@@ -444,7 +467,7 @@ def customer_history_page(
     """One page of the contact history, newest first, and the cursor of the next
     (None on the last): keyset pagination on (occurred_at, id) along the
     ``interaction_timeline`` index, so page 200 costs what page 1 does (no OFFSET)."""
-    rows = _history(customer_id=customer_id, channel=channel, before=before, limit=limit + 1)
+    (rows,) = _run(_history(customer_id=customer_id, channel=channel, before=before, limit=limit + 1))
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]

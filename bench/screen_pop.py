@@ -18,13 +18,18 @@ reuses it while it holds exactly the data of that size. Then:
    200 agents' desks connected and calls arriving at 50 a second, the time from
    each ``POST /api/v1/calls/`` to the pop frame on the chosen agent's socket.
 
-Where the time went (cProfile, --size small, 10 contacts a customer; December 2026):
-the screen in process was ~1/3 template rendering (the history rows ~0.4 ms each,
-now ~0.09 ms: their values are made in Python), ~1/4 the customer_screen selector's
-five queries, ~1/7 the session and user, ~1/10 the script panel; across all of them
-the ORM's SQL compilation was ~1/5. The access-log INSERT's commit no longer waits
-for the WAL flush, and the session is read from the cache (no SQL). Per screen, of
-~14 ms CPU: the selector ~4 ms, rendering ~3 ms, the user ~1.5 ms, the panel ~1.3 ms.
+Where the time goes (cProfile over 500 screens in process, --size small, 10 contacts a
+customer; December 2026): ~7 ms of CPU a screen (~11 ms before, back to back), about
+2/5 template rendering, 1/4 the customer_screen selector, the rest the session, the
+access log, the offers and the script panel. Only the customer's own row (whose
+visibility depends on the viewer) is still built by the ORM: the accounts, the last 50
+contacts and the household are statements written once per process and sent together
+in one round trip (psycopg's pipeline mode); the session's user and the panel's run are
+one prepared statement each. The history rows are made in Python
+(agents.views.customer.history_rows_html: ~1.9 ms for 50 rows, ~8 ms through the
+template). The access-log INSERT's commit does not wait for the WAL flush, and the
+session is read from the cache (no SQL). Back to back on a loaded two-core machine:
+p50 13.5 -> 8.8 ms, p99 22.7 -> 14.6 ms, 9 statements either way.
 The pop (POST /api/v1/calls/ then the hang-up) cost ~7.5 + ~12 ms of web-process CPU
 per call; its hot reads are now SQL built once per process and the desk gets one frame
 per arrival (``call_pop.py --cpu`` measures it: about a third less, 4 and 9

@@ -7,7 +7,9 @@ Every password log-in (API token endpoint, staff page, admin) calls
 it here means no entry point, present or future, can skip the guard.
 
 ModelBackend reads a user, then their own and their groups' permissions in two
-more queries (over a millisecond together, most of it planning). Here the user
+more queries (over a millisecond together, most of it planning). The user of a
+signed-in session is read on every request: one hand-written statement, built
+once per process, sent with server-side binding (prepared after a few runs). Here the user
 row (or the API token's row, crm.authentication) carries two small arrays: the
 user's group ids and directly granted permission ids. Ids become names through
 a per-process catalog of every group's permissions, reloaded every
@@ -19,18 +21,21 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Group, Permission
 from django.contrib.postgres.expressions import ArraySubquery
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connection
 from django.db.models import OuterRef
 from django.http import HttpRequest
 
 from crm import services
 from crm.models import User
+from crm.services.events import server_bound_cursor
 
 CATALOG_TTL = 30.0
 
@@ -121,6 +126,48 @@ def remember_permissions(user: User, group_ids: list[int], permission_ids: list[
     return user
 
 
+_user_sql: str | None = None
+
+
+def _user_lookup_sql() -> str:
+    """SELECT user.* (in the model's field order, for ``Model.from_db``), the
+    user's group ids and direct permission ids: what ``with_access`` asks the ORM
+    for, whose compilation was most of the user's read."""
+    global _user_sql  # noqa: PLW0603  (built once per process from the model)
+    if _user_sql is None:
+        quote = connection.ops.quote_name
+        columns = ", ".join(f"u.{quote(f.column)}" for f in User._meta.concrete_fields)
+        groups = User.groups.through._meta
+        permissions = User.user_permissions.through._meta
+        _user_sql = (
+            f"SELECT {columns}, "
+            f"ARRAY(SELECT g.{quote('group_id')} FROM {quote(groups.db_table)} g "
+            f"WHERE g.{quote('user_id')} = u.{quote('id')}), "
+            f"ARRAY(SELECT p.{quote('permission_id')} FROM {quote(permissions.db_table)} p "
+            f"WHERE p.{quote('user_id')} = u.{quote('id')}) "
+            f"FROM {quote(User._meta.db_table)} u WHERE u.{quote('id')} = %s"
+        )
+    return _user_sql
+
+
+def user_with_access(user_id: Any) -> tuple[User, list[int], list[int]] | None:
+    """The user ``user_id`` names (None: no such user, or not an id) with their
+    group and direct permission ids, in one statement. Read afresh each time: a
+    deactivated user or a changed password must end the session on the next request."""
+    try:
+        pk = User._meta.pk.to_python(user_id)  # type: ignore[union-attr]
+    except ValidationError:
+        return None
+    with server_bound_cursor() as cursor:  # the same statement on every request: prepared
+        cursor.execute(_user_lookup_sql(), [pk])
+        row: Sequence[Any] | None = cursor.fetchone()
+    if row is None:
+        return None
+    attnames = [f.attname for f in User._meta.concrete_fields]
+    user = User.from_db(connection.alias, attnames, row[: len(attnames)])
+    return user, list(row[len(attnames)] or []), list(row[len(attnames) + 1] or [])
+
+
 class RoleBackend(ModelBackend):
     def authenticate(
         self, request: HttpRequest | None, username: str | None = None, password: str | None = None,
@@ -152,10 +199,11 @@ class RoleBackend(ModelBackend):
         raise PermissionDenied(lockout.message)
 
     def get_user(self, user_id: Any) -> User | None:
-        user = with_access(User.objects.filter(pk=user_id)).first()
-        if user is None or not self.user_can_authenticate(user):
+        found = user_with_access(user_id)
+        if found is None or not self.user_can_authenticate(found[0]):
             return None
-        return remember_permissions(user, user.access_group_ids, user.access_permission_ids)
+        user, group_ids, permission_ids = found
+        return remember_permissions(user, group_ids, permission_ids)
 
     def get_all_permissions(self, user_obj: Any, obj: Any = None) -> set[str]:
         if not user_obj.is_active or user_obj.is_anonymous or obj is not None:

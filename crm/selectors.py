@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
 import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -13,9 +16,20 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import Exists, F, Model, OuterRef, Prefetch, Q, QuerySet
 
-from crm.models import Account, Customer, CustomerChange, Household, Interaction, SourceSystem, Task, User
+from crm.models import (
+    Account,
+    Customer,
+    CustomerChange,
+    Household,
+    Interaction,
+    Product,
+    SourceSystem,
+    Task,
+    User,
+)
 from crm.models.choices import TaskStatus
 from crm.search_keys import name_tokens, query_key_sets, tsquery_for
+from crm.services.events import server_bound_cursor
 from crm.validation import normalize_email, normalize_phone
 
 M = TypeVar("M", bound=Model)
@@ -204,6 +218,178 @@ def count_up_to(queryset: QuerySet[Any], *, cap: int) -> int:
 # --- The unified customer screen ----------------------------------------------------
 
 
+# The screen's reads past the customer's own row have the same shape on every
+# screen: their SQL is written once per process from the models (the ORM spent
+# longer building each than PostgreSQL answering it) and sent with server-side
+# binding, prepared after a few runs on a connection.
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """One model's columns in a hand-written SELECT, and how to make instances of them."""
+
+    model: type[Model]
+    alias: str
+    fields: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, model: type[Model], alias: str, names: Sequence[str] | None = None) -> _Columns:
+        concrete = model._meta.concrete_fields
+        wanted = concrete if names is None else [f for f in concrete if f.name in names or f.attname in names]
+        return cls(model, alias, tuple(wanted))
+
+    def sql(self) -> str:
+        quote = connection.ops.quote_name
+        return ", ".join(f"{self.alias}.{quote(f.column)}" for f in self.fields)
+
+    def instance(self, values: Sequence[Any]) -> Any:
+        """The values through the fields' converters, as the ORM applies them
+        (JSON arrives as text), then ``Model.from_db`` (fields not read are deferred)."""
+        values = list(values)
+        for index, f in enumerate(self.fields):
+            for converter in f.get_db_converters(connection):
+                values[index] = converter(values[index], f.cached_col, connection)
+        return self.model.from_db(connection.alias, [f.attname for f in self.fields], values)
+
+
+def split_row(row: Sequence[Any], parts: Sequence[_Columns]) -> list[Any]:
+    """One instance per part of the SELECT (None for a LEFT JOIN that found nothing)."""
+    instances = []
+    start = 0
+    for part in parts:
+        values = row[start : start + len(part.fields)]
+        start += len(part.fields)
+        instances.append(None if values[0] is None else part.instance(values))
+    return instances
+
+
+_statements: dict[Any, str] = {}
+_statements_lock = threading.Lock()
+
+
+def _statement(key: Any, build: Callable[[], str]) -> str:
+    sql = _statements.get(key)
+    if sql is None:
+        with _statements_lock:
+            sql = _statements[key] = build()
+    return sql
+
+
+@dataclass(frozen=True)
+class _Read:
+    sql: str
+    params: Sequence[Any]
+    convert: Callable[[list[Any]], Any]  # the rows -> what the caller wants
+
+
+def _run(*reads: _Read) -> list[Any]:
+    """Each read's result, the reads sent together: in pipeline mode, one round
+    trip to PostgreSQL for all of them rather than one each (a busy database
+    server makes each wait for a wake-up of its own)."""
+    with ExitStack() as stack:
+        cursors = [stack.enter_context(server_bound_cursor()) for _ in reads]
+        if len(reads) > 1:
+            stack.enter_context(connection.connection.pipeline())
+        for cursor, read in zip(cursors, reads, strict=True):
+            cursor.execute(read.sql, read.params)
+        return [read.convert(list(cursor.fetchall())) for cursor, read in zip(cursors, reads, strict=True)]
+
+
+def _q(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+def _column(model: type[Model], name: str) -> str:
+    return _q(str(model._meta.get_field(name).column))  # type: ignore[union-attr]
+
+
+_MEMBER_FIELDS = ("id", "given_name", "family_name", "organization_name", "display_name",
+                  "household_role", "tier", "status", "household_id")  # fmt: skip
+_MEMBERS = (_Columns.of(Customer, "c", _MEMBER_FIELDS),)
+_ACCOUNTS = (_Columns.of(Account, "a"), _Columns.of(Product, "p"))
+_HISTORY = (
+    _Columns.of(Interaction, "i", [*(f for f in HISTORY_FIELDS if "__" not in f), "agent"]),
+    _Columns.of(User, "u", [f.split("__")[1] for f in HISTORY_FIELDS if f.startswith("agent__")]),
+)
+
+
+def _members(*, household_id: int, customer_id: int) -> _Read:
+    """The other members of a household, by name: only what the screen shows of them."""
+
+    def build() -> str:
+        return (
+            f"SELECT {_MEMBERS[0].sql()} FROM {_q(Customer._meta.db_table)} c "
+            f"WHERE c.{_column(Customer, 'household')} = %s AND c.{_q('id')} <> %s "
+            f"ORDER BY c.{_column(Customer, 'sort_name')}"
+        )
+
+    def convert(rows: list[Any]) -> list[Customer]:
+        return [_MEMBERS[0].instance(row) for row in rows]
+
+    return _Read(_statement("members", build), [household_id, customer_id], convert)
+
+
+def _accounts(*, customer_id: int) -> _Read:
+    """A customer's accounts with their products: the open ones first, newest first."""
+
+    def build() -> str:
+        return (
+            f"SELECT {_ACCOUNTS[0].sql()}, {_ACCOUNTS[1].sql()} FROM {_q(Account._meta.db_table)} a "
+            f"JOIN {_q(Product._meta.db_table)} p ON p.{_q('id')} = a.{_column(Account, 'product')} "
+            f"WHERE a.{_column(Account, 'customer')} = %s "
+            f"ORDER BY a.{_column(Account, 'status')} ASC, a.{_column(Account, 'opened_on')} DESC"
+        )
+
+    def convert(rows: list[Any]) -> list[Account]:
+        accounts = []
+        for row in rows:
+            account, product = split_row(row, _ACCOUNTS)
+            Account.product.field.set_cached_value(account, product)
+            accounts.append(account)
+        return accounts
+
+    return _Read(_statement("accounts", build), [customer_id], convert)
+
+
+def _history(*, customer_id: int, channel: str, before: tuple[dt.datetime, int] | None, limit: int) -> _Read:
+    """Contacts of a customer newest first (of ``channel`` only, when given; older
+    than ``before``, when given), with their agents and source systems."""
+
+    def build() -> str:
+        occurred, pk = f"i.{_column(Interaction, 'occurred_at')}", f"i.{_q('id')}"
+        where = [f"i.{_column(Interaction, 'customer')} = %s"]
+        if channel:
+            where.append(f"i.{_column(Interaction, 'channel')} = %s")
+        if before is not None:
+            where.append(f"({occurred} < %s OR ({occurred} = %s AND {pk} < %s))")
+        return (
+            f"SELECT {_HISTORY[0].sql()}, {_HISTORY[1].sql()} FROM {_q(Interaction._meta.db_table)} i "
+            f"LEFT JOIN {_q(User._meta.db_table)} u ON u.{_q('id')} = i.{_column(Interaction, 'agent')} "
+            f"WHERE {' AND '.join(where)} ORDER BY {occurred} DESC, {pk} DESC "
+            # A constant, not a parameter: a prepared statement's generic plan would
+            # otherwise guess the LIMIT.
+            f"LIMIT {int(limit)}"
+        )
+
+    params: list[Any] = [customer_id]
+    if channel:
+        params.append(channel)
+    if before is not None:
+        params += [before[0], before[0], before[1]]
+    key = ("history", bool(channel), before is not None, limit)
+
+    def convert(rows: list[Any]) -> list[Interaction]:
+        interactions = []
+        for row in rows:
+            interaction, agent = split_row(row, _HISTORY)
+            Interaction.agent.field.set_cached_value(interaction, agent)
+            interactions.append(interaction)
+        attach_source_systems(interactions)
+        return interactions
+
+    return _Read(_statement(key, build), params, convert)
+
+
 @dataclass(frozen=True)
 class CustomerScreen:
     customer: Customer
@@ -230,30 +416,15 @@ def customer_screen(
         .annotate(has_open_tasks=Exists(open_tasks))
         .get(pk=customer_id)
     )
-    members: list[Customer] = []
+    # Only what the history shows: not the agents' password hashes and flags.
+    reads = [
+        _accounts(customer_id=customer.pk),
+        _history(customer_id=customer.pk, channel=history_channel, before=None, limit=SCREEN_HISTORY),
+    ]
     if customer.household_id is not None:
-        members = list(
-            Customer.objects.filter(household_id=customer.household_id)
-            .exclude(pk=customer.pk)
-            .only("id", "given_name", "family_name", "organization_name", "display_name",
-                  "household_role", "tier", "status", "household_id")
-            .order_by("sort_name")
-        )  # fmt: skip
-    accounts = list(
-        Account.objects.filter(customer_id=customer.pk)
-        .select_related("product")
-        .order_by("status", "-opened_on")
-    )
-    history = Interaction.objects.filter(customer_id=customer.pk)
-    if history_channel:
-        history = history.filter(channel=history_channel)
-    interactions = list(
-        history.select_related("agent")
-        # Only what the history shows: not the agents' password hashes and flags.
-        .only(*HISTORY_FIELDS)
-        .order_by("-occurred_at", "-id")[:SCREEN_HISTORY]
-    )
-    attach_source_systems(interactions)
+        reads.append(_members(household_id=customer.household_id, customer_id=customer.pk))
+    accounts, interactions, *rest = _run(*reads)
+    members: list[Customer] = rest[0] if rest else []
     tasks: list[Task] = []
     if customer.has_open_tasks:  # type: ignore[attr-defined]
         tasks = list(
@@ -296,19 +467,7 @@ def customer_history_page(
     """One page of the contact history, newest first, and the cursor of the next
     (None on the last): keyset pagination on (occurred_at, id) along the
     ``interaction_timeline`` index, so page 200 costs what page 1 does (no OFFSET)."""
-    interactions = (
-        Interaction.objects.filter(customer_id=customer_id)
-        .select_related("agent")
-        .only(*HISTORY_FIELDS)
-        .order_by("-occurred_at", "-id")
-    )
-    if channel:
-        interactions = interactions.filter(channel=channel)
-    if before is not None:
-        at, pk = before
-        interactions = interactions.filter(Q(occurred_at__lt=at) | Q(occurred_at=at, id__lt=pk))
-    rows = list(interactions[: limit + 1])
-    attach_source_systems(rows)
+    (rows,) = _run(_history(customer_id=customer_id, channel=channel, before=before, limit=limit + 1))
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]

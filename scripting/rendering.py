@@ -148,3 +148,18 @@ def merge_values(
         if call and call.get(key):
             values[f"call.{key}"] = call[key]
     return {name: _text(value) for name, value in values.items() if name in KNOWN}
+
+
+def history_answers_html(answers: list[tuple[str, str]]) -> SafeString:
+    """A past run's answers under its contact-history entry, folded (empty when
+    none): part of each history row, made in Python with the row (see
+    agents.views.customer.history_rows_html)."""
+    if not answers:
+        return SafeString("")
+    count = len(answers)
+    items = "".join(f"<dt>{escape(label)}</dt><dd>{escape(answer or '—')}</dd>" for label, answer in answers)
+    return mark_safe(  # noqa: S308  (every value above is escaped)
+        f'\n<details class="notes script-answers"><summary><span class="tag">Script</span> '
+        f"{count} answer{'' if count == 1 else 's'}</summary>\n"
+        f'  <dl class="kv script-answers-list">{items}</dl>\n</details>'
+    )

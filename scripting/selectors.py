@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import itertools
 import statistics
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Count, F, Q, QuerySet
+from django.db import connection
+from django.db.models import Count, F, Model, Q, QuerySet
 from django.utils.dateparse import parse_datetime
 
 from crm.models import Customer, User
+from crm.services.events import server_bound_cursor
 from scripting import rendering, validation
 from scripting.models import Answer, Run, RunStatus, Script, ScriptVersion, VersionStatus
 
@@ -106,6 +109,74 @@ def history_answers(run_ids: Iterable[int]) -> Panel:
     return Panel(run=None, history=history)
 
 
+_RUN_MODELS: tuple[type[Model], ...] = (Run, ScriptVersion, Script)
+_run_sql: str | None = None
+_run_sql_lock = threading.Lock()
+
+
+def _shown_run_sql() -> str:
+    """The agent's run shown on a customer's screen, with its version and script
+    (their columns in the models' field order, for ``Model.from_db``). Every screen
+    runs it, and mostly finds nothing: the ORM's compilation of the equivalent
+    query was most of the panel's cost, so it is built once per process."""
+    global _run_sql  # noqa: PLW0603  (built once per process from the models)
+    if _run_sql is not None:
+        return _run_sql
+    with _run_sql_lock:
+        quote = connection.ops.quote_name
+        selected = ", ".join(
+            f"{alias}.{quote(f.column)}"
+            for alias, model in zip(("r", "v", "s"), _RUN_MODELS, strict=True)
+            for f in model._meta.concrete_fields
+        )
+        run = {f.name: quote(f.column) for f in Run._meta.concrete_fields}
+        _run_sql = (
+            f"SELECT {selected} FROM {quote(Run._meta.db_table)} r "
+            f"JOIN {quote(ScriptVersion._meta.db_table)} v ON v.{quote('id')} = r.{run['version']} "
+            f"JOIN {quote(Script._meta.db_table)} s "
+            f"ON s.{quote('id')} = v.{quote(ScriptVersion._meta.get_field('script').column)} "
+            f"WHERE r.{run['customer']} = %s AND r.{run['agent']} = %s "
+            # In progress, or completed on a call not yet wrapped up (the agent still sees how it ended).
+            f"AND (r.{run['status']} = %s OR (r.{run['status']} = %s "
+            f"AND r.{run['call_id']} IS NOT NULL AND r.{run['interaction']} IS NULL)) "
+            f"ORDER BY r.{run['started_at']} DESC LIMIT 1"
+        )
+        return _run_sql
+
+
+def _from_row(model: type[Model], values: Sequence[Any]) -> Any:
+    """An instance of ``model`` from its columns as the cursor gave them, through
+    the fields' converters as the ORM applies them (JSON arrives as text)."""
+    fields: Sequence[Any] = model._meta.concrete_fields
+    converted = list(values)
+    for index, f in enumerate(fields):
+        for converter in f.get_db_converters(connection):
+            converted[index] = converter(converted[index], f.cached_col, connection)
+    return model.from_db(connection.alias, [f.attname for f in fields], converted)
+
+
+def shown_run(*, customer_id: int, agent_id: int) -> Run | None:
+    """This agent's run in progress for the customer (or completed on a call not
+    yet wrapped up), the newest, with its version and script: one statement."""
+    with server_bound_cursor() as cursor:  # the same statement on every screen: prepared
+        cursor.execute(
+            _shown_run_sql(), [customer_id, agent_id, RunStatus.ACTIVE.value, RunStatus.COMPLETED.value]
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    instances = []
+    start = 0
+    for model in _RUN_MODELS:
+        width = len(model._meta.concrete_fields)
+        instances.append(_from_row(model, row[start : start + width]))
+        start += width
+    run, version, script = instances
+    ScriptVersion.script.field.set_cached_value(version, script)
+    Run.version.field.set_cached_value(run, version)
+    return run  # type: ignore[no-any-return]
+
+
 def panel(
     *,
     customer: Customer,
@@ -119,16 +190,7 @@ def panel(
     run and of the runs the shown contact history names. The merge fields are
     filled from rows the screen already read (customer, household, accounts, the
     first offer) and the call facts the run copied when it started."""
-    # In progress, or completed on a call not yet wrapped up (the agent still sees how it ended).
-    shown = Q(status=RunStatus.ACTIVE) | Q(
-        status=RunStatus.COMPLETED, call_id__isnull=False, interaction__isnull=True
-    )
-    run = (
-        Run.objects.filter(shown, customer_id=customer.pk, agent=agent)
-        .select_related("version__script")
-        .order_by("-started_at")
-        .first()
-    )
+    run = shown_run(customer_id=customer.pk, agent_id=agent.pk)
     answers = _answers_by_run({*history_run_ids, *([run.pk] if run else [])})
     history = {
         run_id: [(a.label or a.question, answer_shown(a.value)) for a in rows]

@@ -11,10 +11,14 @@ from urllib.parse import urlencode
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import render
+from django.template.defaultfilters import linebreaksbr
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.dateformat import DateFormat
-from django.utils.translation import get_language_info
+from django.utils.dates import MONTHS, MONTHS_3, WEEKDAYS
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+from django.utils.text import Truncator
+from django.utils.translation import get_language, get_language_info
 from django.views.decorators.http import require_POST
 
 from agents.forms import (
@@ -36,6 +40,7 @@ from policies import selectors as policies_selectors
 from policies import services as policies_services
 from policies.models import OfferChannel
 from scripting import selectors as scripting_selectors
+from scripting.rendering import history_answers_html
 
 # --- The customer screen ------------------------------------------------------------------
 
@@ -47,25 +52,6 @@ class LocalTime:
     now: dt.datetime
     zone: str
     within_calling_hours: bool
-
-
-@dataclass(frozen=True)
-class HistoryRow:
-    """One contact of the history with its shown values made once, in Python: the
-    template's filters (a time-zone conversion per ``date``, the choices' labels
-    rebuilt on each ``get_..._display``) cost ~0.4 ms a row, a row the screen shows
-    up to 50 of."""
-
-    interaction: Interaction
-    duration: str  # "4:05"; empty when the source did not say
-    disposition: str  # the source's code made readable: "no_answer" -> "no answer"
-    iso: str  # when, for <time datetime>
-    long: str  # "Monday 3 March 2026, 14:05 CST", in the viewer's zone
-    day: str  # "3 Mar 2026"
-    clock: str  # "14:05"
-    channel: str  # the channel's label
-    direction: str  # the direction's label
-    by: str  # the agent's name, or empty when a source system recorded it
 
 
 _CHANNEL_LABELS = dict(Channel.choices)
@@ -80,22 +66,102 @@ def _duration(seconds: int | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def history_rows(interactions: list[Interaction]) -> list[HistoryRow]:
-    """The rows as the viewer sees them, in the time zone active for the request."""
+_date_names: dict[str, tuple[dict[int, str], dict[int, str], dict[int, str]]] = {}
+
+
+def _names() -> tuple[dict[int, str], dict[int, str], dict[int, str]]:
+    """Weekdays, months and months' short names in the active language, as the
+    ``date`` filter writes them ("l", "F", "M"), translated once per language:
+    the filter's format parser cost half a row's making."""
+    language = get_language() or ""
+    names = _date_names.get(language)
+    if names is None:
+        names = _date_names[language] = (
+            {k: str(v) for k, v in WEEKDAYS.items()},
+            {k: str(v) for k, v in MONTHS.items()},
+            {k: str(v).title() for k, v in MONTHS_3.items()},
+        )
+    return names
+
+
+def _notes_html(i: Interaction) -> str:
+    """The "Subject and notes" cell's text: long notes fold behind their first 140 characters."""
+    subject = f"<strong>{escape(i.subject)}</strong>" if i.subject else ""
+    notes = i.notes or ""
+    if len(notes) > 160:
+        return (
+            f'\n                <details class="notes"><summary>{subject + " · " if subject else ""}'
+            f"{escape(Truncator(notes).chars(140))}</summary>\n"
+            f'                  <div class="notes-full">{subject + "<br>" if subject else ""}'
+            f"{linebreaksbr(notes, autoescape=True)}</div></details>\n              "
+        )
+    if subject or notes:
+        return (
+            f'\n                <div class="notes">{subject}{" · " if subject and notes else ""}'
+            f"{linebreaksbr(notes, autoescape=True)}</div>\n              "
+        )
+    return "\n              " + ('<span class="muted">—</span>' if not i.campaign_code else "")
+
+
+def history_rows_html(
+    interactions: list[Interaction], script: scripting_selectors.Panel | None
+) -> SafeString:
+    """The history's rows, as the viewer sees them (times in the zone active for
+    the request), with the script answers ``script.history`` holds for their runs.
+
+    The one place their markup is made, for the screen's first page, each next
+    page and the live re-read alike. Made in Python, every value escaped: through
+    the template language a row cost ~0.09 ms (a lookup and a filter per value),
+    and the screen shows up to 50. The classes and data attributes are what
+    static/js and the tests rely on."""
     zone = timezone.get_current_timezone()
-    rows = []
+    weekdays, months, short_months = _names()
+    answers = script.history if script is not None else {}
+    out = []
     for i in interactions:
-        when = DateFormat(i.occurred_at.astimezone(zone))
+        when = i.occurred_at.astimezone(zone)
+        clock = f"{when.hour:02d}:{when.minute:02d}"
+        # As the date filter's "l j F Y, H:i T" and "j M Y".
+        day = f"{weekdays[when.weekday()]} {when.day} {months[when.month]} {when.year:04d}"
+        long = f"{day}, {clock} {when.tzname()}"
         agent = i.agent
-        row = HistoryRow(
-            i, _duration(i.duration_seconds), i.disposition.replace("_", " "),
-            iso=when.format("c"), long=when.format("l j F Y, H:i T"), day=when.format("j M Y"),
-            clock=when.format("H:i"), channel=_CHANNEL_LABELS.get(i.channel, i.channel),
-            direction=_DIRECTION_LABELS.get(i.direction, i.direction),
-            by=(agent.get_full_name() or agent.username) if agent is not None else "",
-        )  # fmt: skip
-        rows.append(row)
-    return rows
+        by = (agent.get_full_name() or agent.username) if agent is not None else ""
+        if by:
+            by_html = f'<span title="Agent">{escape(by)}</span>'
+        else:
+            source = escape(i.source_system.name)
+            by_html = f'<span class="muted" title="Recorded by {source}">{source}</span>'
+        if i.disposition:
+            shown = escape(i.disposition.replace("_", " "))
+            dispo = f'<span class="dispo" title="{escape(i.disposition)}">{shown}</span>'
+        else:
+            dispo = '<span class="muted">—</span>'
+        campaign = (
+            f'\n              <span class="tag campaign" title="Campaign">{escape(i.campaign_code)}</span>'
+            if i.campaign_code
+            else ""
+        )
+        run_answers = (
+            "\n              " + history_answers_html(answers.get(i.script_run_id, []))
+            if i.script_run_id
+            else ""
+        )
+        direction = escape(_DIRECTION_LABELS.get(i.direction, i.direction))
+        arrow = "↙" if i.direction == "inbound" else "↗"
+        out.append(
+            f'\n          <tr data-interaction="{i.pk}">\n'
+            f'            <td class="nowrap col-when"><time datetime="{when.isoformat()}" '
+            f'title="{escape(long)}">{when.day} {escape(short_months[when.month])} {when.year:04d} '
+            f'<span class="time">{clock}</span></time></td>\n'
+            f'            <td class="nowrap col-channel"><span class="dir dir-{escape(i.direction)}" '
+            f'title="{direction}">{arrow}</span> {escape(_CHANNEL_LABELS.get(i.channel, i.channel))}</td>\n'
+            f'            <td class="col-by">{by_html}</td>\n'
+            f'            <td class="col-dispo">{dispo}</td>\n'
+            f'            <td class="col-notes">{_notes_html(i)}{campaign}{run_answers}\n            </td>\n'
+            f'            <td class="num nowrap">{_duration(i.duration_seconds)}</td>\n'
+            "          </tr>\n          "
+        )
+    return mark_safe("".join(out))  # noqa: S308  (every value above is escaped)
 
 
 def customer_local_time(zone: str) -> LocalTime | None:
@@ -160,7 +226,6 @@ def _screen_context(request: HttpRequest, customer_id: int, *, channel: str = ""
         calling_hours=CALLING_HOURS,
         language=language_name(customer.language),
         address=customer.primary_address,
-        history=history_rows(screen.interactions),
         history_limit=selectors.SCREEN_HISTORY,
         **history_context(screen.interactions, customer_id=customer_id, channel=channel),
         back_url=_back_link(request),
@@ -171,6 +236,8 @@ def _screen_context(request: HttpRequest, customer_id: int, *, channel: str = ""
         customer=customer, agent=user, accounts=screen.accounts, offers=context["offers"],
         history_run_ids=[i.script_run_id for i in screen.interactions if i.script_run_id],
     )  # fmt: skip
+    # Its rows' markup needs the script answers the panel read with it.
+    context["history"] = history_rows_html(screen.interactions, context["script"])
     return context
 
 

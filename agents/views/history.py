@@ -13,7 +13,7 @@ from agents.views.common import (
     log_screen_read,
     parse_history_cursor,
 )
-from agents.views.customer import history_rows
+from agents.views.customer import history_rows_html
 from crm import selectors
 from crm.models.choices import Channel
 from crm.staff_pages import staff_of, staff_required
@@ -52,11 +52,11 @@ def customer_history(request: HttpRequest, customer_id: int) -> HttpResponse:
         "agents/_history_rows.html",
         {
             **context,
-            "history": history_rows(interactions),
-            "first_page": before is None,
-            "script": scripting_selectors.history_answers(
-                i.script_run_id for i in interactions if i.script_run_id
+            "history": history_rows_html(
+                interactions,
+                scripting_selectors.history_answers(i.script_run_id for i in interactions if i.script_run_id),
             ),
+            "first_page": before is None,
         },
     )
     response["Cache-Control"] = "no-store"

@@ -10,14 +10,6 @@ register = template.Library()
 
 
 @register.filter
-def run_answers(panel: Any, run_id: int | None) -> list[tuple[str, str]]:
-    """The answers of a past run, for its contact-history entry: (question, answer)."""
-    if panel is None or run_id is None:
-        return []
-    return list(panel.history.get(run_id, []))
-
-
-@register.filter
 def chosen(value: Any, choice: str) -> bool:
     """Is ``choice`` the answer (or among the answers) saved?"""
     return choice in value if isinstance(value, list) else value == choice

@@ -224,3 +224,35 @@ def test_an_unknown_channel_on_a_save_or_an_answer_is_refused_and_changes_nothin
     presented.refresh_from_db()
     dave_customer.refresh_from_db()
     assert (presented.status, dave_customer.given_name) == ("presented", "Dave")
+
+
+def test_rows_escape_what_sources_wrote_the_same_on_the_screen_and_on_later_pages(
+    alice: User, dave_customer: Customer, ivr: SourceSystem
+) -> None:
+    hostile = "<script>alert(\"x\")</script> & 'quoted'"
+    for n in range(51):
+        record(
+            dave_customer, ivr, n, "phone", notes=f"{hostile}\nsecond line" + ("." * 200 if n % 2 else ""),
+            disposition="call_back<b>", campaign_code="<i>SPRING</i>",
+        )  # fmt: skip
+    client = desk(alice)
+    screen = client.get(reverse("customer", args=[dave_customer.pk])).content.decode()
+    link = next_link(screen)
+    assert link is not None
+    page = client.get(link).content.decode()
+    for html in (screen, page):
+        assert "<script>alert" not in html and "<b>" not in html and "<i>SPRING" not in html
+        assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#x27;quoted&#x27;" in html
+        assert '<span class="dispo" title="call_back&lt;b&gt;">call back&lt;b&gt;</span>' in html
+        assert '<span class="tag campaign" title="Campaign">&lt;i&gt;SPRING&lt;/i&gt;</span>' in html
+        assert "<br>second line" in html
+    # Long notes fold behind their start, short ones show whole, on both.
+    assert screen.count('<details class="notes">') == 25 and page.count('<details class="notes">') == 0
+    row = re.compile(r'<tr data-interaction="\d+">.*?</tr>', re.DOTALL)
+
+    # One markup for both: a row of the first page looks like one of the next.
+    def shape(html: str) -> str:
+        return re.sub(r"\d+", "N", re.sub(r'<td class="nowrap col-when">.*?</td>', "", html))
+
+    short_rows = [r for r in row.findall(screen) if "<details" not in r]
+    assert shape(short_rows[0]) == shape(row.findall(page)[0])

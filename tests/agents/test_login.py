@@ -113,3 +113,35 @@ def test_a_session_read_from_the_cache_ends_at_logout_and_at_deactivation(
     assert sign_in(again, "alice", PASSWORD).status_code == 302
     User.objects.filter(pk=alice.pk).update(is_active=False)
     assert again.get(reverse("home")).status_code == 302
+
+
+def test_a_password_changed_elsewhere_ends_the_session_on_its_next_request(alice: User) -> None:
+    browser = Client()
+    assert sign_in(browser, "alice", PASSWORD).status_code == 302
+    assert browser.get(reverse("home")).status_code == 200
+    changed = User.objects.get(pk=alice.pk)
+    changed.set_password("another-long-passphrase-42")
+    changed.save(update_fields=["password"])
+    assert browser.get(reverse("home")).status_code == 302
+
+
+def test_the_sessions_user_comes_with_its_roles_in_one_statement_read_afresh(
+    alice: User, django_assert_num_queries: Any
+) -> None:
+    from django.contrib.auth.models import Group
+
+    from crm.backends import RoleBackend
+
+    backend = RoleBackend()
+    backend.get_user(alice.pk)  # loads the per-process catalog of the roles' permissions
+    with django_assert_num_queries(1):
+        user = backend.get_user(str(alice.pk))
+        assert user is not None and user.pk == alice.pk
+        assert user.has_perm("crm.view_customer") and "agent" in user.roles
+    # A role taken away applies on the very next read, not after a cache expires.
+    alice.groups.remove(Group.objects.get(name="agent"))
+    user = backend.get_user(alice.pk)
+    assert user is not None and "agent" not in user.roles and not user.has_perm("crm.view_customer")
+    # Not an id, or no such user: nobody.
+    assert backend.get_user("not-a-number") is None
+    assert backend.get_user(alice.pk + 10_000) is None

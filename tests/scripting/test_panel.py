@@ -181,3 +181,21 @@ def test_history_pages_loaded_as_the_agent_scrolls_show_their_runs_answers(
     page = signed_in(alice).get(reverse("customer-history", args=[dave_customer.pk]) + "?channel=")
     html = page.content.decode()
     assert page.status_code == 200 and "<dt>Reason</dt><dd>card</dd>" in html
+
+
+def test_the_panel_shows_my_run_finished_on_a_call_not_yet_wrapped_up_but_not_anothers(
+    anywhere: ScriptVersion, alice: User, bob: User, dave_customer: Customer
+) -> None:
+    run = services.run_start(customer_id=dave_customer.pk, agent=alice)
+    client = signed_in(alice)
+    assert f'data-run="{run.pk}"' in panel_of(screen(client, dave_customer))
+    # Completed on a call the agent has not wrapped up yet: still shown, as finished.
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.COMPLETED, call_id=4242)
+    panel = panel_of(screen(client, dave_customer))
+    assert f'data-run="{run.pk}"' in panel and "Script complete." in panel
+    # Completed off a call: the panel offers a new run.
+    Run.objects.filter(pk=run.pk).update(call_id=None)
+    assert "Start the script" in panel_of(screen(client, dave_customer))
+    # Another agent's run in progress is theirs alone.
+    services.run_start(customer_id=dave_customer.pk, agent=bob)
+    assert "Start the script" in panel_of(screen(client, dave_customer))

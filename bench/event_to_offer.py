@@ -264,7 +264,8 @@ async def _run(  # noqa: PLR0917
 
     async def watch(n: int, customer: int) -> None:
         await sockets[n].send(json.dumps({"action": "watch", "customer_id": customer}))
-        while await asyncio.wait_for(acks[n].get(), 10) != customer:
+        # As long as a POST may take: an overloaded server answers a watch late, not never.
+        while await asyncio.wait_for(acks[n].get(), 60) != customer:
             pass
 
     for n in range(agents):

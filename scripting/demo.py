@@ -84,7 +84,8 @@ GRAPH: dict[str, Any] = {
 
 def seed(*, author: User | None = None) -> list[str]:
     """Create and publish the demo script and assign it to the demo queues (to
-    every queue while they do not exist yet), unless there."""
+    every queue while they do not exist yet: seed_floor, which makes them, runs
+    this again), unless there."""
     author = author or User.objects.filter(username="supervisor").first()
     script = Script.objects.filter(code=CODE).first()
     if script is None:
@@ -103,4 +104,8 @@ def seed(*, author: User | None = None) -> list[str]:
         if not Assignment.objects.filter(queue_code=queue, campaign_code="", direction="").exists():
             services.assignment_set(script_id=script.pk, queue_code=queue)
             made = True
+    if queues:
+        # The stand-in for every queue was only there until the demo's queues existed.
+        fallback = Assignment.objects.filter(script=script, queue_code="", campaign_code="", direction="")
+        made |= fallback.delete()[0] > 0
     return [f"  Call script “{script.name}” (published, {where})"] if made else []

@@ -239,6 +239,15 @@ def test_the_demo_script_is_seeded_once_and_runs_on_any_queue(alice: User, dave_
     assert run.version.script.code == demo.CODE
 
 
+def test_the_demo_script_moves_from_every_queue_to_the_demo_queues_once_they_exist() -> None:
+    assert demo.seed() == ["  Call script “Service call” (published, runs on every queue)"]
+    Queue.objects.create(code="service", name="Customer service")
+    Queue.objects.create(code="sales", name="Sales")
+    assert demo.seed() == ["  Call script “Service call” (published, runs on queues service, sales)"]
+    assert sorted(Assignment.objects.values_list("queue_code", flat=True)) == ["sales", "service"]
+    assert demo.seed() == []
+
+
 def test_the_demo_script_is_assigned_to_the_demo_queues_when_they_exist() -> None:
     Queue.objects.create(code="sales", name="Sales")
     Queue.objects.create(code="billing", name="Billing")  # not a demo queue: left alone

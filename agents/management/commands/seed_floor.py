@@ -13,6 +13,7 @@ from agents import services
 from agents.models import Disposition, Queue
 from crm import services as crm_services
 from crm.models import SourceSystem, User
+from scripting import demo as scripting_demo
 
 PBX_SOURCE = "pbx"
 QUEUES = [
@@ -59,3 +60,6 @@ class Command(BaseCommand):
             f"Floor ready: queues {', '.join(queues)}, {len(DISPOSITIONS)} dispositions, "
             f"{agents.count()} agents, phone system '{PBX_SOURCE}'."
         )
+        # seed_demo published the demo script before these queues existed (on every queue).
+        for line in scripting_demo.seed():
+            self.stdout.write(line)

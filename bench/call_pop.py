@@ -6,7 +6,7 @@ the chosen agent's WebSocket, with a floor of agents connected.
 Uses the screen_pop bench database of the same size (built by bench/screen_pop.py
 when missing: the caller's number is looked up among its customers), which runs
 this measurement too (``measure_pop``). Starts a real uvicorn on the loopback
-(``--web-workers`` processes) with the production settings, connects the agents'
+(``--web-workers`` processes: two, as the Procfile runs it) with the production settings, connects the agents'
 desks (session cookies, as browsers do) through channels-redis, makes them all
 available in one queue, then sends calls from customers' numbers at the given
 rate through the API, as a phone system would. Each call rings the longest-idle
@@ -83,7 +83,12 @@ def add_pop_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agents", type=int, default=200, help="Agents' desks connected.")
     parser.add_argument("--rate", type=float, default=50.0, help="Calls per second.")
     parser.add_argument("--seconds", type=float, default=20.0, help="How long calls keep arriving.")
-    parser.add_argument("--web-workers", type=int, default=1, help="uvicorn processes (its --workers).")
+    parser.add_argument(
+        "--web-workers",
+        type=int,
+        default=2,
+        help="uvicorn processes (its --workers): 2, as the Procfile runs it.",
+    )
     parser.add_argument("--cpu", action="store_true", help="CPU and statements per call.")
     parser.add_argument("--rounds", type=int, default=3, help="With --cpu: rounds of one call per agent.")
 

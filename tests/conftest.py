@@ -16,6 +16,7 @@ import pytest
 import redis
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connections
 from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -35,6 +36,16 @@ def _fresh_permission_catalog() -> None:
     start from the database."""
     forget_catalog()
     forget_source_systems()
+
+
+@pytest.fixture(autouse=True)
+def _empty_query_logs() -> None:
+    """A connection's query log keeps at most 9,000 entries and is never emptied
+    between tests; once full, ``CaptureQueriesContext`` (and every query-count
+    assertion built on it) slices its window by position and loses the first
+    queries of a test. Each test starts with empty logs."""
+    for connection in connections.all(initialized_only=True):
+        connection.queries_log.clear()
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ resumed, transferred, ended), transfers and the desk's call controls."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from typing import Any
 
@@ -194,19 +195,18 @@ def _match_caller(ani: str) -> tuple[str, list[int]]:
     return number, selectors.customer_ids_by_phone(number)
 
 
-_queue_sql: str | None = None
+@functools.cache
+def _queue_sql() -> str:
+    return (
+        f"SELECT {', '.join(_columns('q', Queue))} FROM {Queue._meta.db_table} q "
+        "WHERE q.code = %s AND q.active"
+    )
 
 
 def _active_queue(code: str) -> Queue | None:
     """The active queue of this code, read in SQL built once (see ``_lock_call``)."""
-    global _queue_sql  # noqa: PLW0603  (built once per process from the model)
-    if _queue_sql is None:
-        _queue_sql = (
-            f"SELECT {', '.join(_columns('q', Queue))} FROM {Queue._meta.db_table} q "
-            "WHERE q.code = %s AND q.active"
-        )
     with connection.cursor() as cursor:
-        cursor.execute(_queue_sql, [code])
+        cursor.execute(_queue_sql(), [code])
         row = cursor.fetchone()
     queue: Queue | None = _from_row(Queue, row, 0)[0] if row is not None else None
     return queue
@@ -395,27 +395,37 @@ def _from_row(model: type[Any], row: tuple[Any, ...], start: int) -> tuple[Any, 
     return model.from_db(connection.alias, [f.attname for f in fields], values), start + len(fields)
 
 
-_lock_call_sql: str | None = None
-_lock_agent_sql: str | None = None
+# The statements below are built once per process from the models' fields (the
+# SELECT lists follow the models as they change), on first use.
+
+
+@functools.cache
+def _lock_call_sql() -> str:
+    selected = [column for alias, model in zip("cqau", _LOCK_MODELS, strict=True)
+                for column in _columns(alias, model)]  # fmt: skip
+    return (
+        f"SELECT {', '.join(selected)}, set_config('synchronous_commit', 'off', true) "
+        f"FROM {Call._meta.db_table} c JOIN {Queue._meta.db_table} q ON q.id = c.queue_id "
+        f"LEFT JOIN {Agent._meta.db_table} a ON a.user_id = c.agent_id "
+        f"LEFT JOIN {User._meta.db_table} u ON u.id = a.user_id "
+        "WHERE c.source_system_id = %s AND c.telephony_id = %s FOR UPDATE OF c"
+    )
+
+
+@functools.cache
+def _lock_agent_sql() -> str:
+    return (
+        f"SELECT {', '.join(_columns('a', Agent))} FROM {Agent._meta.db_table} a "
+        "WHERE a.user_id = %s FOR UPDATE"
+    )
 
 
 def _lock_call(*, source: SourceSystem, telephony_id: str) -> Call | None:
     """The call, locked (not its agent: ``_lock_agent`` locks that, after), with its
     queue, agent and agent's user attached; its transaction's commit does not
     wait for the disk (call-state commits, above)."""
-    global _lock_call_sql  # noqa: PLW0603  (built once per process from the models)
-    if _lock_call_sql is None:
-        selected = [column for alias, model in zip("cqau", _LOCK_MODELS, strict=True)
-                    for column in _columns(alias, model)]  # fmt: skip
-        _lock_call_sql = (
-            f"SELECT {', '.join(selected)}, set_config('synchronous_commit', 'off', true) "
-            f"FROM {Call._meta.db_table} c JOIN {Queue._meta.db_table} q ON q.id = c.queue_id "
-            f"LEFT JOIN {Agent._meta.db_table} a ON a.user_id = c.agent_id "
-            f"LEFT JOIN {User._meta.db_table} u ON u.id = a.user_id "
-            "WHERE c.source_system_id = %s AND c.telephony_id = %s FOR UPDATE OF c"
-        )
     with connection.cursor() as cursor:
-        cursor.execute(_lock_call_sql, [source.pk, telephony_id])
+        cursor.execute(_lock_call_sql(), [source.pk, telephony_id])
         row = cursor.fetchone()
     if row is None:
         return None
@@ -434,14 +444,8 @@ def _lock_call(*, source: SourceSystem, telephony_id: str) -> Call | None:
 
 def _lock_agent(agent_id: int) -> Agent:
     """The agent's row, locked (after the call's: the order every writer keeps)."""
-    global _lock_agent_sql  # noqa: PLW0603  (built once per process from the models)
-    if _lock_agent_sql is None:
-        _lock_agent_sql = (
-            f"SELECT {', '.join(_columns('a', Agent))} FROM {Agent._meta.db_table} a "
-            "WHERE a.user_id = %s FOR UPDATE"
-        )
     with connection.cursor() as cursor:
-        cursor.execute(_lock_agent_sql, [agent_id])
+        cursor.execute(_lock_agent_sql(), [agent_id])
         row = cursor.fetchone()
     if row is None:
         raise Agent.DoesNotExist(f"No agent {agent_id}.")

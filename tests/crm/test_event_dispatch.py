@@ -16,6 +16,7 @@ from django.utils import timezone
 from config.celery import app as celery_app
 from crm import listeners, realtime, services
 from crm.models import BusinessEvent, Customer, SourceSystem, Task
+from crm.services import event_dispatch
 from tests.crm import event_listeners
 
 LISTENERS = "tests.crm.event_listeners"
@@ -182,3 +183,36 @@ def test_a_web_process_hands_the_events_of_several_requests_to_the_worker_togeth
     # One task for both: the worker's listener saw them together.
     assert event_listeners.seen[2:] == [("deferred", [first.pk, second.pk])]
     assert Task.objects.filter(customer=dave_customer).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_events_a_dispatch_records_are_dispatched_by_it_without_a_task_of_their_own(
+    configured: Any, dave_customer: Customer, ivr: SourceSystem, monkeypatch: Any
+) -> None:
+    configured(realtime=["remember_realtime"], deferred=["answers_each_creation"])
+    enqueued: list[list[int]] = []
+    enqueue = event_dispatch._enqueue
+    monkeypatch.setattr(event_dispatch, "_enqueue", lambda ids: enqueued.append(list(ids)) or enqueue(ids))
+    first = _record(dave_customer, ivr, "e1")  # its own transaction: the task runs on its commit
+    answer = BusinessEvent.objects.get(type=event_listeners.ANSWER, idempotency_key=f"answer-{first.pk}")
+    assert enqueued == [[first.pk]]  # the answer took no task: the first one's dispatch took it next
+    assert event_listeners.seen == [
+        ("realtime", [first.pk]), ("deferred", [first.pk]),
+        ("realtime", [answer.pk]), ("deferred", [answer.pk]),
+    ]  # fmt: skip
+    assert BusinessEvent.objects.filter(pk__in=[first.pk, answer.pk], dispatched_at__isnull=True).count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_events_a_dispatch_records_past_its_rounds_get_a_task(
+    configured: Any, dave_customer: Customer, ivr: SourceSystem, monkeypatch: Any
+) -> None:
+    configured(deferred=["answers_each_creation"])
+    monkeypatch.setattr(event_dispatch, "FOLLOW_UP_ROUNDS", 0)
+    enqueued: list[list[int]] = []
+    enqueue = event_dispatch._enqueue
+    monkeypatch.setattr(event_dispatch, "_enqueue", lambda ids: enqueued.append(list(ids)) or enqueue(ids))
+    first = _record(dave_customer, ivr, "e1")
+    answer = BusinessEvent.objects.get(type=event_listeners.ANSWER, idempotency_key=f"answer-{first.pk}")
+    assert enqueued == [[first.pk], [answer.pk]]
+    assert not BusinessEvent.objects.filter(pk__in=[first.pk, answer.pk], dispatched_at__isnull=True).exists()

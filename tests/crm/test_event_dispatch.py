@@ -185,14 +185,25 @@ def test_a_web_process_hands_the_events_of_several_requests_to_the_worker_togeth
     assert Task.objects.filter(customer=dave_customer).count() == 2
 
 
+def _counting_tasks(monkeypatch: Any) -> list[list[int]]:
+    """The dispatch tasks enqueued from now on (each still runs: Celery is eager)."""
+    enqueued: list[list[int]] = []
+    enqueue = event_dispatch._enqueue
+
+    def counted(event_ids: Any) -> None:
+        enqueued.append(list(event_ids))
+        enqueue(event_ids)
+
+    monkeypatch.setattr(event_dispatch, "_enqueue", counted)
+    return enqueued
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_events_a_dispatch_records_are_dispatched_by_it_without_a_task_of_their_own(
     configured: Any, dave_customer: Customer, ivr: SourceSystem, monkeypatch: Any
 ) -> None:
     configured(realtime=["remember_realtime"], deferred=["answers_each_creation"])
-    enqueued: list[list[int]] = []
-    enqueue = event_dispatch._enqueue
-    monkeypatch.setattr(event_dispatch, "_enqueue", lambda ids: enqueued.append(list(ids)) or enqueue(ids))
+    enqueued = _counting_tasks(monkeypatch)
     first = _record(dave_customer, ivr, "e1")  # its own transaction: the task runs on its commit
     answer = BusinessEvent.objects.get(type=event_listeners.ANSWER, idempotency_key=f"answer-{first.pk}")
     assert enqueued == [[first.pk]]  # the answer took no task: the first one's dispatch took it next
@@ -209,9 +220,7 @@ def test_the_events_a_dispatch_records_past_its_rounds_get_a_task(
 ) -> None:
     configured(deferred=["answers_each_creation"])
     monkeypatch.setattr(event_dispatch, "FOLLOW_UP_ROUNDS", 0)
-    enqueued: list[list[int]] = []
-    enqueue = event_dispatch._enqueue
-    monkeypatch.setattr(event_dispatch, "_enqueue", lambda ids: enqueued.append(list(ids)) or enqueue(ids))
+    enqueued = _counting_tasks(monkeypatch)
     first = _record(dave_customer, ivr, "e1")
     answer = BusinessEvent.objects.get(type=event_listeners.ANSWER, idempotency_key=f"answer-{first.pk}")
     assert enqueued == [[first.pk], [answer.pk]]

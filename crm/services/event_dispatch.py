@@ -303,35 +303,62 @@ def _dispatch_batch(event_ids: Sequence[int]) -> int:
     """One transaction of ``business_events_dispatch``: run the deferred listeners
     for those of ``event_ids`` still undispatched; return how many were dispatched.
 
-    1. Lock them, skipping rows another worker holds (it is dispatching them).
-    2. Run every deferred listener on the batch in a savepoint; if one fails,
-       run them event by event so one bad event does not hold up the others.
-    3. Mark the ones that went through dispatched, in the same transaction as
-       whatever the listeners wrote; count an attempt and keep the error on the
-       others, which the sweep retries until the attempts run out."""
+    1. Lock them and mark them dispatched in one statement, skipping rows another
+       worker holds (it is dispatching them); the mark commits only with what the
+       listeners write, in the same transaction.
+    2. Run every deferred listener on the batch. If one fails, the whole
+       transaction rolls back, mark included, and ``_dispatch_one_by_one`` runs
+       them event by event, so one bad event does not hold up the others.
+
+    The usual case (every listener succeeds) costs the mark, the listeners' own
+    statements and the commit: no savepoint, no separate lock."""
     deferred = listeners.listeners("deferred")
-    max_attempts = settings.CRM_EVENT_DISPATCH_MAX_ATTEMPTS
+    try:
+        with transaction.atomic():
+            events = sorted(
+                BusinessEvent.objects.raw(_LOCK_AND_MARK, [timezone.now(), list(event_ids), _max_attempts()]),
+                key=lambda event: event.pk,
+            )
+            if not events:
+                return 0
+            for listener in deferred:
+                listener(events)
+        return len(events)
+    except OperationalError:
+        raise  # the database went away: the task retries the whole batch
+    except Exception:  # noqa: BLE001  (listeners are other apps' code: any failure is theirs)
+        return _dispatch_one_by_one(event_ids, deferred)
+
+
+def _max_attempts() -> int:
+    return int(settings.CRM_EVENT_DISPATCH_MAX_ATTEMPTS)
+
+
+# The rows still to dispatch, locked (skipping those another worker holds) and marked
+# dispatched, one attempt more, in one statement; the mark stands or falls with the
+# listeners' writes (same transaction).
+_LOCK_AND_MARK = (
+    "UPDATE crm_businessevent SET dispatched_at = %s, dispatch_attempts = dispatch_attempts + 1,"
+    " dispatch_error = '' WHERE id IN (SELECT id FROM crm_businessevent WHERE id = ANY(%s::bigint[])"
+    " AND dispatched_at IS NULL AND dispatch_attempts < %s FOR UPDATE SKIP LOCKED) RETURNING *"
+)
+
+
+def _dispatch_one_by_one(event_ids: Sequence[int], deferred: Sequence[listeners.Listener]) -> int:
+    """After a batch failed: lock the events again and run the listeners on each in a
+    savepoint of its own; mark the ones that went through dispatched, and count an
+    attempt and keep the error on the others, which the sweep retries until the
+    attempts run out."""
     with transaction.atomic():
         events = list(
             BusinessEvent.objects.select_for_update(skip_locked=True)
-            .filter(pk__in=event_ids, dispatched_at__isnull=True, dispatch_attempts__lt=max_attempts)
+            .filter(pk__in=event_ids, dispatched_at__isnull=True, dispatch_attempts__lt=_max_attempts())
             .order_by("id")
         )
-        if not events:
-            return 0
-        failed: dict[int, str] = {}
-        try:
-            with transaction.atomic():
-                for listener in deferred:
-                    listener(events)
-        except OperationalError:
-            raise  # the database went away: the task retries the whole batch
-        except Exception:  # noqa: BLE001  (listeners are other apps' code: any failure is theirs)
-            failed = _one_by_one(events, deferred)
-        now = timezone.now()
+        failed = _one_by_one(events, deferred)
         done = [event.pk for event in events if event.pk not in failed]
         BusinessEvent.objects.filter(pk__in=done).update(
-            dispatched_at=now, dispatch_attempts=F("dispatch_attempts") + 1, dispatch_error=""
+            dispatched_at=timezone.now(), dispatch_attempts=F("dispatch_attempts") + 1, dispatch_error=""
         )
         for pk, error in failed.items():
             BusinessEvent.objects.filter(pk=pk).update(

@@ -53,3 +53,7 @@ def answers_each_creation(events: Sequence[BusinessEvent]) -> None:
                 type=ANSWER, occurred_at=event.occurred_at, payload={}, source=event.source_system,
                 idempotency_key=f"answer-{event.pk}", customer=event.customer,
             )  # fmt: skip
+
+
+def remember_deferred(events: Sequence[BusinessEvent]) -> None:
+    seen.append(("deferred", [e.pk for e in events]))

@@ -11,6 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from config.celery import app as celery_app
@@ -225,3 +226,20 @@ def test_the_events_a_dispatch_records_past_its_rounds_get_a_task(
     answer = BusinessEvent.objects.get(type=event_listeners.ANSWER, idempotency_key=f"answer-{first.pk}")
     assert enqueued == [[first.pk], [answer.pk]]
     assert not BusinessEvent.objects.filter(pk__in=[first.pk, answer.pk], dispatched_at__isnull=True).exists()
+
+
+def test_a_dispatch_locks_and_marks_its_batch_in_one_statement_whatever_its_size(
+    configured: Any, dave_customer: Customer, ivr: SourceSystem
+) -> None:
+    configured(deferred=["remember_deferred"])
+    events = [_record(dave_customer, ivr, f"e{n}") for n in range(20)]
+    ids = [e.pk for e in events]
+    with CaptureQueriesContext(connection) as queries:
+        assert services.business_events_dispatch(event_ids=ids) == 20
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    # The lock with the mark, between the savepoint the test's transaction makes of
+    # the dispatch's own (in a worker: BEGIN and COMMIT).
+    assert statements == ["SAVEPOINT", "UPDATE", "RELEASE"]
+    assert event_listeners.seen == [("deferred", ids)]
+    assert not BusinessEvent.objects.filter(pk__in=ids, dispatched_at__isnull=True).exists()
+    assert services.business_events_dispatch(event_ids=ids) == 0  # a redelivered task

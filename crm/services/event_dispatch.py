@@ -283,17 +283,20 @@ def business_events_dispatch(*, event_ids: Sequence[int]) -> int:
     if getattr(_dispatching, "follow_up", None) is not None:
         return _dispatch_batch(event_ids)  # a listener dispatching events itself: once, as asked
     _dispatching.follow_up = []
+    waiting: list[int] = []  # taken from follow_up, not dispatched yet
     done = 0
     try:
         done = _dispatch_batch(event_ids)
         for _ in range(FOLLOW_UP_ROUNDS):
-            if not _dispatching.follow_up:
-                break
-            recorded, _dispatching.follow_up = _dispatching.follow_up, []
-            for start in range(0, len(recorded), DISPATCH_BATCH):
-                done += _dispatch_batch(recorded[start : start + DISPATCH_BATCH])
+            waiting, _dispatching.follow_up = _dispatching.follow_up, []
+            while waiting:
+                done += _dispatch_batch(waiting[:DISPATCH_BATCH])
+                waiting = waiting[DISPATCH_BATCH:]
     finally:
-        left, _dispatching.follow_up = _dispatching.follow_up, None
+        # Past the rounds, or after a failure (the task retries its own ids): a task
+        # for the rest, as if the dispatch had never taken them.
+        left = waiting + _dispatching.follow_up
+        _dispatching.follow_up = None
         if left:
             _enqueue(left)
     return done

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -243,3 +243,26 @@ def test_a_dispatch_locks_and_marks_its_batch_in_one_statement_whatever_its_size
     assert event_listeners.seen == [("deferred", ids)]
     assert not BusinessEvent.objects.filter(pk__in=ids, dispatched_at__isnull=True).exists()
     assert services.business_events_dispatch(event_ids=ids) == 0  # a redelivered task
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_events_a_dispatch_recorded_get_a_task_when_their_round_fails(
+    configured: Any, dave_customer: Customer, ivr: SourceSystem, monkeypatch: Any
+) -> None:
+    configured(deferred=["answers_each_creation"])
+    enqueued = _counting_tasks(monkeypatch)
+    batches: list[list[int]] = []
+    dispatch_batch = event_dispatch._dispatch_batch
+
+    def database_gone_on_the_second(event_ids: Any) -> int:
+        batches.append(list(event_ids))
+        if len(batches) == 2:
+            raise OperationalError("the database went away")
+        return dispatch_batch(event_ids)
+
+    monkeypatch.setattr(event_dispatch, "_dispatch_batch", database_gone_on_the_second)
+    first = _record(dave_customer, ivr, "e1")
+    answer = BusinessEvent.objects.get(type=event_listeners.ANSWER, idempotency_key=f"answer-{first.pk}")
+    assert batches[:3] == [[first.pk], [answer.pk], [answer.pk]]  # its round failed; its own task took it
+    assert enqueued[:2] == [[first.pk], [answer.pk]]
+    assert not BusinessEvent.objects.filter(pk__in=[first.pk, answer.pk], dispatched_at__isnull=True).exists()

@@ -184,8 +184,10 @@ class Decision(models.Model):
     second and dozens of candidate policies each, those rows would outnumber
     everything else and say nothing a replay cannot."""
 
-    event = models.ForeignKey("crm.BusinessEvent", on_delete=models.CASCADE, related_name="+")
-    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="decisions")
+    # No index of their own: the unique (event, policy) and decision_policy_outcome
+    # lead with them (each index is written on every insert, ~1.5 decisions an event).
+    event = models.ForeignKey("crm.BusinessEvent", on_delete=models.CASCADE, related_name="+", db_index=False)
+    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="decisions", db_index=False)
     policy_version = models.PositiveIntegerField()
     customer = models.ForeignKey(
         "crm.Customer", null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False
@@ -193,7 +195,7 @@ class Decision(models.Model):
     outcome = models.CharField(max_length=10, choices=DecisionOutcome.choices)
     reason = models.CharField(max_length=200, blank=True)
     task = models.ForeignKey(
-        "crm.Task", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        "crm.Task", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False,
         help_text="The task a create_task action made (its origin is policy:<id>).",
     )  # fmt: skip
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -206,6 +208,8 @@ class Decision(models.Model):
             # Per-policy statistics (presented, held out, suppressed over time).
             models.Index(fields=["policy", "outcome", "created_at"], name="decision_policy_outcome"),
             models.Index(fields=["customer", "-created_at"], name="decision_customer_time"),
+            # A task deleted sets its decisions' task to NULL; most decisions have none.
+            models.Index(fields=["task"], condition=models.Q(task__isnull=False), name="decision_task"),
         ]
 
     def __str__(self) -> str:
@@ -259,8 +263,9 @@ class OfferPresentation(models.Model):
     expires_at = models.DateTimeField()
     responded_at = models.DateTimeField(null=True, blank=True)
     responded_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        db_index=False,
+    )  # fmt: skip
     # E-mail and outbound-call offers are sent by the e-mail platform and the dialer:
     # set when the integration acknowledges it has taken the offer for delivery.
     delivered_at = models.DateTimeField(null=True, blank=True)
@@ -287,6 +292,13 @@ class OfferPresentation(models.Model):
                 condition=models.Q(status="presented", delivered_at__isnull=True)
                 & models.Q(channel__in=["email", "outbound_call"]),
                 name="presentation_to_deliver",
+            ),
+            # A user deleted sets their answers' responded_by to NULL; an offer is
+            # presented unanswered, and many are answered by the customer.
+            models.Index(
+                fields=["responded_by"],
+                condition=models.Q(responded_by__isnull=False),
+                name="presentation_responded_by",
             ),
         ]
 

@@ -195,6 +195,10 @@ def events_committed(
             dispatched_at=timezone.now()
         )
         return
+    follow_up = getattr(_dispatching, "follow_up", None)
+    if follow_up is not None:
+        follow_up.extend(event_ids)  # the dispatch that recorded them takes them next
+        return
     if settings.CRM_EVENT_DISPATCH_BATCH_SECONDS > 0 and realtime_module.in_server_thread():
         _batcher.add(event_ids)
     else:
@@ -256,39 +260,108 @@ def _enqueue(event_ids: Sequence[int]) -> None:
             logger.exception("could not enqueue the dispatch of %d events; the sweep will", len(chunk))
 
 
-def business_events_dispatch(*, event_ids: Sequence[int]) -> int:
-    """Run the deferred listeners for those of ``event_ids`` still undispatched;
-    return how many were dispatched now.
+# In a dispatch (``business_events_dispatch``): the events that its listeners, and the
+# real-time listeners run on its commits, recorded; the same call dispatches them next.
+_dispatching = threading.local()
+# How many further transactions one dispatch call gives to the events its own listeners
+# recorded (an offer presented is an event that policies may answer with another
+# offer, and so on, until the contact rules stop it); what is left then gets a task.
+FOLLOW_UP_ROUNDS = 10
 
-    1. Lock them, skipping rows another worker holds (it is dispatching them).
-    2. Run every deferred listener on the batch in a savepoint; if one fails,
-       run them event by event so one bad event does not hold up the others.
-    3. Mark the ones that went through dispatched, in the same transaction as
-       whatever the listeners wrote; count an attempt and keep the error on the
-       others, which the sweep retries until the attempts run out."""
+
+def business_events_dispatch(*, event_ids: Sequence[int]) -> int:
+    """Run the deferred listeners for those of ``event_ids`` still undispatched,
+    then for the events those listeners (and the real-time ones, on its commit)
+    recorded, up to FOLLOW_UP_ROUNDS times; return how many were dispatched.
+
+    The events the dispatch itself raised (each offer a policy presents is an
+    ``offer.presented`` event) are taken by the same call, in a transaction of
+    their own right after it, instead of a task each: a worker then spends no broker
+    message, no task and no fresh database connection (a worker closes its
+    connection after every task) on them. They are rows, undispatched until that
+    transaction commits: should the worker die first, the sweep sends them."""
+    if getattr(_dispatching, "follow_up", None) is not None:
+        return _dispatch_batch(event_ids)  # a listener dispatching events itself: once, as asked
+    _dispatching.follow_up = []
+    waiting: list[int] = []  # taken from follow_up, not dispatched yet
+    done = 0
+    try:
+        done = _dispatch_batch(event_ids)
+        for _ in range(FOLLOW_UP_ROUNDS):
+            waiting, _dispatching.follow_up = _dispatching.follow_up, []
+            while waiting:
+                done += _dispatch_batch(waiting[:DISPATCH_BATCH])
+                waiting = waiting[DISPATCH_BATCH:]
+    finally:
+        # Past the rounds, or after a failure (the task retries its own ids): a task
+        # for the rest, as if the dispatch had never taken them.
+        left = waiting + _dispatching.follow_up
+        _dispatching.follow_up = None
+        if left:
+            _enqueue(left)
+    return done
+
+
+def _dispatch_batch(event_ids: Sequence[int]) -> int:
+    """One transaction of ``business_events_dispatch``: run the deferred listeners
+    for those of ``event_ids`` still undispatched; return how many were dispatched.
+
+    1. Lock them and mark them dispatched in one statement, skipping rows another
+       worker holds (it is dispatching them); the mark commits only with what the
+       listeners write, in the same transaction.
+    2. Run every deferred listener on the batch. If one fails, the whole
+       transaction rolls back, mark included, and ``_dispatch_one_by_one`` runs
+       them event by event, so one bad event does not hold up the others.
+
+    The usual case (every listener succeeds) costs the mark, the listeners' own
+    statements and the commit: no savepoint, no separate lock."""
     deferred = listeners.listeners("deferred")
-    max_attempts = settings.CRM_EVENT_DISPATCH_MAX_ATTEMPTS
+    try:
+        with transaction.atomic():
+            events = sorted(
+                BusinessEvent.objects.raw(_LOCK_AND_MARK, [timezone.now(), list(event_ids), _max_attempts()]),
+                key=lambda event: event.pk,
+            )
+            if not events:
+                return 0
+            for listener in deferred:
+                listener(events)
+        return len(events)
+    except OperationalError:
+        raise  # the database went away: the task retries the whole batch
+    except Exception:  # noqa: BLE001  (listeners are other apps' code: any failure is theirs)
+        return _dispatch_one_by_one(event_ids, deferred)
+
+
+def _max_attempts() -> int:
+    return int(settings.CRM_EVENT_DISPATCH_MAX_ATTEMPTS)
+
+
+# The rows still to dispatch, locked (skipping those another worker holds) and marked
+# dispatched, one attempt more, in one statement; the mark stands or falls with the
+# listeners' writes (same transaction).
+_LOCK_AND_MARK = (
+    "UPDATE crm_businessevent SET dispatched_at = %s, dispatch_attempts = dispatch_attempts + 1,"
+    " dispatch_error = '' WHERE id IN (SELECT id FROM crm_businessevent WHERE id = ANY(%s::bigint[])"
+    " AND dispatched_at IS NULL AND dispatch_attempts < %s FOR UPDATE SKIP LOCKED) RETURNING *"
+)
+
+
+def _dispatch_one_by_one(event_ids: Sequence[int], deferred: Sequence[listeners.Listener]) -> int:
+    """After a batch failed: lock the events again and run the listeners on each in a
+    savepoint of its own; mark the ones that went through dispatched, and count an
+    attempt and keep the error on the others, which the sweep retries until the
+    attempts run out."""
     with transaction.atomic():
         events = list(
             BusinessEvent.objects.select_for_update(skip_locked=True)
-            .filter(pk__in=event_ids, dispatched_at__isnull=True, dispatch_attempts__lt=max_attempts)
+            .filter(pk__in=event_ids, dispatched_at__isnull=True, dispatch_attempts__lt=_max_attempts())
             .order_by("id")
         )
-        if not events:
-            return 0
-        failed: dict[int, str] = {}
-        try:
-            with transaction.atomic():
-                for listener in deferred:
-                    listener(events)
-        except OperationalError:
-            raise  # the database went away: the task retries the whole batch
-        except Exception:  # noqa: BLE001  (listeners are other apps' code: any failure is theirs)
-            failed = _one_by_one(events, deferred)
-        now = timezone.now()
+        failed = _one_by_one(events, deferred)
         done = [event.pk for event in events if event.pk not in failed]
         BusinessEvent.objects.filter(pk__in=done).update(
-            dispatched_at=now, dispatch_attempts=F("dispatch_attempts") + 1, dispatch_error=""
+            dispatched_at=timezone.now(), dispatch_attempts=F("dispatch_attempts") + 1, dispatch_error=""
         )
         for pk, error in failed.items():
             BusinessEvent.objects.filter(pk=pk).update(

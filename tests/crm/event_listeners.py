@@ -36,3 +36,24 @@ def refuses_deposits(events: Sequence[BusinessEvent]) -> None:
 
 
 not_callable = 42
+
+
+ANSWER = "complaint.resolved"  # what ``answers_each_creation`` records
+
+
+def answers_each_creation(events: Sequence[BusinessEvent]) -> None:
+    """A deferred listener that records an event of its own for each customer.created,
+    as the policies record an offer.presented for each offer they present."""
+    from crm import services
+
+    seen.append(("deferred", [e.pk for e in events]))
+    for event in events:
+        if event.type == "customer.created" and event.customer is not None:
+            services.business_event_record(
+                type=ANSWER, occurred_at=event.occurred_at, payload={}, source=event.source_system,
+                idempotency_key=f"answer-{event.pk}", customer=event.customer,
+            )  # fmt: skip
+
+
+def remember_deferred(events: Sequence[BusinessEvent]) -> None:
+    seen.append(("deferred", [e.pk for e in events]))

@@ -10,12 +10,14 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from config.celery import app as celery_app
 from crm import listeners, realtime, services
 from crm.models import BusinessEvent, Customer, SourceSystem, Task
+from crm.services import event_dispatch
 from tests.crm import event_listeners
 
 LISTENERS = "tests.crm.event_listeners"
@@ -182,3 +184,85 @@ def test_a_web_process_hands_the_events_of_several_requests_to_the_worker_togeth
     # One task for both: the worker's listener saw them together.
     assert event_listeners.seen[2:] == [("deferred", [first.pk, second.pk])]
     assert Task.objects.filter(customer=dave_customer).count() == 2
+
+
+def _counting_tasks(monkeypatch: Any) -> list[list[int]]:
+    """The dispatch tasks enqueued from now on (each still runs: Celery is eager)."""
+    enqueued: list[list[int]] = []
+    enqueue = event_dispatch._enqueue
+
+    def counted(event_ids: Any) -> None:
+        enqueued.append(list(event_ids))
+        enqueue(event_ids)
+
+    monkeypatch.setattr(event_dispatch, "_enqueue", counted)
+    return enqueued
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_events_a_dispatch_records_are_dispatched_by_it_without_a_task_of_their_own(
+    configured: Any, dave_customer: Customer, ivr: SourceSystem, monkeypatch: Any
+) -> None:
+    configured(realtime=["remember_realtime"], deferred=["answers_each_creation"])
+    enqueued = _counting_tasks(monkeypatch)
+    first = _record(dave_customer, ivr, "e1")  # its own transaction: the task runs on its commit
+    answer = BusinessEvent.objects.get(type=event_listeners.ANSWER, idempotency_key=f"answer-{first.pk}")
+    assert enqueued == [[first.pk]]  # the answer took no task: the first one's dispatch took it next
+    assert event_listeners.seen == [
+        ("realtime", [first.pk]), ("deferred", [first.pk]),
+        ("realtime", [answer.pk]), ("deferred", [answer.pk]),
+    ]  # fmt: skip
+    assert BusinessEvent.objects.filter(pk__in=[first.pk, answer.pk], dispatched_at__isnull=True).count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_events_a_dispatch_records_past_its_rounds_get_a_task(
+    configured: Any, dave_customer: Customer, ivr: SourceSystem, monkeypatch: Any
+) -> None:
+    configured(deferred=["answers_each_creation"])
+    monkeypatch.setattr(event_dispatch, "FOLLOW_UP_ROUNDS", 0)
+    enqueued = _counting_tasks(monkeypatch)
+    first = _record(dave_customer, ivr, "e1")
+    answer = BusinessEvent.objects.get(type=event_listeners.ANSWER, idempotency_key=f"answer-{first.pk}")
+    assert enqueued == [[first.pk], [answer.pk]]
+    assert not BusinessEvent.objects.filter(pk__in=[first.pk, answer.pk], dispatched_at__isnull=True).exists()
+
+
+def test_a_dispatch_locks_and_marks_its_batch_in_one_statement_whatever_its_size(
+    configured: Any, dave_customer: Customer, ivr: SourceSystem
+) -> None:
+    configured(deferred=["remember_deferred"])
+    events = [_record(dave_customer, ivr, f"e{n}") for n in range(20)]
+    ids = [e.pk for e in events]
+    with CaptureQueriesContext(connection) as queries:
+        assert services.business_events_dispatch(event_ids=ids) == 20
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    # The lock with the mark, between the savepoint the test's transaction makes of
+    # the dispatch's own (in a worker: BEGIN and COMMIT).
+    assert statements == ["SAVEPOINT", "UPDATE", "RELEASE"]
+    assert event_listeners.seen == [("deferred", ids)]
+    assert not BusinessEvent.objects.filter(pk__in=ids, dispatched_at__isnull=True).exists()
+    assert services.business_events_dispatch(event_ids=ids) == 0  # a redelivered task
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_events_a_dispatch_recorded_get_a_task_when_their_round_fails(
+    configured: Any, dave_customer: Customer, ivr: SourceSystem, monkeypatch: Any
+) -> None:
+    configured(deferred=["answers_each_creation"])
+    enqueued = _counting_tasks(monkeypatch)
+    batches: list[list[int]] = []
+    dispatch_batch = event_dispatch._dispatch_batch
+
+    def database_gone_on_the_second(event_ids: Any) -> int:
+        batches.append(list(event_ids))
+        if len(batches) == 2:
+            raise OperationalError("the database went away")
+        return dispatch_batch(event_ids)
+
+    monkeypatch.setattr(event_dispatch, "_dispatch_batch", database_gone_on_the_second)
+    first = _record(dave_customer, ivr, "e1")
+    answer = BusinessEvent.objects.get(type=event_listeners.ANSWER, idempotency_key=f"answer-{first.pk}")
+    assert batches[:3] == [[first.pk], [answer.pk], [answer.pk]]  # its round failed; its own task took it
+    assert enqueued[:2] == [[first.pk], [answer.pk]]
+    assert not BusinessEvent.objects.filter(pk__in=[first.pk, answer.pk], dispatched_at__isnull=True).exists()

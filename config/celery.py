@@ -8,7 +8,7 @@ from typing import Any
 
 from celery import Celery
 from celery.loaders.app import AppLoader
-from celery.signals import worker_init
+from celery.signals import task_postrun, task_prerun, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # A worker starting up would run Django's system checks, which load the whole URL
@@ -29,6 +29,7 @@ class WorkerLoader(AppLoader):
         # Django fixup), never in a web process, which only sends tasks.
         if not self.worker_initialized:
             _without_admin_discovery()
+            _keep_database_connections()
         super().init_worker()
 
 
@@ -47,6 +48,38 @@ def _without_admin_discovery() -> None:
         "django.contrib.admin.apps.SimpleAdminConfig" if name == "django.contrib.admin" else name
         for name in settings.INSTALLED_APPS
     ]
+
+
+def _keep_database_connections() -> None:
+    """A worker's connections outlive a task (CELERY_WORKER_DB_CONN_MAX_AGE): Celery
+    closes them only every CELERY_DB_REUSE_MAX tasks, and ``_drop_broken_connections``
+    drops one that broke or aged, before and after each task. With a psycopg pool
+    (DATABASE_POOL_MAX_SIZE) the pool keeps them instead: persistent connections and
+    a pool exclude each other. They are named, so that an operator tells the workers'
+    backends from the web's in pg_stat_activity."""
+    from django.conf import settings  # noqa: PLC0415
+
+    database = settings.DATABASES["default"]
+    options = database.setdefault("OPTIONS", {})
+    options.setdefault("application_name", "crm-celery")
+    if not options.get("pool"):
+        database["CONN_MAX_AGE"] = database.get("CONN_MAX_AGE") or settings.CELERY_WORKER_DB_CONN_MAX_AGE
+        database["CONN_HEALTH_CHECKS"] = True
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _drop_broken_connections(sender: Any = None, **_kwargs: Any) -> None:
+    """What a web request does at its start and end (Django's close_old_connections),
+    done around a task: a connection that failed or outlived its age is closed, and
+    the next statement opens a new one. A task run eagerly, inside its caller, leaves
+    the caller's connection alone."""
+    request = getattr(sender, "request", None)
+    if getattr(request, "is_eager", False):
+        return
+    from django.db import close_old_connections  # noqa: PLC0415
+
+    close_old_connections()
 
 
 app = Celery("crm", loader=f"{__name__}:WorkerLoader")

@@ -153,6 +153,15 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 4
 # (0: never) replaces each after that many tasks, for a leak too slow to show.
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("CELERY_WORKER_MAX_MEMORY_PER_CHILD", 200_000, minimum=0) or None
 CELERY_WORKER_MAX_TASKS_PER_CHILD = env_int("CELERY_WORKER_MAX_TASKS_PER_CHILD", 0, minimum=0) or None
+# A worker process keeps its database connection from one task to the next (Celery's
+# Django integration would close it after each task, and close a psycopg pool with
+# it: every task then paid for a new PostgreSQL backend, more PostgreSQL CPU than
+# the task's own statements when tasks are small). Before each task a connection
+# that broke, or is older than CELERY_WORKER_DB_CONN_MAX_AGE seconds, is dropped and
+# the task opens a fresh one (config/celery.py); Celery itself still closes all of
+# them every CELERY_DB_REUSE_MAX tasks.
+CELERY_WORKER_DB_CONN_MAX_AGE = env_int("CELERY_WORKER_DB_CONN_MAX_AGE", 600, minimum=1)
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000, minimum=1)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 
 from config.celery import app as celery_app
@@ -125,3 +126,43 @@ def test_the_beat_schedule_purges_expired_tokens_through_a_worker(celery_worker:
         process=celery_worker.process,
     )
     assert ApiToken.objects.filter(pk=current.pk).exists()
+
+
+def _worker_backends() -> list[int]:
+    """The PostgreSQL backends the test database has for Celery processes."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = 'crm-celery' ORDER BY pid"
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _purge_tokens_through(worker: Worker) -> None:
+    name = str(settings.CELERY_BEAT_SCHEDULE["purge-expired-api-tokens"]["task"])
+    result = celery_app.send_task(name, queue=worker.queue)
+    wait_until(lambda: worker.succeeded(result.id) == 1, what="the task to succeed", process=worker.process)
+
+
+def test_the_worker_keeps_its_database_connection_from_task_to_task(celery_worker: Worker) -> None:
+    _purge_tokens_through(celery_worker)
+    first = _worker_backends()
+    assert len(first) == 1  # the solo pool's one connection, still open after its task
+
+    for _ in range(3):
+        _purge_tokens_through(celery_worker)
+    assert _worker_backends() == first
+
+
+def test_a_connection_that_broke_between_tasks_is_replaced_and_the_next_task_runs(
+    celery_worker: Worker,
+) -> None:
+    _purge_tokens_through(celery_worker)
+    (backend,) = _worker_backends()
+    with connection.cursor() as cursor:  # as a PostgreSQL restart or a failover would
+        cursor.execute("SELECT pg_terminate_backend(%s)", [backend])
+    wait_until(lambda: backend not in _worker_backends(), what="the backend to go")
+
+    _purge_tokens_through(celery_worker)
+    (replacement,) = _worker_backends()
+    assert replacement != backend

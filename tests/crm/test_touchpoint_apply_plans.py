@@ -6,12 +6,13 @@ planner pick a partial index of pending rows and read it whole."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from django.db import connection
 
 from crm.models import TouchpointBatch, TouchpointResult
-from crm.services import touchpoint_apply
+from crm.services.touchpoint_apply import _COMPLETE_BATCHES, _LOCK_CLAIMED
 from tests.touchpoint_data import apply_all, receive, visit
 
 # VACUUM (which sets the pages and tuples the planner believes an index holds) runs
@@ -32,7 +33,7 @@ def _stale_inbox(web) -> list[int]:
     return list(TouchpointResult.objects.values_list("id", flat=True)[:100])
 
 
-def _plan(sql: str, params: object) -> str:
+def _plan(sql: str, params: Any) -> str:
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN " + sql, params)
         return "\n".join(row[0] for row in cursor.fetchall())
@@ -40,7 +41,7 @@ def _plan(sql: str, params: object) -> str:
 
 def test_the_claimed_rows_are_locked_through_the_primary_key(web):
     ids = _stale_inbox(web)
-    plan = _plan(touchpoint_apply._LOCK_CLAIMED, [json.dumps(ids), "tok"])
+    plan = _plan(_LOCK_CLAIMED, [json.dumps(ids), "tok"])
     assert "crm_touchpointresult_pkey" in plan, plan
     assert not any(name in plan for name in PENDING_INDEXES), plan
 
@@ -48,6 +49,6 @@ def test_the_claimed_rows_are_locked_through_the_primary_key(web):
 def test_a_batch_is_probed_for_pending_results_by_its_own_entries(web):
     _stale_inbox(web)
     batch_ids = list(TouchpointBatch.objects.values_list("id", flat=True))
-    plan = _plan(touchpoint_apply._COMPLETE_BATCHES, {"now": "2026-01-01T00:00:00Z", "ids": batch_ids})
+    plan = _plan(_COMPLETE_BATCHES, {"now": "2026-01-01T00:00:00Z", "ids": batch_ids})
     assert "touchpointresult_batch_status" in plan, plan
     assert not any(name in plan for name in PENDING_INDEXES), plan

@@ -249,6 +249,26 @@ def test_a_claim_reaches_past_a_head_of_the_backlog_that_another_worker_holds(we
     assert not {c.id for c in held} & {c.id for c in free}
 
 
+def test_a_claim_passes_a_held_head_window_by_window_across_batches_received_apart(web, dave_customer):
+    # Windows of 100 end inside a batch and start in the middle of another: the next
+    # window starts after the last row of the previous one by (time, id), to the
+    # microsecond, so no result is skipped and none read twice.
+    for b in range(4):
+        receive(web, [visit(f"v-{b}-{i:02}", "dave@example.com") for i in range(37)])
+    claim = services.touchpoint_apply.touchpoint_results_claim  # type: ignore[attr-defined]
+    held = claim(limit=130, token="busy")
+    free = claim(limit=10, token="second")
+    rest = claim(limit=50, token="third")
+
+    arrival = list(
+        TouchpointResult.objects.order_by("received_at", "id").values_list("external_id", flat=True)
+    )
+    assert [c.external_id for c in held] == arrival[:130]
+    assert [c.external_id for c in free] == arrival[130:140]
+    assert [c.external_id for c in rest] == arrival[140:]
+    assert len({c.id for c in held + free + rest}) == 148
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_at_once_apply_each_result_exactly_once(dave_customer, erin_customer):
     web = web_source()

@@ -86,17 +86,26 @@ def apply(
     ``write_decisions=False``: the caller wrote them with its claim; ``locked``: and
     took the customer's sequence lock with it). The offers chosen are presented
     together (``offers_present``: a fixed number of statements for all of them),
-    from the index's copy of each offer."""
+    from the index's copy of each offer, with the tags the plan puts on the customer."""
     assert event.customer_id is not None  # noqa: S101  (decide() skips events of no customer)
+    # The tags are written with the presentations (one statement for both).
+    tags = [
+        (action_settings["tag"], verdict.candidate.id)
+        for verdict in plan.verdicts
+        for name, action_settings in verdict.run_others
+        if name == "tag_customer"
+    ]
     offers_present(
         event=event, customer_id=event.customer_id, now=now,
-        items=[(p.candidate.id, p.offer, p.channel) for p in plan.presentations], locked=locked,
+        items=[(p.candidate.id, p.offer, p.channel) for p in plan.presentations], locked=locked, tags=tags,
     )  # fmt: skip
     decisions: list[Decision] = []
     for verdict in plan.verdicts:
         run = ActionRun(event=event, customer_id=event.customer_id, policy_id=verdict.candidate.id, now=now)
         task = None
         for name, action_settings in verdict.run_others:
+            if name == "tag_customer":
+                continue
             result = action_registry.implementation(name)(run=run, settings=action_settings)
             if name == "create_task":
                 task = result

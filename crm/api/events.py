@@ -9,10 +9,12 @@ idempotent per (the caller's source system, idempotency_key).
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import serializers, status
@@ -66,6 +68,57 @@ class EventInSerializer(JsonTypes, serializers.Serializer):
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.message_dict) from None
         return attrs
+
+
+_EVENT_FIELDS = frozenset({"type", "occurred_at", "idempotency_key", "customer", "customer_key", "payload"})
+
+
+def _plainly_valid(item: Any) -> dict[str, Any] | None:
+    """What ``EventInSerializer`` validates ``item`` to, when the item is plainly
+    valid (canonical JSON types, text without surrounding blanks or control
+    characters, a zone on the time, a known type and a payload its type accepts);
+    None for anything else, which the serializer then checks and names. The
+    serializer's fields are copied and run per item: a third of a millisecond per
+    event, most of the view's own time, for the answer this gives."""
+    if type(item) is not dict or not item.keys() <= _EVENT_FIELDS:
+        return None
+    event_type, occurred_at, key = item.get("type"), item.get("occurred_at"), item.get("idempotency_key")
+    if type(event_type) is not str or event_type not in events.CATALOG:
+        return None
+    if not _plain_text(key, 200) or type(occurred_at) is not str or occurred_at != occurred_at.strip():
+        return None
+    try:
+        moment = parse_datetime(occurred_at)
+        if moment is None or moment.tzinfo is None:
+            return None
+        moment = moment.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
+        return None
+    attrs: dict[str, Any] = {"type": event_type, "occurred_at": moment, "idempotency_key": key}
+    if "customer" in item:
+        customer = item["customer"]
+        if "customer_key" in item or type(customer) is not int or customer < 1:
+            return None
+        attrs["customer"] = customer
+    elif _plain_text(item.get("customer_key"), 120):
+        attrs["customer_key"] = item["customer_key"]
+    else:
+        return None
+    payload = item.get("payload", {})
+    if type(payload) is not dict:
+        return None
+    try:
+        events.get(event_type).validate(payload, strict=True)
+    except DjangoValidationError:
+        return None
+    attrs["payload"] = dict(payload)
+    return attrs
+
+
+def _plain_text(value: Any, max_length: int) -> bool:
+    return (
+        type(value) is str and 0 < len(value) <= max_length and value.isprintable() and value == value.strip()
+    )
 
 
 class EventBatchSerializer(serializers.Serializer):
@@ -154,6 +207,10 @@ class EventsView(StrictQueryParams, APIView):
         checked: list[dict[str, Any]] = []
         errors: dict[str, Any] = {}
         for index, item in enumerate(items):
+            plain = _plainly_valid(item)
+            if plain is not None:
+                checked.append(plain)
+                continue
             incoming = EventInSerializer(data=item)
             if incoming.is_valid():
                 checked.append(incoming.validated_data)

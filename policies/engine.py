@@ -98,6 +98,7 @@ def apply(
     offers_present(
         event=event, customer_id=event.customer_id, now=now,
         items=[(p.candidate.id, p.offer, p.channel) for p in plan.presentations], locked=locked, tags=tags,
+        returning=False,
     )  # fmt: skip
     decisions: list[Decision] = []
     for verdict in plan.verdicts:

@@ -189,6 +189,7 @@ def offers_present(
     items: list[tuple[int | None, Any, str]],
     locked: bool = False,
     tags: Sequence[tuple[str, int | None]] = (),
+    returning: bool = True,
 ) -> list[OfferPresentation]:
     """Put the offers one event won in front of the customer, in a fixed number of
     statements however many there are. ``items``: (policy id, offer, channel), the
@@ -207,7 +208,8 @@ def offers_present(
     3. Tell every screen showing the customer, and their own session, on commit.
 
     ``locked``: the caller's transaction already holds the customer's sequence lock
-    (``SEQUENCE_LOCK_SQL`` in an earlier statement: one round trip fewer)."""
+    (``SEQUENCE_LOCK_SQL`` in an earlier statement: one round trip fewer).
+    ``returning=False``: the caller needs no rows back (none are built)."""
     if not items:
         customer_tags_add(customer_id=customer_id, tags=tags, now=now)
         return []
@@ -233,15 +235,18 @@ def offers_present(
             made = cursor.fetchall()
         presentations: list[OfferPresentation] = []
         told: list[BusinessEvent] = []
+        group = realtime.customer_group(customer_id)
         for (pk, sequence, event_id, source_id), (policy_id, offer, channel), ends in zip(
             made, items, expires, strict=True
         ):
-            presentations.append(
-                OfferPresentation(
-                    id=pk, offer_id=offer.id, customer_id=customer_id, channel=channel, policy_id=policy_id,
-                    event_id=event.pk, sequence=sequence, presented_at=now, expires_at=ends,
-                )
-            )  # fmt: skip
+            if returning:
+                presentations.append(
+                    OfferPresentation(
+                        id=pk, offer_id=offer.id, customer_id=customer_id, channel=channel,
+                        policy_id=policy_id, event_id=event.pk, sequence=sequence, presented_at=now,
+                        expires_at=ends,
+                    )
+                )  # fmt: skip
             if event_id is not None:  # None: that key was recorded before
                 told.append(
                     BusinessEvent(
@@ -250,18 +255,16 @@ def offers_present(
                         source_system_id=source_id, idempotency_key=f"offer.presented:{pk}", recorded_at=now,
                     )
                 )  # fmt: skip
-        events_dispatch_on_commit([e.pk for e in told], recorded=told)
-        group = realtime.customer_group(customer_id)
-        for presentation, (_, offer, channel) in zip(presentations, items, strict=True):
             realtime.send_on_commit(
                 group,
                 realtime.offer_presented(
-                    customer_id=customer_id, presentation_id=presentation.pk, sequence=presentation.sequence,
-                    channel=channel, expires_at=presentation.expires_at.isoformat(),
+                    customer_id=customer_id, presentation_id=pk, sequence=sequence, channel=channel,
+                    expires_at=ends.isoformat(),
                     offer={"code": offer.code, "name": offer.name, "talking_points": offer.talking_points,
                            "self_service_text": offer.self_service_text, "value": offer.value_text},
                 ),
             )  # fmt: skip
+        events_dispatch_on_commit([e.pk for e in told], recorded=told)
     return presentations
 
 

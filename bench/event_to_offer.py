@@ -542,7 +542,11 @@ STAGES = (
     ("dispatch", "decision_committed", "dispatched"),  # the offer.presented events' hook (a task queued)
     ("to_handover", "dispatched", "handover"),  # the rest of the decision's on-commit hooks
     ("loop_wait", "handover", "sending"),  # the frames wait for the server's event loop and its sender
-    ("who_listens", "sending", "group_send"),  # the sender's look-up of the groups with members
+    (
+        "who_listens",
+        "sending",
+        "group_send",
+    ),  # the sender's look-up of the groups with members (the core layer)
     ("layer", "group_send", "consumer"),  # the channel layer's send, Redis, the consumer's receive loop
     ("socket", "consumer", "arrived"),  # the consumer's send_json, the socket write, the client's read
 )
@@ -612,10 +616,17 @@ def traced_application() -> Any:
 
     send_all = realtime._send_all
 
-    async def traced_send_all(layer: Any, messages: list[tuple[str, dict[str, Any]]]) -> None:
+    async def traced_send_all(layer: Any, messages: list[tuple[str, dict[str, Any]]], **kwargs: Any) -> None:
         now = time.time()
         for _, message in messages:
             message.get("trace", {}).setdefault("sending", now)
+        if kwargs.get("pipelined") and hasattr(layer, "_get_layer"):
+            # The web process's pub/sub pipeline publishes at once (no look-up first, no
+            # group_send): stamped here, before the messages are serialized.
+            for _, message in messages:
+                message.get("trace", {})["group_send"] = now
+            await send_all(layer, messages, **kwargs)
+            return
         group_send = layer.group_send
 
         async def traced_group_send(group: str, message: dict[str, Any]) -> None:
@@ -624,7 +635,7 @@ def traced_application() -> Any:
 
         layer.group_send = traced_group_send
         try:
-            await send_all(layer, messages)
+            await send_all(layer, messages, **kwargs)
         finally:
             del layer.group_send
 

@@ -98,7 +98,8 @@ async def _listened_pubsub(loop_layer: Any, groups: set[str]) -> set[str]:
 def send_many_now(messages: list[tuple[str, dict[str, Any]]]) -> None:
     """Send several messages in one trip into the event loop (a worker applying
     hundreds of results at once would otherwise pay the loop's start-up on each),
-    only to the groups someone listens to (asked once for all of them).
+    only to the groups someone listens to (asked once for all of them); in a web
+    process, with the pub/sub layer, in one pipeline per Redis server instead.
 
     Inside a web request the messages are handed to the server's own event loop
     and the request goes on without waiting for Redis (a round trip or two per
@@ -126,10 +127,23 @@ def send_many_now(messages: list[tuple[str, dict[str, Any]]]) -> None:
         logger.exception("could not deliver %s messages", len(messages))
 
 
-async def _send_all(layer: Any, messages: list[tuple[str, dict[str, Any]]]) -> None:
+# A lot of more groups than this (a worker's batch: hundreds of customers, few of them on
+# a screen) first asks the pub/sub layer who listens, one name each, rather than publishing
+# hundreds of messages nobody receives; a smaller lot (a request's) publishes at once.
+ASK_WHO_LISTENS_OVER = 8
+
+
+async def _send_all(
+    layer: Any, messages: list[tuple[str, dict[str, Any]]], *, pipelined: bool = False
+) -> None:
     """Each group's messages in order; the groups side by side, so that their
     round trips to Redis overlap instead of adding up (a web process under load
-    gets its event loop back only now and then, and each round trip waits for it)."""
+    gets its event loop back only now and then, and each round trip waits for it).
+    ``pipelined`` (the web process's sender), with the pub/sub layer: one pipeline
+    per Redis server (``_send_all_pubsub``)."""
+    if pipelined and hasattr(layer, "_layers") and hasattr(layer, "_get_layer"):
+        await _send_all_pubsub(layer._get_layer(), messages)
+        return
     groups = {group for group, _ in messages}
     try:
         listened = await _listened(layer, groups)
@@ -149,6 +163,48 @@ async def _send_all(layer: Any, messages: list[tuple[str, dict[str, Any]]]) -> N
                 logger.exception("could not deliver %s to %s", message.get("event"), group)
 
     await asyncio.gather(*(send_in_order(group, ordered) for group, ordered in by_group.items()))
+
+
+async def _send_all_pubsub(loop_layer: Any, messages: list[tuple[str, dict[str, Any]]]) -> None:
+    """The pub/sub layer's group_send is a PUBLISH, one round trip each, and a server's
+    publishes wait for each other (the layer locks its connection per send). Here all
+    the messages for one server go out in one pipeline, in the order handed over, so
+    a lot costs one round trip per server however many groups and messages it has:
+    and no question first of who listens (a PUBLISH to no one costs what asking does),
+    unless the lot is large (``ASK_WHO_LISTENS_OVER``)."""
+    groups = {group for group, _ in messages}
+    listened = groups
+    if len(groups) > ASK_WHO_LISTENS_OVER:
+        try:
+            listened = await _listened_pubsub(loop_layer, groups)
+        except Exception:
+            logger.warning(
+                "could not read who listens to %s groups; sending to all", len(groups), exc_info=True
+            )
+    by_shard: dict[int, tuple[Any, list[tuple[str, dict[str, Any]]]]] = {}
+    for group, message in messages:
+        if group in listened:
+            channel = loop_layer._get_group_channel_name(group)
+            shard = loop_layer._get_shard(channel)
+            by_shard.setdefault(id(shard), (shard, []))[1].append((channel, message))
+    serialize = loop_layer.channel_layer.serialize
+
+    async def publish(shard: Any, items: list[tuple[str, dict[str, Any]]]) -> None:
+        try:
+            async with shard._lock:  # as the layer's own publish: one sender on the connection at a time
+                shard._ensure_redis()
+                pipe = shard._redis.pipeline(transaction=False)
+                for channel, message in items:
+                    pipe.publish(channel, serialize(message))
+                results = await pipe.execute(raise_on_error=False)
+        except Exception:
+            logger.exception("could not deliver %s messages", len(items))
+            return
+        for (channel, message), result in zip(items, results, strict=True):
+            if isinstance(result, Exception):
+                logger.error("could not deliver %s to %s: %s", message.get("event"), channel, result)
+
+    await asyncio.gather(*(publish(shard, items) for shard, items in by_shard.values()))
 
 
 def in_server_thread() -> bool:
@@ -192,7 +248,7 @@ async def _sender(queue: asyncio.Queue[list[tuple[str, dict[str, Any]]]]) -> Non
         # so a sender that falls behind under load catches up instead of staying behind.
         while not queue.empty():
             messages.extend(queue.get_nowait())
-        await _send_all(layer, messages)
+        await _send_all(layer, messages, pipelined=True)
 
 
 # Inside ``batched()``: the messages of the transaction committing, in order.

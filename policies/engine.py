@@ -86,17 +86,27 @@ def apply(
     ``write_decisions=False``: the caller wrote them with its claim; ``locked``: and
     took the customer's sequence lock with it). The offers chosen are presented
     together (``offers_present``: a fixed number of statements for all of them),
-    from the index's copy of each offer."""
+    from the index's copy of each offer, with the tags the plan puts on the customer."""
     assert event.customer_id is not None  # noqa: S101  (decide() skips events of no customer)
+    # The tags are written with the presentations (one statement for both).
+    tags = [
+        (action_settings["tag"], verdict.candidate.id)
+        for verdict in plan.verdicts
+        for name, action_settings in verdict.run_others
+        if name == "tag_customer"
+    ]
     offers_present(
         event=event, customer_id=event.customer_id, now=now,
-        items=[(p.candidate.id, p.offer, p.channel) for p in plan.presentations], locked=locked,
+        items=[(p.candidate.id, p.offer, p.channel) for p in plan.presentations], locked=locked, tags=tags,
+        returning=False,
     )  # fmt: skip
     decisions: list[Decision] = []
     for verdict in plan.verdicts:
         run = ActionRun(event=event, customer_id=event.customer_id, policy_id=verdict.candidate.id, now=now)
         task = None
         for name, action_settings in verdict.run_others:
+            if name == "tag_customer":
+                continue
             result = action_registry.implementation(name)(run=run, settings=action_settings)
             if name == "create_task":
                 task = result
@@ -198,17 +208,19 @@ def _claim_with_decisions(
     if plan.presentations:
         lock = f", (SELECT count({SEQUENCE_LOCK_SQL}::text) FROM claim)"
         lock_params = sequence_lock_params(event.customer_id)
+    # The rows as one JSON parameter: psycopg adapts list parameters in Python, element
+    # by element, at a cost above the statement's round trip.
+    decided = json.dumps(rows)
     with server_bound_cursor() as cursor:
         cursor.execute(
             f"WITH claim AS ({_CLAIM_RELAXED if relaxed else _CLAIM}),"
             " made AS (INSERT INTO policies_decision (event_id, policy_id, policy_version, customer_id,"
             "  outcome, reason, task_id, created_at)"
-            "  SELECT claim.event_id, d.policy_id, d.version, %s, d.outcome, d.reason, NULL, %s"
-            "  FROM claim, unnest(%s::bigint[], %s::integer[], %s::text[], %s::text[])"
-            "  WITH ORDINALITY AS d(policy_id, version, outcome, reason, n) ORDER BY d.n RETURNING id)"
+            "  SELECT claim.event_id, (d.row->>0)::bigint, (d.row->>1)::integer, %s, d.row->>2, d.row->>3,"
+            "  NULL, %s FROM claim, json_array_elements(%s::json) WITH ORDINALITY AS d(row, n)"
+            "  ORDER BY d.n RETURNING id)"
             f" SELECT (SELECT count(*) FROM claim), ARRAY(SELECT id FROM made){lock}",
-            [*claim, event.customer_id, now, [r[0] for r in rows], [r[1] for r in rows],
-             [r[2] for r in rows], [r[3] for r in rows], *lock_params],
+            [*claim, event.customer_id, now, decided, *lock_params],
         )  # fmt: skip
         claimed, ids = cursor.fetchone()[:2]
     if not claimed:

@@ -133,9 +133,16 @@ _FACTS_SQL: dict[tuple[bool, bool], str] = {}
 
 def customer_columns() -> tuple[list[str], list[str]]:
     """Columns and attribute names of CUSTOMER_COLUMNS in the model's field order
-    (``Model.from_db`` with some fields deferred takes the values in that order)."""
-    fields = [f for f in Customer._meta.concrete_fields if {f.name, f.attname} & set(CUSTOMER_COLUMNS)]
-    return [f.column for f in fields], [f.attname for f in fields]
+    (``Model.from_db`` with some fields deferred takes the values in that order).
+    Worked out once per process: every decision asks."""
+    if not _CUSTOMER_COLUMNS:
+        fields = [f for f in Customer._meta.concrete_fields if {f.name, f.attname} & set(CUSTOMER_COLUMNS)]
+        _CUSTOMER_COLUMNS.append(([f.column for f in fields], [f.attname for f in fields]))
+    columns, attnames = _CUSTOMER_COLUMNS[0]
+    return list(columns), list(attnames)
+
+
+_CUSTOMER_COLUMNS: list[tuple[list[str], list[str]]] = []
 
 
 def facts_load(

@@ -4,6 +4,8 @@ and answered, the actions' effects (tasks, notices, tags)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,7 @@ from crm import events, realtime
 from crm import services as crm_services
 from crm.exceptions import Conflict
 from crm.models import BusinessEvent, Interaction, Task, User
+from crm.services.event_dispatch import events_dispatch_on_commit
 from crm.services.events import server_bound_cursor
 from policies import actions as action_registry
 from policies import conditions
@@ -185,77 +188,137 @@ def offers_present(
     now: dt.datetime,
     items: list[tuple[int | None, Any, str]],
     locked: bool = False,
+    tags: Sequence[tuple[str, int | None]] = (),
+    returning: bool = True,
 ) -> list[OfferPresentation]:
     """Put the offers one event won in front of the customer, in a fixed number of
     statements however many there are. ``items``: (policy id, offer, channel), the
-    offer as the engine's index holds it (``engine.OfferInfo``).
+    offer as the engine's index holds it (``engine.OfferInfo``). ``tags``: (tag,
+    policy id) the same event puts on the customer, written by the same statement.
 
     1. Take the customer's next sequence numbers under a transaction-scoped lock
        (two events of one customer decided at once must not share a number); the
-       insert that follows reads the last number in its own statement, whose
-       snapshot is taken after the lock is held.
-    2. Write the presentations, and record an offer.presented for each, which
-       flows back into the loop (contact history, other policies).
+       statement that follows reads the last number itself, with a snapshot
+       taken after the lock is held.
+    2. One statement writes the presentations, an offer.presented event for each
+       (it flows back into the loop: contact history, other policies) and the
+       tags. The items travel as one JSON parameter: psycopg adapts a list
+       parameter in Python, element by element, which cost more than the
+       statement's round trip.
     3. Tell every screen showing the customer, and their own session, on commit.
 
     ``locked``: the caller's transaction already holds the customer's sequence lock
-    (``SEQUENCE_LOCK_SQL`` in an earlier statement: one round trip fewer)."""
+    (``SEQUENCE_LOCK_SQL`` in an earlier statement: one round trip fewer).
+    ``returning=False``: the caller needs no rows back (none are built)."""
     if not items:
+        customer_tags_add(customer_id=customer_id, tags=tags, now=now)
         return []
+    expires = [now + dt.timedelta(hours=offer.expires_after_hours) for _, offer, _ in items]
+    # The statement builds the events' payloads as _offer_payload would: their shape is checked here.
+    policy_id, offer, channel = items[0]
+    events.get("offer.presented").validate(_offer_payload_of(offer.code, channel, 0, policy_id))
+    params: dict[str, Any] = {
+        "customer": customer_id, "event": event.pk, "status": PresentationStatus.PRESENTED, "now": now,
+        "source": crm_services.CRM_SOURCE_CODE, "tags": _tags_json(tags),
+        "items": json.dumps([
+            {"offer_id": offer.id, "channel": channel, "policy_id": policy_id, "expires_at": ends.isoformat(),
+             "code": offer.code}
+            for (policy_id, offer, channel), ends in zip(items, expires, strict=True)
+        ]),
+    }  # fmt: skip
     # No savepoint of its own: the presentations stand or fall with the decision.
     with transaction.atomic(savepoint=False):
         with server_bound_cursor() as cursor:
             if not locked:
                 cursor.execute(f"SELECT {SEQUENCE_LOCK_SQL}", sequence_lock_params(customer_id))
-            cursor.execute(
-                "INSERT INTO policies_offerpresentation (offer_id, customer_id, channel, policy_id, event_id,"
-                " sequence, status, presented_at, expires_at)"
-                " SELECT i.offer_id, %s, i.channel, i.policy_id, %s, last.n + i.n, %s, %s, i.expires_at"
-                " FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::timestamptz[])"
-                " WITH ORDINALITY AS i(offer_id, channel, policy_id, expires_at, n),"
-                " (SELECT coalesce(max(sequence), 0) AS n FROM policies_offerpresentation"
-                "  WHERE customer_id = %s) AS last"
-                " ORDER BY i.n RETURNING id, sequence",
-                [customer_id, event.pk, PresentationStatus.PRESENTED, now,
-                 [offer.id for _, offer, _ in items], [channel for _, _, channel in items],
-                 [policy_id for policy_id, _, _ in items],
-                 [now + dt.timedelta(hours=offer.expires_after_hours) for _, offer, _ in items], customer_id],
-            )  # fmt: skip
-            numbered = sorted(cursor.fetchall(), key=lambda row: row[1])
-        presentations = [
-            OfferPresentation(
-                id=pk,
-                offer_id=offer.id,
-                customer_id=customer_id,
-                channel=channel,
-                policy_id=policy_id,
-                event_id=event.pk,
-                sequence=sequence,
-                presented_at=now,
-                expires_at=now + dt.timedelta(hours=offer.expires_after_hours),
-            )
-            for (pk, sequence), (policy_id, offer, channel) in zip(numbered, items, strict=True)
-        ]
-        codes = [offer.code for _, offer, _ in items]
-        crm_services.business_events_record_new(
-            items=[
-                ("offer.presented", customer_id, now, _offer_payload(p, code), f"offer.presented:{p.pk}")
-                for p, code in zip(presentations, codes, strict=True)
-            ],
-            source=crm_services.CRM_SOURCE_CODE,
-        )
+            cursor.execute(_PRESENT_SQL, params)
+            made = cursor.fetchall()
+        presentations: list[OfferPresentation] = []
+        told: list[BusinessEvent] = []
         group = realtime.customer_group(customer_id)
-        for presentation, (_, offer, channel) in zip(presentations, items, strict=True):
+        for (pk, sequence, event_id, source_id), (policy_id, offer, channel), ends in zip(
+            made, items, expires, strict=True
+        ):
+            if returning:
+                presentations.append(
+                    OfferPresentation(
+                        id=pk, offer_id=offer.id, customer_id=customer_id, channel=channel,
+                        policy_id=policy_id, event_id=event.pk, sequence=sequence, presented_at=now,
+                        expires_at=ends,
+                    )
+                )  # fmt: skip
+            if event_id is not None:  # None: that key was recorded before
+                told.append(
+                    BusinessEvent(
+                        id=event_id, type="offer.presented", customer_id=customer_id, occurred_at=now,
+                        payload=_offer_payload_of(offer.code, channel, pk, policy_id),
+                        source_system_id=source_id, idempotency_key=f"offer.presented:{pk}", recorded_at=now,
+                    )
+                )  # fmt: skip
             realtime.send_on_commit(
                 group,
                 realtime.offer_presented(
-                    customer_id=customer_id, presentation_id=presentation.pk, sequence=presentation.sequence,
-                    channel=channel, expires_at=presentation.expires_at.isoformat(),
+                    customer_id=customer_id, presentation_id=pk, sequence=sequence, channel=channel,
+                    expires_at=ends.isoformat(),
                     offer={"code": offer.code, "name": offer.name, "talking_points": offer.talking_points,
                            "self_service_text": offer.self_service_text, "value": offer.value_text},
                 ),
             )  # fmt: skip
+        events_dispatch_on_commit([e.pk for e in told], recorded=told)
     return presentations
+
+
+# The presentations numbered after the customer's last, in the items' order; an
+# offer.presented event for each, with the payload _offer_payload builds, from the CRM's
+# own source (looked up here), skipped if its key was recorded before; the tags. Rows
+# come back in sequence order, each with its event's id (NULL when skipped) and source.
+_PRESENT_SQL = (
+    "WITH i AS (SELECT * FROM ROWS FROM (json_to_recordset(%(items)s::json) AS (offer_id bigint,"
+    "  channel text, policy_id bigint, expires_at timestamptz, code text))"
+    "  WITH ORDINALITY AS i(offer_id, channel, policy_id, expires_at, code, n)),"
+    " last AS (SELECT coalesce(max(sequence), 0) AS n FROM policies_offerpresentation"
+    "  WHERE customer_id = %(customer)s),"
+    " made AS (INSERT INTO policies_offerpresentation (offer_id, customer_id, channel, policy_id, event_id,"
+    "  sequence, status, presented_at, expires_at)"
+    "  SELECT i.offer_id, %(customer)s, i.channel, i.policy_id, %(event)s, last.n + i.n, %(status)s, %(now)s,"
+    "  i.expires_at FROM i, last ORDER BY i.n RETURNING id, sequence, channel, policy_id),"
+    " told AS (INSERT INTO crm_businessevent (type, customer_id, occurred_at, payload, source_system_id,"
+    "  idempotency_key, recorded_at)"
+    "  SELECT 'offer.presented', %(customer)s, %(now)s, jsonb_strip_nulls(jsonb_build_object('offer', i.code,"
+    "  'channel', made.channel, 'presentation_id', made.id, 'policy_id', made.policy_id)),"
+    "  (SELECT id FROM crm_sourcesystem WHERE code = %(source)s), 'offer.presented:' || made.id, %(now)s"
+    "  FROM made, last, i WHERE i.n = made.sequence - last.n ORDER BY made.sequence"
+    "  ON CONFLICT (source_system_id, idempotency_key) DO NOTHING RETURNING id, idempotency_key,"
+    "  source_system_id),"
+    f" tagged AS ({'{tagged}'})"
+    " SELECT made.id, made.sequence, told.id, told.source_system_id FROM made"
+    " LEFT JOIN told ON told.idempotency_key = 'offer.presented:' || made.id ORDER BY made.sequence"
+)
+# A tag the customer already has stays as it was (first policy first).
+_TAG_SQL = (
+    "INSERT INTO policies_customertag (customer_id, tag, policy_id, created_at)"
+    " SELECT %(customer)s, t.tag, t.policy_id, %(now)s"
+    " FROM ROWS FROM (json_to_recordset(%(tags)s::json) AS (tag text, policy_id bigint))"
+    " WITH ORDINALITY AS t(tag, policy_id, n) ORDER BY t.n ON CONFLICT (customer_id, tag) DO NOTHING"
+)
+_PRESENT_SQL = _PRESENT_SQL.replace("{tagged}", _TAG_SQL)
+
+
+def _tags_json(tags: Sequence[tuple[str, int | None]]) -> str:
+    return json.dumps([{"tag": tag, "policy_id": policy_id} for tag, policy_id in tags])
+
+
+def customer_tags_add(
+    *, customer_id: int, tags: Sequence[tuple[str, int | None]], now: dt.datetime | None = None
+) -> None:
+    """Tag the customer, (tag, policy id) each, in one statement: a tag the customer
+    already has stays as it was. No savepoint."""
+    if not tags:
+        return
+    with server_bound_cursor() as cursor:
+        cursor.execute(
+            _TAG_SQL, {"customer": customer_id, "now": now or timezone.now(), "tags": _tags_json(tags)}
+        )
 
 
 def sequence_lock_params(customer_id: int) -> list[int]:
@@ -302,13 +365,7 @@ def agent_notify(*, run: ActionRun, settings: dict[str, Any]) -> None:
 
 
 def customer_tag(*, run: ActionRun, settings: dict[str, Any]) -> None:
-    # One statement, no savepoint: a tag the customer already has stays as it was.
-    with server_bound_cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO policies_customertag (customer_id, tag, policy_id, created_at)"
-            " VALUES (%s, %s, %s, %s) ON CONFLICT (customer_id, tag) DO NOTHING",
-            [run.customer_id, settings["tag"], run.policy_id, timezone.now()],
-        )
+    customer_tags_add(customer_id=run.customer_id, tags=[(settings["tag"], run.policy_id)], now=run.now)
 
 
 def _last_agent(customer_id: int) -> User | None:
@@ -396,13 +453,15 @@ def _send_responded(presentation: OfferPresentation) -> None:
 
 
 def _offer_payload(presentation: OfferPresentation, offer_code: str) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "offer": offer_code,
-        "channel": presentation.channel,
-        "presentation_id": presentation.pk,
-    }
-    if presentation.policy_id is not None:
-        payload["policy_id"] = presentation.policy_id
+    return _offer_payload_of(offer_code, presentation.channel, presentation.pk, presentation.policy_id)
+
+
+def _offer_payload_of(
+    offer_code: str, channel: str, presentation_id: int, policy_id: int | None
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {"offer": offer_code, "channel": channel, "presentation_id": presentation_id}
+    if policy_id is not None:
+        payload["policy_id"] = policy_id
     return payload
 
 

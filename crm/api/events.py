@@ -9,10 +9,12 @@ idempotent per (the caller's source system, idempotency_key).
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import serializers, status
@@ -66,6 +68,57 @@ class EventInSerializer(JsonTypes, serializers.Serializer):
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.message_dict) from None
         return attrs
+
+
+_EVENT_FIELDS = frozenset({"type", "occurred_at", "idempotency_key", "customer", "customer_key", "payload"})
+
+
+def _plainly_valid(item: Any) -> dict[str, Any] | None:
+    """What ``EventInSerializer`` validates ``item`` to, when the item is plainly
+    valid (canonical JSON types, text without surrounding blanks or control
+    characters, a zone on the time, a known type and a payload its type accepts);
+    None for anything else, which the serializer then checks and names. The
+    serializer's fields are copied and run per item: a third of a millisecond per
+    event, most of the view's own time, for the answer this gives."""
+    if type(item) is not dict or not item.keys() <= _EVENT_FIELDS:
+        return None
+    event_type, occurred_at, key = item.get("type"), item.get("occurred_at"), item.get("idempotency_key")
+    if type(event_type) is not str or event_type not in events.CATALOG:
+        return None
+    if not _plain_text(key, 200) or type(occurred_at) is not str or occurred_at != occurred_at.strip():
+        return None
+    try:
+        moment = parse_datetime(occurred_at)
+        if moment is None or moment.tzinfo is None:
+            return None
+        moment = moment.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
+        return None
+    attrs: dict[str, Any] = {"type": event_type, "occurred_at": moment, "idempotency_key": key}
+    if "customer" in item:
+        customer = item["customer"]
+        if "customer_key" in item or type(customer) is not int or customer < 1:
+            return None
+        attrs["customer"] = customer
+    elif _plain_text(item.get("customer_key"), 120):
+        attrs["customer_key"] = item["customer_key"]
+    else:
+        return None
+    payload = item.get("payload", {})
+    if type(payload) is not dict:
+        return None
+    try:
+        events.get(event_type).validate(payload, strict=True)
+    except DjangoValidationError:
+        return None
+    attrs["payload"] = dict(payload)
+    return attrs
+
+
+def _plain_text(value: Any, max_length: int) -> bool:
+    return (
+        type(value) is str and 0 < len(value) <= max_length and value.isprintable() and value == value.strip()
+    )
 
 
 class EventBatchSerializer(serializers.Serializer):
@@ -154,6 +207,10 @@ class EventsView(StrictQueryParams, APIView):
         checked: list[dict[str, Any]] = []
         errors: dict[str, Any] = {}
         for index, item in enumerate(items):
+            plain = _plainly_valid(item)
+            if plain is not None:
+                checked.append(plain)
+                continue
             incoming = EventInSerializer(data=item)
             if incoming.is_valid():
                 checked.append(incoming.validated_data)
@@ -161,7 +218,12 @@ class EventsView(StrictQueryParams, APIView):
                 errors[str(index)] = incoming.errors
         if errors:
             raise ValidationError({"events": errors} if batched else errors["0"])
-        customer_ids = self._customers(user, checked, batched=batched)
+        # One event naming the CRM's customer id: its insert checks that the customer
+        # exists (one round trip fewer); a batch is checked whole first, naming each item.
+        insert_checks = not batched and "customer" in checked[0]
+        customer_ids = (
+            [checked[0]["customer"]] if insert_checks else self._customers(user, checked, batched=batched)
+        )
         source = user.source_system
         assert source is not None  # noqa: S101  (an integration has its source)
         results = []
@@ -172,7 +234,12 @@ class EventsView(StrictQueryParams, APIView):
                         type=attrs["type"], occurred_at=attrs["occurred_at"],
                         payload=attrs.get("payload") or {}, source=source,
                         idempotency_key=attrs["idempotency_key"], customer_id=customer_id, actor=user,
+                        customer_must_exist=insert_checks,
                     )  # fmt: skip
+                except DjangoValidationError as exc:
+                    if insert_checks:  # the customer named is unknown: as _customers says it
+                        raise ValidationError(exc.message_dict) from None
+                    raise
                 except Conflict as exc:
                     if batched:
                         raise Conflict({f"events.{index}.{k}": v for k, v in exc.errors.items()}) from None
@@ -196,8 +263,13 @@ class EventsView(StrictQueryParams, APIView):
         if ids and user.is_integration:
             # An integration may name every customer (crm.selectors.customers_visible_to);
             # the ORM's query, built and compiled per request, cost more than its round trip.
+            # The ids as an array's text, which PostgreSQL reads: psycopg adapts a list in
+            # Python, element by element.
             with server_bound_cursor() as cursor:
-                cursor.execute("SELECT id FROM crm_customer WHERE id = ANY(%s)", [list(ids)])
+                cursor.execute(
+                    "SELECT id FROM crm_customer WHERE id = ANY(%s::bigint[])",
+                    ["{" + ",".join(str(int(pk)) for pk in ids) + "}"],
+                )
                 known = {row[0] for row in cursor.fetchall()}
         elif ids:
             known = set(selectors.customers_visible_to(user).filter(pk__in=ids).values_list("pk", flat=True))

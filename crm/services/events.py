@@ -53,6 +53,7 @@ def business_event_record(
     customer: Customer | None = None,
     customer_id: int | None = None,
     actor: User | None = None,
+    customer_must_exist: bool = False,
 ) -> tuple[BusinessEvent, bool]:
     """Record a business event once per (source, idempotency key); a repeat of the
     same fact returns the first. A key the source already used for another
@@ -60,7 +61,10 @@ def business_event_record(
     returning the first would answer about the wrong one.
 
     ``actor`` is the user whose action raised the event (an agent, an
-    integration's user, a self-service customer's log-in); None for the system."""
+    integration's user, a self-service customer's log-in); None for the system.
+    ``customer_must_exist``: a customer id a caller was given and has not read
+    (an integration's): the insert itself checks it (no round trip of its own),
+    and a ValidationError names an unknown one, before any conflict of its key."""
     event_type = events.get(type)
     if timezone.is_naive(occurred_at):
         raise ValidationError({"occurred_at": "Give the time with its zone (Z or an offset such as +02:00)."})
@@ -69,18 +73,21 @@ def business_event_record(
         raise ValidationError({"idempotency_key": "Give a key of 1-200 characters that is unique per fact."})
     subject_id = customer.pk if customer else customer_id
     recorded_at = timezone.now()
-    # One round trip whether the key is new or a repeat; no savepoint needed.
+    values = [type, subject_id, occurred_at, _jsonb(payload), source.pk, idempotency_key,
+              actor.pk if actor else None, recorded_at]  # fmt: skip
     with server_bound_cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO crm_businessevent (type, customer_id, occurred_at, payload, source_system_id,"
-            " idempotency_key, actor_id, recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (source_system_id, idempotency_key) DO NOTHING RETURNING id",
-            [type, subject_id, occurred_at, _jsonb(payload), source.pk, idempotency_key,
-             actor.pk if actor else None, recorded_at],
-        )  # fmt: skip
+        if customer_must_exist:
+            cursor.execute(_INSERT_IF_CUSTOMER, [*values, subject_id])
+        else:
+            cursor.execute(_INSERT, values)
         row = cursor.fetchone()
     if row is None:
-        first = BusinessEvent.objects.get(source_system=source, idempotency_key=idempotency_key)
+        first = BusinessEvent.objects.filter(source_system=source, idempotency_key=idempotency_key).first()
+        if customer_must_exist and (
+            first is None or (first.customer_id != subject_id and not _customer_exists(subject_id))
+        ):
+            raise ValidationError({"customer": f"There is no customer {subject_id}."})
+        assert first is not None  # noqa: S101  (the key's row stopped the insert)
         if first.customer_id != subject_id or first.type != type:
             raise Conflict(
                 {
@@ -97,6 +104,23 @@ def business_event_record(
     )  # fmt: skip
     events_dispatch_on_commit([event.pk], recorded=[event])
     return event, True
+
+
+_COLUMNS = (
+    "INSERT INTO crm_businessevent (type, customer_id, occurred_at, payload, source_system_id,"
+    " idempotency_key, actor_id, recorded_at)"
+)
+_ON_CONFLICT = " ON CONFLICT (source_system_id, idempotency_key) DO NOTHING RETURNING id"
+# One round trip whether the key is new or a repeat; no savepoint needed.
+_INSERT = f"{_COLUMNS} VALUES (%s, %s, %s, %s, %s, %s, %s, %s){_ON_CONFLICT}"
+_INSERT_IF_CUSTOMER = (
+    f"{_COLUMNS} SELECT %s, %s::bigint, %s::timestamptz, %s, %s::bigint, %s, %s::bigint, %s::timestamptz"
+    f" WHERE EXISTS (SELECT 1 FROM crm_customer WHERE id = %s){_ON_CONFLICT}"
+)
+
+
+def _customer_exists(customer_id: int | None) -> bool:
+    return customer_id is not None and Customer.objects.filter(pk=customer_id).exists()
 
 
 def business_events_record_new(

@@ -410,6 +410,8 @@ def test_a_batch_sends_only_to_customers_someone_watches(
         await group_send(group, message)
 
     monkeypatch.setattr(layer, "group_send", counted)
+    # As in the worker, which runs no server loop (hear() runs the action as a web request would).
+    monkeypatch.setattr(realtime, "_server_loop", lambda: None)
     services.source_record_link(source=web, external_key="D", customer_id=dave_customer.pk)
     services.source_record_link(source=web, external_key="E", customer_id=erin_customer.pk)
     receive(web, [visit("v-1", "", key="D", sequence=1), visit("v-2", "", key="E", sequence=1),

@@ -366,7 +366,7 @@ def test_the_on_commit_pass_leaves_the_events_it_records_to_the_worker(
         listeners.forget()
 
 
-DECISION_STATEMENTS = 6
+DECISION_STATEMENTS = 5
 
 
 def test_a_decision_costs_the_same_queries_however_many_offers_it_presents(
@@ -392,22 +392,40 @@ def test_a_decision_costs_the_same_queries_however_many_offers_it_presents(
     make_policy(bob, name="one", trigger_types=["web.page_view"], actions=present("one", "agent_screen"))
     with_one = decide_one("k1")
     assert OfferPresentation.objects.count() == 1
+    tags = []
+    tag = {"action": "tag_customer", "settings": {"tag": "seen"}}
     for code in ("two", "three", "four"):
         make_offer(code)
-        make_policy(bob, name=code, trigger_types=["web.page_view"], actions=present(code, "agent_screen"))
+        tags.append(
+            make_policy(
+                bob, name=code, trigger_types=["web.page_view"], actions=[*present(code, "agent_screen"), tag]
+            )
+        )
     with_three = decide_one("k2")  # "one" still waits for an answer: the three others
     sequences = list(OfferPresentation.objects.order_by("sequence").values_list("sequence", flat=True))
     assert sequences == [1, 2, 3, 4]
-    # Each offer presented is also an offer.presented event, recorded with the others.
-    presented = BusinessEvent.objects.filter(type="offer.presented")
-    assert sorted(presented.values_list("payload__presentation_id", flat=True)) == sorted(
-        OfferPresentation.objects.values_list("pk", flat=True)
-    )
-    # Three offers and four decision rows take the statements one offer took.
+    # Each offer presented is also an offer.presented event, recorded with the others, in order.
+    presented = BusinessEvent.objects.filter(type="offer.presented").order_by("pk")
+    assert [(e.payload, e.idempotency_key, e.source_system.code) for e in presented] == [
+        (
+            {
+                "offer": p.offer.code,
+                "channel": "agent_screen",
+                "presentation_id": p.pk,
+                "policy_id": p.policy_id,
+            },
+            f"offer.presented:{p.pk}",
+            services.CRM_SOURCE_CODE,
+        )
+        for p in OfferPresentation.objects.select_related("offer").order_by("sequence")
+    ]
+    # Three policies of one priority tag the customer alike: the first (by id) names the tag.
+    assert list(customer.policy_tags.values_list("tag", "policy_id")) == [("seen", min(p.pk for p in tags))]
+    # Three offers, three tags and four decision rows take the statements one offer took.
     assert with_three == with_one
     # The facts (customer given: history and presentations), the claim with the decision
-    # rows and the sequence lock, the presentations, their offer.presented events; and the
-    # savepoint's two (the test's transaction encloses the decision's).
+    # rows and the sequence lock, the presentations with their offer.presented events and
+    # the tags; and the savepoint's two (the test's transaction encloses the decision's).
     assert with_one == DECISION_STATEMENTS
 
 

@@ -90,7 +90,7 @@ FROM w
 """
 
 _CLAIM = """
-WITH picked AS (
+WITH picked AS MATERIALIZED (  -- evaluated once: a rescan would skip its own rows and pick more
     SELECT r.id FROM crm_touchpointresult r
     WHERE r.id = ANY(ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)::bigint))
       -- Written so no partial index of pending rows matches it: their statistics (see

@@ -41,16 +41,20 @@ LIMIT %(limit)s
 
 # Only results that left the queue for good, and long enough ago themselves (one an
 # administrator retried lately, in an old batch, keeps its own retention); SKIP
-# LOCKED leaves a row someone is changing right now to the next run.
+# LOCKED leaves a row someone is changing right now to the next run. The ids are
+# picked once, as an array (an InitPlan): as ``id IN (SELECT … LIMIT n FOR UPDATE
+# SKIP LOCKED)`` the planner may rescan the subquery for each outer row, each rescan
+# skipping the rows this statement already deleted and taking n more, so one
+# chunk could delete the whole batch.
 _PURGE_RESULTS = """
 DELETE FROM crm_touchpointresult
-WHERE id IN (
+WHERE id = ANY(ARRAY(
     SELECT id FROM crm_touchpointresult
     WHERE batch_id = ANY(%(batches)s) AND status IN ('applied', 'rejected')
       AND COALESCE(applied_at, claimed_at, received_at) < %(cutoff)s
     LIMIT %(chunk)s
     FOR UPDATE SKIP LOCKED
-)
+))
 """
 
 _PURGE_BATCHES = """

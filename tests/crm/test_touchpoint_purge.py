@@ -125,3 +125,28 @@ def test_a_bad_retention_stops_start_up_naming_the_variable(value):
     result = manage("check", env=environment(CRM_TOUCHPOINT_RETENTION_DAYS=value))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "CRM_TOUCHPOINT_RETENTION_DAYS" in result.stderr
+
+
+def test_a_chunk_deletes_no_more_than_its_size_whatever_plan_the_delete_gets(web, dave_customer):
+    """With the chunk's subquery on the inner side of a nested loop (the plan a small
+    or freshly analysed inbox can get), each rescan skipped the rows the statement had
+    just deleted and took more: one chunk emptied the batch."""
+    _applied_batch(web, "old", 7, days_ago=40)
+    # The plan found in CI: a nested-loop semi join, the chunk rescanned per inbox row.
+    planner = ("enable_hashagg", "enable_hashjoin", "enable_mergejoin", "enable_material", "enable_sort")
+    with connection.cursor() as cursor:
+        for name in planner:
+            cursor.execute(f"SET {name} = off")
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            assert services.touchpoint_results_purge(chunk=3) == 7
+    finally:
+        with connection.cursor() as cursor:
+            for name in planner:
+                cursor.execute(f"RESET {name}")
+    deletes = [
+        q
+        for q in queries.captured_queries
+        if q["sql"].lstrip().startswith("DELETE FROM crm_touchpointresult")
+    ]
+    assert len(deletes) == 3  # 3 + 3 + 1, never one statement for all

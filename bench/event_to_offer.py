@@ -9,7 +9,8 @@ policies, 50 per event type; small: 100 policies, 20 agents, 100 events/s for 10
 customers for the agents to
 watch (marketing consent, platinum). Built once and reused.
 
-Run: a real uvicorn (production settings, one process) and a real Celery
+Run: a real uvicorn (production settings, two processes as the Procfile runs
+it; ``--web-workers`` to change) and a real Celery
 worker (prefork, two processes: the deferred pass of every event, which finds
 the event already decided on commit and does nothing else). ``--agents`` desks
 connect with signed-in sessions and each watches one customer; events of the
@@ -28,7 +29,7 @@ a customer more events in a minute than a day brings.
 
 The last line is one JSON object: p50_ms, p99_ms, events_per_s (the rate the
 server kept up with), sent, offers, received, lost, api_p50_ms, api_p99_ms,
-policies, agents, peak_rss_mb of the web and of the worker (its largest process),
+policies, agents, peak_rss_mb of the web and of the worker (the largest process of each),
 and the channel layer (CHANNEL_LAYER=core|pubsub in the environment chooses it).
 """
 
@@ -54,7 +55,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import free_port, largest_rss_mb, wait_for_port
-from bench.common import tree_rss_mb as rss_mb
 from bench.policy_decision import EVENT_TYPES, PAYLOADS, build
 from bench.policy_decision import SIZES as POLICY_SIZES
 from bench.screen_pop import bench_database_url, percentile
@@ -78,6 +78,10 @@ def main() -> int:
     parser.add_argument(
         "--seconds", type=float, default=None, help="How long events keep coming: 60 (small: 10)."
     )
+    parser.add_argument(
+        "--web-workers", type=int, default=2,
+        help="uvicorn processes: 2, one per core, as the Procfile runs them (--cost: always 1).",
+    )  # fmt: skip
     parser.add_argument(
         "--cost", type=int, default=0, metavar="N",
         help="Instead: N events POSTed one after the other (no sockets, no load), and what one\n"
@@ -144,7 +148,7 @@ def main() -> int:
     web = subprocess.Popen(
         [str(bin_dir / "uvicorn"), *app, "--host", "127.0.0.1", "--port", str(port),
          "--lifespan", "off", "--log-level", "warning", "--no-access-log",
-         "--timeout-graceful-shutdown", "3"],
+         "--timeout-graceful-shutdown", "3", "--workers", str(1 if args.cost else args.web_workers)],
         cwd=ROOT, env=env, stdout=open(logs / "event_to_offer_web.log", "wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     worker = subprocess.Popen(
@@ -158,7 +162,7 @@ def main() -> int:
 
     def watch_memory() -> None:
         while not stop.is_set():
-            peak["web"] = max(peak["web"], rss_mb(web.pid))
+            peak["web"] = max(peak["web"], largest_rss_mb(web.pid))  # per process, as the budget is
             peak["worker"] = max(peak["worker"], largest_rss_mb(worker.pid))
             time.sleep(0.5)
 
@@ -183,7 +187,7 @@ def main() -> int:
     result = _score(measured)
     result.update(
         policies=Policy.objects.filter(status="active").count(), agents=args.agents, rate_per_s=args.rate,
-        channel_layer=settings.CHANNEL_LAYER,
+        channel_layer=settings.CHANNEL_LAYER, web_workers=args.web_workers,
         seconds=seconds, size=args.size, web_peak_rss_mb=round(peak["web"]),
         worker_peak_rss_mb=round(peak["worker"]), peak_rss_mb=round(max(peak.values())),
     )  # fmt: skip

@@ -55,6 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import free_port, largest_rss_mb, wait_for_port
+from bench.event_trace import stages as trace_stages
 from bench.policy_decision import EVENT_TYPES, PAYLOADS, build
 from bench.policy_decision import SIZES as POLICY_SIZES
 from bench.screen_pop import bench_database_url, percentile
@@ -90,7 +91,7 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument(
         "--trace", action="store_true",
-        help="Also time each stage of an offer's way (see traced_application): the medians and\n"
+        help="Also time each stage of an offer's way (bench/event_trace.py): the medians and\n"
         "p99s per stage join the JSON line as stages_ms.",
     )  # fmt: skip
     args = parser.parse_args()
@@ -140,11 +141,7 @@ def main() -> int:
     bin_dir = Path(sys.executable).parent
     logs = ROOT / ".local" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
-    app = (
-        ["bench.event_to_offer:traced_application", "--factory"]
-        if args.trace
-        else ["config.asgi:application"]
-    )
+    app = ["bench.event_trace:traced_application", "--factory"] if args.trace else ["config.asgi:application"]
     web = subprocess.Popen(
         [str(bin_dir / "uvicorn"), *app, "--host", "127.0.0.1", "--port", str(port),
          "--lifespan", "off", "--log-level", "warning", "--no-access-log",
@@ -171,7 +168,9 @@ def main() -> int:
         wait_for_port(port)
         time.sleep(3)  # the worker's pool
         if args.cost:
-            print(json.dumps(_cost(port, web.pid, token, customers, run, args.cost, limits)))
+            from bench.event_cost import cost
+
+            print(json.dumps(cost(port, web.pid, token, customers, run, args.cost, limits)))
             return 0
         measured = asyncio.run(_run(port, cookies, token, customers, run, total, args))
     finally:
@@ -297,15 +296,13 @@ async def _run(  # noqa: PLR0917
         nonlocal failures
         agent, k = n % agents, n // agents
         customer = customers[agent + agents * (k // EVENTS_PER_CUSTOMER)]
-        event_type = POSTED_TYPES[n % len(POSTED_TYPES)]
         async with turn[agent]:  # one agent's events in order: a move waits for the ones before it
             if k and k % EVENTS_PER_CUSTOMER == 0:
                 previous = customers[agent + agents * (k // EVENTS_PER_CUSTOMER - 1)]
                 watched.append((previous, since[agent], time.perf_counter()))
                 await watch(agent, customer)
                 since[agent] = time.perf_counter()
-            body = {"type": event_type, "customer": customer, "idempotency_key": f"e2o-{run}-{n}",
-                    "occurred_at": _now_iso(), "payload": PAYLOADS[event_type]}  # fmt: skip
+            body = event_body(n, customer, run)
             started = time.perf_counter()
             try:
                 status, answer = await loop.run_in_executor(pool, post, body)
@@ -341,153 +338,11 @@ async def _run(  # noqa: PLR0917
             "traces": traces, "answered": answered}  # fmt: skip
 
 
-def _event_body(n: int, customers: list[int], run: str, agents: int = 1) -> dict[str, Any]:
-    customer = customers[(n // EVENTS_PER_CUSTOMER) % len(customers)]
+def event_body(n: int, customer: int, run: str) -> dict[str, Any]:
+    """The ``n``-th event of a run: the posted types in turn, each with its payload."""
     event_type = POSTED_TYPES[n % len(POSTED_TYPES)]
     return {"type": event_type, "customer": customer, "idempotency_key": f"e2o-{run}-{n}",
             "occurred_at": _now_iso(), "payload": PAYLOADS[event_type]}  # fmt: skip
-
-
-def _cost(  # noqa: PLR0917
-    port: int, web_pid: int, token: str, customers: list[int], run: str, count: int, limits: dict[str, str]
-) -> dict[str, Any]:
-    """What one event costs, with nothing else going on: the web process's CPU
-    seconds over ``count`` sequential POSTs (real HTTP, keep-alive off as most
-    integrations send), and the SQL statements of one event, counted here through
-    the same view, commit and on-commit decision with the Django test client."""
-    import psutil
-    from django.db import connection
-    from django.test import Client
-    from django.test.utils import CaptureQueriesContext, override_settings
-    from django.utils import timezone
-
-    from policies.models import OfferPresentation
-
-    class _BackCpu:
-        """For ``_cost``: the CPU the Celery worker (all its processes) and PostgreSQL
-        (every backend, by kind) spend on the events, and the WAL they write. A
-        process that exited meanwhile is counted through its parent's reaped
-        children's times (the worker's pool and the postmaster wait for theirs)."""
-
-        def __init__(self, web_pid: int) -> None:
-            import psutil
-
-            children = psutil.Process().children()
-            self.worker = next(p for p in children if p.pid != web_pid and "celery" in " ".join(p.cmdline()))
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT setting FROM pg_settings WHERE name = 'data_directory'")
-                data_directory = cursor.fetchone()[0]
-            self.since = timezone.now()  # earlier runs' leftovers are the sweep's
-            self.postmaster = psutil.Process(
-                int(Path(data_directory, "postmaster.pid").read_text().split()[0])
-            )
-
-        @staticmethod
-        def _tree(parent: Any) -> dict[str, float]:
-            import psutil
-
-            own = parent.cpu_times()
-            kinds = {"reaped": own.children_user + own.children_system, "main": own.user + own.system}
-            for child in parent.children():
-                try:
-                    times, title = child.cpu_times(), " ".join(child.cmdline())
-                except psutil.Error:
-                    continue  # exited meanwhile: in "reaped" next time
-                kind = "pool"
-                if title.startswith("postgres:"):
-                    words = title.split()
-                    kind = "client" if "[local]" in title else " ".join(words[1:3])
-                kinds[kind] = kinds.get(kind, 0.0) + times.user + times.system
-            return kinds
-
-        def snapshot(self) -> dict[str, Any]:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
-                wal = int(cursor.fetchone()[0])
-            return {"worker": self._tree(self.worker), "pg": self._tree(self.postmaster), "wal": wal}
-
-        def drained(self, timeout: float = 120.0) -> None:
-            """Wait until the worker has dispatched every event (and the events those
-            made), then for its CPU to settle."""
-            from django.conf import settings
-
-            from crm.models import BusinessEvent
-
-            deadline = time.monotonic() + timeout
-            while (
-                time.monotonic() < deadline
-                and BusinessEvent.objects.filter(
-                    recorded_at__gte=self.since,
-                    dispatched_at__isnull=True,
-                    dispatch_attempts__lt=settings.CRM_EVENT_DISPATCH_MAX_ATTEMPTS,
-                ).exists()
-            ):
-                time.sleep(0.2)
-            time.sleep(1.0)
-
-        @staticmethod
-        def per_event(before: dict[str, Any], after: dict[str, Any], count: int) -> dict[str, Any]:
-            def ms(side: str) -> dict[str, float]:
-                kinds = set(before[side]) | set(after[side])
-                return {k: (after[side].get(k, 0.0) - before[side].get(k, 0.0)) * 1000 / count for k in kinds}
-
-            worker, pg = ms("worker"), ms("pg")
-            return {
-                "worker_cpu_ms_per_event": round(sum(worker.values()), 2),
-                "pg_cpu_ms_per_event": round(sum(pg.values()), 2),
-                "pg_cpu_ms_per_event_by_kind": {
-                    k: round(v, 3) for k, v in sorted(pg.items()) if abs(v) >= 0.005
-                },
-                "wal_bytes_per_event": round((after["wal"] - before["wal"]) / count),
-            }
-
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-
-    def post(n: int) -> None:
-        body = json.dumps(_event_body(n, customers, run)).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/api/v1/events", data=body, method="POST", headers=headers
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
-            response.read()
-
-    web = psutil.Process(web_pid)
-    back_cpu = _BackCpu(web_pid)
-    for n in range(50):  # warm-up: the index, the pool, compiled statements
-        post(n)
-    back_cpu.drained()
-    back_before = back_cpu.snapshot()
-    before = web.cpu_times()
-    wall = time.perf_counter()
-    for n in range(50, 50 + count):
-        post(n)
-    wall = time.perf_counter() - wall
-    after = web.cpu_times()
-    cpu = (after.user + after.system) - (before.user + before.system)
-    back_cpu.drained()
-    back = back_cpu.per_event(back_before, back_cpu.snapshot(), count)
-    offers = OfferPresentation.objects.filter(event__idempotency_key__startswith=f"e2o-{run}-").count()
-
-    client = Client()
-    per_event: list[int] = []
-    channels = ("agent_screen", "self_service", "email", "outbound_call")
-    limit_settings = {"POLICIES_CHANNEL_DAILY_LIMITS": dict.fromkeys(channels, 100000)}
-    with override_settings(**limit_settings):
-        for n in range(50 + count, 50 + count + 50):
-            with CaptureQueriesContext(connection) as queries:
-                response = client.post(
-                    "/api/v1/events", data=_event_body(n, customers, run), content_type="application/json",
-                    HTTP_AUTHORIZATION=f"Bearer {token}", secure=True,
-                )  # fmt: skip
-            assert response.status_code == 201, response.content
-            per_event.append(len(queries))
-    return {
-        "bench": "event_cost", "events": count, "web_cpu_ms_per_event": round(cpu * 1000 / count, 2),
-        "wall_ms_per_event": round(wall * 1000 / count, 2),
-        "offers_per_event": round(offers / (count + 50), 2),
-        "sql_per_event_p50": statistics.median(per_event), "sql_per_event_max": max(per_event),
-        **back,
-    }  # fmt: skip
 
 
 def _score(measured: dict[str, Any]) -> dict[str, Any]:
@@ -516,7 +371,7 @@ def _score(measured: dict[str, Any]) -> dict[str, Any]:
                 if event_id in sent:
                     latencies.append((arrived[pk] - sent[event_id]) * 1000)
     api_ms = measured["api_ms"]
-    stages = _stages(measured, at) if measured.get("traces") else {}
+    stages = trace_stages(measured, at) if measured.get("traces") else {}
     return {
         **stages,
         "p50_ms": round(statistics.median(latencies), 2) if latencies else None,
@@ -531,163 +386,6 @@ def _score(measured: dict[str, Any]) -> dict[str, Any]:
         "latency_samples": len(latencies),
         "api_p50_ms": round(statistics.median(api_ms), 2) if api_ms else None,
         "api_p99_ms": round(percentile(api_ms, 0.99), 2) if api_ms else None,
-    }
-
-
-# The stages of an offer's way, in order: (name, from, to) over the trace's stamps.
-# "sent", "answered" and "arrived" are the client's; "recorded" is the event row's
-# recorded_at; the others are stamped in the web process by traced_application.
-STAGES = (
-    ("request_in", "sent", "in"),  # the POST on the wire, uvicorn, until the app is called
-    ("view_to_insert", "in", "recorded"),  # Django, token auth, DRF parsing and validation
-    ("insert_to_commit", "recorded", "committed"),  # the event insert, the rest of the view, the commit
-    ("commit_to_decide", "committed", "decide"),  # the on-commit hooks before the decision
-    ("decision", "decide", "decision_committed"),  # facts, evaluation, claim, presentations, commit
-    ("dispatch", "decision_committed", "dispatched"),  # the offer.presented events' hook (a task queued)
-    ("to_handover", "dispatched", "handover"),  # the rest of the decision's on-commit hooks
-    ("loop_wait", "handover", "sending"),  # the frames wait for the server's event loop and its sender
-    (
-        "who_listens",
-        "sending",
-        "group_send",
-    ),  # the sender's look-up of the groups with members (the core layer)
-    ("layer", "group_send", "consumer"),  # the channel layer's send, Redis, the consumer's receive loop
-    ("socket", "consumer", "arrived"),  # the consumer's send_json, the socket write, the client's read
-)
-
-
-def traced_application() -> Any:
-    """The web process's application (``uvicorn --factory``) with each stage of an
-    offer's way stamped into its frame (``trace``: wall-clock seconds, one clock on
-    one machine): the request's arrival, the commit of its transaction, the
-    decision's start, the frames' hand-over to the event loop, the sender taking
-    them, the channel layer's group_send and the consumer receiving the message.
-    Wrappers around the product's functions, in this process only: nothing the
-    product sends changes unless it runs under this factory."""
-    import contextvars
-
-    from config.asgi import application  # sets Django up: the imports below need the models
-
-    # isort: split
-    from agents.consumers import DesktopConsumer
-    from crm import realtime
-    from crm.services import event_dispatch
-    from policies import engine
-
-    stamps: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar("trace", default=None)
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            stamps.set({"in": time.time()})  # the view's thread runs in a copy of this context
-        await application(scope, receive, send)
-
-    committed = event_dispatch._DispatchOnCommit.__call__
-
-    def on_commit(self: Any) -> None:
-        trace = stamps.get()
-        if trace is None:
-            committed(self)
-        elif "committed" not in trace:
-            trace["committed"] = time.time()  # the request's commit
-            committed(self)
-        else:  # the decision's commit: its offer.presented events handed to their listeners
-            trace["decision_committed"] = time.time()
-            committed(self)
-            trace["dispatched"] = time.time()
-
-    event_dispatch._DispatchOnCommit.__call__ = on_commit  # type: ignore[method-assign]
-
-    decide = engine.decide
-
-    def traced_decide(event: Any, **kwargs: Any) -> Any:
-        trace = stamps.get()
-        if trace is not None:
-            trace.setdefault("decide", time.time())
-        return decide(event, **kwargs)
-
-    engine.decide = traced_decide  # type: ignore[assignment]
-
-    send_many_now = realtime.send_many_now
-
-    def traced_send_many_now(messages: list[tuple[str, dict[str, Any]]]) -> None:
-        trace = {**(stamps.get() or {}), "handover": time.time()}
-        for _, message in messages:
-            if message.get("event") == "offer.presented":
-                message["trace"] = dict(trace)
-        send_many_now(messages)
-
-    realtime.send_many_now = traced_send_many_now  # type: ignore[assignment]
-
-    send_all = realtime._send_all
-
-    async def traced_send_all(layer: Any, messages: list[tuple[str, dict[str, Any]]], **kwargs: Any) -> None:
-        now = time.time()
-        for _, message in messages:
-            message.get("trace", {}).setdefault("sending", now)
-        if kwargs.get("pipelined") and hasattr(layer, "_get_layer"):
-            # The web process's pub/sub pipeline publishes at once (no look-up first, no
-            # group_send): stamped here, before the messages are serialized.
-            for _, message in messages:
-                message.get("trace", {})["group_send"] = now
-            await send_all(layer, messages, **kwargs)
-            return
-        group_send = layer.group_send
-
-        async def traced_group_send(group: str, message: dict[str, Any]) -> None:
-            message.get("trace", {})["group_send"] = time.time()
-            await group_send(group, message)
-
-        layer.group_send = traced_group_send
-        try:
-            await send_all(layer, messages, **kwargs)
-        finally:
-            del layer.group_send
-
-    realtime._send_all = traced_send_all  # type: ignore[assignment]
-
-    crm_event = DesktopConsumer.crm_event
-
-    async def traced_crm_event(self: Any, message: dict[str, Any]) -> None:
-        if "trace" in message:
-            message["trace"]["consumer"] = time.time()
-        await crm_event(self, message)
-
-    DesktopConsumer.crm_event = traced_crm_event  # type: ignore[method-assign]
-    return app
-
-
-def _stages(measured: dict[str, Any], at: Any) -> dict[str, Any]:
-    """p50 and p99 per stage (ms) over the offers whose frames carried a trace."""
-    from crm.models import BusinessEvent
-    from policies.models import OfferPresentation
-
-    wall, perf = measured["clock"]
-    traces: dict[int, dict[str, float]] = measured["traces"]
-    events = dict(OfferPresentation.objects.filter(pk__in=list(traces)).values_list("pk", "event_id"))
-    recorded = dict(
-        BusinessEvent.objects.filter(pk__in=set(events.values())).values_list("pk", "recorded_at")
-    )
-    by_stage: dict[str, list[float]] = {name: [] for name, _, _ in STAGES}
-    by_stage["api_response"] = []
-    for pk, trace in traces.items():
-        event_id = events.get(pk)
-        if event_id is None or event_id not in measured["sent"]:
-            continue
-        moments = dict(trace)
-        moments["sent"] = wall - (perf - measured["sent"][event_id])
-        moments["answered"] = wall - (perf - measured["answered"][event_id])
-        moments["arrived"] = wall - (perf - measured["arrived"][pk])
-        moments["recorded"] = recorded[event_id].timestamp()
-        for name, start, end in (*STAGES, ("api_response", "sent", "answered")):
-            if start in moments and end in moments:
-                by_stage[name].append((moments[end] - moments[start]) * 1000)
-    return {
-        "stages_ms": {
-            name: [round(statistics.median(values), 2), round(percentile(values, 0.99), 2)]
-            for name, values in by_stage.items()
-            if values
-        },
-        "traced": len(by_stage["api_response"]),
     }
 
 

@@ -265,6 +265,10 @@ CRM_EVENT_LISTENERS: dict[str, list[str]] = {
 POLICIES_DECIDE_ON_COMMIT = env_bool("POLICIES_DECIDE_ON_COMMIT", True)
 # A transaction that recorded more events than this leaves them all to the worker.
 POLICIES_DECIDE_ON_COMMIT_MAX_EVENTS = env_int("POLICIES_DECIDE_ON_COMMIT_MAX_EVENTS", 20, minimum=0)
+# The offer.presented events a decision records are decided by the same pass, right
+# after its commit, with the facts it read brought up to date (no second read); at most
+# this many per pass, the rest by the worker. 0: the worker decides them all.
+POLICIES_FOLLOW_MAX_EVENTS = env_int("POLICIES_FOLLOW_MAX_EVENTS", 20, minimum=0)
 # Policies react to what a customer just did: an older event (a replayed history,
 # an import of last year's transactions) is recorded and decides nothing.
 POLICIES_EVENT_MAX_AGE_HOURS = env_int("POLICIES_EVENT_MAX_AGE_HOURS", 24, minimum=1)

@@ -33,6 +33,7 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any
 
 from django.conf import settings
@@ -43,12 +44,14 @@ from crm import realtime
 from crm.models import BusinessEvent, Customer
 from crm.services.events import server_bound_cursor
 from policies import actions as action_registry
+from policies import conditions
 
 # The engine is where callers (the listeners, simulation, the admin, scripting, the
 # benches and tests) find the index, the facts and the evaluation.
 from policies.evaluation import Plan, Verdict, evaluate, in_holdout, verdict_reason  # noqa: F401
 from policies.facts import (  # noqa: F401
     CUSTOMER_COLUMNS,
+    Facts,
     PastPresentation,
     customer_columns,
     customer_map,
@@ -70,6 +73,7 @@ from policies.index import (  # noqa: F401
 )
 from policies.models import (
     Decision,
+    PresentationStatus,
 )
 from policies.services import SEQUENCE_LOCK_SQL, ActionRun, offers_present, sequence_lock_params
 
@@ -80,13 +84,20 @@ logger = logging.getLogger(__name__)
 
 
 def apply(
-    plan: Plan, *, event: BusinessEvent, now: dt.datetime, write_decisions: bool = True, locked: bool = False
+    plan: Plan,
+    *,
+    event: BusinessEvent,
+    now: dt.datetime,
+    write_decisions: bool = True,
+    locked: bool = False,
+    recorded: list[BusinessEvent] | None = None,
 ) -> list[Decision]:
     """The actions' effects and the decision rows (inside the caller's transaction;
     ``write_decisions=False``: the caller wrote them with its claim; ``locked``: and
     took the customer's sequence lock with it). The offers chosen are presented
     together (``offers_present``: a fixed number of statements for all of them),
-    from the index's copy of each offer, with the tags the plan puts on the customer."""
+    from the index's copy of each offer, with the tags the plan puts on the customer.
+    ``recorded``: gets the ``offer.presented`` events the presentations recorded."""
     assert event.customer_id is not None  # noqa: S101  (decide() skips events of no customer)
     # The tags are written with the presentations (one statement for both).
     tags = [
@@ -98,7 +109,7 @@ def apply(
     offers_present(
         event=event, customer_id=event.customer_id, now=now,
         items=[(p.candidate.id, p.offer, p.channel) for p in plan.presentations], locked=locked, tags=tags,
-        returning=False,
+        returning=False, recorded=recorded,
     )  # fmt: skip
     decisions: list[Decision] = []
     for verdict in plan.verdicts:
@@ -110,6 +121,8 @@ def apply(
             result = action_registry.implementation(name)(run=run, settings=action_settings)
             if name == "create_task":
                 task = result
+        if not write_decisions:
+            continue  # the caller wrote them with its claim
         decisions.append(
             Decision(
                 event_id=event.pk,
@@ -122,9 +135,8 @@ def apply(
                 created_at=now,
             )
         )
-    if not write_decisions:
-        return []
-    Decision.objects.bulk_create(decisions)
+    if decisions:
+        Decision.objects.bulk_create(decisions)
     return decisions
 
 
@@ -153,7 +165,8 @@ def decide(
     event: BusinessEvent, *, customer: Customer | None = None, relaxed: bool = False
 ) -> list[Decision] | None:
     """Decide once for one event; None when there was nothing to decide or another
-    pass already did.
+    pass already did. Then, in a transaction of its own, the ``offer.presented``
+    events its offers recorded (``_decide_followers``).
 
     The facts are read and the plan made before the claim, so that the claim can
     say how many policies matched in the same statement; a pass that then finds
@@ -173,23 +186,209 @@ def decide(
     except Customer.DoesNotExist:
         return None  # erased since: nothing to decide
     plan = evaluate(candidates, facts, now)
-    claim: list[Any] = [event.pk, now, len(candidates), len(plan.verdicts)]
+    recorded: list[BusinessEvent] = []
     with transaction.atomic():
-        # A concurrent pass blocks here until the first commits, then finds the row.
-        if any(name == "create_task" for v in plan.verdicts for name, _ in v.run_others):
-            # A decision names its task: the tasks first, the decisions after them.
-            with server_bound_cursor() as cursor:
-                cursor.execute(_CLAIM_RELAXED if relaxed else _CLAIM, claim)
-                if cursor.fetchone() is None:
-                    return None
-            with realtime.batched():  # the frames of every offer this event raised leave together, on commit
-                return apply(plan, event=event, now=now)
-        decisions = _claim_with_decisions(plan, event=event, now=now, claim=claim, relaxed=relaxed)
-        if decisions is None:
-            return None
-        with realtime.batched():
-            apply(plan, event=event, now=now, write_decisions=False, locked=bool(plan.presentations))
+        decisions = _claim_and_apply(plan, event=event, now=now, candidates=len(candidates), relaxed=relaxed,
+                                     recorded=recorded)  # fmt: skip
+    if decisions is not None and recorded:
+        # After the commit: the offers of this event are on their way to the screens.
+        after = _facts_after(facts, plan, [e.type for e in recorded], now)
+        _decide_followers(recorded, after, now=now, relaxed=relaxed)
     return decisions
+
+
+def _claim_and_apply(
+    plan: Plan, *, event: BusinessEvent, now: dt.datetime, candidates: int, relaxed: bool,
+    recorded: list[BusinessEvent],
+) -> list[Decision] | None:  # fmt: skip
+    """Claim the event and write the plan's effects, inside the caller's transaction;
+    None (nothing written) when the claim was taken. A concurrent pass blocks on the
+    claim until the first commits, then finds the row."""
+    claim: list[Any] = [event.pk, now, candidates, len(plan.verdicts)]
+    if any(name == "create_task" for v in plan.verdicts for name, _ in v.run_others):
+        # A decision names its task: the tasks first, the decisions after them.
+        with server_bound_cursor() as cursor:
+            cursor.execute(_CLAIM_RELAXED if relaxed else _CLAIM, claim)
+            if cursor.fetchone() is None:
+                return None
+        with realtime.batched():  # the frames of every offer this event raised leave together, on commit
+            return apply(plan, event=event, now=now, recorded=recorded)
+    decisions = _claim_with_decisions(plan, event=event, now=now, claim=claim, relaxed=relaxed)
+    if decisions is None:
+        return None
+    locked = bool(plan.presentations)  # the claim's statement took the sequence lock
+    with realtime.batched():
+        apply(plan, event=event, now=now, write_decisions=False, locked=locked, recorded=recorded)
+    return decisions
+
+
+def _facts_after(facts: Facts, plan: Plan, recorded: Sequence[str], now: dt.datetime) -> Facts:
+    """The customer's facts once ``plan`` is applied, as ``facts_load`` would read
+    them at ``now``: its presentations waiting for an answer, and the events it
+    recorded (their types: each presentation's ``offer.presented``, at ``now``) in
+    the history, which keeps the POLICIES_HISTORY_LIMIT most recent. The customer's
+    own columns are what they were: no action changes one a condition reads (tags
+    are not facts)."""
+    presentations = list(facts.presentations)
+    for proposal in plan.presentations:
+        presentations.append(
+            PastPresentation(
+                proposal.offer.id, proposal.channel, PresentationStatus.PRESENTED, now, None,
+                now + dt.timedelta(hours=proposal.offer.expires_after_hours),
+            )
+        )  # fmt: skip
+    ages = {kind: list(values) for kind, values in facts.history.ages.items()}
+    limit: int = settings.POLICIES_HISTORY_LIMIT
+    kept = sum(len(values) for values in ages.values())
+    for kind in recorded:
+        if kept >= limit:  # the oldest event drops out of the window the read keeps
+            oldest = max((k for k in ages if ages[k]), key=lambda k: max(ages[k]))
+            ages[oldest].remove(max(ages[oldest]))
+            kept -= 1
+        ages.setdefault(kind, []).append(0.0)
+        kept += 1
+    return Facts(
+        event=facts.event, customer=facts.customer, history=conditions.History(ages),
+        presentations=presentations, open_complaint=facts.open_complaint,
+    )  # fmt: skip
+
+
+# The ids of events claimed by ``_decide_followers`` in this thread whose real-time
+# listeners have not run yet (they run on the commit of the transaction that recorded
+# them, in a worker after the followers were decided): ``decide_on_commit`` skips them.
+_followed = threading.local()
+
+
+class _ClaimTaken(Exception):
+    """Another pass decided one of the followers: the facts in hand are no longer
+    sure to be the customer's, so the whole followers' pass is undone."""
+
+
+def _decide_followers(
+    events: Sequence[BusinessEvent], facts: Facts, *, now: dt.datetime, relaxed: bool
+) -> None:
+    """Decide the ``offer.presented`` events a decision recorded, in the same pass
+    and in one transaction, with the facts the decision read brought up to date in
+    memory (``_facts_after``) instead of read again: those a policy listens to are
+    decided as ``decide`` would decide them one after the other, each seeing what
+    the ones before it presented; then the events their own offers recorded, and so
+    on, up to POLICIES_FOLLOW_MAX_EVENTS events for the pass. The events of one
+    round are claimed, with their decision rows, in one statement.
+
+    Whatever is not decided here (past the bound; or every one of them, when another
+    pass took a claim, or a listener failed) stays unclaimed for the worker's pass,
+    which reads the facts afresh. The events stay undispatched either way: the
+    outbox still hands them to every deferred listener."""
+    budget: int = settings.POLICIES_FOLLOW_MAX_EVENTS
+    index = policy_index()
+    # The real-time listeners of ``events`` run when the transaction that recorded them
+    # commits: already, unless that transaction is still open around this pass (a
+    # worker's dispatch). Those of the events recorded here run on this commit.
+    pending = set() if connection.in_atomic_block else {event.pk for event in events}
+    followed: set[int] = _followed.__dict__.setdefault("ids", set())
+    claimed: list[int] = []
+    waiting = list(events)
+    try:
+        with ExitStack() as stack:
+            while waiting and budget > 0:
+                planned: list[tuple[BusinessEvent, Plan, int]] = []
+                for event in waiting:
+                    candidates = index.candidates(event.type, now)
+                    if not candidates:
+                        continue  # nothing listens (the common case): no statement
+                    if budget == 0:
+                        break
+                    budget -= 1
+                    facts.event = event_map(event)
+                    plan = evaluate(candidates, facts, now)
+                    planned.append((event, plan, len(candidates)))
+                    if plan.presentations:
+                        offers = ["offer.presented"] * len(plan.presentations)
+                        facts = _facts_after(facts, plan, offers, now)
+                if not planned:
+                    break
+                if not claimed:
+                    stack.enter_context(transaction.atomic())
+                waiting = _followers_write(planned, now=now, relaxed=relaxed)
+                claimed.extend(event.pk for event, _, _ in planned if event.pk not in pending)
+                followed.update(claimed)
+    except _ClaimTaken:
+        followed.difference_update(claimed)  # rolled back: the worker decides them
+    except Exception:
+        followed.difference_update(claimed)
+        logger.exception("deciding the events recorded with event %s failed; the worker will", events[0].pk)
+    if len(followed) > _FOLLOWED_KEPT:
+        followed.clear()  # ids whose transaction rolled back never reach a listener
+
+
+def _followers_write(
+    planned: Sequence[tuple[BusinessEvent, Plan, int]], *, now: dt.datetime, relaxed: bool
+) -> list[BusinessEvent]:
+    """Claim one round of followers and write their plans' effects; the events their
+    offers recorded. Raises _ClaimTaken if any claim was taken."""
+    recorded: list[BusinessEvent] = []
+    simple = []
+    for event, plan, candidates in planned:
+        if any(name == "create_task" for v in plan.verdicts for name, _ in v.run_others):
+            if _claim_and_apply(plan, event=event, now=now, candidates=candidates, relaxed=relaxed,
+                                recorded=recorded) is None:  # fmt: skip
+                raise _ClaimTaken
+        else:
+            simple.append((event, plan, candidates))
+    if not simple:
+        return recorded
+    customer_id = simple[0][0].customer_id
+    assert customer_id is not None  # noqa: S101  (followers are the customer's offer.presented events)
+    presenting = any(plan.presentations for _, plan, _ in simple)
+    lock, lock_params = "", dict[str, int]()
+    if presenting:
+        lock = f", (SELECT count({SEQUENCE_LOCK_SQL % ('%(space)s', '%(customer)s')}::text) FROM claim)"
+        space, _ = sequence_lock_params(customer_id)
+        lock_params = {"space": space}
+    params: dict[str, Any] = {
+        "now": now, "customer": customer_id, **lock_params,
+        "events": json.dumps([
+            {"id": event.pk, "candidates": candidates, "matched": len(plan.verdicts)}
+            for event, plan, candidates in simple
+        ]),
+        "decisions": json.dumps([
+            (event.pk, v.candidate.id, v.candidate.version, v.outcome, verdict_reason(v)[:200])
+            for event, plan, _ in simple for v in plan.verdicts
+        ]),
+    }  # fmt: skip
+    with server_bound_cursor() as cursor:
+        cursor.execute((_CLAIM_MANY_RELAXED if relaxed else _CLAIM_MANY) + lock, params)
+        won = cursor.fetchone()[0]
+    if won != len(simple):
+        raise _ClaimTaken
+    with realtime.batched():
+        for event, plan, _ in simple:
+            apply(plan, event=event, now=now, write_decisions=False, locked=presenting, recorded=recorded)
+    return recorded
+
+
+# The claims of several events of one customer and their decision rows, in one statement
+# (``_decide_followers``); each claim is taken only if no other pass took it first.
+_CLAIM_MANY = (
+    "WITH e AS (SELECT * FROM json_to_recordset(%(events)s::json) AS (id bigint, candidates integer,"
+    "  matched integer)),"
+    " claim AS (INSERT INTO policies_eventevaluation (event_id, evaluated_at, candidates, matched)"
+    "  SELECT e.id, %(now)s, e.candidates, e.matched FROM e{relaxed}"
+    "  ON CONFLICT (event_id) DO NOTHING RETURNING event_id),"
+    " made AS (INSERT INTO policies_decision (event_id, policy_id, policy_version, customer_id, outcome,"
+    "  reason, task_id, created_at)"
+    "  SELECT claim.event_id, (d.row->>1)::bigint, (d.row->>2)::integer, %(customer)s, d.row->>3, d.row->>4,"
+    "  NULL, %(now)s FROM json_array_elements(%(decisions)s::json) WITH ORDINALITY AS d(row, n)"
+    "  JOIN claim ON claim.event_id = (d.row->>0)::bigint ORDER BY d.n RETURNING 1)"
+    " SELECT (SELECT count(*) FROM claim), (SELECT count(*) FROM made)"
+)
+_CLAIM_MANY_RELAXED = _CLAIM_MANY.replace(
+    "{relaxed}", ", (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed"
+)
+_CLAIM_MANY = _CLAIM_MANY.replace("{relaxed}", "")
+
+
+_FOLLOWED_KEPT = 10_000
 
 
 def _claim_with_decisions(
@@ -301,6 +500,12 @@ def decide_on_commit(events: Sequence[BusinessEvent]) -> None:
     inside the caller's request (each presentation an event, each event a round of
     policies), and the request's latency would grow with the number of policies
     that listen to offers. The outbox still dispatches them, in seconds."""
+    followed: set[int] = _followed.__dict__.setdefault("ids", set())
+    if followed:
+        # Decided already, by the pass that recorded them (``_decide_followers``).
+        decided = followed.intersection(event.pk for event in events)
+        followed.difference_update(decided)
+        events = [event for event in events if event.pk not in decided]
     if not settings.POLICIES_DECIDE_ON_COMMIT or len(events) > settings.POLICIES_DECIDE_ON_COMMIT_MAX_EVENTS:
         # A bulk load (an import, a batch of 500 from an integration) would hold its
         # request for seconds: the worker decides those.

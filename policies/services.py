@@ -190,6 +190,7 @@ def offers_present(
     locked: bool = False,
     tags: Sequence[tuple[str, int | None]] = (),
     returning: bool = True,
+    recorded: list[BusinessEvent] | None = None,
 ) -> list[OfferPresentation]:
     """Put the offers one event won in front of the customer, in a fixed number of
     statements however many there are. ``items``: (policy id, offer, channel), the
@@ -209,7 +210,9 @@ def offers_present(
 
     ``locked``: the caller's transaction already holds the customer's sequence lock
     (``SEQUENCE_LOCK_SQL`` in an earlier statement: one round trip fewer).
-    ``returning=False``: the caller needs no rows back (none are built)."""
+    ``returning=False``: the caller needs no rows back (none are built).
+    ``recorded``: gets the ``offer.presented`` events written (the engine decides
+    them next, in the same pass: ``engine.decide``)."""
     if not items:
         customer_tags_add(customer_id=customer_id, tags=tags, now=now)
         return []
@@ -265,6 +268,8 @@ def offers_present(
                 ),
             )  # fmt: skip
         events_dispatch_on_commit([e.pk for e in told], recorded=told)
+    if recorded is not None:
+        recorded.extend(told)
     return presentations
 
 

@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from typing import overload
 
@@ -212,19 +213,25 @@ class _DispatchBatcher:
     trip (at hundreds of events a second, one task each was a publish per event
     in the request and a task per event in the worker).
 
+    Each event waits at least half that long after its commit: the process that
+    recorded it is still deciding it meanwhile (a real-time listener, and the
+    events that one records in turn, such as the policies' ``offer.presented``), and
+    a worker handed it too early would decide it at the same moment, only to find
+    the decision taken after the work was done.
+
     Nothing is lost by waiting: the events are rows, still undispatched. Should
     the process die with ids not yet handed over, the beat sweep re-enqueues them
     after CRM_EVENT_SWEEP_AFTER_SECONDS, as for a message the broker lost."""
 
     def __init__(self) -> None:
-        self._ids: list[int] = []
+        self._waiting: deque[tuple[float, list[int]]] = deque()  # (when added, ids), oldest first
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._pid = 0
 
     def add(self, event_ids: Sequence[int]) -> None:
         with self._wake:
-            self._ids.extend(event_ids)
+            self._waiting.append((time.monotonic(), list(event_ids)))
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._pid = os.getpid()
                 self._thread = threading.Thread(target=self._run, name="event-dispatch", daemon=True)
@@ -234,11 +241,16 @@ class _DispatchBatcher:
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not self._ids:
+                while not self._waiting:
                     self._wake.wait()
-            time.sleep(settings.CRM_EVENT_DISPATCH_BATCH_SECONDS)  # let the batch fill
+                first_added = self._waiting[0][0]
+            # Let the batch fill, and the first of it be decided where it was recorded.
+            time.sleep(max(first_added + settings.CRM_EVENT_DISPATCH_BATCH_SECONDS - time.monotonic(), 0))
+            ready = time.monotonic() - settings.CRM_EVENT_DISPATCH_BATCH_SECONDS / 2
+            ids: list[int] = []
             with self._wake:
-                ids, self._ids = self._ids, []
+                while self._waiting and self._waiting[0][0] <= ready:
+                    ids.extend(self._waiting.popleft()[1])
             _enqueue(ids)
             # Only an eager Celery (tests) touches the database here: leave no
             # connection of this thread open between batches.
@@ -339,11 +351,15 @@ def _max_attempts() -> int:
 
 # The rows still to dispatch, locked (skipping those another worker holds) and marked
 # dispatched, one attempt more, in one statement; the mark stands or falls with the
-# listeners' writes (same transaction).
+# listeners' writes (same transaction). FOR NO KEY UPDATE, as the update itself: a
+# row written elsewhere that refers to one of these events (a decision, a claim) checks
+# its foreign key with a key-share lock, which FOR UPDATE would block. A transaction
+# deciding the event in another process, holding a claim that this dispatch's listener
+# waits for, would then wait on this one at its commit: a deadlock.
 _LOCK_AND_MARK = (
     "UPDATE crm_businessevent SET dispatched_at = %s, dispatch_attempts = dispatch_attempts + 1,"
     " dispatch_error = '' WHERE id IN (SELECT id FROM crm_businessevent WHERE id = ANY(%s::bigint[])"
-    " AND dispatched_at IS NULL AND dispatch_attempts < %s FOR UPDATE SKIP LOCKED) RETURNING *"
+    " AND dispatched_at IS NULL AND dispatch_attempts < %s FOR NO KEY UPDATE SKIP LOCKED) RETURNING *"
 )
 
 
@@ -354,7 +370,7 @@ def _dispatch_one_by_one(event_ids: Sequence[int], deferred: Sequence[listeners.
     attempts run out."""
     with transaction.atomic():
         events = list(
-            BusinessEvent.objects.select_for_update(skip_locked=True)
+            BusinessEvent.objects.select_for_update(skip_locked=True, no_key=True)
             .filter(pk__in=event_ids, dispatched_at__isnull=True, dispatch_attempts__lt=_max_attempts())
             .order_by("id")
         )

@@ -266,3 +266,28 @@ def test_the_events_a_dispatch_recorded_get_a_task_when_their_round_fails(
     assert batches[:3] == [[first.pk], [answer.pk], [answer.pk]]  # its round failed; its own task took it
     assert enqueued[:2] == [[first.pk], [answer.pk]]
     assert not BusinessEvent.objects.filter(pk__in=[first.pk, answer.pk], dispatched_at__isnull=True).exists()
+
+
+def test_the_batcher_hands_an_event_over_no_sooner_than_half_its_period_after_its_commit(
+    settings: Any, monkeypatch: Any
+) -> None:
+    """The recording process decides its events on commit (and the events that
+    records in turn) meanwhile: a worker handed them at once would decide them too."""
+    settings.CRM_EVENT_DISPATCH_BATCH_SECONDS = 0.4
+    handed: list[tuple[float, list[int]]] = []
+    monkeypatch.setattr(event_dispatch, "_enqueue", lambda ids: handed.append((time.monotonic(), list(ids))))
+    monkeypatch.setattr(event_dispatch.connections, "close_all", lambda: None)
+    batcher = event_dispatch._DispatchBatcher()
+    added: dict[int, float] = {}
+    for pk, pause in enumerate((0.0, 0.1, 0.15, 0.1, 0.2, 0.3), start=1):
+        time.sleep(pause)
+        added[pk] = time.monotonic()
+        batcher.add([pk])
+    deadline = time.monotonic() + 10
+    while sum(len(ids) for _, ids in handed) < len(added):
+        assert time.monotonic() < deadline, f"not all handed over: {handed}"
+        time.sleep(0.02)
+    assert sorted(pk for _, ids in handed for pk in ids) == sorted(added)
+    for at, ids in handed:
+        assert all(at - added[pk] >= 0.2 for pk in ids), (at, ids, added)
+    assert len(handed) < len(added)  # still batched

@@ -268,11 +268,12 @@ def _decide_followers(
     events: Sequence[BusinessEvent], facts: Facts, *, now: dt.datetime, relaxed: bool
 ) -> None:
     """Decide the ``offer.presented`` events a decision recorded, in the same pass
-    and in one transaction, with the facts the decision read brought up to date in
-    memory (``_facts_after``) instead of read again: those a policy listens to are
-    decided as ``decide`` would decide them one after the other, each seeing what
-    the ones before it presented; then the events their own offers recorded, and so
-    on, up to POLICIES_FOLLOW_MAX_EVENTS events for the pass. The events of one
+    and in one transaction (none when they only decide), with the facts the
+    decision read brought up to date in memory (``_facts_after``) instead of read
+    again: those a policy listens to are decided as ``decide`` would decide them
+    one after the other, each seeing what the ones before it presented; then the
+    events their own offers recorded, and so on, up to POLICIES_FOLLOW_MAX_EVENTS
+    events for the pass. The events of one
     round are claimed, with their decision rows, in one statement.
 
     Whatever is not decided here (past the bound; or every one of them, when another
@@ -307,8 +308,12 @@ def _decide_followers(
                         facts = _facts_after(facts, plan, offers, now)
                 if not planned:
                     break
-                if not claimed:
+                if not claimed and any(plan.presentations or any(v.run_others for v in plan.verdicts)
+                                       for _, plan, _ in planned):  # fmt: skip
                     stack.enter_context(transaction.atomic())
+                # Otherwise the claims and decisions are the round's one statement, and the
+                # last round: no transaction of its own (a claim lost to another pass then
+                # leaves the others decided, rightly: no decision here changed the facts).
                 waiting = _followers_write(planned, now=now, relaxed=relaxed)
                 claimed.extend(event.pk for event, _, _ in planned if event.pk not in pending)
                 followed.update(claimed)

@@ -483,6 +483,38 @@ def test_a_follower_claimed_by_another_pass_undoes_the_followers_pass_and_the_wo
 
 
 @pytest.mark.django_db(transaction=True)
+def test_followers_that_only_decide_cost_one_statement_and_no_transaction(
+    settings: Any, bob: User, ivr: Any, dave_customer: Customer
+) -> None:
+    settings.CRM_EVENT_LISTENERS = {"realtime": ["policies.engine.decide_on_commit"], "deferred": []}
+    listeners.forget()
+    try:
+        make_offer("travel-card")
+        make_policy(bob, name="Travel page", trigger_types=["web.page_view"],
+                    actions=present("travel-card", "self_service"))  # fmt: skip
+        make_policy(bob, name="Again", trigger_types=["offer.presented"],
+                    actions=present("travel-card", "self_service"))  # fmt: skip
+        customer = opted_in(dave_customer)
+        engine.policy_index()
+        source_systems()
+        with CaptureQueriesContext(connection) as queries:
+            services.business_event_record(
+                type="web.page_view", occurred_at=timezone.now(), payload={"url": "/travel"}, source=ivr,
+                idempotency_key="page-1", customer=customer,
+            )  # fmt: skip
+        presented = BusinessEvent.objects.get(type="offer.presented")
+        assert Decision.objects.get(event=presented).outcome == "suppressed"  # already waiting
+        # (Without deferred listeners, the outbox marks each event dispatched on its commit.)
+        captured = queries.captured_queries
+        statements = [q["sql"].split()[0] for q in captured if "dispatched_at" not in q["sql"]]
+        # The event (autocommit), the facts, the decision's transaction (claim with the
+        # decisions and the lock, presentations), then the follower's claim on its own.
+        assert statements == ["INSERT", "SELECT", "BEGIN", "WITH", "WITH", "COMMIT", "WITH"], statements
+    finally:
+        listeners.forget()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_in_a_worker_the_events_decided_in_the_pass_are_not_read_again_on_commit(
     settings: Any, bob: User, ivr: Any, dave_customer: Customer
 ) -> None:

@@ -33,7 +33,7 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from typing import Any
 
 from django.conf import settings
@@ -75,7 +75,7 @@ from policies.models import (
     Decision,
     PresentationStatus,
 )
-from policies.services import SEQUENCE_LOCK_SQL, ActionRun, offers_present, sequence_lock_params
+from policies.services import ActionRun, ClaimFirst, offers_present
 
 logger = logging.getLogger(__name__)
 
@@ -89,12 +89,10 @@ def apply(
     event: BusinessEvent,
     now: dt.datetime,
     write_decisions: bool = True,
-    locked: bool = False,
     recorded: list[BusinessEvent] | None = None,
 ) -> list[Decision]:
     """The actions' effects and the decision rows (inside the caller's transaction;
-    ``write_decisions=False``: the caller wrote them with its claim; ``locked``: and
-    took the customer's sequence lock with it). The offers chosen are presented
+    ``write_decisions=False``: the caller wrote them with its claim). The offers chosen are presented
     together (``offers_present``: a fixed number of statements for all of them),
     from the index's copy of each offer, with the tags the plan puts on the customer.
     ``recorded``: gets the ``offer.presented`` events the presentations recorded."""
@@ -108,7 +106,7 @@ def apply(
     ]
     offers_present(
         event=event, customer_id=event.customer_id, now=now,
-        items=[(p.candidate.id, p.offer, p.channel) for p in plan.presentations], locked=locked, tags=tags,
+        items=[(p.candidate.id, p.offer, p.channel) for p in plan.presentations], tags=tags,
         returning=False, recorded=recorded,
     )  # fmt: skip
     decisions: list[Decision] = []
@@ -161,6 +159,27 @@ _CLAIM_RELAXED = (
 )
 
 
+# The claim and its decision rows as CTEs (named parameters) that ``offers_present``
+# writes before the offers, in the same statement (``_claim_and_present``).
+_CLAIM_NAMED = (
+    "claim AS (INSERT INTO policies_eventevaluation (event_id, evaluated_at, candidates, matched)"
+    " {values} ON CONFLICT (event_id) DO NOTHING RETURNING event_id),"
+    " decided AS (INSERT INTO policies_decision (event_id, policy_id, policy_version, customer_id, outcome,"
+    "  reason, task_id, created_at)"
+    "  SELECT claim.event_id, (d.row->>0)::bigint, (d.row->>1)::integer, %(customer)s, d.row->>2, d.row->>3,"
+    "  NULL, %(claim_at)s FROM claim,"
+    "  json_array_elements(%(claim_decisions)s::json) WITH ORDINALITY AS d(row, n) ORDER BY d.n RETURNING id)"
+)
+_CLAIM_NAMED_RELAXED = _CLAIM_NAMED.replace(
+    "{values}",
+    "SELECT %(claim_event)s, %(claim_at)s, %(claim_candidates)s, %(claim_matched)s"
+    " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed",
+)
+_CLAIM_NAMED = _CLAIM_NAMED.replace(
+    "{values}", "VALUES (%(claim_event)s, %(claim_at)s, %(claim_candidates)s, %(claim_matched)s)"
+)
+
+
 def decide(
     event: BusinessEvent, *, customer: Customer | None = None, relaxed: bool = False
 ) -> list[Decision] | None:
@@ -187,7 +206,8 @@ def decide(
         return None  # erased since: nothing to decide
     plan = evaluate(candidates, facts, now)
     recorded: list[BusinessEvent] = []
-    with transaction.atomic():
+    # Offers and tags only (the usual case): one statement, its own transaction.
+    with nullcontext() if _one_statement(plan) else transaction.atomic():
         decisions = _claim_and_apply(plan, event=event, now=now, candidates=len(candidates), relaxed=relaxed,
                                      recorded=recorded)  # fmt: skip
     if decisions is not None and recorded:
@@ -213,13 +233,57 @@ def _claim_and_apply(
                 return None
         with realtime.batched():  # the frames of every offer this event raised leave together, on commit
             return apply(plan, event=event, now=now, recorded=recorded)
+    if _one_statement(plan):
+        return _claim_and_present(plan, event=event, now=now, claim=claim, relaxed=relaxed, recorded=recorded)
     decisions = _claim_with_decisions(plan, event=event, now=now, claim=claim, relaxed=relaxed)
     if decisions is None:
         return None
-    locked = bool(plan.presentations)  # the claim's statement took the sequence lock
     with realtime.batched():
-        apply(plan, event=event, now=now, write_decisions=False, locked=locked, recorded=recorded)
+        apply(plan, event=event, now=now, write_decisions=False, recorded=recorded)
     return decisions
+
+
+def _one_statement(plan: Plan) -> bool:
+    """Whether the plan's effects are offers and tags only, which the claim's own
+    statement writes (``_claim_and_present``)."""
+    return bool(plan.presentations) and all(
+        name == "tag_customer" for verdict in plan.verdicts for name, _ in verdict.run_others
+    )
+
+
+def _claim_and_present(
+    plan: Plan, *, event: BusinessEvent, now: dt.datetime, claim: list[Any], relaxed: bool,
+    recorded: list[BusinessEvent],
+) -> list[Decision] | None:  # fmt: skip
+    """The claim, the decision rows, the offers with their events and the tags, in
+    one statement (``offers_present`` after the claim's CTEs: nothing of it is
+    written when the claim was taken, then None)."""
+    assert event.customer_id is not None  # noqa: S101  (decide() skips events of no customer)
+    rows = [(v.candidate.id, v.candidate.version, v.outcome, verdict_reason(v)[:200]) for v in plan.verdicts]
+    first = ClaimFirst(
+        ctes=_CLAIM_NAMED_RELAXED if relaxed else _CLAIM_NAMED,
+        params={"claim_event": claim[0], "claim_at": claim[1], "claim_candidates": claim[2],
+                "claim_matched": claim[3], "claim_decisions": json.dumps(rows)},
+        columns=", ARRAY(SELECT id FROM decided)",
+    )  # fmt: skip
+    tags = [
+        (action_settings["tag"], verdict.candidate.id)
+        for verdict in plan.verdicts
+        for _, action_settings in verdict.run_others
+    ]
+    with realtime.batched():  # the frames of every offer this event raised leave together, on commit
+        offers_present(
+            event=event, customer_id=event.customer_id, now=now, tags=tags, returning=False,
+            items=[(p.candidate.id, p.offer, p.channel) for p in plan.presentations], claim=first,
+            recorded=recorded,
+        )  # fmt: skip
+    if first.values is None:
+        return None
+    return [
+        Decision(id=pk, event_id=event.pk, policy_id=policy_id, policy_version=version,
+                 customer_id=event.customer_id, outcome=outcome, reason=reason, created_at=now)
+        for pk, (policy_id, version, outcome, reason) in zip(sorted(first.values[0]), rows, strict=True)
+    ]  # fmt: skip
 
 
 def _facts_after(facts: Facts, plan: Plan, recorded: Sequence[str], now: dt.datetime) -> Facts:
@@ -344,14 +408,8 @@ def _followers_write(
         return recorded
     customer_id = simple[0][0].customer_id
     assert customer_id is not None  # noqa: S101  (followers are the customer's offer.presented events)
-    presenting = any(plan.presentations for _, plan, _ in simple)
-    lock, lock_params = "", dict[str, int]()
-    if presenting:
-        lock = f", (SELECT count({SEQUENCE_LOCK_SQL % ('%(space)s', '%(customer)s')}::text) FROM claim)"
-        space, _ = sequence_lock_params(customer_id)
-        lock_params = {"space": space}
     params: dict[str, Any] = {
-        "now": now, "customer": customer_id, **lock_params,
+        "now": now, "customer": customer_id,
         "events": json.dumps([
             {"id": event.pk, "candidates": candidates, "matched": len(plan.verdicts)}
             for event, plan, candidates in simple
@@ -362,13 +420,13 @@ def _followers_write(
         ]),
     }  # fmt: skip
     with server_bound_cursor() as cursor:
-        cursor.execute((_CLAIM_MANY_RELAXED if relaxed else _CLAIM_MANY) + lock, params)
+        cursor.execute(_CLAIM_MANY_RELAXED if relaxed else _CLAIM_MANY, params)
         won = cursor.fetchone()[0]
     if won != len(simple):
         raise _ClaimTaken
     with realtime.batched():
         for event, plan, _ in simple:
-            apply(plan, event=event, now=now, write_decisions=False, locked=presenting, recorded=recorded)
+            apply(plan, event=event, now=now, write_decisions=False, recorded=recorded)
     return recorded
 
 
@@ -400,18 +458,9 @@ def _claim_with_decisions(
     plan: Plan, *, event: BusinessEvent, now: dt.datetime, claim: list[Any], relaxed: bool
 ) -> list[Decision] | None:
     """The claim and the decision rows in one statement (the decisions are written
-    only if the claim was): no task to wait for. None when the claim was taken.
-
-    When the plan presents offers, the same statement takes the customer's sequence
-    lock once the claim is won (a pass that finds the claim taken never waits for
-    it), so the presentations' insert, a later statement with a later snapshot,
-    needs no round trip of its own for it."""
+    only if the claim was): no task to wait for. None when the claim was taken."""
     assert event.customer_id is not None  # noqa: S101  (decide() skips events of no customer)
     rows = [(v.candidate.id, v.candidate.version, v.outcome, verdict_reason(v)[:200]) for v in plan.verdicts]
-    lock, lock_params = "", []
-    if plan.presentations:
-        lock = f", (SELECT count({SEQUENCE_LOCK_SQL}::text) FROM claim)"
-        lock_params = sequence_lock_params(event.customer_id)
     # The rows as one JSON parameter: psycopg adapts list parameters in Python, element
     # by element, at a cost above the statement's round trip.
     decided = json.dumps(rows)
@@ -423,8 +472,8 @@ def _claim_with_decisions(
             "  SELECT claim.event_id, (d.row->>0)::bigint, (d.row->>1)::integer, %s, d.row->>2, d.row->>3,"
             "  NULL, %s FROM claim, json_array_elements(%s::json) WITH ORDINALITY AS d(row, n)"
             "  ORDER BY d.n RETURNING id)"
-            f" SELECT (SELECT count(*) FROM claim), ARRAY(SELECT id FROM made){lock}",
-            [*claim, event.customer_id, now, decided, *lock_params],
+            " SELECT (SELECT count(*) FROM claim), ARRAY(SELECT id FROM made)",
+            [*claim, event.customer_id, now, decided],
         )  # fmt: skip
         claimed, ids = cursor.fetchone()[:2]
     if not claimed:

@@ -306,6 +306,22 @@ class OfferPresentation(models.Model):
         return f"{self.offer_id} to {self.customer_id} on {self.channel} (#{self.sequence})"
 
 
+class PresentationCounter(models.Model):
+    """The last presentation number given to a customer. The statement that
+    numbers new presentations takes it with an upsert, which locks the row until
+    its transaction ends and, when it had to wait, reads the number the other
+    transaction left: one customer's numbers are given, and committed, in order,
+    without a lock taken by a statement of its own (``offers_present``)."""
+
+    customer = models.OneToOneField(
+        "crm.Customer", on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    last = models.PositiveIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.customer_id}: {self.last}"
+
+
 class CustomerTag(models.Model):
     """A label a policy put on a customer (``tag_customer``), e.g. "mortgage-prospect"."""
 

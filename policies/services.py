@@ -4,13 +4,15 @@ and answered, the actions' effects (tasks, notices, tags)."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from crm import events, realtime
@@ -29,11 +31,20 @@ from policies.models import (
     PresentationStatus,
 )
 
-# pg_advisory_xact_lock(namespace, key): the namespace keeps this lock apart from others.
-_SEQUENCE_LOCK_NAMESPACE = 7301
-# The customer's sequence lock, taken in a statement of its own or inside another one
-# (the engine's claim) that runs before the presentations' insert in the same transaction.
-SEQUENCE_LOCK_SQL = "pg_advisory_xact_lock(%s, %s)"
+
+@dataclass
+class ClaimFirst:
+    """A statement's worth of writes that ``offers_present`` puts before its own, in
+    the same statement: ``ctes`` (named parameters from ``params``) define a CTE
+    ``claim`` that returns a row when the caller's claim is won; the presentations,
+    their events and the tags are written only then. ``columns``: more values for
+    the caller, selected with each row (in ``values`` after the statement; None when
+    the claim was lost, and nothing was written)."""
+
+    ctes: str
+    params: dict[str, Any]
+    columns: str = ""
+    values: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -187,29 +198,28 @@ def offers_present(
     customer_id: int,
     now: dt.datetime,
     items: list[tuple[int | None, Any, str]],
-    locked: bool = False,
     tags: Sequence[tuple[str, int | None]] = (),
     returning: bool = True,
     recorded: list[BusinessEvent] | None = None,
+    claim: ClaimFirst | None = None,
 ) -> list[OfferPresentation]:
     """Put the offers one event won in front of the customer, in a fixed number of
     statements however many there are. ``items``: (policy id, offer, channel), the
     offer as the engine's index holds it (``engine.OfferInfo``). ``tags``: (tag,
     policy id) the same event puts on the customer, written by the same statement.
 
-    1. Take the customer's next sequence numbers under a transaction-scoped lock
-       (two events of one customer decided at once must not share a number); the
-       statement that follows reads the last number itself, with a snapshot
-       taken after the lock is held.
-    2. One statement writes the presentations, an offer.presented event for each
+    1. One statement takes the customer's next numbers (``PresentationCounter``,
+       whose row stays locked until the transaction ends: two events of one
+       customer decided at once never share a number, and commit their numbers
+       in order), writes the presentations, an offer.presented event for each
        (it flows back into the loop: contact history, other policies) and the
        tags. The items travel as one JSON parameter: psycopg adapts a list
        parameter in Python, element by element, which cost more than the
        statement's round trip.
-    3. Tell every screen showing the customer, and their own session, on commit.
+    2. Tell every screen showing the customer, and their own session, on commit.
 
-    ``locked``: the caller's transaction already holds the customer's sequence lock
-    (``SEQUENCE_LOCK_SQL`` in an earlier statement: one round trip fewer).
+    ``claim``: the caller's claim, written first by the same statement, which then
+    writes nothing when it is lost (``claim.values`` stays None, [] is returned).
     ``returning=False``: the caller needs no rows back (none are built).
     ``recorded``: gets the ``offer.presented`` events written (the engine decides
     them next, in the same pass: ``engine.decide``)."""
@@ -229,17 +239,25 @@ def offers_present(
             for (policy_id, offer, channel), ends in zip(items, expires, strict=True)
         ]),
     }  # fmt: skip
-    # No savepoint of its own: the presentations stand or fall with the decision.
-    with transaction.atomic(savepoint=False):
+    params["count"] = len(items)
+    sql = _present_sql("", "")
+    if claim is not None:
+        params.update(claim.params)
+        sql = _present_sql(claim.ctes, claim.columns)
+    # No savepoint of its own: the presentations stand or fall with the decision (one
+    # statement: outside a transaction, its own).
+    with transaction.atomic(savepoint=False) if connection.in_atomic_block else nullcontext():
         with server_bound_cursor() as cursor:
-            if not locked:
-                cursor.execute(f"SELECT {SEQUENCE_LOCK_SQL}", sequence_lock_params(customer_id))
-            cursor.execute(_PRESENT_SQL, params)
+            cursor.execute(sql, params)
             made = cursor.fetchall()
+        if claim is not None:
+            if not made:
+                return []  # the claim was lost: nothing written
+            claim.values = tuple(made[0][4:])
         presentations: list[OfferPresentation] = []
         told: list[BusinessEvent] = []
         group = realtime.customer_group(customer_id)
-        for (pk, sequence, event_id, source_id), (policy_id, offer, channel), ends in zip(
+        for (pk, sequence, event_id, source_id, *_), (policy_id, offer, channel), ends in zip(
             made, items, expires, strict=True
         ):
             if returning:
@@ -273,16 +291,23 @@ def offers_present(
     return presentations
 
 
-# The presentations numbered after the customer's last, in the items' order; an
-# offer.presented event for each, with the payload _offer_payload builds, from the CRM's
-# own source (looked up here), skipped if its key was recorded before; the tags. Rows
-# come back in sequence order, each with its event's id (NULL when skipped) and source.
+# The presentations numbered after the customer's last (the counter, taken from the
+# rows' own maximum when it is behind them: rows written by other means), in the
+# items' order; an offer.presented event for each, with the payload _offer_payload
+# builds, from the CRM's own source (looked up here), skipped if its key was recorded
+# before; the tags. Rows come back in sequence order, each with its event's id (NULL
+# when skipped) and source. The counter's upsert locks its row until the transaction
+# ends, and one that waited for it reads the number the other left: no numbers
+# shared, and they commit in order (a screen catching up after n never misses n - 1).
 _PRESENT_SQL = (
-    "WITH i AS (SELECT * FROM ROWS FROM (json_to_recordset(%(items)s::json) AS (offer_id bigint,"
+    "WITH {claim} i AS (SELECT * FROM ROWS FROM (json_to_recordset(%(items)s::json) AS (offer_id bigint,"
     "  channel text, policy_id bigint, expires_at timestamptz, code text))"
     "  WITH ORDINALITY AS i(offer_id, channel, policy_id, expires_at, code, n)),"
-    " last AS (SELECT coalesce(max(sequence), 0) AS n FROM policies_offerpresentation"
-    "  WHERE customer_id = %(customer)s),"
+    " last AS (INSERT INTO policies_presentationcounter AS c (customer_id, last)"
+    "  SELECT %(customer)s, coalesce((SELECT max(sequence) FROM policies_offerpresentation"
+    "  WHERE customer_id = %(customer)s), 0) + %(count)s {guard}"
+    "  ON CONFLICT (customer_id) DO UPDATE SET last = greatest(c.last + %(count)s, EXCLUDED.last)"
+    "  RETURNING c.last - %(count)s AS n),"
     " made AS (INSERT INTO policies_offerpresentation (offer_id, customer_id, channel, policy_id, event_id,"
     "  sequence, status, presented_at, expires_at)"
     "  SELECT i.offer_id, %(customer)s, i.channel, i.policy_id, %(event)s, last.n + i.n, %(status)s, %(now)s,"
@@ -295,8 +320,8 @@ _PRESENT_SQL = (
     "  FROM made, last, i WHERE i.n = made.sequence - last.n ORDER BY made.sequence"
     "  ON CONFLICT (source_system_id, idempotency_key) DO NOTHING RETURNING id, idempotency_key,"
     "  source_system_id),"
-    f" tagged AS ({'{tagged}'})"
-    " SELECT made.id, made.sequence, told.id, told.source_system_id FROM made"
+    " tagged AS ({tagged})"
+    " SELECT made.id, made.sequence, told.id, told.source_system_id{columns} FROM made"
     " LEFT JOIN told ON told.idempotency_key = 'offer.presented:' || made.id ORDER BY made.sequence"
 )
 # A tag the customer already has stays as it was (first policy first).
@@ -304,9 +329,21 @@ _TAG_SQL = (
     "INSERT INTO policies_customertag (customer_id, tag, policy_id, created_at)"
     " SELECT %(customer)s, t.tag, t.policy_id, %(now)s"
     " FROM ROWS FROM (json_to_recordset(%(tags)s::json) AS (tag text, policy_id bigint))"
-    " WITH ORDINALITY AS t(tag, policy_id, n) ORDER BY t.n ON CONFLICT (customer_id, tag) DO NOTHING"
+    " WITH ORDINALITY AS t(tag, policy_id, n){guard} ORDER BY t.n ON CONFLICT (customer_id, tag) DO NOTHING"
 )
-_PRESENT_SQL = _PRESENT_SQL.replace("{tagged}", _TAG_SQL)
+
+
+@functools.cache
+def _present_sql(claim: str, columns: str) -> str:
+    """The presentations' statement, after the caller's ``claim`` CTEs when given
+    (then written only if the claim returned a row), selecting ``columns`` too."""
+    guard = " WHERE EXISTS (SELECT 1 FROM claim)" if claim else ""
+    return (
+        _PRESENT_SQL.replace("{tagged}", _TAG_SQL.replace("{guard}", guard))
+        .replace("{guard}", guard)
+        .replace("{claim}", f"{claim}," if claim else "")
+        .replace("{columns}", columns)
+    )
 
 
 def _tags_json(tags: Sequence[tuple[str, int | None]]) -> str:
@@ -321,13 +358,12 @@ def customer_tags_add(
     if not tags:
         return
     with server_bound_cursor() as cursor:
-        cursor.execute(
-            _TAG_SQL, {"customer": customer_id, "now": now or timezone.now(), "tags": _tags_json(tags)}
-        )
-
-
-def sequence_lock_params(customer_id: int) -> list[int]:
-    return [_SEQUENCE_LOCK_NAMESPACE, customer_id]
+        params: dict[str, Any] = {
+            "customer": customer_id,
+            "now": now or timezone.now(),
+            "tags": _tags_json(tags),
+        }
+        cursor.execute(_TAG_SQL.replace("{guard}", ""), params)
 
 
 def policy_task_create(*, run: ActionRun, settings: dict[str, Any]) -> Task:

@@ -507,9 +507,9 @@ def test_followers_that_only_decide_cost_one_statement_and_no_transaction(
         # (Without deferred listeners, the outbox marks each event dispatched on its commit.)
         captured = queries.captured_queries
         statements = [q["sql"].split()[0] for q in captured if "dispatched_at" not in q["sql"]]
-        # The event (autocommit), the facts, the decision's transaction (claim with the
-        # decisions and the lock, presentations), then the follower's claim on its own.
-        assert statements == ["INSERT", "SELECT", "BEGIN", "WITH", "WITH", "COMMIT", "WITH"], statements
+        # The event, the facts, the decision (claim, decisions and presentations in one
+        # statement), then the follower's claim: four statements, no transaction.
+        assert statements == ["INSERT", "SELECT", "WITH", "WITH"], statements
     finally:
         listeners.forget()
 
@@ -546,7 +546,7 @@ def test_in_a_worker_the_events_decided_in_the_pass_are_not_read_again_on_commit
         listeners.forget()
 
 
-DECISION_STATEMENTS = 5
+DECISION_STATEMENTS = 2
 
 
 def test_a_decision_costs_the_same_queries_however_many_offers_it_presents(

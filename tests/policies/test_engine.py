@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -340,6 +341,23 @@ def test_a_channels_daily_limit_holds_back_further_offers(
     assert Decision.objects.latest("id").reason == "Channel limit: 1 a day on agent_screen reached."
 
 
+@pytest.fixture
+def on_commit_only(settings: Any) -> Iterator[None]:
+    """The engine's on-commit pass alone: what the worker would do is left undone."""
+    settings.CRM_EVENT_LISTENERS = {"realtime": ["policies.engine.decide_on_commit"], "deferred": []}
+    listeners.forget()
+    yield
+    listeners.forget()
+
+
+def _page_view(source: Any, customer: Customer, key: str) -> BusinessEvent:
+    event, _ = services.business_event_record(
+        type="web.page_view", occurred_at=timezone.now(), payload={"url": "/travel"}, source=source,
+        idempotency_key=key, customer=customer,
+    )  # fmt: skip
+    return event
+
+
 def _offers_answer_offers(bob: User) -> None:
     """A page view presents travel-card; each offer.presented is answered by a policy
     that tags the customer, one that presents travel-card again (the contact rules
@@ -367,94 +385,76 @@ def _outcomes() -> list[tuple[str, str, str, str]]:
 
 @pytest.mark.django_db(transaction=True)
 def test_the_pass_that_presents_an_offer_decides_its_offer_presented_events_as_the_worker_would(
-    settings: Any, bob: User, ivr: Any, dave_customer: Customer
+    on_commit_only: Any, settings: Any, bob: User, ivr: Any, dave_customer: Customer
 ) -> None:
     """The on-commit pass decides the offer.presented events its offers recorded,
     after its own commit, with the facts it read brought up to date in memory; the
     decisions are those the worker makes reading the facts afresh, one event at a time."""
-    settings.CRM_EVENT_LISTENERS = {"realtime": ["policies.engine.decide_on_commit"], "deferred": []}
-    listeners.forget()
-    try:
-        _offers_answer_offers(bob)
-        customer = opted_in(dave_customer)
+    _offers_answer_offers(bob)
+    customer = opted_in(dave_customer)
 
-        def page_view(key: str) -> None:
-            with transaction.atomic():  # the request's transaction; its commit runs the on-commit pass
-                services.business_event_record(
-                    type="web.page_view", occurred_at=timezone.now(), payload={"url": "/travel"}, source=ivr,
-                    idempotency_key=key, customer=customer,
-                )  # fmt: skip
+    def page_view(key: str) -> None:
+        with transaction.atomic():  # the request's transaction; its commit runs the on-commit pass
+            _page_view(ivr, customer, key)
 
-        page_view("page-1")
-        presented = list(BusinessEvent.objects.filter(type="offer.presented").order_by("pk"))
-        # travel-card, then lounge-pass (answering travel-card's event); lounge-pass's own event
-        # finds two offers presented today: no third.
-        assert [e.payload["offer"] for e in presented] == ["travel-card", "lounge-pass"]
-        assert set(EventEvaluation.objects.values_list("event_id", flat=True)) >= {e.pk for e in presented}
-        assert customer.policy_tags.get().tag == "saw-offer"
-        chained = _outcomes()
+    page_view("page-1")
+    presented = list(BusinessEvent.objects.filter(type="offer.presented").order_by("pk"))
+    # travel-card, then lounge-pass (answering travel-card's event); lounge-pass's own event
+    # finds two offers presented today: no third.
+    assert [e.payload["offer"] for e in presented] == ["travel-card", "lounge-pass"]
+    assert set(EventEvaluation.objects.values_list("event_id", flat=True)) >= {e.pk for e in presented}
+    assert customer.policy_tags.get().tag == "saw-offer"
+    chained = _outcomes()
 
-        # The same, decided by the worker's pass alone.
-        Decision.objects.all().delete()
-        EventEvaluation.objects.all().delete()
-        OfferPresentation.objects.all().delete()
-        BusinessEvent.objects.filter(customer=customer).delete()
-        customer.policy_tags.all().delete()
-        settings.POLICIES_FOLLOW_MAX_EVENTS = 0
-        page_view("page-2")
-        assert BusinessEvent.objects.filter(type="offer.presented").count() == 1  # left to the worker
-        while waiting := list(
-            BusinessEvent.objects.filter(type="offer.presented")
-            .exclude(pk__in=EventEvaluation.objects.values("event_id"))
-            .order_by("pk")
-        ):
-            engine.decide_events(waiting)
-        assert _outcomes() == chained
-        assert chained == [
-            ("web.page_view", "Travel page", "acted", "Presented travel-card on self_service."),
-            ("offer.presented", "Tag who saw an offer", "acted", "Ran tag_customer."),
-            ("offer.presented", "Again", "suppressed",
-             "The offer travel-card is already waiting for an answer on self_service."),
-            ("offer.presented", "Lounge", "acted", "Presented lounge-pass on agent_screen."),
-            ("offer.presented", "Tag who saw an offer", "acted", "Ran tag_customer."),
-            ("offer.presented", "Again", "suppressed",
-             "The offer travel-card is already waiting for an answer on self_service."),
-        ]  # fmt: skip
-    finally:
-        listeners.forget()
+    # The same, decided by the worker's pass alone.
+    Decision.objects.all().delete()
+    EventEvaluation.objects.all().delete()
+    OfferPresentation.objects.all().delete()
+    BusinessEvent.objects.filter(customer=customer).delete()
+    customer.policy_tags.all().delete()
+    settings.POLICIES_FOLLOW_MAX_EVENTS = 0
+    page_view("page-2")
+    assert BusinessEvent.objects.filter(type="offer.presented").count() == 1  # left to the worker
+    while waiting := list(
+        BusinessEvent.objects.filter(type="offer.presented")
+        .exclude(pk__in=EventEvaluation.objects.values("event_id"))
+        .order_by("pk")
+    ):
+        engine.decide_events(waiting)
+    assert _outcomes() == chained
+    assert chained == [
+        ("web.page_view", "Travel page", "acted", "Presented travel-card on self_service."),
+        ("offer.presented", "Tag who saw an offer", "acted", "Ran tag_customer."),
+        ("offer.presented", "Again", "suppressed",
+         "The offer travel-card is already waiting for an answer on self_service."),
+        ("offer.presented", "Lounge", "acted", "Presented lounge-pass on agent_screen."),
+        ("offer.presented", "Tag who saw an offer", "acted", "Ran tag_customer."),
+        ("offer.presented", "Again", "suppressed",
+         "The offer travel-card is already waiting for an answer on self_service."),
+    ]  # fmt: skip
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_pass_decides_at_most_its_bound_of_recorded_events_and_the_worker_the_rest(
-    settings: Any, bob: User, ivr: Any, dave_customer: Customer
+    on_commit_only: Any, settings: Any, bob: User, ivr: Any, dave_customer: Customer
 ) -> None:
-    settings.CRM_EVENT_LISTENERS = {"realtime": ["policies.engine.decide_on_commit"], "deferred": []}
     settings.POLICIES_FOLLOW_MAX_EVENTS = 1
-    listeners.forget()
-    try:
-        _offers_answer_offers(bob)
-        customer = opted_in(dave_customer)
-        with transaction.atomic():
-            services.business_event_record(
-                type="web.page_view", occurred_at=timezone.now(), payload={"url": "/travel"}, source=ivr,
-                idempotency_key="page-1", customer=customer,
-            )  # fmt: skip
-        first, second = BusinessEvent.objects.filter(type="offer.presented").order_by("pk")
-        assert EventEvaluation.objects.filter(event_id=first.pk).exists()
-        assert not EventEvaluation.objects.filter(event_id=second.pk).exists()  # past the bound
-        engine.decide_events([first, second])  # the worker's pass: the first is decided already
-        assert EventEvaluation.objects.get(event_id=second.pk).matched == 2
-        assert Decision.objects.filter(event=first).count() == 3
-    finally:
-        listeners.forget()
+    _offers_answer_offers(bob)
+    customer = opted_in(dave_customer)
+    with transaction.atomic():
+        _page_view(ivr, customer, "page-1")
+    first, second = BusinessEvent.objects.filter(type="offer.presented").order_by("pk")
+    assert EventEvaluation.objects.filter(event_id=first.pk).exists()
+    assert not EventEvaluation.objects.filter(event_id=second.pk).exists()  # past the bound
+    engine.decide_events([first, second])  # the worker's pass: the first is decided already
+    assert EventEvaluation.objects.get(event_id=second.pk).matched == 2
+    assert Decision.objects.filter(event=first).count() == 3
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_follower_claimed_by_another_pass_undoes_the_followers_pass_and_the_worker_decides_them(
-    settings: Any, bob: User, ivr: Any, dave_customer: Customer
+    on_commit_only: Any, settings: Any, bob: User, ivr: Any, dave_customer: Customer
 ) -> None:
-    settings.CRM_EVENT_LISTENERS = {"realtime": ["policies.engine.decide_on_commit"], "deferred": []}
-    listeners.forget()
     taken: list[int] = []
 
     def another_pass_first(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
@@ -464,54 +464,40 @@ def test_a_follower_claimed_by_another_pass_undoes_the_followers_pass_and_the_wo
             EventEvaluation.objects.create(event_id=taken[0], candidates=0, matched=0)
         return execute(sql, params, many, context)
 
-    try:
-        _offers_answer_offers(bob)
-        customer = opted_in(dave_customer)
-        with connection.execute_wrapper(another_pass_first), transaction.atomic():
-            services.business_event_record(
-                type="web.page_view", occurred_at=timezone.now(), payload={"url": "/travel"}, source=ivr,
-                idempotency_key="page-1", customer=customer,
-            )  # fmt: skip
-        presented = BusinessEvent.objects.get(type="offer.presented")
-        assert taken == [presented.pk]
-        # Nothing of the followers' pass stands: no tag, no lounge-pass, no decision of its.
-        assert not customer.policy_tags.exists()
-        assert list(OfferPresentation.objects.values_list("offer__code", flat=True)) == ["travel-card"]
-        assert not Decision.objects.filter(event=presented).exists()
-    finally:
-        listeners.forget()
+    _offers_answer_offers(bob)
+    customer = opted_in(dave_customer)
+    with connection.execute_wrapper(another_pass_first), transaction.atomic():
+        _page_view(ivr, customer, "page-1")
+    presented = BusinessEvent.objects.get(type="offer.presented")
+    assert taken == [presented.pk]
+    # Nothing of the followers' pass stands: no tag, no lounge-pass, no decision of its.
+    assert not customer.policy_tags.exists()
+    assert list(OfferPresentation.objects.values_list("offer__code", flat=True)) == ["travel-card"]
+    assert not Decision.objects.filter(event=presented).exists()
 
 
 @pytest.mark.django_db(transaction=True)
 def test_followers_that_only_decide_cost_one_statement_and_no_transaction(
-    settings: Any, bob: User, ivr: Any, dave_customer: Customer
+    on_commit_only: Any, settings: Any, bob: User, ivr: Any, dave_customer: Customer
 ) -> None:
-    settings.CRM_EVENT_LISTENERS = {"realtime": ["policies.engine.decide_on_commit"], "deferred": []}
-    listeners.forget()
-    try:
-        make_offer("travel-card")
-        make_policy(bob, name="Travel page", trigger_types=["web.page_view"],
-                    actions=present("travel-card", "self_service"))  # fmt: skip
-        make_policy(bob, name="Again", trigger_types=["offer.presented"],
-                    actions=present("travel-card", "self_service"))  # fmt: skip
-        customer = opted_in(dave_customer)
-        engine.policy_index()
-        source_systems()
-        with CaptureQueriesContext(connection) as queries:
-            services.business_event_record(
-                type="web.page_view", occurred_at=timezone.now(), payload={"url": "/travel"}, source=ivr,
-                idempotency_key="page-1", customer=customer,
-            )  # fmt: skip
-        presented = BusinessEvent.objects.get(type="offer.presented")
-        assert Decision.objects.get(event=presented).outcome == "suppressed"  # already waiting
-        # (Without deferred listeners, the outbox marks each event dispatched on its commit.)
-        captured = queries.captured_queries
-        statements = [q["sql"].split()[0] for q in captured if "dispatched_at" not in q["sql"]]
-        # The event, the facts, the decision (claim, decisions and presentations in one
-        # statement), then the follower's claim: four statements, no transaction.
-        assert statements == ["INSERT", "SELECT", "WITH", "WITH"], statements
-    finally:
-        listeners.forget()
+    make_offer("travel-card")
+    make_policy(bob, name="Travel page", trigger_types=["web.page_view"],
+                actions=present("travel-card", "self_service"))  # fmt: skip
+    make_policy(bob, name="Again", trigger_types=["offer.presented"],
+                actions=present("travel-card", "self_service"))  # fmt: skip
+    customer = opted_in(dave_customer)
+    engine.policy_index()
+    source_systems()
+    with CaptureQueriesContext(connection) as queries:
+        _page_view(ivr, customer, "page-1")
+    presented = BusinessEvent.objects.get(type="offer.presented")
+    assert Decision.objects.get(event=presented).outcome == "suppressed"  # already waiting
+    # (Without deferred listeners, the outbox marks each event dispatched on its commit.)
+    captured = queries.captured_queries
+    statements = [q["sql"].split()[0] for q in captured if "dispatched_at" not in q["sql"]]
+    # The event, the facts, the decision (claim, decisions and presentations in one
+    # statement), then the follower's claim: four statements, no transaction.
+    assert statements == ["INSERT", "SELECT", "WITH", "WITH"], statements
 
 
 @pytest.mark.django_db(transaction=True)
@@ -522,28 +508,22 @@ def test_in_a_worker_the_events_decided_in_the_pass_are_not_read_again_on_commit
     on the dispatch's commit, the real-time pass finds them decided without reading
     their facts (one read of the facts for the whole chain)."""
     settings.POLICIES_DECIDE_ON_COMMIT = True
-    listeners.forget()
-    try:
-        _offers_answer_offers(bob)
-        customer = opted_in(dave_customer)
-        with transaction.atomic():
-            event, _ = services.business_event_record(
-                type="web.page_view", occurred_at=timezone.now(), payload={"url": "/travel"}, source=ivr,
-                idempotency_key="page-1", customer=customer,
-            )  # fmt: skip
-            connection.run_on_commit.clear()  # as if the recording process died before its commit hook
-        with CaptureQueriesContext(connection) as queries:
-            dispatched = event_dispatch.business_events_dispatch(event_ids=[event.pk])
-        facts_reads = [q for q in queries.captured_queries if "json_object_agg" in q["sql"]]
-        assert len(facts_reads) == 1
-        assert dispatched == 3  # the page view and its two offers' events
-        assert EventEvaluation.objects.count() == 3
-        assert not BusinessEvent.objects.filter(
-            type__in=["web.page_view", "offer.presented"], dispatched_at__isnull=True
-        ).exists()
-        assert not engine._followed.ids  # consumed by the commit's real-time pass
-    finally:
-        listeners.forget()
+    listeners.forget()  # the project's listeners, whatever a test before set
+    _offers_answer_offers(bob)
+    customer = opted_in(dave_customer)
+    with transaction.atomic():
+        event = _page_view(ivr, customer, "page-1")
+        connection.run_on_commit.clear()  # as if the recording process died before its commit hook
+    with CaptureQueriesContext(connection) as queries:
+        dispatched = event_dispatch.business_events_dispatch(event_ids=[event.pk])
+    facts_reads = [q for q in queries.captured_queries if "json_object_agg" in q["sql"]]
+    assert len(facts_reads) == 1
+    assert dispatched == 3  # the page view and its two offers' events
+    assert EventEvaluation.objects.count() == 3
+    assert not BusinessEvent.objects.filter(
+        type__in=["web.page_view", "offer.presented"], dispatched_at__isnull=True
+    ).exists()
+    assert not engine._followed.ids  # consumed by the commit's real-time pass
 
 
 DECISION_STATEMENTS = 2

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import gc
 import os
 from typing import Any
 
 from celery import Celery
 from celery.loaders.app import AppLoader
 from celery.signals import task_postrun, task_prerun, worker_init
+
+from config import heap
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # A worker starting up would run Django's system checks, which load the whole URL
@@ -106,5 +107,6 @@ def _freeze_before_fork(**_kwargs: Any) -> None:
     A collection writes into each object it examines; in a pool process that copies
     the page holding it, and the imports the parent made stop being shared. Frozen,
     they stay shared for the pool processes' lifetime (the objects live as long as
-    the process anyway)."""
-    gc.freeze()
+    the process anyway). The pool processes inherit the collector's thresholds
+    (config.heap)."""
+    heap.settle()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 from typing import Any, cast
 
@@ -27,7 +26,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crm import services
+from crm import json_codec, services
 from crm.api import schema as _schema  # noqa: F401  (registers the token scheme)
 from crm.api.base import StrictQueryParams
 from crm.models import SourceSystem, TouchpointBatch, TouchpointResult, User
@@ -259,7 +258,7 @@ class TouchpointResultsView(StrictQueryParams, APIView):
             signature=request.headers.get("X-Signature", ""), body=body, now=time.time(),
         )  # fmt: skip
         try:
-            data = json.loads(body) if body else None
+            data = json_codec.loads(body) if body else None
         except ValueError as exc:
             raise ParseError(f"The body is not JSON: {exc}.") from None
         if not isinstance(data, dict) or not isinstance(data.get("results"), list):

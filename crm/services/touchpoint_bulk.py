@@ -21,7 +21,7 @@ from django.db.models import JSONField
 from django.db.models.base import ModelState
 from django.utils import timezone
 
-from crm import events, realtime
+from crm import events, json_codec, realtime
 from crm.models import BusinessEvent, Interaction
 from crm.models.choices import RecordKind, ResultStatus
 from crm.services.event_dispatch import events_dispatch_in_worker, events_dispatch_on_commit
@@ -518,7 +518,7 @@ def _customers_locked(model: Any, ids: set[int], names: list[str]) -> dict[int, 
     for row in rows:
         customer = model.__new__(model)
         customer.__dict__.update(
-            (name, json.loads(value) if json_field and isinstance(value, str) else value)
+            (name, json_codec.loads(value) if json_field and isinstance(value, str) else value)
             for name, value, json_field in zip(attnames, row, decoded, strict=True)
         )
         state = customer._state = ModelState()

@@ -10,20 +10,18 @@ here, so a replayed one is refused.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
+from crm import json_codec
 from crm.mapping import apply_mappings
 from crm.models import FieldMapping, SeenSignature, SourceSystem, TouchpointBatch, User
 from crm.models.choices import BatchOrigin, RecordKind
@@ -40,7 +38,7 @@ _BIGINT = 2**63 - 1
 
 
 def _jsonb(value: Any) -> Jsonb:
-    return Jsonb(value, dumps=partial(json.dumps, cls=DjangoJSONEncoder))
+    return Jsonb(value, dumps=json_codec.dumps)
 
 
 # --- Mappings ------------------------------------------------------------------------------

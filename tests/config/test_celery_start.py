@@ -5,6 +5,7 @@ replaces a pool process that outgrows its memory limit."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import secrets
@@ -55,9 +56,11 @@ from django.contrib import admin
 loaded = {name: name in sys.modules for name in MODULES}
 registered = len(admin.site._registry)
 frozen = gc.get_freeze_count()
+threshold = gc.get_threshold()
 from django.urls import reverse
 print(json.dumps({"loaded": loaded, "registered_at_start": registered, "frozen": frozen,
-                  "tasks": sorted(app.tasks), "admin_url": reverse("admin:crm_product_changelist"),
+                  "threshold": threshold, "tasks": sorted(app.tasks),
+                  "admin_url": reverse("admin:crm_product_changelist"),
                   "registered_after_urls": len(admin.site._registry)}))
 """
 # A web process: Django set up as the ASGI application does it.
@@ -106,7 +109,11 @@ def test_a_web_process_still_discovers_the_admin_when_django_starts() -> None:
 def test_the_worker_freezes_what_it_imported_before_the_pool_forks() -> None:
     # Frozen objects are never examined by a collection, so a pool process does not
     # copy the pages it shares with the parent just by collecting garbage.
-    assert _run(WORKER_START)["frozen"] > 10_000
+    started = _run(WORKER_START)
+    assert started["frozen"] > 10_000
+    # ... and the pool processes it forks collect young garbage in larger passes.
+    assert started["threshold"][0] == 20_000
+    assert gc.get_threshold()[0] < 20_000  # not the interpreter's own
 
 
 def test_a_pool_process_is_replaced_by_default_only_past_200_mb() -> None:

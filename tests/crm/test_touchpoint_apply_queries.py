@@ -13,7 +13,7 @@ from tests.touchpoint_data import apply_all, profile, receive, visit
 
 pytestmark = pytest.mark.django_db
 
-STATEMENTS = 58
+STATEMENTS = 50
 
 
 def _keyed_results(web, n: int, prefix: str) -> list[dict]:

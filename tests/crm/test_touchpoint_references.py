@@ -4,8 +4,11 @@ row is refused, a referenced row cannot be deleted while rows still name it."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, connections, transaction
 from django.utils import timezone
 
 from crm.models import BusinessEvent, Customer, Interaction, SourceSystem, TouchpointResult, User
@@ -114,3 +117,124 @@ def test_a_customer_still_named_by_an_event_cannot_be_deleted_by_sql(web):
         cursor.execute("DELETE FROM crm_customer WHERE id = %s", [customer.pk])
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
     assert Customer.objects.filter(pk=customer.pk).exists()
+
+
+# --- Customers: checked under an advisory lock, not a row lock (migration 0021) ----------
+
+
+def _in_thread(work) -> threading.Thread:
+    """Run ``work`` on a connection of its own (Django's are per thread)."""
+
+    def run() -> None:
+        try:
+            work()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def _delete_by_sql(cursor, customer_id: int) -> None:
+    """The customer and what its creation recorded (its history, its event)."""
+    for table in ("crm_customerchange", "crm_businessevent"):
+        cursor.execute(f"DELETE FROM {table} WHERE customer_id = %s", [customer_id])
+    cursor.execute("DELETE FROM crm_customer WHERE id = %s", [customer_id])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_naming_a_customer_leaves_its_row_unlocked(web):
+    # A row lock is written into the row: every batch dirtied its customers' pages.
+    customer = make_customer()
+    outcome: list[str] = []
+
+    def lock_it() -> None:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM crm_customer WHERE id = %s FOR UPDATE NOWAIT", [customer.pk])
+            outcome.append("locked")
+
+    with transaction.atomic():
+        _insert_event(customer_id=customer.pk, source_id=web.pk, actor_id=None, key="k1")
+        _in_thread(lock_it).join(timeout=10)
+    assert outcome == ["locked"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_customer_named_by_a_transaction_in_flight_is_not_deleted_when_it_commits(web):
+    customer = make_customer()
+    named = threading.Event()
+    done = threading.Event()
+
+    def name_it() -> None:
+        with transaction.atomic():
+            _insert_event(customer_id=customer.pk, source_id=web.pk, actor_id=None, key="k1")
+            named.set()
+            done.wait(timeout=10)  # still in flight while the delete commits
+
+    thread = _in_thread(name_it)
+    assert named.wait(timeout=10)
+    deleting = threading.Thread(target=lambda: (time.sleep(0.5), done.set()))
+    deleting.start()
+    started = time.monotonic()
+    with pytest.raises(IntegrityError, match="violates the reference"), transaction.atomic():
+        with connection.cursor() as cursor:
+            _delete_by_sql(cursor, customer.pk)
+            # The commit-time check waits for the transaction naming the customer, then sees its event.
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    assert time.monotonic() - started >= 0.4
+    thread.join(timeout=10)
+    deleting.join(timeout=10)
+    assert Customer.objects.filter(pk=customer.pk).exists()
+    assert BusinessEvent.objects.filter(idempotency_key="k1", customer_id=customer.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_transaction_naming_a_customer_whose_delete_is_committing_waits_and_is_refused(web):
+    customer = make_customer()
+    checked = threading.Event()
+    release = threading.Event()
+    errors: list[Exception] = []
+
+    def delete_it() -> None:
+        with transaction.atomic(), connection.cursor() as cursor:
+            _delete_by_sql(cursor, customer.pk)
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the commit-time check runs (and locks) now
+            checked.set()
+            release.wait(timeout=10)
+
+    thread = _in_thread(delete_it)
+    assert checked.wait(timeout=10)
+    threading.Thread(target=lambda: (time.sleep(0.5), release.set())).start()
+    try:
+        with transaction.atomic():
+            _insert_event(customer_id=customer.pk, source_id=web.pk, actor_id=None, key="k1")
+    except IntegrityError as exc:
+        errors.append(exc)
+    thread.join(timeout=10)
+    assert len(errors) == 1 and "violates its reference" in str(errors[0])
+    assert not Customer.objects.filter(pk=customer.pk).exists()
+    assert not BusinessEvent.objects.filter(idempotency_key="k1").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_under_repeatable_read_a_named_customer_is_still_locked(web):
+    # There a statement's snapshot is the transaction's, older than any lock it waits
+    # for: the check falls back to locking the rows.
+    customer = make_customer()
+    outcome: list[str] = []
+
+    def lock_it() -> None:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM crm_customer WHERE id = %s FOR UPDATE NOWAIT", [customer.pk])
+                outcome.append("locked")
+        except OperationalError:
+            outcome.append("busy")
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        _insert_event(customer_id=customer.pk, source_id=web.pk, actor_id=None, key="k1")
+        _in_thread(lock_it).join(timeout=10)
+    assert outcome == ["busy"]

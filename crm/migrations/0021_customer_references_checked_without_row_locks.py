@@ -11,8 +11,9 @@ right after a checkpoint, the reference check took 35.7 ms and 697 full-page
 images, 5.3 ms without them. An advisory lock lives in the lock table only.
 
 The guarantee is unchanged: a customer named by a row that commits still exists.
-- The inserting transaction takes the lock shared, then (a later statement, so a
-  later snapshot under READ COMMITTED) checks that every named customer exists.
+- An inserting statement that names customers takes the lock shared, then (a
+  later statement, so a later snapshot under READ COMMITTED) checks that every
+  named customer exists.
 - A transaction deleting or renumbering a customer takes it exclusively in its
   commit-time check (migration 0018's restrict trigger), so that check runs only
   once every transaction that may have named the customer has committed or
@@ -43,14 +44,17 @@ DECLARE
 BEGIN
     WHILE i < TG_NARGS LOOP
         IF TG_ARGV[i + 1] = 'crm_customer' AND current_setting('transaction_isolation') = 'read committed' THEN
-            -- Customers: the shared lock first, then the count in a statement of its own
-            -- (a snapshot taken after the lock was granted; see migration 0021).
-            PERFORM pg_advisory_xact_lock_shared({LOCK});
-            EXECUTE format(
-                'WITH v AS MATERIALIZED (SELECT DISTINCT %1$I FROM new_rows WHERE %1$I IS NOT NULL)'
-                ' SELECT (SELECT count(*) FROM v),'
-                ' (SELECT count(*) FROM %2$I p WHERE p.id = ANY(ARRAY(SELECT * FROM v)))',
-                TG_ARGV[i], TG_ARGV[i + 1]) INTO wanted, found;
+            -- Customers: when the rows name any, the shared lock, then the count in a
+            -- statement of its own (a snapshot taken after the lock was granted).
+            EXECUTE format('SELECT count(DISTINCT %1$I) FROM new_rows', TG_ARGV[i]) INTO wanted;
+            found := 0;
+            IF wanted > 0 THEN
+                PERFORM pg_advisory_xact_lock_shared({LOCK});
+                EXECUTE format(
+                    'SELECT count(*) FROM %2$I p WHERE p.id = ANY(ARRAY('
+                    'SELECT DISTINCT %1$I FROM new_rows WHERE %1$I IS NOT NULL))',
+                    TG_ARGV[i], TG_ARGV[i + 1]) INTO found;
+            END IF;
         ELSE
             -- = ANY(ARRAY(...)): the referenced table is probed by its primary key, whatever
             -- the planner guesses of the (statistics-less) transition table.

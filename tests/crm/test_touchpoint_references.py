@@ -238,3 +238,22 @@ def test_under_repeatable_read_a_named_customer_is_still_locked(web):
         _insert_event(customer_id=customer.pk, source_id=web.pk, actor_id=None, key="k1")
         _in_thread(lock_it).join(timeout=10)
     assert outcome == ["busy"]
+
+
+def _advisory_locks_held() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+            " AND classid = 1129467203 AND objid = 1"
+        )
+        return int(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_only_a_statement_naming_customers_takes_the_customers_lock(web):
+    customer = make_customer()
+    with transaction.atomic():
+        _insert_event(customer_id=None, source_id=web.pk, actor_id=None, key="k1")
+        assert _advisory_locks_held() == 0
+        _insert_event(customer_id=customer.pk, source_id=web.pk, actor_id=None, key="k2")
+        assert _advisory_locks_held() == 1

@@ -69,3 +69,27 @@ def test_the_test_database_is_a_real_postgresql_14_or_newer() -> None:
     assert version_num >= 140000
     assert database == connection.settings_dict["NAME"]
     assert database.startswith("test_")  # pytest-django's database, never the demo's
+
+
+class _RecordingServer:
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def psql(self, statement: str) -> str:
+        self.statements.append(statement)
+        return ""
+
+
+def test_the_tuning_is_applied_once_and_again_when_it_changes(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CRM_LOCAL_DIR", str(tmp_path))
+    server = _RecordingServer()
+    assert embedded._tune(server) is True  # a new data directory: applied, restart
+    assert "ALTER SYSTEM SET max_wal_size = '8GB';" in server.statements
+    applied = len(server.statements)
+    assert embedded._tune(server) is False  # nothing changed: nothing done
+    assert len(server.statements) == applied
+    monkeypatch.setitem(embedded.TUNING, "work_mem", "32MB")  # a setting changed in a release
+    assert embedded._tune(server) is True
+    assert server.statements[-len(embedded.TUNING) :].count("ALTER SYSTEM SET work_mem = '32MB';") == 1
+    (tmp_path / "pg-tuned").write_text("")  # a marker from before the settings were recorded
+    assert embedded._tune(server) is True

@@ -112,7 +112,7 @@ def business_events_sweep() -> int:
     retry_backoff_max=120,
     max_retries=10,
 )
-def touchpoint_results_apply() -> int:
+def touchpoint_results_apply(successor: bool = False) -> int:
     """Apply pending touchpoint results until none is left or the time budget is
     spent (then enqueue another run for the rest).
 
@@ -120,13 +120,16 @@ def touchpoint_results_apply() -> int:
     update, so a redelivered or duplicated message claims other rows or none.
     Intake sends a message only when no run is queued and unstarted
     (``touchpoint_apply_enqueue``): a busy backlog makes a few messages, not one
-    per batch received."""
-    services.touchpoint_apply_started()
+    per batch received. A run that stops at its time budget with results left
+    sends its own successor (``successor=True``), so as many runs go on as were
+    going; only a run that intake asked for clears intake's mark as it starts."""
+    if not successor:
+        services.touchpoint_apply_started()
     applied = services.touchpoint_results_apply(
         limit=settings.CRM_INGEST_BATCH_SIZE, worker=f"{socket.gethostname()}:{os.getpid()}"
     )
     if applied and services.touchpoint_results_pending():
-        services.touchpoint_apply_enqueue()
+        services.touchpoint_apply_enqueue(successor=True)
     return applied
 
 

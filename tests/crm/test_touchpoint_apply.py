@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -460,6 +461,49 @@ def test_batches_received_while_a_run_waits_to_start_send_no_message_of_their_ow
         TouchpointResult.objects.update(received_at=time_ago(3600))
         assert services.touchpoint_results_sweep()  # beat asks regardless of the mark
         assert queued() == 3
+    finally:
+        with app.connection_for_write() as conn:
+            redis_channel: Any = conn.default_channel
+            redis_channel.client.delete(settings.CRM_INGEST_QUEUE)
+        services.touchpoint_apply_started()
+
+
+def test_runs_stopping_at_their_budget_together_each_send_their_successor(
+    web, dave_customer, settings, django_capture_on_commit_callbacks
+):
+    """Two runs that stop at their time budget while results are pending make two
+    runs, whatever the mark says: through the mark they made one, and the pool went
+    on with one process busy. A successor's start leaves intake's mark alone. The
+    broker is the real Redis; nobody consumes this queue."""
+    import secrets
+
+    from config.celery import app
+    from crm import tasks
+
+    settings.CRM_INGEST_QUEUE = f"successors-{secrets.token_hex(4)}"
+    settings.CRM_INGEST_BATCH_SIZE = 1
+    settings.CRM_INGEST_TASK_BUDGET_SECONDS = 0  # each run stops after its first claim
+
+    def queued() -> list[dict[str, Any]]:
+        with app.connection_for_write() as conn:
+            channel: Any = conn.default_channel
+            messages = channel.client.lrange(settings.CRM_INGEST_QUEUE, 0, -1)
+        return [json.loads(m)["headers"].get("kwargsrepr") or "{}" for m in messages]
+
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            receive(web, [visit(f"v-{n}", "dave@example.com") for n in range(4)])
+        assert len(queued()) == 1  # intake's run, queued: the mark is set
+
+        assert tasks.touchpoint_results_apply(successor=True) == 1  # two runs stop at their budget
+        assert tasks.touchpoint_results_apply(successor=True) == 1
+        assert len(queued()) == 3  # each sent its successor, past the mark
+        assert sum("successor" in kwargs for kwargs in queued()) == 2
+
+        # ... and the mark still stands for intake's queued run: another batch sends nothing.
+        with django_capture_on_commit_callbacks(execute=True):
+            receive(web, [visit("v-4", "dave@example.com")])
+        assert len(queued()) == 3
     finally:
         with app.connection_for_write() as conn:
             redis_channel: Any = conn.default_channel

@@ -484,7 +484,8 @@ def test_runs_stopping_at_their_budget_together_each_send_their_successor(
     settings.CRM_INGEST_BATCH_SIZE = 1
     settings.CRM_INGEST_TASK_BUDGET_SECONDS = 0  # each run stops after its first claim
 
-    def queued() -> list[dict[str, Any]]:
+    def queued() -> list[str]:
+        """Each queued message's keyword arguments, as Celery shows them."""
         with app.connection_for_write() as conn:
             channel: Any = conn.default_channel
             messages = channel.client.lrange(settings.CRM_INGEST_QUEUE, 0, -1)

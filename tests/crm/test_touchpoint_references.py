@@ -174,7 +174,7 @@ def test_a_customer_named_by_a_transaction_in_flight_is_not_deleted_when_it_comm
 
     thread = _in_thread(name_it)
     assert named.wait(timeout=10)
-    deleting = threading.Thread(target=lambda: (time.sleep(0.5), done.set()))
+    deleting = threading.Timer(0.5, done.set)
     deleting.start()
     started = time.monotonic()
     with pytest.raises(IntegrityError, match="violates the reference"), transaction.atomic():
@@ -205,7 +205,7 @@ def test_a_transaction_naming_a_customer_whose_delete_is_committing_waits_and_is
 
     thread = _in_thread(delete_it)
     assert checked.wait(timeout=10)
-    threading.Thread(target=lambda: (time.sleep(0.5), release.set())).start()
+    threading.Timer(0.5, release.set).start()
     try:
         with transaction.atomic():
             _insert_event(customer_id=customer.pk, source_id=web.pk, actor_id=None, key="k1")

@@ -118,6 +118,24 @@ def test_the_source_posts_a_batch_and_reads_its_progress(web, web_user, dave_cus
     assert progress["completed_at"] is not None
 
 
+def test_a_payload_is_stored_as_sent_whatever_its_numbers_and_text(web, web_user, dave_customer):
+    # The body is parsed with orjson, which reads an integer past 64 bits as a float:
+    # such a body goes to the standard library, and the inbox keeps every digit.
+    item = visit("v-1", "dave@example.com")
+    item["payload"] |= {
+        "loyalty_no": 123456789012345678901234567890,
+        "ratio": 0.1,
+        "note": "Zoë “quoted” 東京",
+    }
+    response = post(api_as(web_user), "web", [item])
+
+    assert response.status_code == 202
+    stored = TouchpointResult.objects.get(external_id="v-1").payload
+    assert stored["loyalty_no"] == 123456789012345678901234567890
+    assert isinstance(stored["loyalty_no"], int)
+    assert (stored["ratio"], stored["note"]) == (0.1, "Zoë “quoted” 東京")
+
+
 def test_another_sources_token_gets_403_and_an_unknown_source_404(web, frank):
     assert post(api_as(frank), "web", [visit("v-1", "dave@example.com")]).status_code == 403
     assert post(api_as(frank), "nowhere", [visit("v-1", "dave@example.com")]).status_code == 404

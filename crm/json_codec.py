@@ -34,21 +34,13 @@ _DIGITS_ONLY = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
 _LONG_RUN = b"0" * 19
 
 
-def _default(value: Any) -> Any:
-    return _DJANGO.default(value)
-
-
 def dumps(value: Any) -> bytes:
     """``value`` as UTF-8 JSON, as ``json.dumps(value, cls=DjangoJSONEncoder)`` would write it
     (without its ASCII escapes: the same document once parsed)."""
     try:
-        return orjson.dumps(value, default=_default, option=_OPTIONS)
+        return orjson.dumps(value, default=_DJANGO.default, option=_OPTIONS)
     except orjson.JSONEncodeError:
         return json.dumps(value, cls=DjangoJSONEncoder).encode()
-
-
-def dumps_text(value: Any) -> str:
-    return dumps(value).decode()
 
 
 def loads(data: str | bytes | bytearray | memoryview) -> Any:

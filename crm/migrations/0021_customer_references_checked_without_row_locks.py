@@ -29,7 +29,11 @@ transaction's, older than the lock, so there the check locks the rows FOR KEY
 SHARE as before.
 """
 
+from importlib import import_module
+
 from django.db import migrations
+
+_0018 = import_module("crm.migrations.0018_hot_tables_check_references_per_statement")
 
 # The advisory lock's key: (0x43524D43, 1), "CRMC".
 LOCK = "1129467203, 1"
@@ -75,77 +79,26 @@ BEGIN
 END $$;
 """
 
-RESTRICT = f"""
-CREATE OR REPLACE FUNCTION crm_references_restrict() RETURNS trigger LANGUAGE plpgsql AS $$
--- Arguments: (referencing table, column) pairs. Runs at commit for each deleted or
--- renumbered row of a referenced table.
-DECLARE
-    i integer := 0;
-    found boolean;
-BEGIN
-    IF TG_TABLE_NAME = 'crm_customer' THEN
-        -- Wait for every transaction that may be naming customers (migration 0021);
-        -- the checks below then see what they committed.
-        PERFORM pg_advisory_xact_lock({LOCK});
-    END IF;
-    WHILE i < TG_NARGS LOOP
-        EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE %I = $1)', TG_ARGV[i], TG_ARGV[i + 1])
-            INTO found USING OLD.id;
-        IF found THEN
-            RAISE EXCEPTION 'update or delete on table "%" violates the reference "%" of "%" (id %)',
-                TG_TABLE_NAME, TG_ARGV[i + 1], TG_ARGV[i], OLD.id
-                USING ERRCODE = 'foreign_key_violation', TABLE = TG_ARGV[i];
-        END IF;
-        i := i + 2;
-    END LOOP;
-    RETURN NULL;
-END $$;
-"""
+# The restrict check as migration 0018 made it, with the wait for the lock first.
+_RESTRICT_0018 = _0018.FUNCTIONS[_0018.FUNCTIONS.index("CREATE FUNCTION crm_references_restrict()") :]
+RESTRICT = _RESTRICT_0018.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION").replace(
+    "BEGIN\n    WHILE",
+    "BEGIN\n"
+    "    IF TG_TABLE_NAME = 'crm_customer' THEN\n"
+    "        -- Wait for every transaction that may be naming customers (migration 0021);\n"
+    "        -- the checks below then see what they committed.\n"
+    f"        PERFORM pg_advisory_xact_lock({LOCK});\n"
+    "    END IF;\n"
+    "    WHILE",
+    1,
+)
 
-# Migration 0018's versions, for going back.
-OLD_CHECK = """
-CREATE OR REPLACE FUNCTION crm_references_check() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    i integer := 0;
-    wanted bigint;
-    locked bigint;
-BEGIN
-    WHILE i < TG_NARGS LOOP
-        EXECUTE format(
-            'WITH v AS MATERIALIZED (SELECT DISTINCT %1$I FROM new_rows WHERE %1$I IS NOT NULL)'
-            ' SELECT (SELECT count(*) FROM v), (SELECT count(*) FROM ('
-            'SELECT 1 FROM %2$I p WHERE p.id = ANY(ARRAY(SELECT * FROM v)) FOR KEY SHARE OF p) l)',
-            TG_ARGV[i], TG_ARGV[i + 1]) INTO wanted, locked;
-        IF locked < wanted THEN
-            RAISE EXCEPTION 'insert or update on table "%" violates its reference "%" to "%"',
-                TG_TABLE_NAME, TG_ARGV[i], TG_ARGV[i + 1]
-                USING ERRCODE = 'foreign_key_violation', TABLE = TG_TABLE_NAME, COLUMN = TG_ARGV[i];
-        END IF;
-        i := i + 2;
-    END LOOP;
-    RETURN NULL;
-END $$;
-"""
+if "pg_advisory_xact_lock(" not in RESTRICT:
+    raise RuntimeError("migration 0018's restrict function is not as expected: the lock was not added")
 
-OLD_RESTRICT = """
-CREATE OR REPLACE FUNCTION crm_references_restrict() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    i integer := 0;
-    found boolean;
-BEGIN
-    WHILE i < TG_NARGS LOOP
-        EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE %I = $1)', TG_ARGV[i], TG_ARGV[i + 1])
-            INTO found USING OLD.id;
-        IF found THEN
-            RAISE EXCEPTION 'update or delete on table "%" violates the reference "%" of "%" (id %)',
-                TG_TABLE_NAME, TG_ARGV[i + 1], TG_ARGV[i], OLD.id
-                USING ERRCODE = 'foreign_key_violation', TABLE = TG_ARGV[i];
-        END IF;
-        i := i + 2;
-    END LOOP;
-    RETURN NULL;
-END $$;
-"""
+# Going back: migration 0018's versions of both functions (its third, unchanged here,
+# is replaced by itself).
+BACK = _0018.FUNCTIONS.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION")
 
 
 class Migration(migrations.Migration):
@@ -154,5 +107,5 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunSQL(CHECK + RESTRICT, reverse_sql=OLD_CHECK + OLD_RESTRICT),
+        migrations.RunSQL(CHECK + RESTRICT, reverse_sql=BACK),
     ]

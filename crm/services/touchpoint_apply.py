@@ -52,16 +52,16 @@ class Claimed:
 # 1. ``_CLAIM_WINDOW``: the next pending results by arrival, read off the pending
 #    index in its own order (a range scan that stops after ``window`` rows).
 # 2. ``_CLAIM``: of those, the ones whose lease is free (never claimed, or the worker
-#    that claimed them is gone), first come first (by id: see the statement). A result waits while an earlier
-#    result of the same source and customer key is still pending (claimed or not)
-#    or waits in the review queue, so one customer's results apply in the source's
-#    order across batches and workers, and nothing of theirs passes a result an
-#    administrator has yet to place. The order (``result_order``): by sequence, then
-#    occurred_at, then arrival; a result without a sequence comes before the
-#    numbered ones of its key, one without a time before the timed ones (a missing
-#    value is never read as 0). SKIP LOCKED lets concurrent workers take disjoint
-#    sets without waiting on each other. The LIMIT 1 keeps the NOT EXISTS a per-row
-#    probe of the pending-order index.
+#    that claimed them is gone), first come first (by id: see the statement). A
+#    result waits while an earlier result of the same source and customer key is
+#    still pending (claimed or not) or waits in the review queue, so one customer's
+#    results apply in the source's order across batches and workers, and nothing
+#    of theirs passes a result an administrator has yet to place. The order
+#    (``result_order``): by sequence, then occurred_at, then arrival; a result
+#    without a sequence comes before the numbered ones of its key, one without a
+#    time before the timed ones (a missing value is never read as 0). SKIP LOCKED
+#    lets concurrent workers take disjoint sets without waiting on each other. The
+#    LIMIT 1 keeps the NOT EXISTS a per-row probe of the pending-order index.
 #
 # Why the window: in one statement, the planner (whose statistics of the inbox are
 # always stale: thousands of rows arrive and leave the pending state between two

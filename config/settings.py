@@ -240,7 +240,8 @@ CELERY_BEAT_SCHEDULE = {
 # --- Touchpoint sync (crm.services.touchpoints) --------------------------------
 # The Celery queue the apply task goes to (empty: Celery's default queue).
 CRM_INGEST_QUEUE = env_str("CRM_INGEST_QUEUE", "")
-# A claimed result whose worker did not finish within this is taken by another.
+# The longest backoff of a result left pending by an error before it is retried (a
+# lost worker's results need none: its claim, a row lock, ends with its connection).
 CRM_INGEST_LEASE_SECONDS = env_int("CRM_INGEST_LEASE_SECONDS", 120, minimum=5)
 # Claims of one result (each a worker that failed or was lost) before it is dead-lettered.
 CRM_INGEST_MAX_ATTEMPTS = env_int("CRM_INGEST_MAX_ATTEMPTS", 5, minimum=1)

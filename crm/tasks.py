@@ -116,8 +116,8 @@ def touchpoint_results_apply(successor: bool = False) -> int:
     """Apply pending touchpoint results until none is left or the time budget is
     spent (then enqueue another run for the rest).
 
-    Idempotent: it takes no ids but claims what is pending with a conditional
-    update, so a redelivered or duplicated message claims other rows or none.
+    Idempotent: it takes no ids but claims what is pending and not locked by
+    another claim, so a redelivered or duplicated message claims other rows or none.
     Intake sends a message only when no run is queued and unstarted
     (``touchpoint_apply_enqueue``): a busy backlog makes a few messages, not one
     per batch received. A run that stops at its time budget with results left

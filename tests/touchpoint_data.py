@@ -7,9 +7,13 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from django.db import connection, transaction
 from django.utils import timezone
 
 from crm import services
@@ -107,6 +111,66 @@ def receive(source: SourceSystem, items: list[Any]) -> TouchpointBatch:
 
 def apply_all() -> int:
     return services.touchpoint_results_apply(limit=500, worker="test", budget_seconds=60)
+
+
+class _Lost(Exception):
+    pass
+
+
+def lost_claim(token: str, *, limit: int = 10) -> list[Any]:
+    """A worker claims results, notes its claim as the apply does, and is lost
+    before it writes anything: its transaction ends without a commit (here a
+    savepoint rolled back, which drops its row and advisory locks as the end of
+    a killed worker's transaction does)."""
+    from crm.services import touchpoint_apply
+
+    claimed: list[Any] = []
+    touchpoint_apply.lost_claims_count(token=token)  # as a run does before each claim
+    try:
+        with transaction.atomic():
+            claimed = touchpoint_apply.touchpoint_results_claim(limit=limit, token=token)
+            touchpoint_apply._claim_note(token, claimed)
+            raise _Lost
+    except _Lost:
+        pass
+    return claimed
+
+
+@contextmanager
+def held_claim(token: str, *, limit: int) -> Iterator[list[Any]]:
+    """Another worker's claim in progress: a thread with its own connection holds
+    the claim's transaction open until the block ends (the test must commit its
+    data: ``django_db(transaction=True)``)."""
+    from crm.services import touchpoint_apply
+
+    claimed: list[Any] = []
+    ready, done = threading.Event(), threading.Event()
+    errors: list[Exception] = []
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                claimed.extend(touchpoint_apply.touchpoint_results_claim(limit=limit, token=token))
+                touchpoint_apply._claim_note(token, claimed)
+                ready.set()
+                done.wait(60)
+            touchpoint_apply._claim_forget(token)
+        except Exception as exc:  # noqa: BLE001  (reported in the test's thread)
+            errors.append(exc)
+            ready.set()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    ready.wait(60)
+    try:
+        if errors:
+            raise errors[0]
+        yield claimed
+    finally:
+        done.set()
+        thread.join(60)
 
 
 def statuses(source: SourceSystem) -> dict[str, str]:

@@ -47,8 +47,8 @@ class TouchpointBatch(models.Model):
 class TouchpointResult(models.Model):
     """One result (a contact, a profile change, a purchase, ...) as the source sent it."""
 
-    # No index of their own: every result is written twice more after it arrives
-    # (claimed, then applied), each time into every index, and the (batch, status)
+    # No index of their own: every result is written again once applied (its claim,
+    # a row lock, writes no new version), into every index, and the (batch, status)
     # index and the unique (source, external id) one already start with these.
     # References checked by the database once per statement, not per row (migration 0018).
     batch = models.ForeignKey(

@@ -3,15 +3,20 @@ batches and apply each through the same services as the rest of the product
 (crm.services.touchpoint_effects, set-based in crm.services.touchpoint_bulk).
 
 A result is applied once whatever the redeliveries, replays or concurrent
-workers: it is unique per source and external id, claimed with a conditional
-update, and re-checked under a row lock before its effects are written.
+workers: it is unique per source and external id, and claimed by the row lock
+the applying transaction takes on it (``FOR NO KEY UPDATE SKIP LOCKED``): no
+other worker can take it until that transaction ends, which writes its outcome
+with its effects, or ends without them (a lost worker: the lock goes with it,
+and the result is free again at once).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
+import os
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +28,6 @@ from django.utils import timezone
 
 from crm import json_codec, realtime
 from crm.exceptions import Conflict, FieldAccessDenied
-from crm.models import TouchpointResult
 from crm.models.choices import ResultStatus
 from crm.services.touchpoints import _jsonb, touchpoint_apply_enqueue
 
@@ -47,21 +51,38 @@ class Claimed:
     customer_id: int | None
 
 
-# The claim, in two steps per window of the inbox, both in one transaction.
+# The claim, in two steps per window of the inbox, inside the transaction that
+# applies what it takes.
 #
 # 1. ``_CLAIM_WINDOW``: the next pending results by arrival, read off the pending
 #    index in its own order (a range scan that stops after ``window`` rows).
-# 2. ``_CLAIM``: of those, the ones whose lease is free (never claimed, or the worker
-#    that claimed them is gone), first come first (by id: see the statement). A
-#    result waits while an earlier result of the same source and customer key is
-#    still pending (claimed or not) or waits in the review queue, so one customer's
-#    results apply in the source's order across batches and workers, and nothing
-#    of theirs passes a result an administrator has yet to place. The order
-#    (``result_order``): by sequence, then occurred_at, then arrival; a result
-#    without a sequence comes before the numbered ones of its key, one without a
-#    time before the timed ones (a missing value is never read as 0). SKIP LOCKED
-#    lets concurrent workers take disjoint sets without waiting on each other. The
-#    LIMIT 1 keeps the NOT EXISTS a per-row probe of the pending-order index.
+# 2. ``_CLAIM``: of those, the ones free to take (not in a retry's backoff, not
+#    locked by another worker's transaction), first come first (by id: see the
+#    statement). A result waits while an earlier result of the same source and
+#    customer key is still pending (claimed or not) or waits in the review queue, so
+#    one customer's results apply in the source's order across batches and workers,
+#    and nothing of theirs passes a result an administrator has yet to place. The
+#    order (``result_order``): by sequence, then occurred_at, then arrival; a result
+#    without a sequence comes before the numbered ones of its key, one without a time
+#    before the timed ones (a missing value is never read as 0). SKIP LOCKED lets
+#    concurrent workers take disjoint sets without waiting on each other. The LIMIT 1
+#    keeps the NOT EXISTS a per-row probe of the pending-order index.
+#
+# The claim is the row lock and nothing else: no write, no commit of its own. The
+# lock lasts as long as the transaction that applies the results and writes their
+# outcome, and goes with it if that transaction ends any other way (the worker
+# killed, its connection cut), when the results are free again at once. A claim
+# committed on its own (an update of the rows, then their lock again in the apply)
+# wrote each row twice more and held it for a lease after a crash.
+#
+# A lost worker's attempt is still counted, so a result that kills its worker is
+# dead-lettered after CRM_INGEST_MAX_ATTEMPTS instead of killing the next one forever:
+# before applying, a claim notes its ids in Redis (``_claim_note``), outside the
+# transaction, and removes the note after the commit. A note whose owner holds no
+# transaction any more (its advisory lock is free) is a lost attempt, which the next
+# run counts on the results still pending before it claims (``lost_claims_count``,
+# committed on its own: counted inside a claim that is lost in turn, it would be lost
+# with it, and a result that kills every worker would never reach its limit).
 #
 # Why the window: in one statement, the planner (whose statistics of the inbox are
 # always stale: thousands of rows arrive and leave the pending state between two
@@ -90,34 +111,51 @@ FROM w
 """
 
 _CLAIM = """
-WITH picked AS MATERIALIZED (  -- evaluated once: a rescan would skip its own rows and pick more
-    SELECT r.id FROM crm_touchpointresult r
-    WHERE r.id = ANY(ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)::bigint))
-      -- Written so no partial index of pending rows matches it: their statistics (see
-      -- above) make a scan of a whole one look cheaper than the window's primary-key probes.
-      AND (r.status || '') = 'pending'
-      AND (r.claimed_at IS NULL OR r.claimed_at < %(stale)s)
-      AND (r.customer_key = '' OR NOT EXISTS (
-            SELECT 1 FROM crm_touchpointresult e
-            WHERE e.source_system_id = r.source_system_id AND e.customer_key = r.customer_key
-              AND e.status IN ('pending', 'review') AND e.id <> r.id
-              AND (e.sequence IS NOT NULL, COALESCE(e.sequence, 0), e.occurred_at IS NOT NULL,
-                   COALESCE(e.occurred_at, '-infinity'::timestamptz), e.id)
-                < (r.sequence IS NOT NULL, COALESCE(r.sequence, 0), r.occurred_at IS NOT NULL,
-                   COALESCE(r.occurred_at, '-infinity'::timestamptz), r.id)
-            LIMIT 1))
-    -- By id within the window (its rows arrived in about that order): the primary key's
-    -- scan of the window's ids is in that order, so it stops once ``limit`` rows qualify,
-    -- where ordering by arrival time probed every row of the window and sorted them.
-    ORDER BY r.id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE crm_touchpointresult t
-SET claimed_at = %(now)s, claimed_by = %(token)s, attempts = t.attempts + 1
-FROM picked WHERE t.id = picked.id
-RETURNING t.id, t.batch_id, t.source_system_id, t.external_id, t.record_kind, t.customer_key, t.sequence,
-    t.occurred_at, t.payload, t.attempts, t.customer_id
+SELECT r.id, r.batch_id, r.source_system_id, r.external_id, r.record_kind, r.customer_key, r.sequence,
+    r.occurred_at, r.payload, r.attempts + 1, r.customer_id
+FROM crm_touchpointresult r
+WHERE r.id = ANY(ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)::bigint))
+  -- Written so no partial index of pending rows matches it: their statistics (see
+  -- above) make a scan of a whole one look cheaper than the window's primary-key probes.
+  AND (r.status || '') = 'pending'
+  AND (r.claimed_at IS NULL OR r.claimed_at < %(stale)s)
+  AND (r.customer_key = '' OR NOT EXISTS (
+        SELECT 1 FROM crm_touchpointresult e
+        WHERE e.source_system_id = r.source_system_id AND e.customer_key = r.customer_key
+          AND e.status IN ('pending', 'review') AND e.id <> r.id
+          AND (e.sequence IS NOT NULL, COALESCE(e.sequence, 0), e.occurred_at IS NOT NULL,
+               COALESCE(e.occurred_at, '-infinity'::timestamptz), e.id)
+            < (r.sequence IS NOT NULL, COALESCE(r.sequence, 0), r.occurred_at IS NOT NULL,
+               COALESCE(r.occurred_at, '-infinity'::timestamptz), r.id)
+        LIMIT 1))
+-- By id within the window (its rows arrived in about that order): the primary key's
+-- scan of the window's ids is in that order, so it stops once ``limit`` rows qualify,
+-- where ordering by arrival time probed every row of the window and sorted them.
+ORDER BY r.id
+LIMIT %(limit)s
+-- What the outcome's UPDATE takes anyway (it changes no key), so it need not upgrade it.
+FOR NO KEY UPDATE SKIP LOCKED
+"""
+
+# The start of a claim, one round trip: the transaction's settings (see
+# touchpoint_results_claim) and this claim's advisory lock, held while it lives, so a
+# note of it in Redis is known to be lost once the lock is free.
+_CLAIM_START = """
+SELECT set_config('synchronous_commit', 'off', true), set_config('enable_seqscan', 'off', true),
+    set_config('enable_sort', 'off', true), pg_advisory_xact_lock(%(own)s)
+"""
+
+# The planner's settings back as they were once the claim's statements are planned:
+# the apply's own statements are planned as everywhere else.
+_CLAIM_END = """
+SELECT set_config(name, reset_val, true) FROM pg_settings WHERE name IN ('enable_seqscan', 'enable_sort')
+"""
+
+# A lost attempt counted on its results still pending (a result its worker applied
+# or gave up on before it was lost has its outcome and attempts already).
+_LOST_ATTEMPTS = """
+UPDATE crm_touchpointresult SET attempts = attempts + 1
+WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)::bigint)) AND (status || '') = 'pending'
 """
 
 
@@ -135,38 +173,148 @@ def lease() -> dt.timedelta:
     return dt.timedelta(seconds=settings.CRM_INGEST_LEASE_SECONDS)
 
 
+_redis_client: tuple[int, Any] | None = None
+
+
+def _redis() -> Any:
+    """This process's Redis client for the claims' notes (a fork gets its own)."""
+    global _redis_client  # noqa: PLW0603
+    import redis  # noqa: PLC0415
+
+    if _redis_client is None or _redis_client[0] != os.getpid():
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+        _redis_client = (os.getpid(), client)
+    return _redis_client[1]
+
+
+def _notes_key() -> str:
+    """The Redis hash of the claims in progress, one per database (tests, the demo
+    and the benchmarks share a Redis server)."""
+    return f"crm:ingest:claims:{connection.settings_dict['NAME']}"
+
+
+def claim_lock_key(token: str) -> int:
+    """The advisory lock a claim holds while its transaction lives (64 bits of its token)."""
+    return int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def _claim_note(token: str, claimed: list[Claimed]) -> bool:
+    """Note a claim in Redis before its results are applied; False if Redis could
+    not take it (the attempt is then counted only if its transaction commits)."""
+    import time  # noqa: PLC0415
+
+    note = {"lock": claim_lock_key(token), "ids": [c.id for c in claimed], "at": time.time()}
+    try:
+        _redis().hset(_notes_key(), token, json.dumps(note))
+    except Exception:
+        logger.warning("could not note a claim of %s results in Redis", len(claimed), exc_info=True)
+        return False
+    return True
+
+
+def _claim_forget(token: str) -> None:
+    """The claim's outcome is written (or counted): its note goes."""
+    try:
+        _redis().hdel(_notes_key(), token)
+    except Exception:
+        logger.warning("could not remove a claim's note from Redis; it is counted as lost", exc_info=True)
+
+
+# A note younger than this is not looked at: its claim is most likely at work (a
+# batch takes a fraction of a second), and a lost one waits no longer than this to
+# be counted (never lost: the note stays until counted).
+_NOTE_AGE_SECONDS = 5.0
+
+
+def lost_claims_count(*, token: str = "") -> int:
+    """Count the attempts of the claims noted in Redis whose transaction ended
+    without removing its note (the worker was lost); return how many claims.
+
+    Each note is counted once, by whoever removes it from Redis, on the results
+    still pending (one its worker applied or gave up on has its attempts written);
+    in its own transaction, not the caller's claim. The note of a claim that
+    finished but had yet to remove it may add one attempt to a result it left
+    pending for a retry: never fewer than were made."""
+    import time  # noqa: PLC0415
+
+    try:
+        raw = _redis().hgetall(_notes_key())
+    except Exception:
+        logger.warning(
+            "could not read the claims' notes in Redis; lost attempts are counted later", exc_info=True
+        )
+        return 0
+    notes: dict[str, dict[str, Any]] = {}
+    for field, value in raw.items():
+        name = field.decode() if isinstance(field, bytes) else field
+        try:
+            note = json.loads(value)
+        except ValueError:
+            note = {"lock": 0, "ids": [], "at": 0}
+        if name != token and time.time() - float(note.get("at", 0)) >= _NOTE_AGE_SECONDS:
+            notes[name] = note
+    if not notes:
+        return 0
+    counted = 0
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Free: that claim's transaction is over. Held here until this one ends, so no
+        # other run counts the same note meanwhile (Redis decides in any case).
+        cursor.execute(
+            "SELECT ARRAY(SELECT pg_try_advisory_xact_lock(k)"
+            " FROM unnest(%s::bigint[]) WITH ORDINALITY AS o(k, n) ORDER BY n)",
+            [[int(n.get("lock", 0)) for n in notes.values()]],
+        )
+        free = cursor.fetchone()[0]
+        for (name, note), over in zip(notes.items(), free, strict=True):
+            if not over:
+                continue
+            try:
+                removed = _redis().hdel(_notes_key(), name)
+            except Exception:
+                logger.warning("could not take a lost claim's note from Redis", exc_info=True)
+                break
+            if removed:
+                cursor.execute(_LOST_ATTEMPTS, [json.dumps(note.get("ids", []))])
+                counted += 1
+    if counted:
+        logger.warning("counted %s lost attempts at touchpoint results (their worker was lost)", counted)
+    return counted
+
+
 def touchpoint_results_claim(*, limit: int, token: str) -> list[Claimed]:
-    """Claim up to ``limit`` pending results for ``token`` (its own transaction:
-    the claim must be visible to other workers at once), window by window of the
-    pending results in arrival order until ``limit`` are claimed or none is left."""
+    """Claim up to ``limit`` pending results for ``token``, window by window of the
+    pending results in arrival order until ``limit`` are claimed or none is left.
+
+    Runs in the caller's transaction, which must then apply them: the claim is the
+    row locks it holds until it ends (see above). It makes the transaction's commit
+    not wait for the disk (a
+    database crash may forget the last fraction of a second of applied batches,
+    whole, results and effects together, and those results are simply applied
+    again; intake, which answers 202 to the source, still commits durably)."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("touchpoint_results_claim runs in the transaction that applies its results")
     now = timezone.now()
     window = max(2 * limit, 100)
     after: tuple[str, int] = ("-infinity", 0)
     rows: list[Any] = []
-    with transaction.atomic(), connection.cursor() as cursor:
-        # A claim lost in a crash is no claim: its commit need not wait for the disk.
+    with connection.cursor() as cursor:
         # With statistics that say "a few rows" (they always lag, see above), the
         # planner may sort instead of reading the pending index in order, and read
-        # the whole inbox for it; neither a sort nor a sequential scan has a place here
-        # (the claim takes the window's rows in primary-key order). One statement for
-        # the three settings: each is a round trip.
-        cursor.execute(
-            "SELECT set_config('synchronous_commit', 'off', true), set_config('enable_seqscan', 'off', true),"
-            " set_config('enable_sort', 'off', true)"
-        )
+        # the whole inbox for it; neither a sort nor a sequential scan has a place in
+        # the claim (it takes the window's rows in primary-key order).
+        cursor.execute(_CLAIM_START, {"own": claim_lock_key(token)})
         while len(rows) < limit:
             cursor.execute(_CLAIM_WINDOW, {"after_at": after[0], "after_id": after[1], "window": window})
             found, ids, last_at, last_id = cursor.fetchone()
             if not found:
                 break
-            params: dict[str, Any] = {
-                "ids": ids, "stale": now - lease(), "limit": limit - len(rows), "now": now, "token": token,
-            }  # fmt: skip
+            params: dict[str, Any] = {"ids": ids, "stale": now - lease(), "limit": limit - len(rows)}
             cursor.execute(_CLAIM, params)
             rows.extend(cursor.fetchall())
             if found < window:
                 break
             after = (last_at, last_id)
+        cursor.execute(_CLAIM_END)
     claimed = [Claimed(*row) for row in rows]
     for result in claimed:
         if isinstance(result.payload, str):  # a driver without the jsonb loader
@@ -182,15 +330,24 @@ class Outcome:
     retry_at: dt.datetime | None = None
 
 
+# Every outcome of a claim in one statement, with the claim itself: who took the
+# result, when, and its attempts (this one included). The rows are this
+# transaction's (its claim locked them); a release after the database went away
+# (``only_free``) writes only those still pending and locked by nobody.
 _UPDATE_OUTCOMES = """
 UPDATE crm_touchpointresult t
 SET status = x.status, error = x.error, customer_id = COALESCE(x.customer_id, t.customer_id),
-    applied_at = x.applied_at,
-    -- A result that left the queue keeps when it was claimed (how long it waited, how long it took).
-    claimed_at = CASE WHEN x.status = 'pending' THEN x.claimed_at ELSE t.claimed_at END
+    applied_at = x.applied_at, attempts = x.attempts, claimed_by = %(token)s,
+    -- Pending again: the lease is set to end at the retry time, so the result waits out
+    -- its backoff. Otherwise when it was claimed (how long it waited, how long it took).
+    claimed_at = COALESCE(x.claimed_at, %(claimed_at)s)
 FROM jsonb_to_recordset(%(rows)s) AS x(id bigint, status text, error jsonb, customer_id bigint,
-    applied_at timestamptz, claimed_at timestamptz)
-WHERE t.id = x.id AND t.claimed_by = %(token)s
+    applied_at timestamptz, claimed_at timestamptz, attempts integer)
+WHERE t.id = x.id
+"""
+_ONLY_FREE = """
+  AND t.id IN (SELECT f.id FROM crm_touchpointresult f
+               WHERE f.id = ANY(%(ids)s) AND (f.status || '') = 'pending' FOR NO KEY UPDATE SKIP LOCKED)
 """
 
 # The status as a range, not an equality: "status = 'pending'" matches the partial
@@ -206,25 +363,34 @@ WHERE b.id = ANY(%(ids)s) AND b.completed_at IS NULL
 """
 
 
-def _outcomes_save(outcomes: dict[int, Outcome], *, token: str, batch_ids: set[int]) -> None:
-    now = timezone.now()
+def _outcomes_save(
+    outcomes: dict[int, Outcome],
+    *,
+    claimed: list[Claimed],
+    token: str,
+    claimed_at: dt.datetime,
+    only_free: bool = False,
+) -> None:
+    applied_at = timezone.now().isoformat()
+    attempts = {c.id: c.attempts for c in claimed}
     rows = [
         {
             "id": pk,
             "status": o.status,
             "error": o.error,
             "customer_id": o.customer_id,
-            "applied_at": now.isoformat() if o.status == ResultStatus.APPLIED else None,
-            # Pending again: the lease is set to end at the retry time, so the
-            # result waits out its backoff instead of being taken at once.
+            "applied_at": applied_at if o.status == ResultStatus.APPLIED else None,
             "claimed_at": (o.retry_at - lease()).isoformat() if o.retry_at else None,
+            "attempts": attempts[pk],
         }
         for pk, o in outcomes.items()
     ]
     with connection.cursor() as cursor:
-        params: dict[str, Any] = {"rows": _jsonb(rows), "token": token}
-        cursor.execute(_UPDATE_OUTCOMES, params)
-    ids = sorted(batch_ids)
+        params: dict[str, Any] = {
+            "rows": _jsonb(rows), "token": token, "claimed_at": claimed_at, "ids": sorted(outcomes),
+        }  # fmt: skip
+        cursor.execute(_UPDATE_OUTCOMES + (_ONLY_FREE if only_free else ""), params)
+    ids = sorted({c.batch_id for c in claimed})
     _batches_complete(ids)
     # Once more after the commit: two workers finishing the last results of one
     # batch at once each still see the other's as pending inside their own
@@ -286,103 +452,79 @@ def _source_keys_seen(source_id: int, keys: list[str]) -> dict[str, int]:
         return dict(cursor.fetchall())
 
 
-# The claimed rows still ours and pending, locked. The status is written so that no
-# partial index of pending rows matches it (as in _CLAIM): with the inbox's
-# statistics always behind, the planner read a whole one (every pending row; with
-# 60,000: 465 ms) instead of probing the primary key for the claimed thousand (3 ms).
-_LOCK_CLAIMED = """
-SELECT id FROM crm_touchpointresult
-WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)::bigint)) AND claimed_by = %s
-  AND (status || '') = 'pending'
-ORDER BY id FOR UPDATE
-"""
+def _claimed_batch_apply(claimed: list[Claimed], *, token: str, claimed_at: dt.datetime) -> int:
+    """Apply one claimed batch in the claim's transaction; return how many were applied.
 
-
-def _claimed_batch_apply(claimed: list[Claimed], *, token: str) -> int:
-    """Apply one claimed batch in one transaction; return how many were applied.
-
-    1. lock the claimed rows and keep those still ours and pending: a worker whose
-       lease ran out while it was slow finds another worker's token and skips them;
-    2. dead-letter the results past their attempts; 3. apply each of the others
-       in a savepoint (a data error rejects that result only, with its reason;
-       any other error leaves it pending to retry with a backoff); 4. write every
-       outcome in one statement and mark batches with nothing left pending."""
+    1. dead-letter the results past their attempts; 2. apply each of the others
+       (set-based where it can, else in a savepoint of its own: a data error
+       rejects that result only, with its reason; any other error leaves it
+       pending to retry with a backoff); 3. write every outcome in one statement
+       and mark batches with nothing left pending."""
     from crm.services.touchpoint_bulk import bulk_candidates, results_apply_bulk  # noqa: PLC0415
     from crm.services.touchpoint_effects import ApplyContext, result_apply  # noqa: PLC0415
 
     max_attempts = settings.CRM_INGEST_MAX_ATTEMPTS
-    # Real-time messages of the whole batch leave together, after the commit.
-    with transaction.atomic(), realtime.batched():
-        with connection.cursor() as cursor:
-            # The commit does not wait for its WAL to reach the disk: a database crash
-            # may forget the last fraction of a second of applied batches, whole (their
-            # results and effects together), and those results are simply applied
-            # again. Intake, which answers 202 to the source, still commits durably.
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
-            cursor.execute(_LOCK_CLAIMED, [json.dumps([c.id for c in claimed]), token])
-            mine = {row[0] for row in cursor.fetchall()}
-        context = ApplyContext()
-        outcomes: dict[int, Outcome] = {}
-        live: list[Claimed] = []
-        for result in claimed:
-            if result.id not in mine:
-                continue
-            if result.attempts > max_attempts:
-                outcomes[result.id] = Outcome(
-                    ResultStatus.DEAD,
-                    error={"reason": "attempts", "message": f"Not applied after {max_attempts} attempts "
-                           "(the worker was lost each time): check the worker's log, then retry it."},
-                )  # fmt: skip
+    context = ApplyContext()
+    outcomes: dict[int, Outcome] = {}
+    live: list[Claimed] = []
+    for result in claimed:
+        if result.attempts > max_attempts:
+            outcomes[result.id] = Outcome(
+                ResultStatus.DEAD,
+                error={"reason": "attempts", "message": f"Not applied after {max_attempts} attempts "
+                       "(the worker was lost each time): check the worker's log, then retry it."},
+            )  # fmt: skip
+        else:
+            live.append(result)
+    for source_id in {r.source_system_id for r in live}:
+        keys = [r.customer_key for r in live if r.source_system_id == source_id]
+        context.keys.setdefault(source_id, {}).update(_source_keys_seen(source_id, keys))
+    bulk, one_by_one = bulk_candidates(live, context=context)
+    if bulk:
+        try:
+            with transaction.atomic():
+                done, deferred = results_apply_bulk(bulk, context=context)
+            outcomes.update(done)
+            one_by_one = deferred + one_by_one
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception:
+            # A row the set-based statements refuse (or a bug there): the savepoint
+            # is rolled back and each result goes the slow way, where an error
+            # stays with its own result.
+            logger.warning("bulk apply of %s results failed; applying one by one", len(bulk), exc_info=True)
+            one_by_one = bulk + one_by_one
+    for result in one_by_one:
+        try:
+            with transaction.atomic():
+                outcome = result_apply(result, context=context)
+        except DATA_ERRORS as exc:
+            outcome = Outcome(ResultStatus.REJECTED, error=_error(exc))
+        except TRANSIENT_ERRORS:
+            raise  # the connection is gone, and the claim with it
+        except Exception as exc:  # a bug in one result must not stop the rest of the batch
+            logger.exception("touchpoint result %s failed", result.id)
+            if result.attempts >= max_attempts:
+                outcome = Outcome(ResultStatus.DEAD, error=_error(exc))
             else:
-                live.append(result)
-        for source_id in {r.source_system_id for r in live}:
-            keys = [r.customer_key for r in live if r.source_system_id == source_id]
-            context.keys.setdefault(source_id, {}).update(_source_keys_seen(source_id, keys))
-        bulk, one_by_one = bulk_candidates(live, context=context)
-        if bulk:
-            try:
-                with transaction.atomic():
-                    done, deferred = results_apply_bulk(bulk, context=context)
-                outcomes.update(done)
-                one_by_one = deferred + one_by_one
-            except TRANSIENT_ERRORS:
-                raise
-            except Exception:
-                # A row the set-based statements refuse (or a bug there): the savepoint
-                # is rolled back and each result goes the slow way, where an error
-                # stays with its own result.
-                logger.warning(
-                    "bulk apply of %s results failed; applying one by one", len(bulk), exc_info=True
-                )
-                one_by_one = bulk + one_by_one
-        for result in one_by_one:
-            try:
-                with transaction.atomic():
-                    outcome = result_apply(result, context=context)
-            except DATA_ERRORS as exc:
-                outcome = Outcome(ResultStatus.REJECTED, error=_error(exc))
-            except TRANSIENT_ERRORS:
-                raise  # the connection is gone: the whole claim waits for its lease
-            except Exception as exc:  # a bug in one result must not stop the rest of the batch
-                logger.exception("touchpoint result %s failed", result.id)
-                if result.attempts >= max_attempts:
-                    outcome = Outcome(ResultStatus.DEAD, error=_error(exc))
-                else:
-                    outcome = Outcome(
-                        ResultStatus.PENDING, error=_error(exc),
-                        retry_at=timezone.now() + _backoff(result.attempts),
-                    )  # fmt: skip
-            outcomes[result.id] = outcome
-        applied = sum(o.status == ResultStatus.APPLIED for o in outcomes.values())
-        if outcomes:
-            _outcomes_save(outcomes, token=token, batch_ids={c.batch_id for c in claimed})
+                outcome = Outcome(
+                    ResultStatus.PENDING, error=_error(exc),
+                    retry_at=timezone.now() + _backoff(result.attempts),
+                )  # fmt: skip
+        outcomes[result.id] = outcome
+    applied = sum(o.status == ResultStatus.APPLIED for o in outcomes.values())
+    if outcomes:
+        _outcomes_save(outcomes, claimed=claimed, token=token, claimed_at=claimed_at)
     return applied
 
 
-def _release_after_transient(claimed: list[Claimed], *, token: str, exc: BaseException) -> None:
-    """After the database went away mid-batch: note the error and a backoff on
-    each result (dead past its attempts). If the database is still away this
-    fails too, and the results simply wait for their lease to end."""
+def _release_after_transient(
+    claimed: list[Claimed], *, token: str, claimed_at: dt.datetime, exc: BaseException
+) -> bool:
+    """After the database went away mid-batch (the claim's transaction with it):
+    note the error and a backoff on each result still pending and not taken by
+    another worker since (dead past its attempts). False if that failed too (the
+    database still away): the attempt is then counted from the claim's note."""
     max_attempts = settings.CRM_INGEST_MAX_ATTEMPTS
     now = timezone.now()
     outcomes = {
@@ -393,9 +535,11 @@ def _release_after_transient(claimed: list[Claimed], *, token: str, exc: BaseExc
     }
     try:
         with transaction.atomic():
-            _outcomes_save(outcomes, token=token, batch_ids={c.batch_id for c in claimed})
+            _outcomes_save(outcomes, claimed=claimed, token=token, claimed_at=claimed_at, only_free=True)
     except DatabaseError:
-        logger.warning("could not release %s touchpoint results; their lease will", len(claimed))
+        logger.warning("could not note the error on %s touchpoint results; they stay pending", len(claimed))
+        return False
+    return True
 
 
 def touchpoint_results_apply(
@@ -404,11 +548,10 @@ def touchpoint_results_apply(
     """Claim and apply pending results until none is left or the time budget is
     spent; return how many were applied.
 
-    1. claim up to ``limit`` results (a conditional update: a redelivered task or a
-       second worker takes other rows, never the same ones);
-    2. apply them in one transaction (``_claimed_batch_apply``);
-    3. repeat. A database that went away ends the run with the error (the task
-       retries); the results claimed then wait for their backoff."""
+    Each batch is one transaction: the claim (row locks: a redelivered task or a
+    second worker takes other rows, never the same ones), the effects, the
+    outcomes. A database that went away ends the run with the error (the task
+    retries); the results claimed then wait for their backoff."""
     import time  # noqa: PLC0415
 
     budget = settings.CRM_INGEST_TASK_BUDGET_SECONDS if budget_seconds is None else budget_seconds
@@ -416,39 +559,59 @@ def touchpoint_results_apply(
     total = 0
     while True:
         token = f"{worker[:40]}:{uuid.uuid4().hex[:12]}"
-        claimed = touchpoint_results_claim(limit=limit, token=token)
-        if not claimed:
-            return total
+        claimed: list[Claimed] = []
+        noted = False
+        lost_claims_count(token=token)
+        claimed_at = timezone.now()
         try:
-            total += _claimed_batch_apply(claimed, token=token)
+            # Real-time messages of the whole batch leave together, after the commit.
+            with transaction.atomic(), realtime.batched():
+                claimed = touchpoint_results_claim(limit=limit, token=token)
+                if claimed:
+                    noted = _claim_note(token, claimed)
+                    total += _claimed_batch_apply(claimed, token=token, claimed_at=claimed_at)
         except TRANSIENT_ERRORS as exc:
-            _release_after_transient(claimed, token=token, exc=exc)
+            released = claimed and _release_after_transient(
+                claimed, token=token, claimed_at=claimed_at, exc=exc
+            )
+            if released and noted:
+                _claim_forget(token)
             raise
-        if time.monotonic() >= deadline:
+        # Any other error leaves the note: the attempt is counted as a lost one.
+        if noted:
+            _claim_forget(token)
+        if not claimed or time.monotonic() >= deadline:
             return total
+
+
+# Pending results free to take: not in a retry's backoff, not locked by a claim in
+# progress (a probe with the lock a claim's lock conflicts with, held for the
+# statement only; a claim that meets it passes that row over until its next window).
+_FREE_PENDING = """
+SELECT 1 FROM crm_touchpointresult
+WHERE status = 'pending' AND received_at < %(before)s AND (claimed_at IS NULL OR claimed_at < %(stale)s)
+LIMIT 1 FOR SHARE SKIP LOCKED
+"""
+
+
+def _free_pending(before: dt.datetime) -> bool:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_FREE_PENDING, {"before": before, "stale": timezone.now() - lease()})
+        return cursor.fetchone() is not None
 
 
 def touchpoint_results_overdue(*, older_than: dt.timedelta | None = None) -> bool:
     """Whether a result has waited longer than ``older_than`` (by default
     CRM_INGEST_SWEEP_AFTER_SECONDS) for a worker: its message was lost, or
     every worker was down."""
-    now = timezone.now()
     if older_than is None:
         older_than = dt.timedelta(seconds=settings.CRM_INGEST_SWEEP_AFTER_SECONDS)
-    return (
-        TouchpointResult.objects.filter(status=ResultStatus.PENDING, received_at__lt=now - older_than)
-        .exclude(claimed_at__gte=now - lease())
-        .exists()
-    )
+    return _free_pending(timezone.now() - older_than)
 
 
 def touchpoint_results_pending() -> bool:
     """Whether some result is pending and free to claim now."""
-    return (
-        TouchpointResult.objects.filter(status=ResultStatus.PENDING)
-        .exclude(claimed_at__gte=timezone.now() - lease())
-        .exists()
-    )
+    return _free_pending(timezone.now() + dt.timedelta(days=1))
 
 
 def touchpoint_results_sweep() -> bool:

@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from crm import listeners, services
 from crm.models import (
@@ -25,6 +25,8 @@ from tests.conftest import make_customer
 from tests.crm import event_listeners
 from tests.touchpoint_data import (
     apply_all,
+    held_claim,
+    lost_claim,
     profile,
     receive,
     row_counts,
@@ -215,13 +217,22 @@ def test_a_result_without_a_sequence_is_placed_by_its_time_against_one_applied(w
     assert set(statuses(web).values()) == {"applied"}
 
 
-def test_a_result_whose_worker_is_lost_each_time_is_dead_lettered(web, dave_customer, settings):
+@pytest.fixture
+def notes_counted_at_once(monkeypatch):
+    """Lost claims' notes counted whatever their age (a run waits a few seconds)."""
+    monkeypatch.setattr(services.touchpoint_apply, "_NOTE_AGE_SECONDS", 0)  # type: ignore[attr-defined]
+
+
+def test_a_result_whose_worker_is_lost_each_time_is_dead_lettered(
+    web, dave_customer, settings, notes_counted_at_once
+):
     settings.CRM_INGEST_MAX_ATTEMPTS = 2
-    settings.CRM_INGEST_LEASE_SECONDS = 5
     receive(web, [visit("v-1", "dave@example.com")])
-    for _ in range(2):  # claimed, then the worker vanishes before applying
-        assert len(services.touchpoint_apply.touchpoint_results_claim(limit=10, token="lost")) == 1  # type: ignore[attr-defined]
-        TouchpointResult.objects.update(claimed_at=time_ago(10))
+    # Claimed, then the worker vanishes before applying; the next claim counts the
+    # lost attempt (its note in Redis, its lock free) before it takes the result again.
+    assert len(lost_claim("lost-1")) == 1
+    assert len(lost_claim("lost-2")) == 1
+    assert TouchpointResult.objects.get().attempts == 1  # the first loss, counted by the second claim
     apply_all()
 
     result = TouchpointResult.objects.get(external_id="v-1")
@@ -230,26 +241,45 @@ def test_a_result_whose_worker_is_lost_each_time_is_dead_lettered(web, dave_cust
     assert not Interaction.objects.exists()
 
 
-def test_a_result_claimed_by_a_live_worker_is_left_alone(web, dave_customer):
+def test_a_lost_attempt_is_counted_once_and_a_finished_claim_not_at_all(
+    web, dave_customer, notes_counted_at_once
+):
+    receive(web, [visit("v-1", "dave@example.com"), visit("v-2", "dave@example.com")])
+    lost_claim("lost", limit=1)
+    apply_all()  # counts the loss, then applies both
+    apply_all()
+
+    attempts = dict(TouchpointResult.objects.values_list("external_id", "attempts"))
+    assert attempts == {"v-1": 2, "v-2": 1}
+    assert set(statuses(web).values()) == {"applied"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_result_claimed_by_a_live_worker_is_left_alone(web, dave_customer, notes_counted_at_once):
     receive(web, [visit("v-1", "dave@example.com")])
-    services.touchpoint_apply.touchpoint_results_claim(limit=10, token="busy")  # type: ignore[attr-defined]
-    assert apply_all() == 0
-    assert statuses(web) == {"v-1": "pending"}
+    with held_claim("busy", limit=10) as held:
+        assert len(held) == 1
+        assert apply_all() == 0
+        assert statuses(web) == {"v-1": "pending"}
+        assert TouchpointResult.objects.get().attempts == 0  # a live claim is no lost attempt
+    assert apply_all() == 1  # its worker went without writing anything: free at once, no lease to wait
 
 
+@pytest.mark.django_db(transaction=True)
 def test_a_claim_reaches_past_a_head_of_the_backlog_that_another_worker_holds(web, dave_customer):
     # A claim reads the backlog a window at a time (at least 100 rows): the first
     # window and more are held by a live worker, the claim still finds the rest.
     receive(web, [visit(f"v-{i:03}", "dave@example.com") for i in range(130)])
     claim = services.touchpoint_apply.touchpoint_results_claim  # type: ignore[attr-defined]
-    held = claim(limit=120, token="busy")
-    free = claim(limit=5, token="second")
+    with held_claim("busy", limit=120) as held, transaction.atomic():
+        free = claim(limit=5, token="second")
 
     assert len(held) == 120
     assert [c.external_id for c in free] == [f"v-{i:03}" for i in range(120, 125)]
     assert not {c.id for c in held} & {c.id for c in free}
 
 
+@pytest.mark.django_db(transaction=True)
 def test_a_claim_passes_a_held_head_window_by_window_across_batches_received_apart(web, dave_customer):
     # Windows of 100 end inside a batch and start in the middle of another: the next
     # window starts after the last row of the previous one by (time, id), to the
@@ -257,9 +287,8 @@ def test_a_claim_passes_a_held_head_window_by_window_across_batches_received_apa
     for b in range(4):
         receive(web, [visit(f"v-{b}-{i:02}", "dave@example.com") for i in range(37)])
     claim = services.touchpoint_apply.touchpoint_results_claim  # type: ignore[attr-defined]
-    held = claim(limit=130, token="busy")
-    free = claim(limit=10, token="second")
-    rest = claim(limit=50, token="third")
+    with held_claim("busy", limit=130) as held, held_claim("second", limit=10) as free, transaction.atomic():
+        rest = claim(limit=50, token="third")
 
     arrival = list(
         TouchpointResult.objects.order_by("received_at", "id").values_list("external_id", flat=True)
@@ -268,6 +297,16 @@ def test_a_claim_passes_a_held_head_window_by_window_across_batches_received_apa
     assert [c.external_id for c in free] == arrival[130:140]
     assert [c.external_id for c in rest] == arrival[140:]
     assert len({c.id for c in held + free + rest}) == 148
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_outside_a_transaction_is_refused(web, dave_customer):
+    # Its row locks would end with its statement: a claim that holds nothing.
+    receive(web, [visit("v-1", "dave@example.com")])
+    claim = services.touchpoint_apply.touchpoint_results_claim  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="transaction that applies"):
+        claim(limit=10, token="alone")
+    assert apply_all() == 1
 
 
 @pytest.mark.django_db(transaction=True)
@@ -512,6 +551,7 @@ def test_runs_stopping_at_their_budget_together_each_send_their_successor(
         services.touchpoint_apply_started()
 
 
+@pytest.mark.django_db(transaction=True)
 def test_the_sweep_asks_for_a_run_only_when_a_free_result_has_waited(web, dave_customer, settings):
     settings.CRM_INGEST_SWEEP_AFTER_SECONDS = 60
     receive(web, [visit("v-1", "dave@example.com")])
@@ -519,9 +559,12 @@ def test_the_sweep_asks_for_a_run_only_when_a_free_result_has_waited(web, dave_c
 
     TouchpointResult.objects.update(received_at=time_ago(120))
     assert services.touchpoint_results_overdue()
+    assert services.touchpoint_results_pending()
 
-    services.touchpoint_apply.touchpoint_results_claim(limit=10, token="busy")  # type: ignore[attr-defined]
-    assert not services.touchpoint_results_overdue()  # a live worker has it
+    with held_claim("busy", limit=10):
+        assert not services.touchpoint_results_overdue()  # a live worker has it
+        assert not services.touchpoint_results_pending()
+    assert services.touchpoint_results_overdue()  # ... and was lost without a word
 
 
 def test_a_failure_of_the_set_based_path_falls_back_to_one_by_one(web, dave_customer, monkeypatch):

@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 
 from crm.models import TouchpointBatch, TouchpointResult
-from crm.services.touchpoint_apply import _COMPLETE_BATCHES, _LOCK_CLAIMED
+from crm.services.touchpoint_apply import _CLAIM, _COMPLETE_BATCHES
 from tests.touchpoint_data import apply_all, receive, visit
 
 # VACUUM (which sets the pages and tuples the planner believes an index holds) runs
@@ -39,11 +39,12 @@ def _plan(sql: str, params: Any) -> str:
         return "\n".join(row[0] for row in cursor.fetchall())
 
 
-def test_the_claimed_rows_are_locked_through_the_primary_key(web):
+def test_a_claim_takes_its_windows_rows_through_the_primary_key(web):
     ids = _stale_inbox(web)
-    plan = _plan(_LOCK_CLAIMED, [json.dumps(ids), "tok"])
-    assert "crm_touchpointresult_pkey" in plan, plan
-    assert not any(name in plan for name in PENDING_INDEXES), plan
+    plan = _plan(_CLAIM, {"ids": json.dumps(ids), "stale": "2026-01-01T00:00:00Z", "limit": 50})
+    assert "Index Scan using crm_touchpointresult_pkey on crm_touchpointresult r " in plan, plan
+    # The pending-order index serves the per-row probe of earlier results, nothing more.
+    assert "touchpointresult_pending " not in plan and "Seq Scan" not in plan, plan
 
 
 def test_a_batch_is_probed_for_pending_results_by_its_own_entries(web):

@@ -29,7 +29,8 @@ from tests.touchpoint_data import body_of, profile, visit, web_source
 
 pytestmark = [pytest.mark.integration, COMMITTED]
 
-# Short enough that a killed worker's claims are taken over within the test.
+# Short enough that a result left pending by an error (the database or Redis away) is
+# retried within the test.
 LEASE_SECONDS = "5"
 
 

@@ -68,8 +68,8 @@ class Claimed:
 #    concurrent workers take disjoint sets without waiting on each other. The LIMIT 1
 #    keeps the NOT EXISTS a per-row probe of the pending-order index.
 #
-# The claim is the row lock and nothing else: no write, no commit of its own. The
-# lock lasts as long as the transaction that applies the results and writes their
+# The claim is the row lock and nothing else: no new row version, no commit of its own.
+# The lock lasts as long as the transaction that applies the results and writes their
 # outcome, and goes with it if that transaction ends any other way (the worker
 # killed, its connection cut), when the results are free again at once. A claim
 # committed on its own (an update of the rows, then their lock again in the apply)

@@ -24,6 +24,7 @@ import cel
 from django.conf import settings
 from django.db import transaction
 
+from config.redis_client import redis_client
 from policies import actions as action_registry
 from policies import conditions
 from policies.models import (
@@ -108,18 +109,9 @@ CHANGES_CHANNEL = "crm:policies:index-changed"
 _ANNOUNCE = "local g = redis.call('INCR', KEYS[1]) redis.call('PUBLISH', ARGV[1], g) return g"
 
 
-_client: tuple[int, Any] | None = None
-
-
 def _redis() -> Any:
-    """This process's client for the generation and the announcements (a fork gets its own)."""
-    global _client  # noqa: PLW0603
-    import redis  # noqa: PLC0415  (only the processes that decide need it)
-
-    if _client is None or _client[0] != os.getpid():
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
-        _client = (os.getpid(), client)
-    return _client[1]
+    """This process's client for the generation and the announcements."""
+    return redis_client()
 
 
 class _ChangeListener:

@@ -16,7 +16,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +26,7 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from config.redis_client import redis_client
 from crm import json_codec, realtime
 from crm.exceptions import Conflict, FieldAccessDenied
 from crm.models.choices import ResultStatus
@@ -173,20 +174,6 @@ def lease() -> dt.timedelta:
     return dt.timedelta(seconds=settings.CRM_INGEST_LEASE_SECONDS)
 
 
-_redis_client: tuple[int, Any] | None = None
-
-
-def _redis() -> Any:
-    """This process's Redis client for the claims' notes (a fork gets its own)."""
-    global _redis_client  # noqa: PLW0603
-    import redis  # noqa: PLC0415
-
-    if _redis_client is None or _redis_client[0] != os.getpid():
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
-        _redis_client = (os.getpid(), client)
-    return _redis_client[1]
-
-
 def _notes_key() -> str:
     """The Redis hash of the claims in progress, one per database (tests, the demo
     and the benchmarks share a Redis server)."""
@@ -201,11 +188,9 @@ def claim_lock_key(token: str) -> int:
 def _claim_note(token: str, claimed: list[Claimed]) -> bool:
     """Note a claim in Redis before its results are applied; False if Redis could
     not take it (the attempt is then counted only if its transaction commits)."""
-    import time  # noqa: PLC0415
-
     note = {"lock": claim_lock_key(token), "ids": [c.id for c in claimed], "at": time.time()}
     try:
-        _redis().hset(_notes_key(), token, json.dumps(note))
+        redis_client().hset(_notes_key(), token, json.dumps(note))
     except Exception:
         logger.warning("could not note a claim of %s results in Redis", len(claimed), exc_info=True)
         return False
@@ -215,7 +200,7 @@ def _claim_note(token: str, claimed: list[Claimed]) -> bool:
 def _claim_forget(token: str) -> None:
     """The claim's outcome is written (or counted): its note goes."""
     try:
-        _redis().hdel(_notes_key(), token)
+        redis_client().hdel(_notes_key(), token)
     except Exception:
         logger.warning("could not remove a claim's note from Redis; it is counted as lost", exc_info=True)
 
@@ -235,10 +220,8 @@ def lost_claims_count(*, token: str = "") -> int:
     in its own transaction, not the caller's claim. The note of a claim that
     finished but had yet to remove it may add one attempt to a result it left
     pending for a retry: never fewer than were made."""
-    import time  # noqa: PLC0415
-
     try:
-        raw = _redis().hgetall(_notes_key())
+        raw = redis_client().hgetall(_notes_key())
     except Exception:
         logger.warning(
             "could not read the claims' notes in Redis; lost attempts are counted later", exc_info=True
@@ -269,7 +252,7 @@ def lost_claims_count(*, token: str = "") -> int:
             if not over:
                 continue
             try:
-                removed = _redis().hdel(_notes_key(), name)
+                removed = redis_client().hdel(_notes_key(), name)
             except Exception:
                 logger.warning("could not take a lost claim's note from Redis", exc_info=True)
                 break
@@ -287,10 +270,10 @@ def touchpoint_results_claim(*, limit: int, token: str) -> list[Claimed]:
 
     Runs in the caller's transaction, which must then apply them: the claim is the
     row locks it holds until it ends (see above). It makes the transaction's commit
-    not wait for the disk (a
-    database crash may forget the last fraction of a second of applied batches,
-    whole, results and effects together, and those results are simply applied
-    again; intake, which answers 202 to the source, still commits durably)."""
+    not wait for the disk: a database crash may forget the last fraction of a
+    second of applied batches, whole, results and effects together, and those
+    results are simply applied again (intake, which answers 202 to the source,
+    still commits durably)."""
     if not connection.in_atomic_block:
         raise RuntimeError("touchpoint_results_claim runs in the transaction that applies its results")
     now = timezone.now()
@@ -552,8 +535,6 @@ def touchpoint_results_apply(
     second worker takes other rows, never the same ones), the effects, the
     outcomes. A database that went away ends the run with the error (the task
     retries); the results claimed then wait for their backoff."""
-    import time  # noqa: PLC0415
-
     budget = settings.CRM_INGEST_TASK_BUDGET_SECONDS if budget_seconds is None else budget_seconds
     deadline = time.monotonic() + budget
     total = 0

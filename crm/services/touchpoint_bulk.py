@@ -22,12 +22,23 @@ from django.db.models.base import ModelState
 from django.utils import timezone
 
 from crm import events, json_codec, realtime
-from crm.models import BusinessEvent, Interaction
+from crm.models import BusinessEvent, Customer, Interaction
 from crm.models.choices import RecordKind, ResultStatus
+from crm.services.customers import _history_value, profile_events
 from crm.services.event_dispatch import events_dispatch_in_worker, events_dispatch_on_commit
+from crm.services.touchpoint_apply import Outcome, _error
+from crm.services.touchpoint_effects import (
+    _amount,
+    profile_changes,
+    profile_newest_only,
+    profile_orders_load,
+    profile_orders_record,
+    profile_stamps,
+)
+from crm.services.touchpoints import _jsonb, result_map
 
 if TYPE_CHECKING:
-    from crm.services.touchpoint_apply import Claimed, Outcome
+    from crm.services.touchpoint_apply import Claimed
     from crm.services.touchpoint_effects import ApplyContext
 
 # The columns of an event row in the model's order (Model.from_db takes values so).
@@ -89,8 +100,6 @@ def results_apply_bulk(
     caller's transaction); return each result's outcome, and the results left
     for the one-by-one path. A data error rejects its result with the same
     reason the per-result path gives."""
-    from crm.services.touchpoints import result_map  # noqa: PLC0415
-
     outcomes: dict[int, Outcome] = {}
     by_source: dict[int, list[tuple[Claimed, int, dict[str, Any]]]] = {}
     for result in results:
@@ -121,28 +130,20 @@ def results_apply_bulk(
 
 
 def _rejected(exc: Exception) -> Outcome:
-    from crm.services.touchpoint_apply import Outcome, _error  # noqa: PLC0415
-
     return Outcome(ResultStatus.REJECTED, error=_error(exc))
 
 
 def _invalid(fields: dict[str, str]) -> Outcome:
-    from crm.services.touchpoint_apply import Outcome  # noqa: PLC0415
-
     return Outcome(
         ResultStatus.REJECTED, error={"reason": "invalid", "fields": {k: [v] for k, v in fields.items()}}
     )
 
 
 def _conflict(field: str, message: str) -> Outcome:
-    from crm.services.touchpoint_apply import Outcome  # noqa: PLC0415
-
     return Outcome(ResultStatus.REJECTED, error={"reason": "conflict", "fields": {field: message}})
 
 
 def _applied(customer_id: int, note: dict[str, Any] | None = None) -> Outcome:
-    from crm.services.touchpoint_apply import Outcome  # noqa: PLC0415
-
     return Outcome(ResultStatus.APPLIED, customer_id=customer_id, error=note)
 
 
@@ -185,8 +186,6 @@ def _interaction_row(
 def _interactions(
     source_id: int, rows: list[tuple[Claimed, int, dict[str, Any]]], *, context: ApplyContext
 ) -> dict[int, Outcome]:
-    from crm.services.touchpoints import _jsonb  # noqa: PLC0415
-
     if not rows:
         return {}
     now = timezone.now()
@@ -211,10 +210,15 @@ def _interactions(
         cursor.execute(_INSERT_INTERACTIONS, params)
         inserted = cursor.fetchall()
     new_ids = {external_id for _, external_id in inserted}
-    existing = dict(
-        Interaction.objects.filter(
-            source_system_id=source_id, external_id__in=[e for e in wanted if e not in new_ids]
-        ).values_list("external_id", "customer_id")
+    recorded_before = [e for e in wanted if e not in new_ids]
+    existing = (
+        dict(
+            Interaction.objects.filter(
+                source_system_id=source_id, external_id__in=recorded_before
+            ).values_list("external_id", "customer_id")
+        )
+        if recorded_before
+        else {}
     )
     for external_id, (result, row) in wanted.items():
         if external_id in new_ids:
@@ -255,8 +259,6 @@ def _repeat(row: dict[str, Any], first_customer_id: int | None) -> Outcome:
 def _insert_events(
     source_id: int, rows: list[dict[str, Any]], *, actor_id: int | None, now: dt.datetime
 ) -> set[str]:
-    from crm.services.touchpoints import _jsonb  # noqa: PLC0415
-
     if not rows:
         return set()
     with connection.cursor() as cursor:
@@ -304,8 +306,6 @@ def _event_instance(values: tuple[Any, ...]) -> BusinessEvent:
 def _purchases(
     source_id: int, rows: list[tuple[Claimed, int, dict[str, Any]]], *, context: ApplyContext
 ) -> dict[int, Outcome]:
-    from crm.services.touchpoint_effects import _amount  # noqa: PLC0415
-
     if not rows:
         return {}
     source = context.source(source_id)
@@ -330,12 +330,17 @@ def _purchases(
     inserted = _insert_events(
         source_id, [row for _, row in wanted.values()], actor_id=actor.pk if actor else None, now=now
     )
-    repeats = {
-        key: (customer_id, type_)
-        for key, customer_id, type_ in BusinessEvent.objects.filter(
-            source_system_id=source_id, idempotency_key__in=[k for k in wanted if k not in inserted]
-        ).values_list("idempotency_key", "customer_id", "type")
-    }
+    recorded_before = [k for k in wanted if k not in inserted]
+    repeats = (
+        {
+            key: (customer_id, type_)
+            for key, customer_id, type_ in BusinessEvent.objects.filter(
+                source_system_id=source_id, idempotency_key__in=recorded_before
+            ).values_list("idempotency_key", "customer_id", "type")
+        }
+        if recorded_before
+        else {}
+    )
     for key, (result, row) in wanted.items():
         if key in inserted or repeats.get(key) == (row["customer_id"], row["type"]):
             outcomes[result.id] = _applied(row["customer_id"])
@@ -393,17 +398,6 @@ def profiles_apply_bulk(
 
     No field-access check is needed: every value comes from the source's own
     mappings, which is exactly what crm.field_access lets an integration set."""
-    from crm.models import Customer  # noqa: PLC0415
-    from crm.services.customers import _history_value, profile_events  # noqa: PLC0415
-    from crm.services.touchpoint_effects import (  # noqa: PLC0415
-        profile_changes,
-        profile_newest_only,
-        profile_orders_load,
-        profile_orders_record,
-        profile_stamps,
-    )
-    from crm.services.touchpoints import _jsonb  # noqa: PLC0415
-
     outcomes: dict[int, Outcome] = {}
     deferred: list[Claimed] = []
     if not rows:

@@ -16,9 +16,10 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.utils import timezone
 
-from crm import events
+from crm import events, json_codec
 from crm.identity import customer_resolve, source_keys_resolve
 from crm.models import Account, Customer, FieldMapping, SourceSystem, User
 from crm.models.choices import AccountStatus, CustomerKind, RecordKind, ResultStatus
@@ -27,9 +28,11 @@ from crm.services.customers import customer_create, customer_update
 from crm.services.events import business_event_record
 from crm.services.history import interaction_record
 from crm.services.sources import source_record_link
+from crm.services.touchpoint_apply import Outcome, result_order
+from crm.services.touchpoints import _jsonb, result_map, source_mappings
 
 if TYPE_CHECKING:
-    from crm.services.touchpoint_apply import Claimed, Outcome
+    from crm.services.touchpoint_apply import Claimed
 
 # customer.<target> → the Customer field it sets directly.
 _DIRECT_FIELDS = (
@@ -55,8 +58,6 @@ class ApplyContext:
         return self.sources[pk]
 
     def mappings_of(self, source: SourceSystem) -> dict[str, list[FieldMapping]]:
-        from crm.services.touchpoints import source_mappings  # noqa: PLC0415
-
         if source.pk not in self.mappings:
             self.mappings[source.pk] = source_mappings(source)
         return self.mappings[source.pk]
@@ -81,9 +82,6 @@ def result_apply(result: Claimed, *, context: ApplyContext) -> Outcome:
     2. find its customer (crm.identity): several candidates send it to review;
        nobody creates a customer from the mapped profile, linked to the source key;
     3. apply the effect of its kind."""
-    from crm.services.touchpoint_apply import Outcome  # noqa: PLC0415
-    from crm.services.touchpoints import result_map  # noqa: PLC0415
-
     source = context.source(result.source_system_id)
     actor = context.user_of(source)
     mapped = result_map(
@@ -154,8 +152,6 @@ def _profile_targets(mapped: dict[str, Any]) -> list[str]:
 
 
 def _order_of(stamp: list[Any]) -> tuple[Any, ...]:
-    from crm.services.touchpoint_apply import result_order  # noqa: PLC0415
-
     sequence, occurred_at, pk = stamp
     return result_order(sequence, dt.datetime.fromisoformat(occurred_at) if occurred_at else None, pk)
 
@@ -171,8 +167,6 @@ def profile_newest_only(
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """``mapped`` without the profile targets a later result of the key already
     set, and a note naming them (None when nothing was left out)."""
-    from crm.services.touchpoint_apply import result_order  # noqa: PLC0415
-
     if not orders:
         return mapped, None
     mine = result_order(result.sequence, result.occurred_at, result.id)
@@ -191,15 +185,21 @@ def _described(sequence: int | None, occurred_at: str | None) -> str:
     return f"occurred at {occurred_at}" if occurred_at else "received after this one"
 
 
+# As text, decoded here (the ORM's query of it cost a worker more to build than to run).
+_LOAD_ORDERS = """
+SELECT external_key, profile_orders::text FROM crm_sourcerecord
+WHERE source_system_id = %(source)s AND profile_orders IS NOT NULL
+  AND external_key = ANY(ARRAY(SELECT jsonb_array_elements_text(%(keys)s::jsonb)))
+"""
+
+
 def profile_orders_load(source_id: int, keys: list[str]) -> dict[str, dict[str, list[Any]]]:
     """The recorded stamps of these keys of a source (one query)."""
-    from crm.bulk_sql import text_any  # noqa: PLC0415
-    from crm.models import SourceRecord  # noqa: PLC0415
-
-    found = SourceRecord.objects.filter(
-        text_any("external_key", keys), source_system_id=source_id, profile_orders__isnull=False
-    ).values_list("external_key", "profile_orders")
-    return {key: orders or {} for key, orders in found}
+    if not keys:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(_LOAD_ORDERS, {"source": source_id, "keys": json_codec.dumps(keys).decode()})
+        return {key: json_codec.loads(orders) or {} for key, orders in cursor.fetchall()}
 
 
 _RECORD_ORDERS = """
@@ -211,10 +211,6 @@ WHERE r.source_system_id = %(source)s AND r.external_key = x.key
 
 def profile_orders_record(source_id: int, stamps: dict[str, dict[str, list[Any]]]) -> None:
     """Record the stamps of results just applied, per key (one statement)."""
-    from django.db import connection  # noqa: PLC0415
-
-    from crm.services.touchpoints import _jsonb  # noqa: PLC0415
-
     rows = [{"key": key, "orders": orders} for key, orders in stamps.items() if orders]
     if rows:
         with connection.cursor() as cursor:

@@ -93,26 +93,26 @@ def _item_check(
             "item": ["Each result must be a JSON object with external_id, record_kind and payload."]
         }
     errors: dict[str, list[str]] = {}
-    unknown = sorted(item.keys() - _ITEM_FIELDS)
-    for name in unknown:
-        errors[name] = [f"Not a result field: use only {', '.join(ITEM_FIELDS)}."]
+    if not _ITEM_FIELDS.issuperset(item):
+        for name in sorted(item.keys() - _ITEM_FIELDS):
+            errors[name] = [f"Not a result field: use only {', '.join(ITEM_FIELDS)}."]
     external_id = item.get("external_id")
     if isinstance(external_id, int) and not isinstance(external_id, bool):
         external_id = str(external_id)
-    if not isinstance(external_id, str) or not external_id.strip() or len(external_id.strip()) > 120:
+    external_id = external_id.strip() if isinstance(external_id, str) else ""
+    if not external_id or len(external_id) > 120:
         errors["external_id"] = ["Give the source's own id of this result (text, 1-120 characters)."]
         external_id = ""
-    external_id = external_id.strip()
     kind = item.get("record_kind")
     if kind not in _KINDS:
         errors["record_kind"] = [_KINDS_HINT]
     customer_key = item.get("customer_key") or ""
     if isinstance(customer_key, int) and not isinstance(customer_key, bool):
         customer_key = str(customer_key)
-    if not isinstance(customer_key, str) or len(customer_key.strip()) > 120:
+    customer_key = customer_key.strip() if isinstance(customer_key, str) else None
+    if customer_key is None or len(customer_key) > 120:
         errors["customer_key"] = ["Give the source's key of the customer as text of at most 120 characters."]
         customer_key = ""
-    customer_key = customer_key.strip()
     sequence = item.get("sequence")
     if sequence is not None and (
         not isinstance(sequence, int) or isinstance(sequence, bool) or not -_BIGINT <= sequence <= _BIGINT

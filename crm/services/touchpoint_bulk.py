@@ -49,6 +49,8 @@ _EVENT_COLUMNS = (
 
 BULK_KINDS = (RecordKind.INTERACTION, RecordKind.PURCHASE, RecordKind.CUSTOMER)
 _LIMITS = {"campaign_code": 40, "disposition": 40, "subject": 200}
+# A contact may be dated this far ahead of the worker's clock (the source's may run fast).
+_FUTURE_SLACK = dt.timedelta(minutes=5)
 
 _INSERT_INTERACTIONS = """
 INSERT INTO crm_interaction (customer_id, channel, direction, occurred_at, agent_id, campaign_code,
@@ -151,28 +153,27 @@ def _interaction_row(
     result: Claimed, customer_id: int, mapped: dict[str, Any], now: dt.datetime
 ) -> dict[str, Any]:
     """The contact row of one result, or {"error": {field: message}} as interaction_record refuses."""
-    occurred_at = mapped.get("interaction.occurred_at") or result.occurred_at
+    get = mapped.get
+    occurred_at = get("interaction.occurred_at") or result.occurred_at
     errors: dict[str, str] = {}
     if occurred_at is None:
         errors["occurred_at"] = "A contact needs its time: send occurred_at or map interaction.occurred_at."
-    elif occurred_at > now + dt.timedelta(minutes=5):
+    elif occurred_at > now + _FUTURE_SLACK:
         errors["occurred_at"] = "The contact is dated in the future: check the time."
-    for target, why in (
-        ("channel", "map the channel."),
-        ("direction", "map the direction (inbound or outbound)."),
-    ):
-        if not mapped.get(f"interaction.{target}"):
-            errors[f"interaction.{target}"] = f"Missing: {why}"
+    channel, direction = get("interaction.channel"), get("interaction.direction")
+    if not channel:
+        errors["interaction.channel"] = "Missing: map the channel."
+    if not direction:
+        errors["interaction.direction"] = "Missing: map the direction (inbound or outbound)."
     row: dict[str, Any] = {
-        "customer_id": customer_id, "channel": mapped.get("interaction.channel"),
-        "direction": mapped.get("interaction.direction"),
+        "customer_id": customer_id, "channel": channel, "direction": direction,
         "occurred_at": occurred_at.isoformat() if occurred_at else None,
-        "campaign_code": str(mapped.get("interaction.campaign_code") or ""),
-        "disposition": str(mapped.get("interaction.disposition") or ""),
-        "subject": str(mapped.get("interaction.subject") or "")[:200],
-        "notes": str(mapped.get("interaction.notes") or ""),
-        "duration_seconds": mapped.get("interaction.duration_seconds"),
-        "external_id": str(mapped.get("interaction.external_id") or result.external_id),
+        "campaign_code": str(get("interaction.campaign_code") or ""),
+        "disposition": str(get("interaction.disposition") or ""),
+        "subject": str(get("interaction.subject") or "")[:200],
+        "notes": str(get("interaction.notes") or ""),
+        "duration_seconds": get("interaction.duration_seconds"),
+        "external_id": str(get("interaction.external_id") or result.external_id),
     }  # fmt: skip
     for name, limit in _LIMITS.items():
         if len(row[name]) > limit:

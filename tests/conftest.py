@@ -25,6 +25,7 @@ from crm import services
 from crm.backends import forget_catalog
 from crm.models import Customer, Product, SourceSystem, User
 from crm.selectors import forget_source_systems
+from crm.services import touchpoint_apply
 from crm.services.logins import KEY_PREFIX as LOGIN_GUARD_PREFIX
 
 PASSWORD = "correct-horse-battery-9"
@@ -62,6 +63,14 @@ def _no_failed_log_ins_carried_over(_redis: redis.Redis) -> None:
     keys = list(_redis.scan_iter(match=cache.make_key(LOGIN_GUARD_PREFIX + "*"), count=1000))
     if keys:
         _redis.delete(*keys)
+
+
+@pytest.fixture(autouse=True)
+def _claims_start_at_the_head(_redis: redis.Redis) -> None:
+    """The position the touchpoint claims read up to lives in the shared Redis and
+    outlives a test (whose rows are gone): each test's claims start from the head."""
+    _redis.delete(f"crm:ingest:claimed-to:{connections['default'].settings_dict['NAME']}")
+    touchpoint_apply._claims_since_head = 0  # type: ignore[attr-defined]
 
 
 @pytest.fixture

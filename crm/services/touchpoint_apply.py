@@ -95,6 +95,21 @@ class Claimed:
 # the last row of this one, so a backlog whose head is held (claimed by another
 # worker, waiting behind a review) is passed over, never waited on.
 #
+# Where to start: the position the claims have read up to (``_position_get``), shared
+# by the workers through Redis. Each claim publishes the end of the windows it read as
+# soon as its rows are locked, so the next claim, in this worker or another, starts
+# after them instead of at the head of the backlog: from the head, a claim probed the
+# thousand rows another worker held (and their order) before reaching its own, and
+# walked the entries the applied results left in the pending index until a vacuum
+# (in process, 11 us of the database's CPU per result claimed with the head held,
+# 6 us without). What lies behind the position is not forgotten: a claim that finds
+# fewer than it wants after it goes on from the head up to it, and one claim in
+# ``HEAD_EVERY`` of each process starts at the head, so a result passed over (held
+# behind an earlier one of its key, released after an error, or committed by a
+# batch that took longer than a later one) waits a few claims at most. The
+# position is a hint, never a promise: Redis away, or the inbox emptied, a claim
+# reads from the head as before.
+#
 # The window comes back as one row: how many, their ids as the JSON array the claim
 # takes, and where the next window starts (its last row by arrival, the time as
 # text). Fetched as rows, a window's two thousand times parsed into datetimes in
@@ -103,6 +118,7 @@ _CLAIM_WINDOW = """
 WITH w AS MATERIALIZED (
     SELECT r.id, r.received_at FROM crm_touchpointresult r
     WHERE r.status = 'pending' AND (r.received_at, r.id) > (%(after_at)s::timestamptz, %(after_id)s)
+      AND (r.received_at, r.id) <= (%(until_at)s::timestamptz, %(until_id)s)
     ORDER BY r.received_at, r.id
     LIMIT %(window)s
 )
@@ -166,6 +182,36 @@ def result_order(sequence: int | None, occurred_at: dt.datetime | None, pk: int)
         sequence is not None, sequence or 0, occurred_at is not None,
         occurred_at or dt.datetime.min.replace(tzinfo=dt.UTC), pk,
     )  # fmt: skip
+
+
+# See "Where to start" above.
+HEAD_EVERY = 8
+_claims_since_head = 0
+_HEAD = ("-infinity", 0)
+_END = ("infinity", 2**63 - 1)
+
+
+def _position_key() -> str:
+    return f"crm:ingest:claimed-to:{connection.settings_dict['NAME']}"
+
+
+def _position_get() -> tuple[str, int] | None:
+    """Where the claims have read the backlog up to: (received_at as text, id)."""
+    try:
+        raw = redis_client().get(_position_key())
+    except Exception:  # a hint: without Redis, the claim reads from the head
+        return None
+    if not raw:
+        return None
+    at, _, pk = (raw.decode() if isinstance(raw, bytes) else raw).rpartition("|")
+    return (at, int(pk)) if at and pk.isdigit() else None
+
+
+def _position_set(position: tuple[str, int]) -> None:
+    try:
+        redis_client().set(_position_key(), f"{position[0]}|{position[1]}", ex=3600)
+    except Exception:
+        logger.debug("could not publish the claims' position", exc_info=True)
 
 
 def lease() -> dt.timedelta:
@@ -274,9 +320,14 @@ def touchpoint_results_claim(*, limit: int, token: str) -> list[Claimed]:
     still commits durably)."""
     if not connection.in_atomic_block:
         raise RuntimeError("touchpoint_results_claim runs in the transaction that applies its results")
+    global _claims_since_head  # noqa: PLW0603  (per process, see HEAD_EVERY)
     now = timezone.now()
-    window = max(2 * limit, 100)
-    after: tuple[str, int] = ("-infinity", 0)
+    position = _position_get() if _claims_since_head < HEAD_EVERY else None
+    _claims_since_head = 0 if position is None else _claims_since_head + 1
+    # From the position to the end, then (when that leaves the claim short) from the
+    # head up to the position; without one, from the head to the end.
+    passes = [(position, _END), (_HEAD, position)] if position else [(_HEAD, _END)]
+    read_to: tuple[str, int] | None = None
     rows: list[Any] = []
     with connection.cursor() as cursor:
         # With statistics that say "a few rows" (they always lag, see above), the
@@ -284,18 +335,31 @@ def touchpoint_results_claim(*, limit: int, token: str) -> list[Claimed]:
         # the whole inbox for it; neither a sort nor a sequential scan has a place in
         # the claim (it takes the window's rows in primary-key order).
         cursor.execute(_CLAIM_START, {"own": claim_lock_key(token)})
-        while len(rows) < limit:
-            cursor.execute(_CLAIM_WINDOW, {"after_at": after[0], "after_id": after[1], "window": window})
-            found, ids, last_at, last_id = cursor.fetchone()
-            if not found:
+        for number, (after, until) in enumerate(passes):
+            while len(rows) < limit:
+                wanted = limit - len(rows)
+                window = max(wanted, 100)
+                cursor.execute(_CLAIM_WINDOW, {
+                    "after_at": after[0], "after_id": after[1], "until_at": until[0], "until_id": until[1],
+                    "window": window})  # fmt: skip
+                found, ids, last_at, last_id = cursor.fetchone()
+                if not found:
+                    break
+                params: dict[str, Any] = {"ids": ids, "stale": now - lease(), "limit": wanted}
+                cursor.execute(_CLAIM, params)
+                taken = cursor.fetchall()
+                rows.extend(taken)
+                if number == 0 and (len(taken) < wanted or found <= wanted):
+                    # Every row of this window was taken or passed over: read.
+                    read_to = (last_at, last_id)
+                if found < window:
+                    break
+                after = (last_at, last_id)
+            if len(rows) >= limit:
                 break
-            params: dict[str, Any] = {"ids": ids, "stale": now - lease(), "limit": limit - len(rows)}
-            cursor.execute(_CLAIM, params)
-            rows.extend(cursor.fetchall())
-            if found < window:
-                break
-            after = (last_at, last_id)
         cursor.execute(_CLAIM_END)
+    if read_to is not None:
+        _position_set(read_to)
     # The time as text, parsed by the standard library's C parser: the driver's loader
     # of timestamptz (Django's, in Python) was a twelfth of a worker's CPU applying.
     parse = dt.datetime.fromisoformat

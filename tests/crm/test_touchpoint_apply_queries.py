@@ -13,7 +13,7 @@ from tests.touchpoint_data import apply_all, profile, receive, visit
 
 pytestmark = pytest.mark.django_db
 
-STATEMENTS = 45
+STATEMENTS = 48
 
 
 def _keyed_results(web, n: int, prefix: str) -> list[dict]:
@@ -41,7 +41,8 @@ def test_a_claimed_batch_costs_the_same_statements_for_4_results_or_40(web):
     large = _statements_to_apply(web, 20, "B")
     assert small == large
     # Two claims (a key's profile change waits for its visit) and a last, empty one.
-    # Each: the settings and the claim's lock, the window, the claim, the planner's
+    # Each: the settings and the claim's lock, the window after the position the
+    # claims read to and, the claim being short, the window before it, the claim, the planner's
     # settings back (no commit of its own, no second lock), the keys looked up and marked seen in
     # one statement, contacts, their events (no policy listens to them: the engine's
     # listener reads nothing), (profile rows locked, updated, their history, orders

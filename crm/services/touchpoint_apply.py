@@ -200,6 +200,7 @@ def _position_get() -> tuple[str, int] | None:
     try:
         raw = redis_client().get(_position_key())
     except Exception:  # a hint: without Redis, the claim reads from the head
+        logger.debug("could not read the claims' position", exc_info=True)
         return None
     if not raw:
         return None
@@ -335,7 +336,8 @@ def touchpoint_results_claim(*, limit: int, token: str) -> list[Claimed]:
         # the whole inbox for it; neither a sort nor a sequential scan has a place in
         # the claim (it takes the window's rows in primary-key order).
         cursor.execute(_CLAIM_START, {"own": claim_lock_key(token)})
-        for number, (after, until) in enumerate(passes):
+        for number, (start, until) in enumerate(passes):
+            after = start
             while len(rows) < limit:
                 wanted = limit - len(rows)
                 window = max(wanted, 100)

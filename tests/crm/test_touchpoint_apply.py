@@ -299,6 +299,38 @@ def test_a_claim_passes_a_held_head_window_by_window_across_batches_received_apa
     assert len({c.id for c in held + free + rest}) == 148
 
 
+def _arrival() -> list[str]:
+    return list(TouchpointResult.objects.order_by("received_at", "id").values_list("external_id", flat=True))
+
+
+def test_a_claim_starts_where_the_last_one_read_to_and_reads_behind_it_when_short(web, dave_customer):
+    receive(web, [visit(f"v-{i:03}", "dave@example.com") for i in range(300)])
+    arrival = _arrival()
+    claim = services.touchpoint_apply.touchpoint_results_claim  # type: ignore[attr-defined]
+    # A claim reads the first hundred and lets them go (its worker lost): the next
+    # claim starts after what that one read, not at the head.
+    assert [c.external_id for c in lost_claim("lost", limit=100)] == arrival[:100]
+    with transaction.atomic():
+        assert [c.external_id for c in claim(limit=100, token="next")] == arrival[100:200]
+        transaction.set_rollback(True)
+    # Short after the position (100 left there), a claim goes on from the head.
+    with transaction.atomic():
+        short = claim(limit=150, token="short")
+        transaction.set_rollback(True)
+    assert [c.external_id for c in short] == arrival[:50] + arrival[200:]
+    assert apply_all() == 300
+
+
+def test_one_claim_in_a_few_starts_at_the_head_whatever_the_position(web, dave_customer, monkeypatch):
+    monkeypatch.setattr(services.touchpoint_apply, "HEAD_EVERY", 1)  # type: ignore[attr-defined]
+    receive(web, [visit(f"v-{i:03}", "dave@example.com") for i in range(300)])
+    arrival = _arrival()
+    assert [c.external_id for c in lost_claim("first", limit=100)] == arrival[:100]
+    assert [c.external_id for c in lost_claim("after", limit=100)] == arrival[100:200]
+    # The result passed over behind the position is not left to a short claim alone.
+    assert [c.external_id for c in lost_claim("head", limit=100)] == arrival[:100]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_claim_outside_a_transaction_is_refused(web, dave_customer):
     # Its row locks would end with its statement: a claim that holds nothing.

@@ -95,20 +95,24 @@ class Claimed:
 # the last row of this one, so a backlog whose head is held (claimed by another
 # worker, waiting behind a review) is passed over, never waited on.
 #
-# Where to start: the position the claims have read up to (``_position_get``), shared
-# by the workers through Redis. Each claim publishes the end of the windows it read as
-# soon as its rows are locked, so the next claim, in this worker or another, starts
-# after them instead of at the head of the backlog: from the head, a claim probed the
-# thousand rows another worker held (and their order) before reaching its own, and
-# walked the entries the applied results left in the pending index until a vacuum
-# (in process, 11 us of the database's CPU per result claimed with the head held,
-# 6 us without). What lies behind the position is not forgotten: a claim that finds
-# fewer than it wants after it goes on from the head up to it, and one claim in
-# ``HEAD_EVERY`` of each process starts at the head, so a result passed over (held
-# behind an earlier one of its key, released after an error, or committed by a
-# batch that took longer than a later one) waits a few claims at most. The
-# position is a hint, never a promise: Redis away, or the inbox emptied, a claim
-# reads from the head as before.
+# Where to start: the position the claims have read up to, shared by the workers
+# through Redis. From the head, a claim probed the thousand rows another worker held
+# (and the order of each) before reaching rows it could take, and walked the entries
+# applied results leave in the pending index until a vacuum (in process, 11 us of
+# the database's CPU per result claimed with the head held, 6 us without). So a
+# claim reads from the position, and moves it past each window before it claims
+# the window's rows, with a compare-and-set (``_POSITION_MOVE``): two workers that
+# start at once (they often do: they finish their batches together) would otherwise
+# read the same window and split it row by row. When another claim moved it first,
+# the window is left to that claim and this one reads on from there.
+#
+# What lies behind the position is not forgotten: a claim that finds fewer than it
+# wants after it goes on from the head up to it, and one claim in ``HEAD_EVERY`` of
+# each process reads from the head (and leaves the position alone), so a result
+# passed over (held behind an earlier one of its key, released after an error, or
+# committed by a batch that took longer than a later one) waits a few claims at
+# most. The position is a hint, never a promise: with Redis away, or the inbox
+# emptied, a claim reads from the head as before.
 #
 # The window comes back as one row: how many, their ids as the JSON array the claim
 # takes, and where the next window starts (its last row by arrival, the time as
@@ -195,6 +199,28 @@ def _position_key() -> str:
     return f"crm:ingest:claimed-to:{connection.settings_dict['NAME']}"
 
 
+# Move the position from what the claim last saw to the end of the window it is
+# about to claim, unless another claim moved it meanwhile: then answer where it is.
+_POSITION_MOVE = """
+local now = redis.call('GET', KEYS[1])
+if (now or '') == ARGV[1] then
+    redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+    return 1
+end
+return now
+"""
+_POSITION_TTL_SECONDS = 3600
+
+
+def _position_decode(raw: Any) -> tuple[str, int] | None:
+    at, _, pk = (raw.decode() if isinstance(raw, bytes) else str(raw)).rpartition("|")
+    return (at, int(pk)) if at and pk.isdigit() else None
+
+
+def _position_encode(position: tuple[str, int] | None) -> str:
+    return "" if position is None else f"{position[0]}|{position[1]}"
+
+
 def _position_get() -> tuple[str, int] | None:
     """Where the claims have read the backlog up to: (received_at as text, id)."""
     try:
@@ -202,17 +228,22 @@ def _position_get() -> tuple[str, int] | None:
     except Exception:  # a hint: without Redis, the claim reads from the head
         logger.debug("could not read the claims' position", exc_info=True)
         return None
-    if not raw:
-        return None
-    at, _, pk = (raw.decode() if isinstance(raw, bytes) else raw).rpartition("|")
-    return (at, int(pk)) if at and pk.isdigit() else None
+    return _position_decode(raw) if raw else None
 
 
-def _position_set(position: tuple[str, int]) -> None:
+def _position_move(seen: tuple[str, int] | None, to: tuple[str, int]) -> tuple[bool, tuple[str, int] | None]:
+    """Move the position from ``seen`` to ``to``: (True, to), or (False, where another
+    claim moved it). Without Redis, (True, to): the claim goes on as if it had."""
     try:
-        redis_client().set(_position_key(), f"{position[0]}|{position[1]}", ex=3600)
+        answer = redis_client().eval(
+            _POSITION_MOVE, 1, _position_key(), _position_encode(seen), _position_encode(to),
+            _POSITION_TTL_SECONDS)  # fmt: skip
     except Exception:
-        logger.debug("could not publish the claims' position", exc_info=True)
+        logger.debug("could not move the claims' position", exc_info=True)
+        return True, to
+    if answer == 1:
+        return True, to
+    return False, _position_decode(answer) if answer else None
 
 
 def lease() -> dt.timedelta:
@@ -323,12 +354,16 @@ def touchpoint_results_claim(*, limit: int, token: str) -> list[Claimed]:
         raise RuntimeError("touchpoint_results_claim runs in the transaction that applies its results")
     global _claims_since_head  # noqa: PLW0603  (per process, see HEAD_EVERY)
     now = timezone.now()
-    position = _position_get() if _claims_since_head < HEAD_EVERY else None
-    _claims_since_head = 0 if position is None else _claims_since_head + 1
-    # From the position to the end, then (when that leaves the claim short) from the
-    # head up to the position; without one, from the head to the end.
-    passes = [(position, _END), (_HEAD, position)] if position else [(_HEAD, _END)]
-    read_to: tuple[str, int] | None = None
+    position = _position_get()
+    at_head = position is not None and _claims_since_head >= HEAD_EVERY
+    _claims_since_head = 0 if at_head else _claims_since_head + (position is not None)
+    # From the position to the end, moving it window by window; then, when that
+    # leaves the claim short, from the head up to where it was. A claim at the head
+    # reads from the head to the end and leaves the position where it is.
+    if at_head:
+        passes = [(_HEAD, _END, False)]
+    else:
+        passes = [(position or _HEAD, _END, True)] + ([(_HEAD, position, False)] if position else [])
     rows: list[Any] = []
     with connection.cursor() as cursor:
         # With statistics that say "a few rows" (they always lag, see above), the
@@ -336,8 +371,8 @@ def touchpoint_results_claim(*, limit: int, token: str) -> list[Claimed]:
         # the whole inbox for it; neither a sort nor a sequential scan has a place in
         # the claim (it takes the window's rows in primary-key order).
         cursor.execute(_CLAIM_START, {"own": claim_lock_key(token)})
-        for number, (start, until) in enumerate(passes):
-            after = start
+        for start, until, moves in passes:
+            after, seen, contested = start, position, 0
             while len(rows) < limit:
                 wanted = limit - len(rows)
                 window = max(wanted, 100)
@@ -347,21 +382,30 @@ def touchpoint_results_claim(*, limit: int, token: str) -> list[Claimed]:
                 found, ids, last_at, last_id = cursor.fetchone()
                 if not found:
                     break
+                end = (last_at, last_id)
+                # The position moves past a window only if the claim considers every
+                # row of it (a window wider than the claim's remainder is claimed
+                # in part, by id: its other rows stay ahead for the next claim).
+                if moves:
+                    # Another claim took this window a moment ago: go on after its
+                    # position (a few times at most; then share the window).
+                    if found <= wanted:
+                        moved, now_at = _position_move(seen, end)
+                    else:
+                        moved, now_at = False, _position_get()
+                    if not moved and now_at is not None and now_at > after and contested < 3:
+                        after, seen, contested = now_at, now_at, contested + 1
+                        continue
+                    seen = end if moved else now_at
                 params: dict[str, Any] = {"ids": ids, "stale": now - lease(), "limit": wanted}
                 cursor.execute(_CLAIM, params)
-                taken = cursor.fetchall()
-                rows.extend(taken)
-                if number == 0 and (len(taken) < wanted or found <= wanted):
-                    # Every row of this window was taken or passed over: read.
-                    read_to = (last_at, last_id)
+                rows.extend(cursor.fetchall())
                 if found < window:
                     break
-                after = (last_at, last_id)
+                after = end
             if len(rows) >= limit:
                 break
         cursor.execute(_CLAIM_END)
-    if read_to is not None:
-        _position_set(read_to)
     # The time as text, parsed by the standard library's C parser: the driver's loader
     # of timestamptz (Django's, in Python) was a twelfth of a worker's CPU applying.
     parse = dt.datetime.fromisoformat

@@ -321,6 +321,34 @@ def test_a_claim_starts_where_the_last_one_read_to_and_reads_behind_it_when_shor
     assert apply_all() == 300
 
 
+def test_a_claim_passed_by_another_while_it_read_its_window_reads_on_after_it(
+    web, dave_customer, monkeypatch
+):
+    receive(web, [visit(f"v-{i:03}", "dave@example.com") for i in range(300)])
+    arrival = _arrival()
+    module: Any = services.touchpoint_apply  # type: ignore[attr-defined]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT received_at::text, id FROM crm_touchpointresult WHERE external_id = %s", [arrival[149]]
+        )
+        other = cursor.fetchone()
+    move = module._position_move
+
+    def raced(seen: Any, to: Any) -> Any:
+        # Between this claim's window and its move, another claim moved the position
+        # past the first 150 results.
+        if module._position_get() is None:
+            move(None, other)
+        return move(seen, to)
+
+    monkeypatch.setattr(module, "_position_move", raced)
+    with transaction.atomic():
+        taken = module.touchpoint_results_claim(limit=100, token="late")
+        transaction.set_rollback(True)
+    assert [c.external_id for c in taken] == arrival[150:250]
+    assert module._position_get()[1] == TouchpointResult.objects.get(external_id=arrival[249]).pk
+
+
 def test_one_claim_in_a_few_starts_at_the_head_whatever_the_position(web, dave_customer, monkeypatch):
     monkeypatch.setattr(services.touchpoint_apply, "HEAD_EVERY", 1)  # type: ignore[attr-defined]
     receive(web, [visit(f"v-{i:03}", "dave@example.com") for i in range(300)])

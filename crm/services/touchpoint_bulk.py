@@ -15,8 +15,9 @@ import datetime as dt
 import json
 from typing import TYPE_CHECKING, Any
 
+import psycopg.errors
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.db.models import JSONField
 from django.db.models.base import ModelState
 from django.utils import timezone
@@ -60,9 +61,9 @@ SELECT x.customer_id, x.channel, x.direction, x.occurred_at, NULL, x.campaign_co
 FROM jsonb_to_recordset(%(rows)s) AS x(customer_id bigint, channel text, direction text,
     occurred_at timestamptz, campaign_code text, disposition text, subject text, notes text,
     duration_seconds integer, external_id text)
-ON CONFLICT DO NOTHING
 RETURNING id, external_id
 """
+_INSERT_INTERACTIONS_NEW_ONLY = _INSERT_INTERACTIONS.replace("RETURNING", "ON CONFLICT DO NOTHING\nRETURNING")
 
 # Inserted as dispatched (one attempt): the worker runs their deferred listeners in
 # this transaction (events_dispatch_in_worker), and puts them back if those fail.
@@ -73,9 +74,32 @@ SELECT x.type, x.customer_id, x.occurred_at, x.payload, %(source)s, x.idempotenc
     %(now)s, 1
 FROM jsonb_to_recordset(%(rows)s) AS x(type text, customer_id bigint, occurred_at timestamptz, payload jsonb,
     idempotency_key text)
-ON CONFLICT (source_system_id, idempotency_key) DO NOTHING
 RETURNING id, idempotency_key
 """
+_INSERT_EVENTS_NEW_ONLY = _INSERT_EVENTS.replace(
+    "RETURNING", "ON CONFLICT (source_system_id, idempotency_key) DO NOTHING\nRETURNING"
+)
+
+
+def _insert_rows(plain: str, new_only: str, params: dict[str, Any]) -> list[Any]:
+    """The rows ``plain`` inserted, or, when one of them was recorded before (a unique
+    key taken), those ``new_only`` (the same with ON CONFLICT DO NOTHING) inserted.
+
+    A repeat is rare here (a contact sent again under another result id, a replay
+    after the inbox was purged), and ON CONFLICT costs every row a speculative
+    insertion: ~2 us more per row than a plain insert (886-908 against 655-718 ms per
+    100,000 events). So the plain insert first, in a savepoint; on a unique
+    violation its rows roll back with it, and the insert that skips repeats runs."""
+    with connection.cursor() as cursor:
+        try:
+            with transaction.atomic():
+                cursor.execute(plain, params)
+                return cursor.fetchall()
+        except IntegrityError as exc:
+            if not isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
+                raise
+        cursor.execute(new_only, params)
+        return cursor.fetchall()
 
 
 def bulk_candidates(results: list[Claimed], *, context: ApplyContext) -> tuple[list[Claimed], list[Claimed]]:
@@ -202,14 +226,9 @@ def _interactions(
             wanted[row["external_id"]] = (result, row)
     if not wanted:
         return outcomes
-    with connection.cursor() as cursor:
-        params: dict[str, Any] = {
-            "source": source_id,
-            "now": now,
-            "rows": _jsonb([r for _, r in wanted.values()]),
-        }
-        cursor.execute(_INSERT_INTERACTIONS, params)
-        inserted = cursor.fetchall()
+    sent = _jsonb([r for _, r in wanted.values()])
+    params: dict[str, Any] = {"source": source_id, "now": now, "rows": sent}
+    inserted = _insert_rows(_INSERT_INTERACTIONS, _INSERT_INTERACTIONS_NEW_ONLY, params)
     new_ids = {external_id for _, external_id in inserted}
     recorded_before = [e for e in wanted if e not in new_ids]
     existing = (
@@ -262,10 +281,8 @@ def _insert_events(
 ) -> set[str]:
     if not rows:
         return set()
-    with connection.cursor() as cursor:
-        params: dict[str, Any] = {"source": source_id, "actor": actor_id, "now": now, "rows": _jsonb(rows)}
-        cursor.execute(_INSERT_EVENTS, params)
-        inserted = cursor.fetchall()
+    params: dict[str, Any] = {"source": source_id, "actor": actor_id, "now": now, "rows": _jsonb(rows)}
+    inserted = _insert_rows(_INSERT_EVENTS, _INSERT_EVENTS_NEW_ONLY, params)
     by_key = {row["idempotency_key"]: row for row in rows}
     # The rows just written, as the listeners read them, without reading them back.
     times: dict[str, dt.datetime] = {}

@@ -433,7 +433,7 @@ def test_keyed_contacts_land_like_one_recorded_through_the_service(web, web_user
 
 
 def test_a_keyed_contact_whose_id_names_another_customers_contact_is_rejected(
-    web, dave_customer, erin_customer
+    web, dave_customer, erin_customer, caplog
 ):
     services.interaction_record(customer_id=erin_customer.pk, channel="web", direction="inbound",
                                 occurred_at=time_ago(60), source=web, external_id="v-1")  # fmt: skip
@@ -449,6 +449,27 @@ def test_a_keyed_contact_whose_id_names_another_customers_contact_is_rejected(
     assert "another customer record" in errors["v-1"]["fields"]["external_id"]
     assert "future" in errors["v-2"]["fields"]["occurred_at"][0]
     assert Interaction.objects.get().customer_id == erin_customer.pk
+    assert "applying one by one" not in caplog.text
+
+
+def test_a_batch_with_one_fact_recorded_before_records_the_others_once(web, dave_customer, caplog):
+    # The inbox forgot "b-1" (purged), its purchase event stays: sent again with a new
+    # purchase, it is a repeat (the insert of new rows only), the new one is recorded.
+    for key in ("K1", "K2"):  # two keys: both results in one claim, one statement
+        services.source_record_link(source=web, external_key=key, customer_id=dave_customer.pk)
+    items = [{"external_id": f"b-{i}", "record_kind": "purchase", "customer_key": f"K{i}",
+              "payload": {"amount": "19.90", "currency": "usd", "sku": "mug"}} for i in (1, 2)]  # fmt: skip
+    receive(web, items[:1])
+    apply_all()
+    TouchpointResult.objects.all().delete()
+    receive(web, items)
+    while apply_all():
+        pass
+
+    assert statuses(web) == {"b-1": "applied", "b-2": "applied"}
+    keys = BusinessEvent.objects.filter(type="transaction.purchase").values_list("idempotency_key", flat=True)
+    assert sorted(keys) == ["b-1", "b-2"]
+    assert "applying one by one" not in caplog.text  # the set-based path took the repeat in its stride
 
 
 def test_a_keyed_profile_change_the_record_refuses_is_rejected_and_writes_nothing(web, dave_customer):

@@ -25,7 +25,7 @@ from crm import services
 from crm.backends import forget_catalog
 from crm.models import Customer, Product, SourceSystem, User
 from crm.selectors import forget_source_systems
-from crm.services import touchpoint_apply
+from crm.services import touchpoint_claims
 from crm.services.logins import KEY_PREFIX as LOGIN_GUARD_PREFIX
 
 PASSWORD = "correct-horse-battery-9"
@@ -70,7 +70,7 @@ def _claims_start_at_the_head(_redis: redis.Redis) -> None:
     """The position the touchpoint claims read up to lives in the shared Redis and
     outlives a test (whose rows are gone): each test's claims start from the head."""
     _redis.delete(f"crm:ingest:claimed-to:{connections['default'].settings_dict['NAME']}")
-    touchpoint_apply._claims_since_head = 0  # type: ignore[attr-defined]
+    touchpoint_claims._claims_since_head = 0  # type: ignore[attr-defined]
 
 
 @pytest.fixture

@@ -122,14 +122,14 @@ def lost_claim(token: str, *, limit: int = 10) -> list[Any]:
     before it writes anything: its transaction ends without a commit (here a
     savepoint rolled back, which drops its row and advisory locks as the end of
     a killed worker's transaction does)."""
-    from crm.services import touchpoint_apply
+    from crm.services import touchpoint_claims
 
     claimed: list[Any] = []
-    touchpoint_apply.lost_claims_count(token=token)  # as a run does before each claim
+    touchpoint_claims.lost_claims_count(token=token)  # as a run does before each claim
     try:
         with transaction.atomic():
-            claimed = touchpoint_apply.touchpoint_results_claim(limit=limit, token=token)
-            touchpoint_apply._claim_note(token, claimed)
+            claimed = touchpoint_claims.touchpoint_results_claim(limit=limit, token=token)
+            touchpoint_claims._claim_note(token, claimed)
             raise _Lost
     except _Lost:
         pass
@@ -141,7 +141,7 @@ def held_claim(token: str, *, limit: int) -> Iterator[list[Any]]:
     """Another worker's claim in progress: a thread with its own connection holds
     the claim's transaction open until the block ends (the test must commit its
     data: ``django_db(transaction=True)``)."""
-    from crm.services import touchpoint_apply
+    from crm.services import touchpoint_claims
 
     claimed: list[Any] = []
     ready, done = threading.Event(), threading.Event()
@@ -150,11 +150,11 @@ def held_claim(token: str, *, limit: int) -> Iterator[list[Any]]:
     def hold() -> None:
         try:
             with transaction.atomic():
-                claimed.extend(touchpoint_apply.touchpoint_results_claim(limit=limit, token=token))
-                touchpoint_apply._claim_note(token, claimed)
+                claimed.extend(touchpoint_claims.touchpoint_results_claim(limit=limit, token=token))
+                touchpoint_claims._claim_note(token, claimed)
                 ready.set()
                 done.wait(60)
-            touchpoint_apply._claim_forget(token)
+            touchpoint_claims._claim_forget(token)
         except Exception as exc:  # noqa: BLE001  (reported in the test's thread)
             errors.append(exc)
             ready.set()

@@ -39,7 +39,7 @@ from crm.services.touchpoint_effects import (
 from crm.services.touchpoints import _jsonb, result_map
 
 if TYPE_CHECKING:
-    from crm.services.touchpoint_apply import Claimed
+    from crm.services.touchpoint_claims import Claimed
     from crm.services.touchpoint_effects import ApplyContext
 
 # The columns of an event row in the model's order (Model.from_db takes values so).

@@ -28,11 +28,12 @@ from crm.services.customers import customer_create, customer_update
 from crm.services.events import business_event_record
 from crm.services.history import interaction_record
 from crm.services.sources import source_record_link
-from crm.services.touchpoint_apply import Outcome, result_order
+from crm.services.touchpoint_apply import Outcome
+from crm.services.touchpoint_claims import result_order
 from crm.services.touchpoints import _jsonb, result_map, source_mappings
 
 if TYPE_CHECKING:
-    from crm.services.touchpoint_apply import Claimed
+    from crm.services.touchpoint_claims import Claimed
 
 # customer.<target> → the Customer field it sets directly.
 _DIRECT_FIELDS = (

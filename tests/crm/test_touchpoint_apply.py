@@ -162,7 +162,7 @@ def test_one_customers_results_apply_in_the_sources_order_across_batches(web, da
     # The later change arrives first; the earlier one comes in a second batch.
     receive(web, [profile("p-2", "K1", sequence=2, tier="G")])
     receive(web, [profile("p-1", "K1", sequence=1, tier="S")])
-    claim = services.touchpoint_apply.touchpoint_results_claim  # type: ignore[attr-defined]
+    claim = services.touchpoint_claims.touchpoint_results_claim  # type: ignore[attr-defined]
     assert [c.external_id for c in claim(limit=10, token="peek")] == ["p-1"]  # never both at once
     TouchpointResult.objects.update(claimed_at=None)
     apply_all()
@@ -220,7 +220,7 @@ def test_a_result_without_a_sequence_is_placed_by_its_time_against_one_applied(w
 @pytest.fixture
 def notes_counted_at_once(monkeypatch):
     """Lost claims' notes counted whatever their age (a run waits a few seconds)."""
-    monkeypatch.setattr(services.touchpoint_apply, "_NOTE_AGE_SECONDS", 0)  # type: ignore[attr-defined]
+    monkeypatch.setattr(services.touchpoint_claims, "_NOTE_AGE_SECONDS", 0)  # type: ignore[attr-defined]
 
 
 def test_a_result_whose_worker_is_lost_each_time_is_dead_lettered(
@@ -270,7 +270,7 @@ def test_a_claim_reaches_past_a_head_of_the_backlog_that_another_worker_holds(we
     # A claim reads the backlog a window at a time (at least 100 rows): the first
     # window and more are held by a live worker, the claim still finds the rest.
     receive(web, [visit(f"v-{i:03}", "dave@example.com") for i in range(130)])
-    claim = services.touchpoint_apply.touchpoint_results_claim  # type: ignore[attr-defined]
+    claim = services.touchpoint_claims.touchpoint_results_claim  # type: ignore[attr-defined]
     with held_claim("busy", limit=120) as held, transaction.atomic():
         free = claim(limit=5, token="second")
 
@@ -286,7 +286,7 @@ def test_a_claim_passes_a_held_head_window_by_window_across_batches_received_apa
     # microsecond, so no result is skipped and none read twice.
     for b in range(4):
         receive(web, [visit(f"v-{b}-{i:02}", "dave@example.com") for i in range(37)])
-    claim = services.touchpoint_apply.touchpoint_results_claim  # type: ignore[attr-defined]
+    claim = services.touchpoint_claims.touchpoint_results_claim  # type: ignore[attr-defined]
     with held_claim("busy", limit=130) as held, held_claim("second", limit=10) as free, transaction.atomic():
         rest = claim(limit=50, token="third")
 
@@ -306,7 +306,7 @@ def _arrival() -> list[str]:
 def test_a_claim_starts_where_the_last_one_read_to_and_reads_behind_it_when_short(web, dave_customer):
     receive(web, [visit(f"v-{i:03}", "dave@example.com") for i in range(300)])
     arrival = _arrival()
-    claim = services.touchpoint_apply.touchpoint_results_claim  # type: ignore[attr-defined]
+    claim = services.touchpoint_claims.touchpoint_results_claim  # type: ignore[attr-defined]
     # A claim reads the first hundred and lets them go (its worker lost): the next
     # claim starts after what that one read, not at the head.
     assert [c.external_id for c in lost_claim("lost", limit=100)] == arrival[:100]
@@ -326,7 +326,7 @@ def test_a_claim_passed_by_another_while_it_read_its_window_reads_on_after_it(
 ):
     receive(web, [visit(f"v-{i:03}", "dave@example.com") for i in range(300)])
     arrival = _arrival()
-    module: Any = services.touchpoint_apply  # type: ignore[attr-defined]
+    module: Any = services.touchpoint_claims  # type: ignore[attr-defined]
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT received_at::text, id FROM crm_touchpointresult WHERE external_id = %s", [arrival[149]]
@@ -350,7 +350,7 @@ def test_a_claim_passed_by_another_while_it_read_its_window_reads_on_after_it(
 
 
 def test_one_claim_in_a_few_starts_at_the_head_whatever_the_position(web, dave_customer, monkeypatch):
-    monkeypatch.setattr(services.touchpoint_apply, "HEAD_EVERY", 1)  # type: ignore[attr-defined]
+    monkeypatch.setattr(services.touchpoint_claims, "HEAD_EVERY", 1)  # type: ignore[attr-defined]
     receive(web, [visit(f"v-{i:03}", "dave@example.com") for i in range(300)])
     arrival = _arrival()
     assert [c.external_id for c in lost_claim("first", limit=100)] == arrival[:100]
@@ -363,7 +363,7 @@ def test_one_claim_in_a_few_starts_at_the_head_whatever_the_position(web, dave_c
 def test_a_claim_outside_a_transaction_is_refused(web, dave_customer):
     # Its row locks would end with its statement: a claim that holds nothing.
     receive(web, [visit("v-1", "dave@example.com")])
-    claim = services.touchpoint_apply.touchpoint_results_claim  # type: ignore[attr-defined]
+    claim = services.touchpoint_claims.touchpoint_results_claim  # type: ignore[attr-defined]
     with pytest.raises(RuntimeError, match="transaction that applies"):
         claim(limit=10, token="alone")
     assert apply_all() == 1

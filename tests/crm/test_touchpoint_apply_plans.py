@@ -12,7 +12,8 @@ import pytest
 from django.db import connection
 
 from crm.models import TouchpointBatch, TouchpointResult
-from crm.services.touchpoint_apply import _CLAIM, _COMPLETE_BATCHES
+from crm.services.touchpoint_apply import _COMPLETE_BATCHES
+from crm.services.touchpoint_claims import _CLAIM
 from tests.touchpoint_data import apply_all, receive, visit
 
 # VACUUM (which sets the pages and tuples the planner believes an index holds) runs

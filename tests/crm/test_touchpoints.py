@@ -322,7 +322,7 @@ def test_results_behind_one_in_review_wait_for_it_then_apply_in_order(web, dave_
 def test_a_result_without_a_sequence_comes_before_the_numbered_ones_of_its_key(web, dave_customer):
     services.source_record_link(source=web, external_key="K1", customer_id=dave_customer.pk)
     receive(web, [profile("p-5", "K1", sequence=-5, tier="S"), profile("p-n", "K1", tier="G")])
-    claim = services.touchpoint_apply.touchpoint_results_claim  # type: ignore[attr-defined]
+    claim = services.touchpoint_claims.touchpoint_results_claim  # type: ignore[attr-defined]
     # Not read as 0 (which would put it after -5): unnumbered first, then by number.
     assert [c.external_id for c in claim(limit=10, token="peek")] == ["p-n"]
 

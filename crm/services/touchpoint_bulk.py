@@ -63,7 +63,6 @@ FROM jsonb_to_recordset(%(rows)s) AS x(customer_id bigint, channel text, directi
     duration_seconds integer, external_id text)
 RETURNING id, external_id
 """
-_INSERT_INTERACTIONS_NEW_ONLY = _INSERT_INTERACTIONS.replace("RETURNING", "ON CONFLICT DO NOTHING\nRETURNING")
 
 # Inserted as dispatched (one attempt): the worker runs their deferred listeners in
 # this transaction (events_dispatch_in_worker), and puts them back if those fail.
@@ -76,14 +75,12 @@ FROM jsonb_to_recordset(%(rows)s) AS x(type text, customer_id bigint, occurred_a
     idempotency_key text)
 RETURNING id, idempotency_key
 """
-_INSERT_EVENTS_NEW_ONLY = _INSERT_EVENTS.replace(
-    "RETURNING", "ON CONFLICT (source_system_id, idempotency_key) DO NOTHING\nRETURNING"
-)
 
 
-def _insert_rows(plain: str, new_only: str, params: dict[str, Any]) -> list[Any]:
-    """The rows ``plain`` inserted, or, when one of them was recorded before (a unique
-    key taken), those ``new_only`` (the same with ON CONFLICT DO NOTHING) inserted.
+def _insert_rows(insert: str, conflict: str, params: dict[str, Any]) -> list[Any]:
+    """The rows ``insert`` (an INSERT ... RETURNING) inserted, or, when one of them was
+    recorded before (a unique key taken), those it inserts skipping the repeats
+    (``ON CONFLICT <conflict> DO NOTHING``).
 
     A repeat is rare here (a contact sent again under another result id, a replay
     after the inbox was purged), and ON CONFLICT costs every row a speculative
@@ -93,12 +90,12 @@ def _insert_rows(plain: str, new_only: str, params: dict[str, Any]) -> list[Any]
     with connection.cursor() as cursor:
         try:
             with transaction.atomic():
-                cursor.execute(plain, params)
+                cursor.execute(insert, params)
                 return cursor.fetchall()
         except IntegrityError as exc:
             if not isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
                 raise
-        cursor.execute(new_only, params)
+        cursor.execute(insert.replace("RETURNING", f"ON CONFLICT {conflict} DO NOTHING\nRETURNING"), params)
         return cursor.fetchall()
 
 
@@ -228,7 +225,7 @@ def _interactions(
         return outcomes
     sent = _jsonb([r for _, r in wanted.values()])
     params: dict[str, Any] = {"source": source_id, "now": now, "rows": sent}
-    inserted = _insert_rows(_INSERT_INTERACTIONS, _INSERT_INTERACTIONS_NEW_ONLY, params)
+    inserted = _insert_rows(_INSERT_INTERACTIONS, "", params)
     new_ids = {external_id for _, external_id in inserted}
     recorded_before = [e for e in wanted if e not in new_ids]
     existing = (
@@ -282,7 +279,7 @@ def _insert_events(
     if not rows:
         return set()
     params: dict[str, Any] = {"source": source_id, "actor": actor_id, "now": now, "rows": _jsonb(rows)}
-    inserted = _insert_rows(_INSERT_EVENTS, _INSERT_EVENTS_NEW_ONLY, params)
+    inserted = _insert_rows(_INSERT_EVENTS, "(source_system_id, idempotency_key)", params)
     by_key = {row["idempotency_key"]: row for row in rows}
     # The rows just written, as the listeners read them, without reading them back.
     times: dict[str, dt.datetime] = {}

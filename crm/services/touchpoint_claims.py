@@ -388,6 +388,8 @@ def touchpoint_results_claim(*, limit: int, token: str) -> list[Claimed]:
                         moved, now_at = _position_move(seen, end)
                     else:
                         moved, now_at = False, _position_get()
+                    # Positions compare as tuples: PostgreSQL writes the times in
+                    # one zone (UTC) and ISO form, whose text sorts as the times do.
                     if not moved and now_at is not None and now_at > after and contested < 3:
                         after, seen, contested = now_at, now_at, contested + 1
                         continue
